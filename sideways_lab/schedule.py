@@ -1,0 +1,217 @@
+"""The symbolic schedule of a graph: plain Python/NumPy, no JAX.
+
+For every unit k and tick t it answers, from the definitions of DESIGN.md §3–§5:
+
+* which frame the activation ``out_k^t`` derives from along the main path (its *origin*,
+  ``t - k + 1`` in the pipelined forward) and which frames it integrates (through skips);
+* which loss ticks the cotangent ``c_k^t`` that unit k uses at tick t started from;
+* the resulting *mismatch* in frames between activation and gradient (``2(L-k)`` on a chain);
+* latency counts for BP, Sideways and Skip-Sideways.
+
+The engine, the diagrams, the latency model and the tests all use this module, and the tests
+check it against instrumented runs of the engine.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from functools import lru_cache
+
+import numpy as np
+
+PIPELINED = "pipelined"
+SYNCHRONOUS = "synchronous"
+
+
+def _edges_of(graph) -> dict[int, tuple[tuple[int, int], ...]]:
+  return graph.edges if hasattr(graph, "edges") else dict(graph)
+
+
+def _check_mode(mode: str) -> None:
+  if mode not in (PIPELINED, SYNCHRONOUS):
+    raise ValueError(f"mode must be 'pipelined' or 'synchronous', got {mode!r}")
+
+
+def source_tick(j: int, d: int, t: int, mode: str = PIPELINED) -> int:
+  """The tick a source is read from: the frame index for j = 0, else the buffer's tick.
+
+  Pipelined: ``x_{t-d}`` and ``out_j^{t-1-d}``; synchronous: ``x_{t-d}`` and ``out_j^{t-d}``.
+  """
+  if j == 0:
+    return t - d
+  return t - 1 - d if mode == PIPELINED else t - d
+
+
+def first_valid_ticks(graph, mode: str = PIPELINED) -> list[int]:
+  """``v[k]``: the first tick at which unit k's output is valid (``v[0] = 0``: the frame).
+
+  ``valid(k, t)`` holds iff ``t >= v[k]`` (validity is monotone in t), where
+  ``v[k] = max over edges (j, d) of v[j] + d (+1 if pipelined and j >= 1)``.
+  """
+  _check_mode(mode)
+  edges = _edges_of(graph)
+  v = [0]
+  for k in range(1, len(edges) + 1):
+    v.append(max(v[j] + d + (1 if (j >= 1 and mode == PIPELINED) else 0) for j, d in edges[k]))
+  return v
+
+
+def loss_ticks(graph, num_ticks: int, mask=None, mode: str = PIPELINED) -> np.ndarray:
+  """The set V of DESIGN.md §4 as a (T,) bool array: ``valid(L, t) and mask[t]``."""
+  v_L = first_valid_ticks(graph, mode)[-1]
+  valid = np.arange(num_ticks) >= v_L
+  if mask is not None:
+    valid = valid & np.asarray(mask, bool)
+  return valid
+
+
+def activation_origin(graph, num_ticks: int, mode: str = PIPELINED) -> np.ndarray:
+  """Origin frame of every activation along the main path: int array (L+1, T).
+
+  Row 0 is the frame (origin t). Pipelined: ``origin[k, t] = t - k + 1``; synchronous: ``t``.
+  Entries of invalid activations are still filled in (they may be negative).
+  """
+  _check_mode(mode)
+  L = len(_edges_of(graph))
+  t = np.arange(num_ticks)
+  k = np.arange(L + 1)[:, None]
+  return np.broadcast_to(t - (k - 1 if mode == PIPELINED else 0) * (k >= 1), (L + 1, num_ticks)).copy()
+
+
+def frames_integrated(graph, num_ticks: int, mode: str = PIPELINED) -> list[list[frozenset]]:
+  """``frames[k][t]``: the set of frame indices that ``out_k^t`` depends on.
+
+  Negative indices mark reads from before the clip started (zeros). On a chain each set
+  has one element; skips and delays make a unit integrate several frames.
+  """
+  _check_mode(mode)
+  edges = _edges_of(graph)
+  L = len(edges)
+  frames = [[frozenset([t]) for t in range(num_ticks)]]
+  for k in range(1, L + 1):
+    row = []
+    for t in range(num_ticks):
+      s = set()
+      for j, d in edges[k]:
+        tt = source_tick(j, d, t, mode)
+        if j == 0:
+          s.add(tt)
+        elif tt >= 0:
+          s |= frames[j][tt]
+      row.append(frozenset(s))
+    frames.append(row)
+  return frames
+
+
+def gradient_sources(graph, num_ticks: int) -> list[list[frozenset]]:
+  """``src[k][t]``: the loss ticks whose gradient is in the cotangent ``c_k^t`` of Sideways.
+
+  ``src[L][t] = {t}``; for k < L, ``src[k][t]`` is the union of ``src[m][t-1]`` over every
+  unit m with an edge from k (messages arrive one tick after they are sent, whatever the
+  edge's delay). ``num_ticks`` should include drain ticks when you want them (T + L - 1).
+  Loss ticks outside V contribute zero; intersect with V to get the non-zero sources.
+  """
+  edges = _edges_of(graph)
+  L = len(edges)
+  src: list[list[frozenset]] = [[frozenset() for _ in range(num_ticks)] for _ in range(L + 1)]
+  src[L] = [frozenset([t]) for t in range(num_ticks)]
+  for k in range(L - 1, 0, -1):
+    readers = [m for m in range(k + 1, L + 1) for j, _ in edges[m] if j == k]
+    for t in range(1, num_ticks):
+      s = set()
+      for m in readers:
+        s |= src[m][t - 1]
+      src[k][t] = frozenset(s)
+  return src
+
+
+def mismatch(graph, num_ticks: int) -> list[list[frozenset]]:
+  """Frames between the activation unit k uses at tick t and the origin of its gradients.
+
+  For every loss tick s in ``gradient_sources[k][t]`` the mismatch is
+  ``origin[k, t] - origin[L, s] = (t - k + 1) - (s - L + 1)``; on a chain it is ``2(L-k)``.
+  """
+  L = len(_edges_of(graph))
+  src = gradient_sources(graph, num_ticks)
+  return [[frozenset((t - k + 1) - (s - L + 1) for s in src[k][t]) for t in range(num_ticks)]
+          for k in range(L + 1)]
+
+
+def _hops(graph) -> tuple[list[int], list[int]]:
+  """Shortest paths from unit k to the top unit L, in ticks.
+
+  Returns ``(forward, backward)``: ``forward[k]`` is the fewest ticks for out_k to reach
+  out_L in the pipelined forward (each edge (k, d) costs 1 + d ticks); ``backward[k]`` is the
+  fewest ticks for a message from unit L to reach unit k (each hop costs 1 tick, whatever
+  the delay of the edge).
+  """
+  edges = _edges_of(graph)
+  L = len(edges)
+  inf = 10**9
+  fwd = [inf] * (L + 1)
+  bwd = [inf] * (L + 1)
+  fwd[L] = bwd[L] = 0
+  for k in range(L - 1, -1, -1):
+    for m in range(k + 1, L + 1):
+      for j, d in edges[m]:
+        if j == k:
+          fwd[k] = min(fwd[k], 1 + d + fwd[m])
+          bwd[k] = min(bwd[k], 1 + bwd[m])
+  return fwd, bwd
+
+
+@dataclasses.dataclass(frozen=True)
+class Latency:
+  """Latency counts of one scheme, in ticks.
+
+  A tick is one step of every unit: a forward step and, when training, a backward step.
+
+  Attributes:
+    scheme: "backprop" or the pipelined scheme's name ("sideways", "skip_sideways", ...).
+    num_units: L.
+    first_output_tick: the tick (0-based) at which the first valid output appears.
+    output_latency: ticks from a frame's arrival (tick f) to the first output that depends
+      on it (tick f + output_latency).
+    gradient_delay: ``gradient_delay[k-1]``: ticks from the output of a loss tick until the
+      first piece of its gradient is used by unit k (0 for the top unit).
+    frames_per_tick: throughput in frames per tick once running.
+    utilisation: the fraction of unit-ticks doing work, with one unit per device.
+  """
+  scheme: str
+  num_units: int
+  first_output_tick: int
+  output_latency: int
+  gradient_delay: tuple[int, ...]
+  frames_per_tick: float
+  utilisation: float
+
+
+def latency(graph, scheme: str | None = None) -> Latency:
+  """Latency counts of a scheme on ``graph``.
+
+  ``scheme="backprop"`` is blocking BP with one unit per device: a frame goes up the L
+  units (one tick each; the top unit also starts the backward in its tick) and its gradient
+  comes back down (one tick per unit), so ``output_latency = L - 1``, the gradient reaches
+  unit k ``L - k`` ticks after the output, and unit 1 can take the next frame only after
+  ``2L - 1`` ticks: ``frames_per_tick = utilisation = 1 / (2L - 1)``.
+
+  Any other scheme is pipelined (Sideways on a chain, Skip-Sideways with skips): every unit
+  works on every tick; the first valid output is at tick ``v_L``; a frame reaches the output
+  along the *shortest* forward path (skips lower the latency); the gradient of loss tick s
+  reaches unit k at tick ``s + (fewest hops from L to k)``; one frame per tick.
+  """
+  edges = _edges_of(graph)
+  L = len(edges)
+  if scheme is None:
+    scheme = getattr(graph, "name", None) or "pipelined"
+  if scheme == "backprop":
+    v = first_valid_ticks(graph, SYNCHRONOUS)
+    return Latency(scheme, L, first_output_tick=v[L] + L - 1, output_latency=L - 1,
+                   gradient_delay=tuple(L - k for k in range(1, L + 1)),
+                   frames_per_tick=1.0 / (2 * L - 1), utilisation=1.0 / (2 * L - 1))
+  v = first_valid_ticks(graph, PIPELINED)
+  fwd, bwd = _hops(graph)
+  out_lat = min(d + fwd[k] for k, es in edges.items() for j, d in es if j == 0)
+  return Latency(scheme, L, first_output_tick=v[L], output_latency=out_lat,
+                 gradient_delay=tuple(bwd[k] for k in range(1, L + 1)),
+                 frames_per_tick=1.0, utilisation=1.0)
