@@ -81,8 +81,9 @@ def activation_origin(graph, num_ticks: int, mode: str = PIPELINED) -> np.ndarra
 def frames_integrated(graph, num_ticks: int, mode: str = PIPELINED) -> list[list[frozenset]]:
   """``frames[k][t]``: the set of frame indices that ``out_k^t`` depends on.
 
-  Negative indices mark reads from before the clip started (zeros). On a chain each set
-  has one element; skips and delays make a unit integrate several frames.
+  Only frames of the clip are listed: reads from before the clip started (zeros) add
+  nothing, so an invalid activation may list fewer frames (or none). On a chain a valid
+  activation depends on one frame; skips and delays make a unit integrate several.
   """
   _check_mode(mode)
   edges = _edges_of(graph)
@@ -95,7 +96,8 @@ def frames_integrated(graph, num_ticks: int, mode: str = PIPELINED) -> list[list
       for j, d in edges[k]:
         tt = source_tick(j, d, t, mode)
         if j == 0:
-          s.add(tt)
+          if tt >= 0:
+            s.add(tt)
         elif tt >= 0:
           s |= frames[j][tt]
       row.append(frozenset(s))

@@ -1,0 +1,132 @@
+"""The symbolic schedule against instrumented runs of the engine and against hand-worked values."""
+
+import haiku as hk
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import sideways_lab as sl
+from core_helpers import make_graph, mse, setup
+
+
+def tracer_unit(inputs):
+  """out = elementwise max over inputs (+ 0·θ): a one-hot frame code becomes the set of frames."""
+  w = hk.get_parameter("w", (), init=jnp.zeros)
+  return jnp.max(jnp.stack(inputs), axis=0) + w
+
+
+def one_hot_video(T, B=1):
+  """Frame t is the one-hot code of t: shape (B, T, 1, 1, T)."""
+  return jnp.broadcast_to(jnp.eye(T)[None, :, None, None, :], (B, T, 1, 1, T)).astype(jnp.float32)
+
+
+def frames_seen(code):
+  return frozenset(np.flatnonzero(np.asarray(code).ravel() > 0.5).tolist())
+
+
+@pytest.mark.parametrize("edges", [
+    sl.chain_edges(4), sl.skip_edges(5, 2), sl.skip_edges(5, 3), sl.dense_edges(4),
+    {1: [(0, 0), (0, 2)], 2: [(1, 0), (1, 1)], 3: [(2, 0), (0, 0)]}])
+@pytest.mark.parametrize("mode", ["pipelined", "synchronous"])
+def test_frames_integrated_match_what_the_buffers_really_hold(edges, mode):
+  L, T = len(edges), 9
+  graph = sl.UnitGraph([tracer_unit] * L, edges)
+  video = one_hot_video(T)
+  params = graph.init(jax.random.PRNGKey(0), video[:, 0])
+  outs, valid = sl.forward(graph, params, video, mode=mode, all_units=True)
+  sched = sl.schedule.frames_integrated(graph, T, mode)
+  origin = sl.schedule.activation_origin(graph, T, mode)
+  first = sl.schedule.first_valid_ticks(graph, mode)
+  for k in range(1, L + 1):
+    for t in range(T):
+      seen = frames_seen(outs[k - 1][0, t])
+      assert seen == sched[k][t], (k, t)
+      if t >= first[k]:
+        assert origin[k, t] in seen           # the main path's frame is among them
+  # the main-path origin is t - k + 1 (pipelined) or t (synchronous)
+  expect = np.arange(T)[None] - (np.arange(L + 1)[:, None] - 1).clip(0) * (mode == "pipelined")
+  np.testing.assert_array_equal(origin, expect)
+
+
+def test_chain_frames_are_single_and_skips_integrate_several():
+  chain = sl.schedule.frames_integrated(sl.chain_edges(4), 8)
+  assert all(len(chain[k][t]) == 1 for k in range(1, 5) for t in range(k - 1, 8))
+  assert chain[3][1] == frozenset()            # invalid: reads the empty pipeline
+  skip = sl.schedule.frames_integrated(sl.skip_edges(4, 2), 8)
+  # unit 4 at tick 7 reads unit 3 (tick 6) and unit 2 (tick 6): frames 4, 5, 6, 7 - by hand:
+  # unit 2 reads unit 1 (frame t-1) and the frame t; unit 3 reads unit 2 (t-1) and unit 1 (t-1).
+  assert skip[2][7] == {6, 7}
+  assert skip[3][7] == {5, 6}
+  assert skip[4][7] == {4, 5, 6}
+
+
+def test_first_valid_ticks_by_hand():
+  assert sl.schedule.first_valid_ticks(sl.chain_edges(4)) == [0, 0, 1, 2, 3]
+  assert sl.schedule.first_valid_ticks(sl.chain_edges(4), "synchronous") == [0, 0, 0, 0, 0]
+  assert sl.schedule.first_valid_ticks(sl.skip_edges(4, 2)) == [0, 0, 1, 2, 3]
+  assert sl.schedule.first_valid_ticks(sl.temporal_edges(3, (2,)), "synchronous") == [0, 2, 4, 6]
+  assert sl.schedule.first_valid_ticks(sl.temporal_edges(3, (2,))) == [0, 2, 5, 8]
+
+
+@pytest.mark.parametrize("L", [2, 3, 5])
+def test_chain_mismatch_is_2_L_minus_k_by_hand(L):
+  T = 12
+  src = sl.schedule.gradient_sources(sl.chain_edges(L), T + L - 1)
+  mm = sl.schedule.mismatch(sl.chain_edges(L), T + L - 1)
+  for k in range(1, L + 1):
+    for t in range(L - k, T + L - 1):
+      assert src[k][t] == {t - (L - k)}
+      assert mm[k][t] == {2 * (L - k)}
+
+
+@pytest.mark.parametrize("kind", ["chain", "skip", "dense", "mixed"])
+def test_gradient_sources_match_an_instrumented_run(kind):
+  """Put the loss on one tick s and see at which ticks each unit's Sideways gradient is non-zero."""
+  graph, params, video, targets = setup(kind, T=8)
+  L, T = graph.num_units, 8
+  src = sl.schedule.gradient_sources(graph, T + L - 1)
+  V = sl.schedule.loss_ticks(graph, T)
+  for s in np.flatnonzero(V)[:3]:
+    mask = np.arange(T) == s
+    _, info = sl.gradients(graph, params, video, targets, mse, method="sideways", mask=mask,
+                           per_tick=True)
+    per = info["per_tick_grads"]
+    for k in range(1, L + 1):
+      norms = sum(jnp.sum(a.reshape(a.shape[0], -1) ** 2, axis=1)
+                  for a in jax.tree_util.tree_leaves(per[k - 1]))
+      ticks = set(np.flatnonzero(np.asarray(norms) > 0).tolist())
+      expect = {t for t in range(T + L - 1) if s in src[k][t]}
+      assert ticks == expect, (kind, s, k)
+      if kind == "chain":
+        assert ticks == {s + L - k}          # activation of frame s+L-2k+1: 2(L-k) frames newer
+
+
+def test_latency_counts_agree_with_the_engine():
+  for kind in ["chain", "skip", "dense"]:
+    graph, params, video, targets = setup(kind, T=8)
+    L, T = graph.num_units, 8
+    lat = sl.schedule.latency(graph, "sideways")
+    _, valid = sl.forward(graph, params, video)
+    assert lat.first_output_tick == int(np.argmax(valid))
+    # the first output that depends on frame f appears at f + output_latency
+    seen = sl.schedule.frames_integrated(graph, T)
+    f = 2
+    assert min(t for t in range(T) if f in seen[L][t]) == f + lat.output_latency
+    # gradient delay: first tick at which unit k's per-tick grad is non-zero for loss tick s
+    s = lat.first_output_tick
+    _, info = sl.gradients(graph, params, video, targets, mse, method="sideways",
+                           mask=np.arange(T) == s, per_tick=True)
+    for k in range(1, L + 1):
+      norms = sum(jnp.sum(jnp.abs(a).reshape(a.shape[0], -1), 1)
+                  for a in jax.tree_util.tree_leaves(info["per_tick_grads"][k - 1]))
+      assert int(np.argmax(np.asarray(norms) > 0)) == s + lat.gradient_delay[k - 1]
+  assert sl.schedule.latency(sl.chain_edges(4), "sideways").output_latency == 3
+  assert sl.schedule.latency(sl.skip_edges(4, 2), "skip_sideways").output_latency == 1
+  bp = sl.schedule.latency(sl.chain_edges(4), "backprop")
+  assert bp.gradient_delay == (3, 2, 1, 0) and bp.frames_per_tick == pytest.approx(1 / 7)
+
+
+def test_schedule_rejects_bad_mode():
+  with pytest.raises(ValueError, match="mode"):
+    sl.schedule.first_valid_ticks(sl.chain_edges(2), "sideways")
