@@ -1,0 +1,382 @@
+"""The latency model: ticks and time for BP, Sideways and Skip-Sideways on L units and D devices.
+
+Built on the symbolic schedule (``sl.schedule.latency``, ``first_valid_ticks``,
+``gradient_sources``), which gives the counts in *ticks*; this module adds costs:
+a forward cost ``F_k`` and a backward cost ``B_k`` per unit and a communication cost ``C``
+per message between devices, with the L units split into D contiguous groups (one per device).
+
+Pipelined schemes (Sideways on a chain, Skip-Sideways with skips): every tick, every device runs
+its units' forward and backward steps, then messages cross device boundaries::
+
+    tick_time   = max_d Σ_{k on d} (F_k + B_k)  +  C · 1{D > 1}
+    throughput  = 1 / tick_time  frames per unit time (one frame per tick)
+    utilisation_d = Σ_{k on d} (F_k + B_k) / tick_time
+
+BP is blocking: one frame goes up through every unit and its gradient back down before the next::
+
+    frame_time  = Σ_k (F_k + B_k) + 2 (D - 1) C
+    throughput  = 1 / frame_time,   utilisation_d = Σ_{k on d} (F_k + B_k) / frame_time
+
+Counts in ticks (first output, output latency in frames, gradient delay to each unit) are those
+of ``sl.schedule.latency``; their times follow from the tick (pipelined) or from the sums of
+the costs along the path (BP). :func:`timeline` lists what each device does at each tick
+(a Gantt chart: :func:`plot_timeline`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Sequence
+
+import numpy as np
+
+from sideways_lab import schedule
+from sideways_lab.graph import chain_edges, skip_edges
+
+SCHEMES = ("backprop", "sideways", "skip_sideways")
+
+
+def resolve_graph(graph_or_L, scheme: str, span: int = 2) -> dict:
+  """Edges for the model: a graph (or edges dict) as is, or L units as a chain / skip graph.
+
+  For an int L, ``"backprop"`` and ``"sideways"`` use a chain and ``"skip_sideways"`` skips
+  of ``span``.
+  """
+  if scheme not in SCHEMES:
+    raise ValueError(f"scheme must be one of {SCHEMES}, got {scheme!r}")
+  if isinstance(graph_or_L, (int, np.integer)) and not isinstance(graph_or_L, bool):
+    L = int(graph_or_L)
+    if L < 1:
+      raise ValueError(f"graph_or_L must be a graph or a positive number of units, got {L}")
+    return skip_edges(L, span) if scheme == "skip_sideways" and L >= span else chain_edges(L)
+  if hasattr(graph_or_L, "edges"):
+    return dict(graph_or_L.edges)
+  if isinstance(graph_or_L, dict):
+    return dict(graph_or_L)
+  raise TypeError(f"graph_or_L must be a sl.UnitGraph, an edges dict or an int L, got "
+                  f"{type(graph_or_L).__name__}")
+
+
+def _per_unit(x, L: int, name: str) -> np.ndarray:
+  a = np.asarray(x, float)
+  if a.ndim == 0:
+    a = np.full(L, float(a))
+  if a.shape != (L,):
+    raise ValueError(f"{name} must be a scalar or have one entry per unit ({L}), got shape "
+                     f"{a.shape}")
+  if not np.all(np.isfinite(a)) or np.any(a < 0):
+    raise ValueError(f"{name} must be finite and >= 0, got {a}")
+  return a
+
+
+def partition(loads: Sequence[float], devices: int) -> tuple[tuple[int, ...], ...]:
+  """A contiguous split of units 1..L onto ``devices`` groups minimising the largest load.
+
+  Args:
+    loads: per-unit loads (e.g. ``F_k + B_k``), length L.
+    devices: D, 1 <= D <= L.
+  Returns:
+    D tuples of 1-based unit indices, in order (every group non-empty).
+  """
+  loads = np.asarray(loads, float)
+  L = len(loads)
+  if not isinstance(devices, (int, np.integer)) or not 1 <= devices <= L:
+    raise ValueError(f"devices must be an int in 1..{L} (the number of units), got {devices!r}")
+  D = int(devices)
+  pre = np.concatenate([[0.0], np.cumsum(loads)])
+  INF = float("inf")
+  # best[d][i]: minimal max load splitting the first i units onto d devices.
+  best = np.full((D + 1, L + 1), INF)
+  cut = np.zeros((D + 1, L + 1), int)
+  best[0][0] = 0.0
+  for d in range(1, D + 1):
+    for i in range(d, L + 1):
+      for j in range(d - 1, i):
+        v = max(best[d - 1][j], pre[i] - pre[j])
+        if v < best[d][i] - 1e-12:
+          best[d][i], cut[d][i] = v, j
+  groups, i = [], L
+  for d in range(D, 0, -1):
+    j = cut[d][i]
+    groups.append(tuple(range(j + 1, i + 1)))
+    i = j
+  return tuple(reversed(groups))
+
+
+def _check_partition(part, L: int):
+  part = tuple(tuple(int(k) for k in g) for g in part)
+  flat = [k for g in part for k in g]
+  if flat != list(range(1, L + 1)) or any(len(g) == 0 for g in part):
+    raise ValueError(f"partition must split units 1..{L} into contiguous non-empty groups in "
+                     f"order, got {part}")
+  return part
+
+
+@dataclasses.dataclass(frozen=True)
+class LatencyModel:
+  """Latency, throughput and utilisation of one scheme on D devices.
+
+  Tick counts (from ``sl.schedule.latency``): ``first_output_tick`` (0-based tick of the first
+  valid output), ``output_latency`` (ticks, i.e. frames, from a frame's arrival to the first
+  output depending on it), ``gradient_delay[k-1]`` (ticks from the output of a loss tick to
+  the first use of its gradient by unit k).
+
+  Times (in the unit of the costs): ``tick_time`` (pipelined: one tick; BP: one frame),
+  ``time_to_first_output`` (from the start, until the first valid output is computed),
+  ``output_latency_time`` (a frame's arrival to its first output), ``gradient_delay_time``,
+  ``throughput`` (frames per unit time), ``device_utilisation`` (busy fraction per device)
+  and its mean ``utilisation``.
+  """
+  scheme: str
+  num_units: int
+  num_devices: int
+  partition: tuple
+  forward_cost: tuple
+  backward_cost: tuple
+  comm_cost: float
+  first_output_tick: int
+  output_latency: int
+  gradient_delay: tuple
+  tick_time: float
+  time_to_first_output: float
+  output_latency_time: float
+  gradient_delay_time: tuple
+  throughput: float
+  device_utilisation: tuple
+  utilisation: float
+
+  def to_rows(self) -> list[dict]:
+    """One row of scalars (per-unit quantities as ``gradient_delay_k`` columns)."""
+    row = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)
+           if not isinstance(getattr(self, f.name), tuple)}
+    for k, (d, t) in enumerate(zip(self.gradient_delay, self.gradient_delay_time), 1):
+      row[f"gradient_delay_{k}"] = d
+      row[f"gradient_delay_time_{k}"] = t
+    for i, u in enumerate(self.device_utilisation):
+      row[f"utilisation_device_{i}"] = u
+    return [row]
+
+
+def latency_model(graph_or_L, scheme: str, devices: int | None = None, *,
+                  forward_cost=1.0, backward_cost=2.0, comm_cost: float = 0.0,
+                  partition_=None, span: int = 2) -> LatencyModel:
+  """The latency model of ``scheme`` on ``devices`` devices (see the module docstring).
+
+  Args:
+    graph_or_L: a ``sl.UnitGraph``, an edges dict, or the number of units L (a chain for
+      "backprop"/"sideways", skips of ``span`` for "skip_sideways").
+    scheme: "backprop", "sideways" or "skip_sideways" (any pipelined graph works with
+      "sideways" or "skip_sideways": the graph's edges decide).
+    devices: D (default L: one unit per device).
+    forward_cost, backward_cost: ``F_k`` and ``B_k``, scalars or per-unit sequences.
+    comm_cost: ``C``, the cost of sending activations/gradients between devices.
+    partition_: an explicit contiguous partition (tuples of 1-based units); default
+      :func:`partition` balanced on ``F_k + B_k``.
+  """
+  edges = resolve_graph(graph_or_L, scheme, span)
+  L = len(edges)
+  D = L if devices is None else devices
+  F = _per_unit(forward_cost, L, "forward_cost")
+  Bc = _per_unit(backward_cost, L, "backward_cost")
+  C = float(comm_cost)
+  if not np.isfinite(C) or C < 0:
+    raise ValueError(f"comm_cost must be finite and >= 0, got {comm_cost!r}")
+  part = partition(F + Bc, D) if partition_ is None else _check_partition(partition_, L)
+  D = len(part)
+  dev_of = {k: d for d, g in enumerate(part) for k in g}
+  loads = np.array([sum(F[k - 1] + Bc[k - 1] for k in g) for g in part])
+  lat = schedule.latency(edges, scheme)
+  if scheme == "backprop":
+    up = float(F.sum()) + (D - 1) * C
+    frame_time = float((F + Bc).sum()) + 2 * (D - 1) * C
+    v_sync = schedule.first_valid_ticks(edges, schedule.SYNCHRONOUS)[L]
+    delay_t = tuple(float(Bc[k:].sum()) + (dev_of[L] - dev_of[k]) * C for k in range(1, L + 1))
+    tick_time = frame_time
+    first_time = v_sync * frame_time + up
+    out_time = up
+  else:
+    tick_time = float(loads.max()) + (C if D > 1 else 0.0)
+    first_time = (lat.first_output_tick + 1) * tick_time
+    out_time = (lat.output_latency + 1) * tick_time
+    delay_t = tuple(d * tick_time for d in lat.gradient_delay)
+  util = tuple(float(x) / tick_time if tick_time > 0 else 1.0 for x in loads)
+  return LatencyModel(
+      scheme=scheme, num_units=L, num_devices=D, partition=part,
+      forward_cost=tuple(F.tolist()), backward_cost=tuple(Bc.tolist()), comm_cost=C,
+      first_output_tick=lat.first_output_tick, output_latency=lat.output_latency,
+      gradient_delay=tuple(lat.gradient_delay), tick_time=tick_time,
+      time_to_first_output=first_time, output_latency_time=out_time,
+      gradient_delay_time=delay_t, throughput=1.0 / tick_time if tick_time > 0 else np.inf,
+      device_utilisation=util, utilisation=float(np.mean(util)))
+
+
+def compare(graph_or_L, devices: Sequence[int] | None = None, schemes=SCHEMES, **costs):
+  """A :class:`~sideways_lab.analysis.tables.Table` of the model for several schemes and D.
+
+  Adds ``speedup_vs_backprop`` (throughput over that of BP on the same D devices) and
+  ``speedup_vs_one_device`` (over BP on one device). ``costs`` go to :func:`latency_model`.
+  """
+  from sideways_lab.analysis.tables import Table
+  L = len(resolve_graph(graph_or_L, "sideways"))
+  devices = list(range(1, L + 1)) if devices is None else list(devices)
+  bp1 = latency_model(graph_or_L, "backprop", 1, **costs).throughput
+  rows = []
+  for D in devices:
+    bp = latency_model(graph_or_L, "backprop", D, **costs).throughput
+    for s in schemes:
+      m = latency_model(graph_or_L, s, D, **costs)
+      r = m.to_rows()[0]
+      r["speedup_vs_backprop"] = m.throughput / bp
+      r["speedup_vs_one_device"] = m.throughput / bp1
+      rows.append(r)
+  return Table(rows, dict(model="latency_model", **{k: v if np.isscalar(v) else list(v)
+                                                     for k, v in costs.items()}))
+
+
+# ---------------------------------------------------------------------------------------------
+# Timeline
+# ---------------------------------------------------------------------------------------------
+
+@dataclasses.dataclass(frozen=True)
+class Timeline:
+  """What each device does at each tick.
+
+  Attributes:
+    scheme, num_units, num_devices, num_ticks, partition.
+    items: list of dicts ``{device, tick, unit, kind ("forward"|"backward"), frame,
+      loss_ticks, valid, start, duration}``. ``frame`` is the frame the activation derives from
+      (main path); ``loss_ticks`` (backward) the loss ticks whose gradient the unit uses;
+      ``valid`` False for work on the empty pipeline (zeros, or a zero cotangent) — the device
+      still computes it in a pipelined scheme; ``start``/``duration`` place the item in time
+      from the costs (pipelined: tick t starts at ``t · tick_time``; on a device, units run in
+      order, each forward then backward).
+    busy: (D, num_ticks) bool, whether the device does valid work at that tick.
+    tick_time: the time of a tick (pipelined) or of a unit step (BP: None, times are exact).
+  """
+  scheme: str
+  num_units: int
+  num_devices: int
+  num_ticks: int
+  partition: tuple
+  items: list
+  busy: np.ndarray
+  tick_time: float | None
+
+  def to_rows(self) -> list[dict]:
+    return [dict(i, loss_ticks=list(i["loss_ticks"])) for i in self.items]
+
+  def at(self, device: int, tick: int) -> list[dict]:
+    """The items of one device at one tick."""
+    return [i for i in self.items if i["device"] == device and i["tick"] == tick]
+
+
+def timeline(graph_or_L, scheme: str, num_ticks: int, devices: int | None = None, *,
+             num_frames: int | None = None, forward_cost=1.0, backward_cost=2.0,
+             comm_cost: float = 0.0, partition_=None, span: int = 2) -> Timeline:
+  """The per-device, per-tick schedule of ``scheme`` (a Gantt chart's content).
+
+  Pipelined schemes: at tick t unit k runs forward on frame ``t - k + 1`` (valid from tick
+  ``first_valid_ticks[k]``) and backward with the gradient of the loss ticks
+  ``gradient_sources[k][t] ∩ V`` (``V = {s : first_valid_ticks[L] <= s < num_frames}``).
+
+  BP (one unit step per tick, as in ``sl.schedule.latency``): frame f starts at tick
+  ``f (2L - 1)``; unit k runs forward at tick ``f(2L-1) + k - 1``, the top unit runs forward
+  and backward in its tick, and unit k < L runs backward at tick ``f(2L-1) + 2L - 1 - k``.
+
+  Args:
+    num_ticks: ticks to list. num_frames: frames in the clip (default ``num_ticks``; more
+      ticks than frames are drain ticks).
+  """
+  if not isinstance(num_ticks, (int, np.integer)) or num_ticks < 1:
+    raise ValueError(f"num_ticks must be a positive int, got {num_ticks!r}")
+  edges = resolve_graph(graph_or_L, scheme, span)
+  L = len(edges)
+  m = latency_model(edges, scheme, devices, forward_cost=forward_cost,
+                    backward_cost=backward_cost, comm_cost=comm_cost, partition_=partition_)
+  part = m.partition
+  D = len(part)
+  dev_of = {k: d for d, g in enumerate(part) for k in g}
+  F, Bc, C = np.asarray(m.forward_cost), np.asarray(m.backward_cost), m.comm_cost
+  nf = num_ticks if num_frames is None else int(num_frames)
+  items = []
+  busy = np.zeros((D, num_ticks), bool)
+  if scheme == "backprop":
+    P = 2 * L - 1
+    vs = schedule.first_valid_ticks(edges, schedule.SYNCHRONOUS)[L]
+    for f in range(-(-num_ticks // P)):
+      if f >= nf:
+        break
+      t0 = f * m.tick_time
+      clock = t0
+      for k in range(1, L + 1):          # up
+        if k > 1 and dev_of[k] != dev_of[k - 1]:
+          clock += C
+        t = f * P + k - 1
+        if t < num_ticks:
+          items.append(dict(device=dev_of[k], tick=t, unit=k, kind="forward", frame=f,
+                            loss_ticks=(), valid=True, start=float(clock), duration=float(F[k - 1])))
+          busy[dev_of[k], t] = True
+        clock += F[k - 1]
+      for k in range(L, 0, -1):          # down
+        if k < L and dev_of[k] != dev_of[k + 1]:
+          clock += C
+        t = f * P + 2 * L - 1 - k
+        if t < num_ticks:
+          items.append(dict(device=dev_of[k], tick=t, unit=k, kind="backward", frame=f,
+                            loss_ticks=(f,) if f >= vs else (), valid=f >= vs,
+                            start=float(clock), duration=float(Bc[k - 1])))
+          busy[dev_of[k], t] = True
+        clock += Bc[k - 1]
+    return Timeline(scheme, L, D, num_ticks, part, items, busy, None)
+  v = schedule.first_valid_ticks(edges, schedule.PIPELINED)
+  src = schedule.gradient_sources(edges, num_ticks)
+  for t in range(num_ticks):
+    offset = {d: 0.0 for d in range(D)}
+    for k in range(1, L + 1):
+      d = dev_of[k]
+      fv = t >= v[k]
+      start = t * m.tick_time + offset[d]
+      items.append(dict(device=d, tick=t, unit=k, kind="forward", frame=t - k + 1,
+                        loss_ticks=(), valid=bool(fv), start=float(start), duration=float(F[k - 1])))
+      ls = tuple(sorted(s for s in src[k][t] if v[L] <= s < nf))
+      items.append(dict(device=d, tick=t, unit=k, kind="backward", frame=t - k + 1,
+                        loss_ticks=ls, valid=bool(ls), start=float(start + F[k - 1]),
+                        duration=float(Bc[k - 1])))
+      offset[d] += F[k - 1] + Bc[k - 1]
+      busy[d, t] |= bool(fv) or bool(ls)
+  return Timeline(scheme, L, D, num_ticks, part, items, busy, m.tick_time)
+
+
+def plot_timeline(ax, tl: Timeline, *, time: bool = False, annotate: bool | None = None,
+                  colors=("tab:blue", "tab:orange"), invalid_alpha: float = 0.2):
+  """Draws a :class:`Timeline` as a Gantt chart on a matplotlib ``ax``.
+
+  One row per device; forward steps in ``colors[0]``, backward in ``colors[1]``; work on the
+  empty pipeline is faded. ``time=False`` puts ticks on the x axis (each tick split into a
+  forward half and a backward half per unit); ``time=True`` uses the items' start/duration.
+  Frames (forward) and loss ticks (backward) are written in the bars when ``annotate``
+  (default: fewer than 200 items).
+  """
+  annotate = len(tl.items) < 200 if annotate is None else annotate
+  for it in tl.items:
+    d = it["device"]
+    if time:
+      x0, w = it["start"], it["duration"]
+    else:
+      units = tl.partition[d]
+      slot = 1.0 / (2 * len(units))
+      pos = units.index(it["unit"]) * 2 + (1 if it["kind"] == "backward" else 0)
+      x0, w = it["tick"] + pos * slot, slot
+    c = colors[0] if it["kind"] == "forward" else colors[1]
+    ax.broken_barh([(x0, w)], (d - 0.4, 0.8), facecolors=c,
+                   alpha=1.0 if it["valid"] else invalid_alpha, edgecolor="white", linewidth=0.5)
+    if annotate and it["valid"]:
+      label = (str(it["frame"]) if it["kind"] == "forward"
+               else ",".join(str(s) for s in it["loss_ticks"]))
+      ax.text(x0 + w / 2, d, label, ha="center", va="center", fontsize=6, color="white")
+  ax.set_yticks(range(tl.num_devices))
+  ax.set_yticklabels([f"device {d}: " + ",".join(map(str, g)) for d, g in enumerate(tl.partition)])
+  ax.set_ylim(tl.num_devices - 0.5, -0.5)
+  ax.set_xlabel("time" if time else "tick")
+  ax.set_title(f"{tl.scheme}: L={tl.num_units}, D={tl.num_devices}")
+  return ax
