@@ -1,0 +1,52 @@
+"""The figures command in quick mode, and the committed figures/manifest."""
+
+import json
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+
+import pytest
+
+from sideways_lab import figures
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_generate_quick_writes_every_figure_and_manifest(tmp_path):
+  m = figures.generate(tmp_path, quick=True, log=None)
+  assert m["mode"] == "quick"
+  for key in ("package_version", "git_commit", "seeds", "versions", "device", "total_time_s"):
+    assert key in m
+  assert m["versions"]["jax"] and m["versions"]["haiku"]
+  assert set(m["figures"]) == set(figures.FIGURES)
+  for name, f in m["figures"].items():
+    assert "skipped" not in f, (name, f.get("skipped"))
+    for ext in ("png", "pdf"):
+      p = tmp_path / f"{name}.{ext}"
+      assert p.exists() and p.stat().st_size > 1000
+  assert json.loads((tmp_path / "manifest.json").read_text()) == m
+
+
+def test_unknown_figure_and_cli(tmp_path):
+  with pytest.raises(ValueError, match="unknown figure"):
+    figures.generate(tmp_path, quick=True, only=["nope"], log=None)
+  assert figures.main(["--quick", "--out", str(tmp_path), "--only", "schedule", "latency"]) == 0
+  assert (tmp_path / "schedule.png").exists() and (tmp_path / "latency.pdf").exists()
+
+
+def test_committed_figures_match_the_manifest():
+  man = ROOT / "figures" / "manifest.json"
+  if not man.exists():
+    pytest.skip("figures/ not generated yet")
+  m = json.loads(man.read_text())
+  for name, f in m["figures"].items():
+    for fn in f.get("files", []):
+      assert (ROOT / "figures" / fn).exists(), fn
+  readme = ROOT / "README.md"
+  text = readme.read_text() if readme.exists() else ""
+  if "## Figures" in text:
+    for name, f in m["figures"].items():
+      if "files" in f:
+        assert f"figures/{name}.png" in text, name

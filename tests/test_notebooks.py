@@ -1,0 +1,57 @@
+"""Every notebook executes (quick mode, headless) and is committed without outputs."""
+
+import os
+from pathlib import Path
+
+import nbformat
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))
+CELL_TIMEOUT = 600
+
+
+def test_there_are_eight_numbered_notebooks():
+  names = [p.name for p in NOTEBOOKS]
+  assert len(names) == 8
+  assert [n[:2] for n in names] == [f"{i:02d}" for i in range(8)]
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_committed_without_outputs(path):
+  nb = nbformat.read(path, as_version=4)
+  nbformat.validate(nb)
+  for cell in nb.cells:
+    if cell.cell_type == "code":
+      assert cell.outputs == [], f"{path.name}: a code cell has outputs"
+      assert cell.execution_count is None, f"{path.name}: a code cell has an execution count"
+  # each notebook opens with what it teaches and ends with exercises or next steps
+  assert nb.cells[0].cell_type == "markdown" and "learn" in nb.cells[0].source.lower()
+  tail = nb.cells[-1].source.lower()
+  assert "exercise" in tail or "next" in tail
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_notebook_executes(path, tmp_path, monkeypatch):
+  from nbclient import NotebookClient
+  monkeypatch.setenv("SIDEWAYS_LAB_QUICK", "1")
+  # headless: the inline backend renders figures into the outputs (no display needed), so the
+  # test can check that images were produced; Agg would draw nothing into the notebook
+  monkeypatch.setenv("MPLBACKEND", "module://matplotlib_inline.backend_inline")
+  monkeypatch.setenv("SIDEWAYS_LAB_CACHE", str(tmp_path / "cache"))
+  monkeypatch.setenv("PYTHONPATH", os.pathsep.join(
+      [str(ROOT)] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]))
+  nb = nbformat.read(path, as_version=4)
+  work = tmp_path / "notebooks"
+  work.mkdir()
+  client = NotebookClient(nb, timeout=CELL_TIMEOUT, kernel_name="python3",
+                          resources={"metadata": {"path": str(work)}})
+  client.execute()
+  errors = [o for c in nb.cells if c.cell_type == "code" for o in c.outputs
+            if o.output_type == "error"]
+  assert not errors
+  # the notebook produced figures (images or widgets), not only text
+  kinds = {k for c in nb.cells if c.cell_type == "code" for o in c.outputs
+           for k in o.get("data", {})}
+  assert kinds & {"image/png", "application/vnd.jupyter.widget-view+json"}, path.name

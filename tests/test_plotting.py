@@ -1,0 +1,89 @@
+"""Tests of sideways_lab.plotting: the style, scheme colours and the schedule diagram."""
+
+import matplotlib
+
+matplotlib.use("Agg")
+
+import numpy as np
+import pytest
+
+import sideways_lab as sl
+from sideways_lab import plotting as P
+
+
+def test_one_distinct_colour_per_scheme():
+  for s in ("backprop", "sideways", "skip_sideways", "pipelined_exact"):
+    assert s in P.SCHEME_COLORS
+  assert len(set(P.SCHEME_COLORS.values())) == len(P.SCHEME_COLORS)
+  kw = P.scheme_kwargs("skip_sideways", marker=True)
+  assert kw["color"] == P.SCHEME_COLORS["skip_sideways"] and kw["label"] == "Skip-Sideways"
+
+
+def test_style_context_applies_and_restores():
+  before = matplotlib.rcParams["axes.spines.top"]
+  with P.style():
+    assert matplotlib.rcParams["axes.spines.top"] is False
+  assert matplotlib.rcParams["axes.spines.top"] == before
+
+
+def test_schedule_data_chain_matches_the_design():
+  L, T = 4, 12
+  d = P.schedule_data(sl.chain_edges(L), T, "sideways")
+  for t in range(T):
+    for k in range(1, L + 1):
+      # pipelined: unit k at tick t works on frame t-k+1 (valid from tick k-1)
+      assert d.act_frames[k][t] == ((t - k + 1,) if t >= k - 1 else ())
+  # gradient at unit k, tick t comes from loss tick t-(L-k): mismatch 2(L-k) frames
+  t = 10
+  for k in range(1, L + 1):
+    assert d.grad_frames[k][t] == (t - (L - k) - L + 1,)
+    assert d.mismatch(k, t) == (2 * (L - k),)
+  assert not d.blocked.any()
+
+
+def test_schedule_data_skips_integrate_newer_frames():
+  d = P.schedule_data(sl.skip_edges(4, 2), 10, "skip_sideways")
+  assert d.act_frames[4][8] == (5, 6, 7)   # main path 5, skips bring 6 and 7
+  assert any(len(f) > 1 for row in d.grad_frames for f in row)   # gradients mix frames
+  assert any(len(m[3]) > 1 for m in d.messages)
+
+
+def test_schedule_data_backprop_blocks():
+  L, T = 3, 12
+  d = P.schedule_data(sl.chain_edges(L), T, "backprop")
+  busy = ~d.blocked[1:]
+  assert busy.sum(axis=0).max() == 1           # one unit at a time
+  assert (busy.sum(axis=0) == 1).all()
+  assert d.dropped.sum() == T - len(range(0, T, 2 * L - 1))
+  assert d.mismatch(L, L - 1) == (0,)          # BP: exact, no mismatch
+
+
+def test_draw_schedule_draws_frames_and_messages():
+  d = P.schedule_data(sl.chain_edges(3), 8, "sideways")
+  fig, axes = P.new_figure(1, 1)
+  ax = axes[0, 0]
+  P.draw_schedule(ax, d, tick=5)
+  texts = [t.get_text() for t in ax.texts]
+  assert "x5" in texts and "3" in texts
+  assert ax.get_title().startswith("Sideways")
+  arrows = [p for p in ax.patches if type(p).__name__ == "FancyArrowPatch"]
+  assert len(arrows) >= len([m for m in d.messages if m[1] + 1 < 8])
+  with pytest.raises(ValueError, match="tick"):
+    P.draw_schedule(ax, d, tick=8)
+  with pytest.raises(ValueError, match="num_ticks"):
+    P.schedule_data(sl.chain_edges(3), 0)
+
+
+def test_caption_and_plots(tmp_path):
+  d = P.schedule_data(sl.chain_edges(4), 12, "sideways")
+  cap = P.schedule_caption(d, 9)
+  assert "mismatch 6 frames" in cap and "unit 4" in cap
+  fig, axes = P.new_figure(1, 3)
+  P.plot_curves(axes[0, 0], {"sideways": [3, 2, 1], "backprop": ([0, 1, 2], [3, 1, 0.5])})
+  lines = axes[0, 0].get_lines()
+  assert lines[0].get_color() == P.SCHEME_COLORS["backprop"]
+  P.plot_bars(axes[0, 1], {"skip_sideways": 0.9, "sideways": 0.25}, chance=0.25)
+  P.plot_per_unit(axes[0, 2], {"sideways": np.array([0.5, 0.8, 1.0])})
+  files = P.save_figure(fig, tmp_path / "x")
+  assert [f[-3:] for f in files] == ["png", "pdf"]
+  assert (tmp_path / "x.png").stat().st_size > 1000

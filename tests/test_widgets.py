@@ -1,0 +1,66 @@
+"""Headless tests of the explorers: set a control's value, check the figure they draw."""
+
+import matplotlib
+
+matplotlib.use("Agg")
+
+import numpy as np
+import pytest
+
+import sideways_lab as sl
+from sideways_lab import widgets as W
+
+
+def test_no_frontend_outside_a_kernel(monkeypatch):
+  assert W.has_frontend() is False
+  monkeypatch.setenv("SIDEWAYS_LAB_STATIC", "1")
+  assert W.has_frontend() is False
+
+
+def test_schedule_explorer_tick_slider():
+  ex = W.schedule_explorer({"sideways": sl.chain_edges(3), "backprop": sl.chain_edges(3)},
+                           num_ticks=8, tick=2)
+  assert ex.fig._suptitle.get_text() == "tick 2"
+  png = ex.image.value
+  assert png[:4] == b"\x89PNG"
+  ex.controls["tick"].value = 6
+  assert ex.draws == 2
+  assert ex.fig._suptitle.get_text() == "tick 6"
+  assert ex.image.value != png
+  assert "tick 6" in ex.caption.value and "mismatch" in ex.caption.value
+  assert [a.get_title() for a in ex.fig.axes] == ["Sideways (L = 3)", "BP (L = 3)"]
+  assert ex.static() is ex.fig
+
+
+def test_alignment_explorer_controls():
+  cos = {"sideways": np.array([[1.0, 1.0, 1.0], [0.5, 0.7, 1.0]]),
+         "skip_sideways": np.array([[1.0, 1.0, 1.0], [0.6, 0.8, 1.0]])}
+  ex = W.alignment_explorer(cos, [0.0, 2.0])
+  ex.controls["unit"].value = 1
+  ex.controls["knob_index"].value = 1
+  left, right = ex.fig.axes
+  assert left.get_title() == "speed = 2.0" and right.get_title() == "unit 1"
+  ys = {tuple(np.round(l.get_ydata(), 3)) for l in left.get_lines()}
+  assert (0.5, 0.7, 1.0) in ys
+  ex.controls["schemes"].value = ("skip_sideways",)
+  assert ex.fig.axes[0].get_legend().get_texts()[0].get_text() == "Skip-Sideways"
+  with pytest.raises(ValueError, match="knob_values"):
+    W.alignment_explorer(cos, [0.0])
+
+
+def test_frames_explorer_shows_the_indexed_frames():
+  rng = np.random.default_rng(0)
+  truth = rng.random((5, 6, 6, 1))
+  preds = {"backprop": truth * 0.0, "sideways": truth, "skip_sideways": 1 - truth}
+  ex = W.frames_explorer(truth, preds, valid=np.array([0, 1, 1, 1, 0], bool))
+  assert ex.controls["index"].value == 1   # the first valid tick
+  ex.controls["index"].value = 3
+  axes = ex.fig.axes
+  np.testing.assert_allclose(axes[0].images[0].get_array(), truth[3, ..., 0])
+  np.testing.assert_allclose(axes[3].images[0].get_array(), 1 - truth[3, ..., 0])
+  assert axes[1].get_title() == "BP"
+  assert "MSE 0.0000" in [a.get_title() for a in axes]   # sideways == truth
+  ex.controls["index"].value = 4
+  assert "no valid prediction" in ex.fig._suptitle.get_text()
+  with pytest.raises(ValueError, match="predictions"):
+    W.frames_explorer(truth, {"sideways": truth[:3]})
