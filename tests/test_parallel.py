@@ -1,0 +1,255 @@
+"""Model parallelism (sl.parallel) against the single-device Sideways engine.
+
+The multi-device checks run in one subprocess with 4 simulated CPU devices
+(``XLA_FLAGS=--xla_force_host_platform_device_count=4``; this pytest process has already
+started JAX with one device); it prints a JSON report that the tests below assert on.
+"""
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+import haiku as hk
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import sideways_lab as sl
+from sideways_lab import parallel as par
+from core_helpers import assert_trees_close, mse, setup
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TESTS = os.path.dirname(os.path.abspath(__file__))
+
+
+def conv_unit(channels):
+  """A unit that keeps the frame's shape: identical copies make a ShardedChain."""
+  def f(inputs):
+    return jnp.tanh(hk.Conv2D(channels, 3, name="conv")(inputs[0]))
+  return f
+
+
+def conv_setup(L=4, C=2, T=6, B=2, H=4, seed=0):
+  graph = sl.chain([conv_unit(C) for _ in range(L)])
+  k1, k2, k3 = jax.random.split(jax.random.PRNGKey(seed), 3)
+  video = jax.random.normal(k1, (B, T, H, H, C))
+  targets = jax.random.normal(k2, (B, T, H, H, C))
+  return graph, graph.init(k3, video[:, 0]), video, targets
+
+
+# -- placement and the latency model (no devices needed) ---------------------------------------
+
+def test_partition_is_contiguous_and_balanced():
+  assert par.partition(4, 4) == (0, 1, 2, 3)
+  assert par.partition(4, 2) == (0, 0, 1, 1)
+  assert par.partition(3, 8) == (0, 1, 2)                    # more devices than units
+  assert par.partition(5, 1) == (0, 0, 0, 0, 0)
+  # unequal costs: the heavy first unit gets a device of its own
+  a = par.partition(4, 2, costs=[3.0, 1.0, 1.0, 1.0])
+  assert a == (0, 1, 1, 1)
+  costs = [1.0, 5.0, 2.0, 2.0, 1.0, 4.0]
+  a = par.partition(6, 3, costs)
+  assert list(a) == sorted(a) and set(a) == {0, 1, 2}
+  assert par.tick_time_model(costs, a) == 6.0                # the optimum: [1,5] [2,2,1] [4]
+
+
+def test_partition_rejects_bad_arguments():
+  with pytest.raises(ValueError, match="num_devices"):
+    par.partition(4, 0)
+  with pytest.raises(ValueError, match="costs"):
+    par.partition(3, 2, costs=[1.0, 2.0])
+
+
+def test_tick_time_model():
+  assert par.tick_time_model([1, 1, 1, 1], [0, 0, 0, 0]) == 4
+  assert par.tick_time_model([1, 1, 1, 1], [0, 0, 1, 1], comm=0.5) == 2.5
+  assert par.tick_time_model([1, 2, 1], [0, 1, 2], comm=[0, 0, 3]) == 4
+
+
+def test_device_specs_route_skips_both_ways():
+  graph, _, _, _ = setup("skip")          # unit k reads k-1 and k-2
+  specs = par._device_specs(graph, (0, 0, 1, 1))
+  assert specs[0].units == (1, 2) and specs[1].units == (3, 4)
+  assert specs[0].send_outs == (1, 2)     # unit 1 -> unit 3 (skip), unit 2 -> units 3, 4
+  assert specs[1].remote == (1, 2)
+  assert specs[1].send_msgs == (1, 2) and specs[0].recv_msgs == ((1, 1), (2, 1))
+  assert specs[1].top and not specs[0].top
+
+
+# -- one device, in process ---------------------------------------------------------------------
+
+def test_device_pipeline_on_one_device_equals_sideways():
+  graph, params, video, targets = setup("mixed", T=8)      # skips and delays
+  mask = np.array([True] * 7 + [False])
+  ref, rinfo = sl.gradients(graph, params, video, targets, mse, method="sideways", mask=mask)
+  eng = par.DevicePipeline(graph, 1)
+  assert eng.num_devices == 1 and eng.units_on(0) == (1, 2, 3, 4)
+  grads, info = eng.gradients(params, video, targets, mse, mask=mask)
+  assert_trees_close(grads, ref, rtol=1e-5, atol=1e-7)
+  np.testing.assert_allclose(info["loss"], rinfo["loss"], rtol=1e-6)
+  np.testing.assert_array_equal(info["loss_ticks"], rinfo["loss_ticks"])
+  np.testing.assert_allclose(info["tick_loss"][info["loss_ticks"]],
+                             rinfo["tick_loss"][rinfo["loss_ticks"]], rtol=1e-6)
+
+
+def test_sharded_chain_on_one_device_equals_sideways():
+  graph, params, video, targets = conv_setup()
+  ref, rinfo = sl.gradients(graph, params, video, targets, mse, method="sideways")
+  grads, info = par.ShardedChain(graph, 1).gradients(params, video, targets, mse)
+  assert_trees_close(grads, ref, rtol=1e-5, atol=1e-7)
+  np.testing.assert_allclose(info["loss"], rinfo["loss"], rtol=1e-6)
+
+
+def test_bad_arguments_are_named():
+  graph, params, video, targets = setup("skip")
+  with pytest.raises(ValueError, match="needs a chain"):
+    par.ShardedChain(graph, 1)
+  with pytest.raises(ValueError, match="devices=3"):
+    par.DevicePipeline(graph, 3)                   # this process has one device
+  with pytest.raises(ValueError, match="assignment"):
+    par.DevicePipeline(graph, 1, assignment=(0, 0, 1))
+  with pytest.raises(ValueError, match="one_per_device"):
+    par.DevicePipeline(graph, 1, assignment="one_per_device")
+  with pytest.raises(TypeError, match="graph"):
+    par.DevicePipeline("not a graph")
+  eng = par.DevicePipeline(graph, 1)
+  with pytest.raises(ValueError, match="targets"):
+    eng.gradients(params, video, targets[:, :3], mse)
+  with pytest.raises(ValueError, match="no loss tick"):
+    eng.gradients(params, video[:, :2], targets[:, :2], mse)
+  with pytest.raises(TypeError, match="state"):
+    eng.stream_gradients(params, video, targets, mse, state=None)
+
+
+def test_non_identical_units_are_refused_by_the_sharded_route():
+  chain_graph, params, video, targets = setup("chain")       # MLP units; the top one differs
+  why = par.identical_units(chain_graph, params, video[:, 0])
+  assert why is not None
+  with pytest.raises(ValueError, match="identical units"):
+    par.ShardedChain(chain_graph, 1).gradients(params, video, targets, mse)
+  # "auto" falls back to the general route, which still gives the Sideways gradients
+  eng = par.engine_for(chain_graph, params, video[:, 0], devices=1)
+  assert isinstance(eng, par.DevicePipeline)
+  graph, cparams, cvideo, _ = conv_setup()
+  assert par.identical_units(graph, cparams, cvideo[:, 0]) is None
+  assert isinstance(par.engine_for(graph, cparams, cvideo[:, 0], devices=1), par.ShardedChain)
+
+
+# -- four simulated devices, in a subprocess ----------------------------------------------------
+
+WORKER = textwrap.dedent(r"""
+  import json, sys
+  import jax, jax.numpy as jnp, numpy as np
+  import sideways_lab as sl
+  from sideways_lab import parallel as par
+  from core_helpers import setup, mse
+  from test_parallel import conv_setup
+
+  report = {"num_devices": len(jax.devices())}
+
+  def np_leaves(tree):
+      return [np.asarray(x) for x in jax.tree_util.tree_leaves(tree)]
+
+  def max_abs(a):   # in NumPy: eager jnp ops would compile once per shape and device
+      return max(float(np.abs(x).max()) for x in np_leaves(a))
+
+  def max_abs_diff(a, b):
+      return max(float(np.abs(x - y).max()) for x, y in zip(np_leaves(a), np_leaves(b)))
+
+  def rel(a, b):
+      return max_abs_diff(a, b) / max(max_abs(b), 1e-30)
+
+  def check(name, eng, graph, params, video, targets):
+      ref, rinfo = sl.gradients(graph, params, video, targets, mse, method="sideways")
+      grads, info = eng.gradients(params, video, targets, mse)
+      placed = []
+      if isinstance(eng, par.DevicePipeline):   # unit k's gradient lives on unit k's device
+          placed = [sorted(d.id for d in jax.tree_util.tree_leaves(grads[k - 1])[0].devices())
+                    == [eng.devices[eng.assignment[k - 1]].id]
+                    for k in range(1, graph.num_units + 1)]
+      report[name] = {"rel_err": rel(grads, ref), "grad_norm": max_abs(ref),
+                      "loss_err": abs(float(info["loss"] - rinfo["loss"])),
+                      "devices": eng.num_devices, "placed": all(placed)}
+
+  def check_stream(name, eng, graph, params, video, targets, cuts):
+      ref_state = sl.init_state(graph, params, video)
+      state = eng.init_state(params, video)
+      errs, state_errs, loss_errs = [], [], []
+      for a, b in zip(cuts[:-1], cuts[1:]):
+          gr, ir, ref_state = sl.stream_gradients(graph, params, video[:, a:b],
+                                                  targets[:, a:b], mse, ref_state)
+          g, i, state = eng.stream_gradients(params, video[:, a:b], targets[:, a:b], mse, state)
+          errs.append(max_abs_diff(g, gr) / max(max_abs(gr), 1e-30))
+          loss_errs.append(abs(float(i["loss"] - ir["loss"])))
+          back = eng.gather_state(state)
+          state_errs.append(max_abs_diff(tuple(back.buffers) + tuple(back.messages),
+                                         tuple(ref_state.buffers) + tuple(ref_state.messages)))
+          assert int(back.tick) == int(ref_state.tick) == b
+      # a stream can continue on the single-device engine from the gathered state
+      g1, _, _ = sl.stream_gradients(graph, params, video, targets, mse, eng.gather_state(state))
+      g2, _, _ = sl.stream_gradients(graph, params, video, targets, mse, ref_state)
+      report[name] = {"rel_err": max(errs), "state_err": max(state_errs),
+                      "loss_err": max(loss_errs), "handoff_err": rel(g1, g2)}
+
+  for kind in ["chain", "skip", "mixed"]:
+      graph, params, video, targets = setup(kind, T=6)
+      check(kind + "/one_per_device", par.DevicePipeline(graph, 4, "one_per_device"),
+            graph, params, video, targets)
+  graph, params, video, targets = setup("skip", T=6)
+  check("skip/interleaved", par.DevicePipeline(graph, 2, assignment=(0, 1, 0, 1)),
+        graph, params, video, targets)
+  check_stream("skip/stream", par.DevicePipeline(graph, 4), graph, params, video, targets,
+               [0, 3, 6])
+
+  graph, params, video, targets = conv_setup()
+  for D in (2, 4):
+      check(f"sharded/{D}", par.ShardedChain(graph, D), graph, params, video, targets)
+  check_stream("sharded/stream", par.ShardedChain(graph, 2), graph, params, video, targets,
+               [0, 3, 6])
+  print("REPORT" + json.dumps(report))
+""")
+
+
+@pytest.fixture(scope="module")
+def report():
+  env = dict(os.environ)
+  env["XLA_FLAGS"] = (env.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=4")
+  env["JAX_PLATFORMS"] = "cpu"
+  env["PYTHONPATH"] = os.pathsep.join([ROOT, TESTS, env.get("PYTHONPATH", "")])
+  proc = subprocess.run([sys.executable, "-c", WORKER], env=env, capture_output=True,
+                        text=True, timeout=600, cwd=TESTS)
+  assert proc.returncode == 0, proc.stderr[-4000:]
+  line = [l for l in proc.stdout.splitlines() if l.startswith("REPORT")][-1]
+  return json.loads(line[len("REPORT"):])
+
+
+def test_subprocess_sees_four_devices(report):
+  assert report["num_devices"] == 4
+
+
+@pytest.mark.parametrize("name", ["chain/one_per_device", "skip/one_per_device",
+                                  "mixed/one_per_device", "skip/interleaved"])
+def test_device_pipeline_equals_sideways_on_several_devices(report, name):
+  r = report[name]
+  assert r["grad_norm"] > 1e-4                       # a real, non-zero gradient
+  assert r["rel_err"] < 1e-5 and r["loss_err"] < 1e-6
+  assert r["placed"]                                 # and each unit's grads on its own device
+  assert r["devices"] == (2 if name == "skip/interleaved" else 4)
+
+
+@pytest.mark.parametrize("D", [2, 4])
+def test_sharded_chain_equals_sideways_on_several_devices(report, D):
+  r = report[f"sharded/{D}"]
+  assert r["devices"] == D and r["grad_norm"] > 1e-4
+  assert r["rel_err"] < 1e-5 and r["loss_err"] < 1e-6
+
+
+@pytest.mark.parametrize("name", ["skip/stream", "sharded/stream"])
+def test_streaming_state_across_devices(report, name):
+  r = report[name]
+  assert r["rel_err"] < 1e-5 and r["loss_err"] < 1e-6
+  assert r["state_err"] < 1e-6                       # buffers and messages gather back exactly
+  assert r["handoff_err"] < 1e-5                     # and the single-device engine goes on
