@@ -21,11 +21,12 @@ import numpy as np
 import optax
 
 import sideways_lab as sl
+from sideways_lab.models import Conv   # hk.Conv2D's gradient is ~10x slower inside a scan on CPU
 
 
 def conv_unit(channels=32):
   def f(inputs):
-    h = sum(hk.Conv2D(channels, 3, name=f"conv{i}")(a) for i, a in enumerate(inputs))
+    h = sum(Conv(channels, 3, name=f"conv{i}")(a) for i, a in enumerate(inputs))
     return jax.nn.relu(h)
   return f
 
@@ -89,6 +90,7 @@ def naive_sideways(graph, params, video, targets, loss_fn):
 def main(argv=None):
   ap = argparse.ArgumentParser()
   ap.add_argument("--quick", action="store_true")
+  ap.add_argument("--rounds", type=int, default=7)
   args = ap.parse_args(argv)
   L, B, H, T = 6, 4, 32, 64
   Ts = (16, 32, 64, 128)
@@ -102,11 +104,19 @@ def main(argv=None):
   print(f"# engine benchmarks on {jax.devices()[0].device_kind}, "
         f"{jax.device_count()} device(s); conv chain L={L}, B={B}, {H}x{H}, T={T}\n")
 
-  # 1. time per clip
-  times = {}
-  for method in sl.METHODS:
-    f = jax.jit(lambda p, v, y, m=method: sl.gradients(graph, p, v, y, xent, method=m)[0])
-    times[method] = timeit(lambda: f(params, video, labels))
+  # 1. time per clip: the methods are timed in turn, round after round, so that a change in
+  # the machine's load hits them alike; the median of the rounds is reported.
+  fns = {m: jax.jit(lambda p, v, y, m=m: sl.gradients(graph, p, v, y, xent, method=m)[0])
+         for m in sl.METHODS}
+  rounds = {m: [] for m in sl.METHODS}
+  for m, f in fns.items():
+    jax.block_until_ready(f(params, video, labels))           # compile and warm up
+  for _ in range(args.rounds):
+    for m, f in fns.items():
+      t0 = time.perf_counter()
+      jax.block_until_ready(f(params, video, labels))
+      rounds[m].append(time.perf_counter() - t0)
+  times = {m: statistics.median(r) for m, r in rounds.items()}
   print("| method | time per clip (ms) | ratio to backprop |\n|---|---|---|")
   for m, t in times.items():
     print(f"| {m} | {1e3 * t:.1f} | {t / times['backprop']:.3f} |")

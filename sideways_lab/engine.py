@@ -323,8 +323,17 @@ def _framewise_backprop(graph, params, video, targets, weights, loss_fn, per_tic
   return grads, losses, per
 
 
+def _longest_message_path(graph: UnitGraph) -> list[int]:
+  """``long[k]``: the most ticks a gradient message can take from unit L down to unit k."""
+  L = graph.num_units
+  long = [0] * (L + 1)
+  for k in range(L - 1, 0, -1):
+    long[k] = max(1 + long[m] for m, _, _ in graph.readers(k))
+  return long
+
+
 def _sideways_scan(graph, params, video, targets, weights, loss_fn, state: PipelineState,
-                   num_ticks: int, per_tick: bool):
+                   num_ticks: int, per_tick: bool, last_loss_tick=None):
   """The Sideways engine (DESIGN.md §5).
 
   At every tick every unit k does ``(out_k^t, vjp) = VJP of f_k at its current inputs`` and
@@ -333,42 +342,69 @@ def _sideways_scan(graph, params, video, targets, weights, loss_fn, state: Pipel
   edge from a unit j >= 1) are summed into ``c_j^{t+1}``. Ticks past the clip feed its last
   frame again (the drain); ``weights`` is zero there.
 
+  Idle units skip their work (``lax.cond``), which changes no result: a unit is idle at a
+  global tick before its first valid tick ``v_k`` (its output feeds only invalid ticks and
+  its cotangent is zero), and, when ``last_loss_tick`` is given (the drain of a whole clip),
+  after ``last_loss_tick + long[k]``, when no gradient can reach it any more. Idle units
+  output zeros, as the empty pipeline would, so Sideways does exactly the T·L unit steps
+  of BP plus nothing.
+
   Returns ``(Ĝ, new_state, per-tick loss (num_ticks,), per-tick grads or None)``.
   """
   L = graph.num_units
   zero = jax.tree_util.tree_map(jnp.zeros_like, params)
+  first = schedule.first_valid_ticks(graph, "pipelined")
+  long = _longest_message_path(graph)
+
+  def unit_step(k, inputs, cot_fn, tick):
+    """``(out_k, g_k, messages, loss)`` of one unit, or zeros when it is idle."""
+    edges = graph.edges[k]
+    unit_idx = [e for e, (j, _) in enumerate(edges) if j >= 1]
+
+    def f(p, unit_inputs):
+      full = list(inputs)
+      for e, a in zip(unit_idx, unit_inputs):
+        full[e] = a
+      return graph.apply_unit(k, p, full)
+
+    def work(_):
+      out, vjp = jax.vjp(f, params[k - 1], [inputs[e] for e in unit_idx])
+      cot, loss = cot_fn(out)
+      g, m = vjp(cot)
+      return out, g, m, loss
+
+    shapes = jax.eval_shape(work, None)
+    idle = lambda _: jax.tree_util.tree_map(lambda s: jnp.zeros(s.shape, s.dtype), shapes)
+    active = tick >= first[k]
+    if last_loss_tick is not None:
+      active = active & (tick <= last_loss_tick + long[k])
+    return lax.cond(active, work, idle, None)
 
   def body(carry, i):
     bufs, msgs, acc = carry
+    tick = state.tick + i
     x_t = _frame(video, i)
     bufs_in = (_push(bufs[0], x_t),) + tuple(bufs[1:])
     outs, grads_t = [x_t], []
     new_msgs = [jnp.zeros_like(m) for m in msgs]
     loss_t = None
     for k in range(1, L + 1):
-      edges = graph.edges[k]
-      inputs = _unit_inputs(graph, k, bufs_in)
-      unit_idx = [e for e, (j, _) in enumerate(edges) if j >= 1]
-
-      def f(p, unit_inputs, k=k, inputs=inputs, unit_idx=unit_idx):
-        full = list(inputs)
-        for e, a in zip(unit_idx, unit_inputs):
-          full[e] = a
-        return graph.apply_unit(k, p, full)
-
-      out, vjp = jax.vjp(f, params[k - 1], [inputs[e] for e in unit_idx])
-      outs.append(out)
       if k == L:
-        w = weights[i]
-        loss_t, dl = jax.value_and_grad(functools.partial(_tick_loss, loss_fn))(
-            out, _target(targets, i))
-        cot = jnp.where(w > 0, w * dl, 0.0).astype(out.dtype)
+        def cot_fn(out, i=i):
+          w = weights[i]
+          loss, dl = jax.value_and_grad(functools.partial(_tick_loss, loss_fn))(
+              out, _target(targets, i))
+          return jnp.where(w > 0, w * dl, 0.0).astype(out.dtype), loss
       else:
-        cot = msgs[k - 1]
-      g, m = vjp(cot)
+        def cot_fn(out, k=k):
+          return msgs[k - 1], jnp.zeros((), weights.dtype)
+      out, g, m, loss = unit_step(k, _unit_inputs(graph, k, bufs_in), cot_fn, tick)
+      if k == L:
+        loss_t = loss
+      outs.append(out)
       grads_t.append(g)
-      for e, msg in zip(unit_idx, m):
-        j = edges[e][0]
+      for e, msg in zip([e for e, (j, _) in enumerate(graph.edges[k]) if j >= 1], m):
+        j = graph.edges[k][e][0]
         new_msgs[j - 1] = new_msgs[j - 1] + msg
     acc = jax.tree_util.tree_map(jnp.add, acc, tuple(grads_t))
     new_bufs = _advance(graph, bufs, x_t, outs)
@@ -388,7 +424,7 @@ def _gradients_impl(graph, params, video, targets, weights, loss_fn, method, per
     w = jnp.concatenate([weights, jnp.zeros((drain,), weights.dtype)])
     state = _zero_state(graph, params, video)
     grads, _, losses, per = _sideways_scan(graph, params, video, targets, w, loss_fn, state,
-                                           T + drain, per_tick)
+                                           T + drain, per_tick, last_loss_tick=T - 1)
     losses = losses[:T]
   elif method == "pipelined_exact":
     grads, losses, per = _exact_grads(graph, params, video, targets, weights, loss_fn,

@@ -23,6 +23,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from sideways_lab.graph import UnitGraph, chain_edges, skip_edges
+from sideways_lab.models import Conv   # im2col conv: its gradient is fast inside lax.scan on CPU
 
 SCHEMES = ("sideways", "skip_sideways")
 
@@ -40,7 +41,7 @@ def conv_units(num_units: int, width: int = 8, out_channels: int = 1) -> list:
 
     def unit(inputs):
       ch = out_channels if last else width
-      h = sum(hk.Conv2D(ch, 3, name=f"conv{e}")(x) for e, x in enumerate(inputs))
+      h = sum(Conv(ch, 3, name=f"conv{e}")(x) for e, x in enumerate(inputs))
       return h if last else jnp.tanh(h)
     return unit
   return [make(k) for k in range(1, num_units + 1)]
