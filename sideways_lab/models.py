@@ -1,0 +1,285 @@
+"""Model builders: the same Haiku units wired as a chain (BP, Sideways) or with skips.
+
+A *scheme* is a pair (graph, gradient method)::
+
+  backprop         chain graph,  method "backprop"         (synchronous per-frame network)
+  sideways         chain graph,  method "sideways"
+  skip_sideways    skip graph,   method "sideways"         (Skip-Sideways)
+  pipelined_exact  skip graph,   method "pipelined_exact"  (the exact gradient: an upper bound)
+
+Every scheme of a task uses the *same* unit functions and widths, so comparisons are fair.
+A unit accepts a variable number of inputs: the main input ``inputs[0]`` (edge ``(k-1, 0)``)
+goes through the unit's own layer; every extra input (a skip) is projected by its own 1×1
+convolution to the layer's width, resized to the layer's spatial shape, and summed before
+the normalisation and non-linearity::
+
+  h = norm( conv_k(inputs[0]) + Σ_{e ≥ 1} resize(proj_{k,e}(inputs[e])) );  out = relu(h)
+
+The units are stateless (GroupNorm, never BatchNorm), as the engine requires.
+
+* :func:`classifier_units` — conv units; per-frame features; the last unit is the head
+  (global average pool then a linear layer to the logits, one linear per input).
+* :func:`predictor_units` — encoder–decoder units; the last unit outputs a frame in [0, 1].
+* :func:`build_graph` — the graph of a scheme for a :class:`ModelConfig`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Callable, Sequence
+
+import haiku as hk
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from sideways_lab.graph import UnitGraph, chain_edges, skip_edges
+
+TASKS = ("motion-classes", "next-frame")
+SCHEMES = {
+    "backprop": ("chain", "backprop"),
+    "sideways": ("chain", "sideways"),
+    "skip_sideways": ("skip", "sideways"),
+    "pipelined_exact": ("skip", "pipelined_exact"),
+}
+
+
+def check_scheme(scheme: Any) -> str:
+  """Returns ``scheme`` or raises a ValueError naming the known schemes."""
+  if scheme not in SCHEMES:
+    raise ValueError(f"scheme must be one of {tuple(SCHEMES)}, got {scheme!r}")
+  return scheme
+
+
+def check_task(task: Any) -> str:
+  if task not in TASKS:
+    raise ValueError(f"task must be one of {TASKS}, got {task!r}")
+  return task
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelConfig:
+  """The architecture of a task's network (shared by every scheme).
+
+  Attributes:
+    task: "motion-classes" (classification) or "next-frame" (frame prediction).
+    num_units: L, the number of units (>= 2).
+    width: channels of every hidden unit.
+    num_classes: classes of the head (classification only).
+    channels: channels of the predicted frame (prediction only).
+    span: the skip span of the skip graph (>= 2, <= L).
+    groups: GroupNorm groups (must divide ``width``).
+    downsample: 1-based units whose convolution has stride 2 (classification), or that
+      halve the resolution in the encoder (prediction: unit 1 by default; the last unit
+      upsamples by the same total factor).
+  """
+  task: str = "motion-classes"
+  num_units: int = 4
+  width: int = 16
+  num_classes: int = 4
+  channels: int = 1
+  span: int = 2
+  groups: int = 4
+  downsample: tuple = (1,)
+
+  def __post_init__(self):
+    check_task(self.task)
+    for name in ("num_units", "width", "num_classes", "channels", "span", "groups"):
+      v = getattr(self, name)
+      if not isinstance(v, int) or isinstance(v, bool) or v < 1:
+        raise ValueError(f"{name} must be a positive int, got {v!r}")
+    if self.num_units < 2:
+      raise ValueError(f"num_units must be >= 2 (a head and at least one unit), got "
+                       f"{self.num_units}")
+    if not 2 <= self.span <= self.num_units:
+      raise ValueError(f"span must be in 2..num_units={self.num_units}, got {self.span}")
+    if self.width % self.groups:
+      raise ValueError(f"groups={self.groups} must divide width={self.width}")
+    ds = tuple(self.downsample)
+    if any((not isinstance(k, int)) or not 1 <= k < self.num_units for k in ds):
+      raise ValueError(f"downsample must list units in 1..{self.num_units - 1}, got {ds!r}")
+    if self.task == "next-frame" and len(ds) == 0:
+      raise ValueError("downsample must name at least one encoder unit for next-frame")
+    object.__setattr__(self, "downsample", ds)
+
+  def to_dict(self) -> dict:
+    d = dataclasses.asdict(self)
+    d["downsample"] = list(self.downsample)
+    return d
+
+  @classmethod
+  def from_dict(cls, d: dict) -> "ModelConfig":
+    d = dict(d)
+    if "downsample" in d:
+      d["downsample"] = tuple(d["downsample"])
+    return cls(**d)
+
+
+# ---------------------------------------------------------------------------------------------
+# Merging extra inputs
+# ---------------------------------------------------------------------------------------------
+
+def resize_to(x: jax.Array, hw: Sequence[int]) -> jax.Array:
+  """Resizes (B, H, W, C) to (B, h, w, C): average pooling for integer down-factors,
+  nearest repetition for integer up-factors, bilinear otherwise."""
+  B, H, W, C = x.shape
+  h, w = int(hw[0]), int(hw[1])
+  if (H, W) == (h, w):
+    return x
+  if H % h == 0 and W % w == 0:
+    return x.reshape(B, h, H // h, w, W // w, C).mean(axis=(2, 4))
+  if h % H == 0 and w % W == 0:
+    return jnp.repeat(jnp.repeat(x, h // H, axis=1), w // W, axis=2)
+  return jax.image.resize(x, (B, h, w, C), method="linear")
+
+
+def merge_extras(h: jax.Array, extras: Sequence[jax.Array], name: str = "skip") -> jax.Array:
+  """``h + Σ_e resize(conv1x1_e(extras[e]))``: the projections a skip graph adds."""
+  for e, x in enumerate(extras):
+    p = hk.Linear(h.shape[-1], name=f"{name}_proj_{e + 1}")(x)   # a 1x1 convolution
+    h = h + resize_to(p, h.shape[1:3])
+  return h
+
+
+def conv2d(x: jax.Array, w: jax.Array, stride: int = 1) -> jax.Array:
+  """SAME 2-D convolution as one matmul over shifted slices (im2col).
+
+  ``y[b, i, j] = Σ_{u, v, c} x_pad[b, s·i + u, s·j + v, c] w[u, v, c, :]``; x (B, H, W, C_in),
+  w (kh, kw, C_in, C_out) -> (B, ceil(H/s), ceil(W/s), C_out). It equals ``lax.conv`` with
+  SAME padding, and its gradients are slices, pads and matmuls, which XLA on CPU runs ~10×
+  faster than convolution gradients inside the engine's ``lax.scan``.
+  """
+  kh, kw, _, cout = w.shape
+  B, H, W, C = x.shape
+  Ho, Wo = -(-H // stride), -(-W // stride)
+  ph = max((Ho - 1) * stride + kh - H, 0)
+  pw = max((Wo - 1) * stride + kw - W, 0)
+  xp = jnp.pad(x, ((0, 0), (ph // 2, ph - ph // 2), (pw // 2, pw - pw // 2), (0, 0)))
+  cols = [xp[:, i:i + (Ho - 1) * stride + 1:stride, j:j + (Wo - 1) * stride + 1:stride, :]
+          for i in range(kh) for j in range(kw)]
+  patches = cols[0] if len(cols) == 1 else jnp.concatenate(cols, axis=-1)
+  return patches @ w.reshape(kh * kw * C, cout)
+
+
+class Conv(hk.Module):
+  """A SAME convolution with bias (parameters ``w`` (k, k, C_in, C_out) and ``b``, initialised
+  like ``hk.Conv2D``), computed by :func:`conv2d`."""
+
+  def __init__(self, channels: int, kernel: int = 3, stride: int = 1, name: str | None = None):
+    super().__init__(name=name)
+    self.channels, self.kernel, self.stride = channels, kernel, stride
+
+  def __call__(self, x: jax.Array) -> jax.Array:
+    cin = x.shape[-1]
+    fan_in = self.kernel * self.kernel * cin
+    w = hk.get_parameter("w", (self.kernel, self.kernel, cin, self.channels), x.dtype,
+                         init=hk.initializers.TruncatedNormal(1.0 / np.sqrt(fan_in)))
+    b = hk.get_parameter("b", (self.channels,), x.dtype, init=jnp.zeros)
+    return conv2d(x, w, self.stride) + b
+
+
+def depth_to_space(x: jax.Array, factor: int) -> jax.Array:
+  """(B, H, W, f·f·C) -> (B, f·H, f·W, C) (pixel shuffle)."""
+  B, H, W, D = x.shape
+  C = D // (factor * factor)
+  x = x.reshape(B, H, W, factor, factor, C).transpose(0, 1, 3, 2, 4, 5)
+  return x.reshape(B, H * factor, W * factor, C)
+
+
+def _norm_relu(h, groups, name):
+  return jax.nn.relu(hk.GroupNorm(groups, name=name)(h))
+
+
+# ---------------------------------------------------------------------------------------------
+# Units
+# ---------------------------------------------------------------------------------------------
+
+def classifier_units(num_units: int = 4, width: int = 16, num_classes: int = 4, groups: int = 4,
+                     downsample: Sequence[int] = (1,)) -> list[Callable]:
+  """Conv units for classification; unit L is the head.
+
+  Units 1..L-1: ``relu(GroupNorm(conv3x3_s(inputs[0]) + merged extras))`` with stride 2 on
+  the units in ``downsample``. Unit L: ``Linear(mean_hw(inputs[0])) + Σ_e Linear_e(mean_hw(
+  inputs[e]))`` → logits (B, num_classes). Frames (B, H, W, C) in, logits out.
+  """
+  downsample = tuple(downsample)
+
+  def make(k):
+    def unit(inputs):
+      x, extras = inputs[0], list(inputs[1:])
+      stride = 2 if k in downsample else 1
+      h = Conv(width, 3, stride=stride, name="conv")(x)
+      h = merge_extras(h, extras)
+      return _norm_relu(h, groups, "norm")
+    unit.__name__ = f"conv_unit_{k}"
+    return unit
+
+  def head(inputs):
+    logits = hk.Linear(num_classes, name="head")(jnp.mean(inputs[0], axis=(1, 2)))
+    for e, x in enumerate(inputs[1:]):
+      logits = logits + hk.Linear(num_classes, name=f"skip_proj_{e + 1}")(jnp.mean(x, axis=(1, 2)))
+    return logits
+
+  return [make(k) for k in range(1, num_units)] + [head]
+
+
+def predictor_units(num_units: int = 4, width: int = 16, channels: int = 1, groups: int = 4,
+                    downsample: Sequence[int] = (1,)) -> list[Callable]:
+  """Encoder–decoder units for next-frame prediction; unit L outputs a frame.
+
+  Units in ``downsample`` are stride-2 3×3 convolutions (the encoder), the others 3×3
+  convolutions at their input's resolution; each is followed by GroupNorm and ReLU. Unit L
+  (the decoder) is a 3×3 convolution to ``f·f·channels`` channels followed by a pixel shuffle
+  that upsamples by ``f = 2**len(downsample)`` (a sub-pixel convolution), then a sigmoid: ``out_L ∈ [0, 1]^{B×H×W×C}``.
+  """
+  downsample = tuple(downsample)
+  factor = 2 ** len(downsample)
+
+  def make(k):
+    def unit(inputs):
+      x, extras = inputs[0], list(inputs[1:])
+      stride = 2 if k in downsample else 1
+      h = Conv(width, 3, stride=stride, name="conv")(x)
+      h = merge_extras(h, extras)
+      return _norm_relu(h, groups, "norm")
+    unit.__name__ = f"encoder_unit_{k}"
+    return unit
+
+  def decoder(inputs):
+    x, extras = inputs[0], list(inputs[1:])
+    h = depth_to_space(Conv(channels * factor * factor, 3, name="deconv")(x), factor)
+    h = merge_extras(h, extras)
+    return jax.nn.sigmoid(h)
+
+  return [make(k) for k in range(1, num_units)] + [decoder]
+
+
+def units_for(config: ModelConfig) -> list[Callable]:
+  """The unit functions of ``config`` (shared by every scheme)."""
+  if config.task == "motion-classes":
+    return classifier_units(config.num_units, config.width, config.num_classes, config.groups,
+                            config.downsample)
+  return predictor_units(config.num_units, config.width, config.channels, config.groups,
+                         config.downsample)
+
+
+def build_graph(config: ModelConfig, scheme: str) -> UnitGraph:
+  """The unit graph of ``scheme`` for ``config``: a chain or skips of ``config.span``."""
+  check_scheme(scheme)
+  if not isinstance(config, ModelConfig):
+    raise TypeError(f"config must be a ModelConfig, got {type(config).__name__}")
+  kind = SCHEMES[scheme][0]
+  units = units_for(config)
+  L = config.num_units
+  edges = chain_edges(L) if kind == "chain" else skip_edges(L, config.span)
+  return UnitGraph(units, edges, name=scheme)
+
+
+def method_of(scheme: str) -> str:
+  """The gradient method of ``scheme`` ("backprop", "sideways" or "pipelined_exact")."""
+  return SCHEMES[check_scheme(scheme)][1]
+
+
+def mode_of(scheme: str) -> str:
+  """The forward mode of ``scheme``: "synchronous" for backprop, else "pipelined"."""
+  return "synchronous" if method_of(scheme) == "backprop" else "pipelined"

@@ -1,0 +1,651 @@
+"""Training the three schemes: per-clip and online updates, evaluation, checkpoints, compare.
+
+A run is described by a :class:`TrainConfig` (task, scheme, model, data, optimiser, budget,
+seed). :func:`train` builds the graph of the scheme (:mod:`sideways_lab.models`), draws the
+training clips of step i from a seed derived from ``(seed, i)`` (so a run is reproducible and
+a resumed run sees exactly the clips an uninterrupted one would), and applies one optax
+update per step:
+
+* ``update_every = 0`` (per clip): ``g = sl.gradients(graph, θ, clip, targets, loss, method)``,
+  ``θ ← θ + optax_update(g)``; one jitted step (the engine's ``lax.scan`` over ticks inside).
+* ``update_every = K`` (online): the clip is a stream cut into chunks of K ticks; after each
+  chunk ``g = Σ_{t∈chunk} g^t`` from ``sl.stream_gradients`` (Sideways, carrying buffers and
+  in-flight messages across chunks) or per-frame BP, and an update. A step is still one batch
+  of clips (T/K updates).
+
+Metrics go to ``out_dir/metrics.jsonl`` (one JSON object a line), checkpoints to
+``out_dir/ckpt_*.npz`` (:mod:`sideways_lab.checkpoint`); ``resume=True`` continues from the
+newest checkpoint so that an interrupted run ends with the same parameters as an
+uninterrupted one. Ctrl-C (KeyboardInterrupt) saves a checkpoint of the last completed step
+before it propagates.
+
+:func:`compare` trains backprop, Sideways, Skip-Sideways and ``pipelined_exact`` (skip graph,
+the upper bound) on the same data with the same seed and budget and writes
+``out_dir/results.json`` and ``out_dir/results.md``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import sys
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from sideways_lab import checkpoint as ckpt
+from sideways_lab import engine
+from sideways_lab.models import (SCHEMES, ModelConfig, build_graph, check_scheme, check_task,
+                                 method_of, mode_of)
+from sideways_lab.tasks import TaskConfig, grad_cosine, make_task, num_motion_classes
+
+OPTIMIZERS = ("adam", "sgd", "momentum")
+SCHEDULES = ("constant", "cosine")
+COMPARE_SCHEMES = ("backprop", "sideways", "skip_sideways", "pipelined_exact")
+
+__all__ = ["TrainConfig", "Trainer", "TrainResult", "train", "evaluate", "compare",
+           "default_config", "grad_cosine", "alignment", "OPTIMIZERS", "COMPARE_SCHEMES"]
+
+
+# ---------------------------------------------------------------------------------------------
+# Configuration
+# ---------------------------------------------------------------------------------------------
+
+def _pos_int(v, name, minimum=1):
+  if not isinstance(v, (int, np.integer)) or isinstance(v, bool) or v < minimum:
+    raise ValueError(f"{name} must be an int >= {minimum}, got {v!r}")
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainConfig:
+  """Everything that determines a training run.
+
+  Attributes:
+    scheme: "backprop", "sideways", "skip_sideways" or "pipelined_exact".
+    model: the network (:class:`~sideways_lab.models.ModelConfig`).
+    data: the clips and targets (:class:`~sideways_lab.tasks.TaskConfig`).
+    steps: training steps (one batch of clips each).
+    batch_size: clips per step.
+    learning_rate: optimiser step size (> 0).
+    optimizer: "adam", "sgd" or "momentum" (0.9).
+    schedule: "constant" learning rate, or "cosine" decay to zero over the run's updates.
+    clip_norm: global gradient-norm clipping (0 disables).
+    update_every: 0 for one update per clip; K >= 1 for online updates every K ticks.
+    seed: seeds parameters, training clips and held-out clips.
+    eval_every: evaluate every this many steps (0: only at the end).
+    eval_clips: held-out clips per evaluation.
+    checkpoint_every: save every this many steps (0: only at the end and on Ctrl-C).
+    keep: checkpoints kept.
+    log_every: write a training-metrics line every this many steps.
+  """
+  scheme: str = "skip_sideways"
+  model: ModelConfig = dataclasses.field(default_factory=ModelConfig)
+  data: TaskConfig = dataclasses.field(default_factory=TaskConfig)
+  steps: int = 300
+  batch_size: int = 16
+  learning_rate: float = 3e-3
+  optimizer: str = "adam"
+  schedule: str = "constant"
+  clip_norm: float = 1.0
+  update_every: int = 0
+  seed: int = 0
+  eval_every: int = 0
+  eval_clips: int = 128
+  checkpoint_every: int = 100
+  keep: int = 3
+  log_every: int = 10
+
+  def __post_init__(self):
+    check_scheme(self.scheme)
+    if not isinstance(self.model, ModelConfig):
+      raise TypeError(f"model must be a ModelConfig, got {type(self.model).__name__}")
+    if not isinstance(self.data, TaskConfig):
+      raise TypeError(f"data must be a TaskConfig, got {type(self.data).__name__}")
+    if self.model.task != self.data.task:
+      raise ValueError(f"model.task={self.model.task!r} differs from data.task="
+                       f"{self.data.task!r}")
+    _pos_int(self.steps, "steps", 0)
+    _pos_int(self.batch_size, "batch_size")
+    _pos_int(self.eval_clips, "eval_clips")
+    _pos_int(self.keep, "keep")
+    _pos_int(self.log_every, "log_every")
+    for name in ("update_every", "eval_every", "checkpoint_every", "seed"):
+      _pos_int(getattr(self, name), name, 0)
+    if not (isinstance(self.learning_rate, (int, float)) and math.isfinite(self.learning_rate)
+            and self.learning_rate > 0):
+      raise ValueError(f"learning_rate must be a finite number > 0, got {self.learning_rate!r}")
+    if not (isinstance(self.clip_norm, (int, float)) and math.isfinite(self.clip_norm)
+            and self.clip_norm >= 0):
+      raise ValueError(f"clip_norm must be a finite number >= 0, got {self.clip_norm!r}")
+    if self.schedule not in SCHEDULES:
+      raise ValueError(f"schedule must be one of {SCHEDULES}, got {self.schedule!r}")
+    if self.optimizer not in OPTIMIZERS:
+      raise ValueError(f"optimizer must be one of {OPTIMIZERS}, got {self.optimizer!r}")
+    T = self.data.num_frames
+    if self.update_every > T:
+      raise ValueError(f"update_every={self.update_every} exceeds the clip length "
+                       f"num_frames={T}")
+    if self.update_every and self.scheme == "pipelined_exact":
+      raise ValueError("update_every (online updates) needs a method without BPTT through the "
+                       "stream: use scheme backprop, sideways or skip_sideways")
+    # a clip must have at least one loss tick for the scheme's graph
+    graph_v = _first_valid_output(self.model, self.scheme)
+    mask = np.arange(T) + (self.data.horizon if self.data.task == "next-frame" else 0) < T
+    if not mask[graph_v:].any():
+      raise ValueError(f"num_frames={T} is too short: the first valid output of the "
+                       f"{self.scheme} pipeline with {self.model.num_units} units is at tick "
+                       f"{graph_v}, so no tick has a loss")
+    if self.data.task == "motion-classes" and self.model.num_classes != num_motion_classes():
+      raise ValueError(f"model.num_classes={self.model.num_classes} differs from the "
+                       f"{num_motion_classes()} motion classes of the data")
+
+  @property
+  def task(self) -> str:
+    return self.data.task
+
+  def to_dict(self) -> dict:
+    d = dataclasses.asdict(self)
+    d["model"] = self.model.to_dict()
+    d["data"] = self.data.to_dict()
+    return d
+
+  @classmethod
+  def from_dict(cls, d: dict) -> "TrainConfig":
+    d = dict(d)
+    d["model"] = ModelConfig.from_dict(d["model"])
+    d["data"] = TaskConfig.from_dict(d["data"])
+    known = {f.name for f in dataclasses.fields(cls)}
+    unknown = set(d) - known
+    if unknown:
+      raise ValueError(f"unknown configuration fields {sorted(unknown)}")
+    return cls(**d)
+
+  def replace(self, **kw) -> "TrainConfig":
+    return dataclasses.replace(self, **kw)
+
+
+def _first_valid_output(model: ModelConfig, scheme: str) -> int:
+  from sideways_lab import schedule
+  from sideways_lab.graph import chain_edges, skip_edges
+  L = model.num_units
+  edges = chain_edges(L) if SCHEMES[scheme][0] == "chain" else skip_edges(L, model.span)
+  return schedule.first_valid_ticks(edges, mode_of(scheme))[-1]
+
+
+# The default configurations of `compare` (measured in benchmarks/README.md "## Training").
+_DEFAULTS = {
+    "motion-classes": dict(
+        model=dict(num_units=4, width=16, span=2, downsample=()),
+        data=dict(num_frames=12, size=(16, 16), speed=2.0),
+        steps=800, batch_size=16, learning_rate=3e-3),
+    "next-frame": dict(
+        model=dict(num_units=4, width=16, span=2, downsample=(1,)),
+        data=dict(num_frames=12, size=(16, 16), speed=1.0, horizon=1),
+        steps=400, batch_size=16, learning_rate=3e-3),
+}
+_QUICK = dict(steps=6, batch_size=4, eval_clips=8, model=dict(width=8, downsample=(1,)),
+              data=dict(num_frames=8, size=(12, 12)))
+
+
+def default_config(task: str, scheme: str = "skip_sideways", *, quick: bool = False,
+                   seed: int = 0, **overrides) -> TrainConfig:
+  """The default configuration of ``task`` for ``scheme`` (``quick``: a tiny budget).
+
+  ``overrides`` replace top-level fields; ``model=`` and ``data=`` may be dicts of fields.
+  """
+  check_task(task)
+  check_scheme(scheme)
+  d = json.loads(json.dumps(_DEFAULTS[task]))
+  if quick:
+    for k, v in _QUICK.items():
+      if isinstance(v, dict):
+        d[k].update(v)
+      else:
+        d[k] = v
+  for k in ("model", "data"):
+    if isinstance(overrides.get(k), dict):
+      d[k].update(overrides.pop(k))
+  model_kw = dict(d.pop("model"), task=task)
+  if task == "motion-classes":
+    model_kw.setdefault("num_classes", num_motion_classes())
+  model = ModelConfig.from_dict(model_kw)
+  data = TaskConfig.from_dict(dict(d.pop("data"), task=task))
+  d.update(overrides)
+  return TrainConfig(scheme=scheme, model=model, data=data, seed=seed, **d)
+
+
+# ---------------------------------------------------------------------------------------------
+# The trainer
+# ---------------------------------------------------------------------------------------------
+
+def _data_seed(seed: int, stream: int, index: int) -> int:
+  """A 31-bit seed for clip batch ``index`` of ``stream`` (0 train, 1 test)."""
+  return int(np.random.SeedSequence([int(seed), int(stream), int(index)]).generate_state(1)[0]
+             & 0x7FFFFFFF)
+
+
+class Trainer:
+  """The jitted pieces of a run: init, one training step, evaluation.
+
+  Attributes:
+    config, task, graph, method, mode, optimizer.
+  """
+
+  def __init__(self, config: TrainConfig):
+    if not isinstance(config, TrainConfig):
+      raise TypeError(f"config must be a TrainConfig, got {type(config).__name__}")
+    self.config = config
+    self.task = make_task(config.data)
+    self.graph = build_graph(config.model, config.scheme)
+    self.method = method_of(config.scheme)
+    self.mode = mode_of(config.scheme)
+    chain = []
+    if config.clip_norm > 0:
+      chain.append(optax.clip_by_global_norm(config.clip_norm))
+    lr = config.learning_rate
+    if config.schedule == "cosine":
+      T, K = config.data.num_frames, config.update_every
+      per_step = -(-T // K) if K else 1
+      lr = optax.cosine_decay_schedule(config.learning_rate, max(config.steps * per_step, 1))
+    if config.optimizer == "adam":
+      chain.append(optax.adam(lr))
+    elif config.optimizer == "momentum":
+      chain.append(optax.sgd(lr, momentum=0.9))
+    else:
+      chain.append(optax.sgd(lr))
+    self.optimizer = optax.chain(*chain)
+    self._mask = self.task.mask
+    self._step = jax.jit(self._step_impl)
+    self._online_step = jax.jit(self._online_step_impl)
+
+  # -- init ------------------------------------------------------------------------------------
+  def init(self):
+    """``(params, opt_state)`` from the run's seed."""
+    c = self.config.data
+    frame = jnp.zeros((1,) + tuple(c.size) + (self._channels(),), jnp.float32)
+    params = self.graph.init(jax.random.PRNGKey(self.config.seed), frame)
+    return params, self.optimizer.init(params)
+
+  def _channels(self) -> int:
+    video, _, _ = self.task.batch(1, 0)
+    return int(video.shape[-1])
+
+  # -- steps -----------------------------------------------------------------------------------
+  def _step_impl(self, params, opt_state, video, targets):
+    grads, info = engine.gradients(self.graph, params, video, targets, self.task.loss_fn,
+                                   self.method, mask=self._mask, check_finite=False)
+    updates, opt_state = self.optimizer.update(grads, opt_state, params)
+    return optax.apply_updates(params, updates), opt_state, info["loss"]
+
+  def _online_step_impl(self, params, opt_state, chunk, targets, state, mask):
+    if self.method == "sideways":
+      grads, info, state = engine.stream_gradients(self.graph, params, chunk, targets,
+                                                   self.task.loss_fn, state, mask=mask,
+                                                   check_finite=False)
+    else:  # per-frame BP needs no pipeline state
+      grads, info = engine.gradients(self.graph, params, chunk, targets, self.task.loss_fn,
+                                     "backprop", mask=mask, check_finite=False)
+    has_loss = jnp.any(info["loss_ticks"])
+    updates, new_opt = self.optimizer.update(grads, opt_state, params)
+    new_params = optax.apply_updates(params, updates)
+    # a chunk without a loss tick (the pipeline is still filling) makes no update
+    pick = lambda a, b: jax.tree_util.tree_map(lambda x, y: jnp.where(has_loss, x, y), a, b)
+    loss = jnp.where(has_loss, info["loss"], jnp.nan)
+    return pick(new_params, params), pick(new_opt, opt_state), state, loss
+
+  def batch(self, step: int):
+    """The training clips of ``step``: ``(video, targets, extras)``."""
+    return self.task.batch(self.config.batch_size, _data_seed(self.config.seed, 0, step))
+
+  def train_step(self, params, opt_state, step: int):
+    """One step on the clips of ``step``; returns ``(params, opt_state, mean loss)``."""
+    video, targets, _ = self.batch(step)
+    K = self.config.update_every
+    if not K:
+      params, opt_state, loss = self._step(params, opt_state, video, targets)
+      return params, opt_state, float(loss)
+    T = video.shape[1]
+    mask = self._mask if self._mask is not None else np.ones((T,), bool)
+    state = engine.init_state(self.graph, params, video[:, :1])
+    losses = []
+    for s in range(0, T, K):
+      params, opt_state, state, loss = self._online_step(
+          params, opt_state, video[:, s:s + K], targets[:, s:s + K], state, mask[s:s + K])
+      losses.append(float(loss))
+    losses = [x for x in losses if np.isfinite(x)]
+    return params, opt_state, float(np.mean(losses)) if losses else float("nan")
+
+  # -- evaluation ------------------------------------------------------------------------------
+  def evaluate(self, params, num_clips: int | None = None, batch_size: int = 64,
+               seed: int | None = None) -> dict:
+    """Metrics on held-out clips (a test stream disjoint from the training seeds).
+
+    Classification: ``accuracy`` (clip accuracy from mean logits over V), ``tick_accuracy``,
+    ``loss``; prediction: ``mse``, ``psnr``, ``ssim``, ``loss``. Averaged over clips.
+    """
+    n = self.config.eval_clips if num_clips is None else num_clips
+    _pos_int(n, "num_clips")
+    seed = self.config.seed if seed is None else seed
+    T = self.config.data.num_frames
+    V = engine.schedule.loss_ticks(self.graph, T, self._mask, self.mode)
+    totals, count, i = {}, 0, 0
+    while count < n:
+      b = min(batch_size, n - count)
+      video, targets, extras = self.task.batch(b, _data_seed(seed, 1, i))
+      outputs, _ = engine.forward(self.graph, params, video, self.mode)
+      m = self.task.metrics(outputs, targets, V, extras)
+      for k, v in m.items():
+        totals[k] = totals.get(k, 0.0) + v * b
+      count += b
+      i += 1
+    return {k: v / count for k, v in totals.items()}
+
+
+# ---------------------------------------------------------------------------------------------
+# train / evaluate
+# ---------------------------------------------------------------------------------------------
+
+@dataclasses.dataclass
+class TrainResult:
+  """What :func:`train` returns."""
+  params: Any
+  opt_state: Any
+  step: int
+  test: dict
+  train_time_s: float
+  history: list
+  config: TrainConfig
+  resumed_from: int | None = None
+
+
+def _write_jsonl(path: Path | None, record: dict) -> None:
+  if path is not None:
+    with open(path, "a") as f:
+      f.write(json.dumps(record) + "\n")
+
+
+def _truncate_jsonl(path: Path, step: int) -> None:
+  """Drops metric lines of steps after ``step`` (from an interrupted run), atomically."""
+  if not path.exists():
+    return
+  keep = []
+  for line in path.read_text().splitlines():
+    try:
+      if json.loads(line).get("step", 0) <= step:
+        keep.append(line)
+    except json.JSONDecodeError:
+      continue
+  ckpt.atomic_write_text(path, "".join(x + "\n" for x in keep))
+
+
+def _manifest(config: TrainConfig, extra: dict | None = None) -> dict:
+  m = {"scheme": config.scheme, "task": config.task, "config": config.to_dict()}
+  m.update(extra or {})
+  return m
+
+
+def _comparable(cfg: dict) -> dict:
+  """A config dict without the fields a resumed run may change (budget and logging)."""
+  cfg = dict(cfg)
+  if cfg.get("schedule") != "cosine":    # a cosine schedule depends on the number of steps
+    cfg.pop("steps", None)
+  for k in ("eval_every", "eval_clips", "checkpoint_every", "keep", "log_every"):
+    cfg.pop(k, None)
+  return cfg
+
+
+def train(config: TrainConfig, out_dir=None, *, resume: bool = False,
+          progress: bool | None = None, callback: Callable[[int, float], None] | None = None,
+          evaluate_at_end: bool = True) -> TrainResult:
+  """Trains ``config`` and returns the final parameters and test metrics.
+
+  Args:
+    config: the run.
+    out_dir: directory for ``config.json``, ``metrics.jsonl`` and checkpoints (None: nothing
+      is written). A directory that already holds checkpoints needs ``resume=True``; nothing
+      in it is ever overwritten otherwise.
+    resume: continue from the newest checkpoint in ``out_dir`` (its configuration must match
+      ``config`` up to the budget and logging fields).
+    progress: show a tqdm bar (default: when stderr is a terminal).
+    callback: ``callback(step, loss)`` after every completed step (tests use it to interrupt).
+    evaluate_at_end: evaluate on ``config.eval_clips`` held-out clips at the end.
+
+  Returns:
+    A :class:`TrainResult`.
+  """
+  if not isinstance(config, TrainConfig):
+    raise TypeError(f"config must be a TrainConfig, got {type(config).__name__}")
+  trainer = Trainer(config)
+  out = Path(out_dir) if out_dir is not None else None
+  metrics_path = out / "metrics.jsonl" if out is not None else None
+  params, opt_state = trainer.init()
+  start, resumed_from = 0, None
+  if out is not None:
+    if out.exists() and not out.is_dir():
+      raise NotADirectoryError(f"out_dir {str(out)!r} exists and is not a directory")
+    existing = ckpt.list_checkpoints(out)
+    if resume:
+      if not existing:
+        raise FileNotFoundError(f"resume=True but {str(out)!r} has no checkpoint to resume")
+      params, opt_state, man = ckpt.load(existing[-1][1], params, opt_state)
+      old = man.get("config", {})
+      if _comparable(old) != _comparable(config.to_dict()):
+        diff = sorted(k for k in set(_comparable(old)) | set(_comparable(config.to_dict()))
+                      if _comparable(old).get(k) != _comparable(config.to_dict()).get(k))
+        raise ValueError(f"the checkpoint in {str(out)!r} was written with another "
+                         f"configuration (differs in {diff}); resume with the same one")
+      params = jax.tree_util.tree_map(jnp.asarray, params)
+      opt_state = jax.tree_util.tree_map(jnp.asarray, opt_state)
+      start = resumed_from = int(man["step"])
+      _truncate_jsonl(metrics_path, start)
+    elif existing:
+      raise FileExistsError(f"{str(out)!r} already holds checkpoints (newest: "
+                            f"{existing[-1][1].name}); pass resume=True (--resume) to continue "
+                            f"or choose another directory")
+    out.mkdir(parents=True, exist_ok=True)
+    ckpt.atomic_write_text(out / "config.json", json.dumps(config.to_dict(), indent=1))
+  if start > config.steps:
+    raise ValueError(f"the checkpoint is at step {start}, beyond steps={config.steps}")
+
+  if progress is None:
+    progress = sys.stderr.isatty()
+  from tqdm.auto import tqdm
+  bar = tqdm(total=config.steps, initial=start, disable=not progress,
+             desc=f"{config.task}/{config.scheme}", leave=False)
+  history: list = []
+  done = {"params": params, "opt_state": opt_state, "step": start}
+
+  def save(step):
+    if out is not None:
+      ckpt.save(out, step, done["params"], done["opt_state"], manifest=_manifest(config),
+                keep=config.keep)
+
+  t0 = time.perf_counter()
+  last_saved = start
+  try:
+    for step in range(start, config.steps):
+      params, opt_state, loss = trainer.train_step(params, opt_state, step)
+      if not math.isfinite(loss) and config.update_every == 0:
+        raise FloatingPointError(f"the training loss became {loss} at step {step + 1}; lower "
+                                 f"learning_rate (now {config.learning_rate})")
+      done.update(params=params, opt_state=opt_state, step=step + 1)
+      bar.update(1)
+      bar.set_postfix(loss=f"{loss:.4f}")
+      rec = {"step": step + 1, "loss": loss, "time_s": round(time.perf_counter() - t0, 3)}
+      if (step + 1) % config.log_every == 0 or step + 1 == config.steps:
+        history.append(rec)
+        _write_jsonl(metrics_path, rec)
+      if config.eval_every and (step + 1) % config.eval_every == 0 and step + 1 < config.steps:
+        ev = {"step": step + 1, "eval": trainer.evaluate(params)}
+        history.append(ev)
+        _write_jsonl(metrics_path, ev)
+      if config.checkpoint_every and (step + 1) % config.checkpoint_every == 0:
+        save(step + 1)
+        last_saved = step + 1
+      if callback is not None:
+        callback(step + 1, loss)
+  except KeyboardInterrupt:
+    bar.close()
+    if done["step"] != last_saved:
+      save(done["step"])
+    raise
+  finally:
+    bar.close()
+  train_time = time.perf_counter() - t0
+  if out is not None and last_saved != done["step"]:
+    save(done["step"])
+  test = {}
+  if evaluate_at_end:
+    test = trainer.evaluate(params)
+    rec = {"step": done["step"], "test": test}
+    history.append(rec)
+    _write_jsonl(metrics_path, rec)
+  return TrainResult(params, opt_state, done["step"], test, train_time, history, config,
+                     resumed_from)
+
+
+def load_run(path):
+  """``(config, trainer, params, manifest)`` from a checkpoint file or run directory."""
+  path = Path(path)
+  p = ckpt.latest(path) if path.is_dir() else path
+  if p is None:
+    raise FileNotFoundError(f"no checkpoint (ckpt_*.npz) in {str(path)!r}")
+  man = ckpt.read_manifest(p)
+  try:
+    config = TrainConfig.from_dict(man["config"])
+  except (KeyError, TypeError, ValueError) as e:
+    raise ckpt.CheckpointError(f"checkpoint {str(p)!r} has no usable configuration: {e}") from e
+  trainer = Trainer(config)
+  params, _ = trainer.init()
+  params, _, man = ckpt.load(p, params)
+  return config, trainer, jax.tree_util.tree_map(jnp.asarray, params), man
+
+
+def evaluate(path, num_clips: int | None = None, seed: int | None = None) -> dict:
+  """Test metrics of the checkpoint at ``path`` (a file or a run directory)."""
+  config, trainer, params, man = load_run(path)
+  m = trainer.evaluate(params, num_clips, seed=seed)
+  return {"task": config.task, "scheme": config.scheme, "step": man["step"], **m}
+
+
+# ---------------------------------------------------------------------------------------------
+# compare
+# ---------------------------------------------------------------------------------------------
+
+def _markdown(results: dict) -> str:
+  task = results["task"]
+  if task == "motion-classes":
+    cols = [("test_accuracy", "test clip accuracy", "{:.3f}"),
+            ("test_tick_accuracy", "test per-tick accuracy", "{:.3f}")]
+  else:
+    cols = [("test_mse", "test MSE", "{:.5f}"), ("test_psnr", "test PSNR (dB)", "{:.2f}"),
+            ("test_ssim", "test SSIM", "{:.3f}")]
+  cols += [("steps", "steps", "{}"), ("train_time_s", "train time (s)", "{:.1f}")]
+  lines = [f"# compare: {task}", ""]
+  if results.get("chance") is not None:
+    lines += [f"Chance: {results['chance']:.3f}", ""]
+  lines.append("| scheme | graph | method | " + " | ".join(c[1] for c in cols) + " |")
+  lines.append("| --- | --- | --- | " + " | ".join("---" for _ in cols) + " |")
+  for name, r in results["schemes"].items():
+    lines.append(f"| {name} | {r['graph']} | {r['method']} | " +
+                 " | ".join(c[2].format(r[c[0]]) if c[0] in r else "" for c in cols) + " |")
+  return "\n".join(lines) + "\n"
+
+
+def compare(task: str, out_dir, quick: bool = False, seed: int = 0,
+            schemes=COMPARE_SCHEMES, *, overwrite: bool = False, progress: bool | None = None,
+            log: Callable[[str], None] | None = None, **overrides) -> dict:
+  """Trains every scheme on the same data, seed and budget; writes results.json and .md.
+
+  Args:
+    task: "motion-classes" or "next-frame".
+    out_dir: where ``results.json``, ``results.md`` and one run directory per scheme go.
+    quick: a tiny budget (seconds), for tests and notebooks.
+    seed: the seed shared by every scheme.
+    schemes: which schemes (default: backprop, sideways, skip_sideways, pipelined_exact).
+    overwrite: replace an existing ``results.json`` (and the scheme runs) in ``out_dir``.
+    overrides: fields of :class:`TrainConfig` (``model=``/``data=`` may be dicts).
+
+  Returns:
+    ``{"task", "chance", "config", "schemes": {name: {"test_accuracy" | "test_mse",
+    "test_psnr", "test_ssim", ..., "train_time_s", "steps", "graph", "method"}}}``.
+  """
+  check_task(task)
+  schemes = tuple(schemes)
+  for s in schemes:
+    check_scheme(s)
+  if not schemes:
+    raise ValueError("schemes must name at least one scheme")
+  out = Path(out_dir)
+  if out.exists() and not out.is_dir():
+    raise NotADirectoryError(f"out_dir {str(out)!r} exists and is not a directory")
+  if (out / "results.json").exists() and not overwrite:
+    raise FileExistsError(f"{str(out / 'results.json')!r} exists; pass overwrite=True "
+                          f"(--overwrite) or choose another directory")
+  configs = {s: default_config(task, s, quick=quick, seed=seed, **json.loads(json.dumps(
+      overrides, default=list))) for s in schemes}   # validates everything before training
+  out.mkdir(parents=True, exist_ok=True)
+  log = log or (lambda msg: None)
+  results = {"task": task, "chance": None, "quick": bool(quick), "seed": seed,
+             "config": configs[schemes[0]].to_dict(), "schemes": {}}
+  results["config"].pop("scheme")
+  for s in schemes:
+    cfg = configs[s]
+    run_dir = out / s
+    if overwrite and run_dir.exists():
+      for _, p in ckpt.list_checkpoints(run_dir):
+        p.unlink()
+        p.with_suffix(".json").unlink(missing_ok=True)
+      (run_dir / "metrics.jsonl").unlink(missing_ok=True)
+    log(f"training {s} ({cfg.steps} steps)...")
+    r = train(cfg.replace(checkpoint_every=0), run_dir, progress=progress)
+    trainer_task = make_task(cfg.data)
+    if task == "motion-classes":
+      results["chance"] = trainer_task.chance
+      res = {"test_accuracy": r.test["accuracy"], "test_tick_accuracy": r.test["tick_accuracy"],
+             "test_loss": r.test["loss"]}
+    else:
+      res = {"test_mse": r.test["mse"], "test_psnr": r.test["psnr"], "test_ssim": r.test["ssim"]}
+    losses = [h["loss"] for h in r.history if "loss" in h]
+    res.update(final_train_loss=losses[-1] if losses else None, train_time_s=r.train_time_s,
+               steps=r.step, graph=SCHEMES[s][0], method=SCHEMES[s][1])
+    results["schemes"][s] = res
+    log(f"  {s}: " + ", ".join(f"{k}={v:.4g}" for k, v in res.items()
+                               if isinstance(v, float)))
+  ckpt.atomic_write_text(out / "results.json", json.dumps(results, indent=1))
+  ckpt.atomic_write_text(out / "results.md", _markdown(results))
+  return results
+
+
+# ---------------------------------------------------------------------------------------------
+# Gradient alignment (the demo)
+# ---------------------------------------------------------------------------------------------
+
+def alignment(task: str = "next-frame", *, num_units: int = 4, width: int = 8,
+              num_frames: int = 12, size=(16, 16), batch_size: int = 4, speed: float = 1.0,
+              seed: int = 0) -> dict:
+  """Per-unit cosine between the ``sideways`` and ``pipelined_exact`` gradients at init.
+
+  For the chain graph (Sideways) and the skip graph (Skip-Sideways) of ``task``'s model, on
+  one synthetic batch. Returns ``{"sideways": (L,) array, "skip_sideways": (L,) array}``.
+  """
+  out = {}
+  for scheme in ("sideways", "skip_sideways"):
+    cfg = default_config(task, scheme, seed=seed, batch_size=batch_size,
+                         model=dict(num_units=num_units, width=width),
+                         data=dict(num_frames=num_frames, size=tuple(size), speed=speed))
+    tr = Trainer(cfg)
+    params, _ = tr.init()
+    video, targets, _ = tr.batch(0)
+    g_sw, _ = engine.gradients(tr.graph, params, video, targets, tr.task.loss_fn, "sideways",
+                               mask=tr.task.mask)
+    g_ex, _ = engine.gradients(tr.graph, params, video, targets, tr.task.loss_fn,
+                               "pipelined_exact", mask=tr.task.mask)
+    out[scheme] = grad_cosine(g_sw, g_ex)
+  return out

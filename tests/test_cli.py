@@ -1,0 +1,77 @@
+"""The sideways-lab command line: demo, train/evaluate, compare, bad input."""
+
+import json
+
+import pytest
+
+from sideways_lab import checkpoint as ckpt
+from sideways_lab import cli
+
+
+def test_demo_prints_alignment_table(capsys):
+  assert cli.main(["demo", "--units", "3", "--frames", "6", "--size", "8"]) == 0
+  out = capsys.readouterr().out
+  assert "Sideways (chain)" in out and "Skip-Sideways (skips)" in out
+  rows = [line.split() for line in out.splitlines() if line.split()[:1] and line.split()[0].isdigit()]
+  assert [r[0] for r in rows] == ["1", "2", "3"]
+  top = [float(x) for x in rows[-1][1:]]
+  assert all(abs(c - 1.0) < 1e-4 for c in top)   # the top unit's gradient is exact
+  assert all(-1 <= float(x) <= 1 for r in rows for x in r[1:])
+
+
+def test_format_alignment_table():
+  t = cli.format_alignment_table({"sideways": [1.0, 0.5], "skip_sideways": [1.0, 0.25]})
+  assert "+0.500" in t and "+0.625" in t and "mean" in t
+
+
+def test_train_then_evaluate(tmp_path, capsys):
+  out = tmp_path / "run"
+  args = ["train", "--task", "next-frame", "--scheme", "skip_sideways", "--out", str(out),
+          "--quick", "--steps", "2", "--num-units", "3", "--width", "4", "--no-progress"]
+  assert cli.main(args) == 0
+  res = json.loads(capsys.readouterr().out)
+  assert res["step"] == 2 and "mse" in res
+  assert cli.main(["evaluate", str(out), "--clips", "2"]) == 0
+  ev = json.loads(capsys.readouterr().out)
+  assert ev["scheme"] == "skip_sideways" and ev["step"] == 2 and "ssim" in ev
+  # the same command again refuses to overwrite the run
+  assert cli.main(args) == 2
+  assert "resume" in capsys.readouterr().err
+  # --resume with more steps continues from the saved configuration
+  assert cli.main(["train", "--out", str(out), "--resume", "--steps", "3", "--no-progress"]) == 0
+  assert json.loads(capsys.readouterr().out)["step"] == 3
+
+
+def test_bad_input(tmp_path, capsys):
+  with pytest.raises(SystemExit) as e:
+    cli.main(["compare", "--task", "imagenet", "--out", str(tmp_path)])
+  assert e.value.code == 2
+  with pytest.raises(SystemExit):
+    cli.main(["train", "--task", "next-frame", "--scheme", "bogus", "--out", str(tmp_path)])
+  with pytest.raises(SystemExit):
+    cli.main(["train", "--task", "next-frame", "--scheme", "sideways", "--out", str(tmp_path),
+              "--learning-rate", "-1"])
+  capsys.readouterr()
+  assert cli.main(["train", "--task", "next-frame", "--scheme", "sideways", "--out",
+                   str(tmp_path / "r"), "--quick", "--num-frames", "2"]) == 2
+  assert "too short" in capsys.readouterr().err
+  assert not (tmp_path / "r").exists()
+  bad = tmp_path / "ckpt_00000001.npz"
+  bad.write_bytes(b"PK\x03\x04 truncated")
+  assert cli.main(["evaluate", str(bad)]) == 2
+  assert "corrupt or truncated" in capsys.readouterr().err
+  assert bad.read_bytes() == b"PK\x03\x04 truncated"
+
+
+def test_compare_quick_cli(tmp_path, capsys):
+  assert cli.main(["compare", "--task", "motion-classes", "--out", str(tmp_path), "--quick",
+                   "--no-progress"]) == 0
+  res = json.loads((tmp_path / "results.json").read_text())
+  assert set(res["schemes"]) == {"backprop", "sideways", "skip_sideways", "pipelined_exact"}
+  assert 0 < res["chance"] < 1
+  assert all(0 <= r["test_accuracy"] <= 1 for r in res["schemes"].values())
+  assert "| backprop |" in capsys.readouterr().out
+  assert ckpt.list_checkpoints(tmp_path / "skip_sideways")
+  before = (tmp_path / "results.json").read_bytes()
+  assert cli.main(["compare", "--task", "motion-classes", "--out", str(tmp_path), "--quick"]) == 2
+  assert (tmp_path / "results.json").read_bytes() == before

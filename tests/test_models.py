@@ -1,0 +1,85 @@
+"""Model builders: same units for every scheme, variable inputs, no Haiku state."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from jax import lax
+
+import sideways_lab as sl
+from sideways_lab import models
+
+
+def _frame(h=8, c=1):
+  return jnp.asarray(np.random.default_rng(0).random((2, h, h, c)), jnp.float32)
+
+
+@pytest.mark.parametrize("stride", [1, 2])
+@pytest.mark.parametrize("hw", [8, 7])
+def test_conv2d_equals_lax_conv(stride, hw):
+  rng = np.random.default_rng(1)
+  x = jnp.asarray(rng.normal(size=(2, hw, hw, 3)), jnp.float32)
+  w = jnp.asarray(rng.normal(size=(3, 3, 3, 5)), jnp.float32)
+  ref = lax.conv_general_dilated(x, w, (stride, stride), "SAME",
+                                 dimension_numbers=("NHWC", "HWIO", "NHWC"))
+  np.testing.assert_allclose(models.conv2d(x, w, stride), ref, atol=1e-4)
+
+
+def test_depth_to_space():
+  x = jnp.arange(2 * 2 * 3 * 8, dtype=jnp.float32).reshape(2, 2, 3, 8)
+  y = models.depth_to_space(x, 2)
+  assert y.shape == (2, 4, 6, 2)
+  np.testing.assert_array_equal(y[0, 1, 0], x[0, 0, 0, 4:6])   # row offset 1, col offset 0
+
+
+def test_resize_to():
+  x = jnp.ones((1, 8, 8, 2))
+  assert models.resize_to(x, (4, 4)).shape == (1, 4, 4, 2)
+  assert models.resize_to(x, (16, 16)).shape == (1, 16, 16, 2)
+  assert models.resize_to(x, (5, 5)).shape == (1, 5, 5, 2)
+
+
+@pytest.mark.parametrize("task", ["motion-classes", "next-frame"])
+def test_schemes_share_units(task):
+  cfg = models.ModelConfig(task=task, num_units=3, width=8, num_classes=8)
+  graphs = {s: models.build_graph(cfg, s) for s in models.SCHEMES}
+  assert graphs["backprop"].is_chain and graphs["sideways"].is_chain
+  assert graphs["skip_sideways"].has_skips and graphs["pipelined_exact"].has_skips
+  # the skip graph's unit 2 reads the frame
+  assert (0, 0) in graphs["skip_sideways"].edges[2]
+  p_chain = graphs["sideways"].init(jax.random.PRNGKey(0), _frame())
+  p_skip = graphs["skip_sideways"].init(jax.random.PRNGKey(0), _frame())
+  for k in range(3):
+    # the skip graph has the chain's parameters (same shapes) plus projections
+    for mod, leaves in p_chain[k].items():
+      assert mod in p_skip[k]
+      for name, v in leaves.items():
+        assert p_skip[k][mod][name].shape == v.shape
+  extra = [m for k in range(3) for m in p_skip[k] if m not in p_chain[k]]
+  assert extra and all("proj" in m for m in extra)
+
+
+def test_output_shapes():
+  cls = models.build_graph(models.ModelConfig("motion-classes", 3, 8, num_classes=5), "skip_sideways")
+  p = cls.init(jax.random.PRNGKey(0), _frame())
+  video = jnp.asarray(np.random.default_rng(0).random((2, 6, 8, 8, 1)), jnp.float32)
+  out, valid = sl.forward(cls, p, video)
+  assert out.shape == (2, 6, 5) and valid.shape == (6,)
+  pred = models.build_graph(models.ModelConfig("next-frame", 3, 8, channels=1), "sideways")
+  p = pred.init(jax.random.PRNGKey(0), _frame())
+  out, _ = sl.forward(pred, p, video)
+  assert out.shape == video.shape
+  assert float(out.min()) >= 0 and float(out.max()) <= 1
+
+
+def test_bad_config():
+  with pytest.raises(ValueError, match="task"):
+    models.ModelConfig(task="imagenet")
+  with pytest.raises(ValueError, match="span"):
+    models.ModelConfig(num_units=3, span=4)
+  with pytest.raises(ValueError, match="groups"):
+    models.ModelConfig(width=6, groups=4)
+  with pytest.raises(ValueError, match="num_units"):
+    models.ModelConfig(num_units=1)
+  with pytest.raises(ValueError, match="scheme"):
+    models.build_graph(models.ModelConfig(), "bogus")

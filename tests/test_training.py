@@ -1,0 +1,119 @@
+"""Trainer: per-clip and online steps, reproducibility, interrupt/resume, compare."""
+
+import json
+
+import jax
+import numpy as np
+import pytest
+
+import sideways_lab as sl
+from sideways_lab import checkpoint as ckpt
+from sideways_lab import training
+
+
+def tiny(task="motion-classes", scheme="skip_sideways", **kw):
+  base = dict(steps=4, batch_size=2, eval_clips=4, log_every=1,
+              model=dict(num_units=3, width=4, groups=2),
+              data=dict(num_frames=6, size=(8, 8)))
+  for k in ("model", "data"):
+    base[k].update(kw.pop(k, {}))
+  base.update(kw)
+  return training.default_config(task, scheme, **base)
+
+
+def _flat(params):
+  return np.concatenate([np.ravel(np.asarray(x)) for x in jax.tree_util.tree_leaves(params)])
+
+
+def test_train_is_reproducible_and_learns_something(tmp_path):
+  cfg = tiny(steps=3)
+  r1 = training.train(cfg, tmp_path / "a", progress=False)
+  r2 = training.train(cfg, None, progress=False, evaluate_at_end=False)
+  np.testing.assert_array_equal(_flat(r1.params), _flat(r2.params))
+  p0, _ = training.Trainer(cfg).init()
+  assert not np.array_equal(_flat(p0), _flat(r1.params))
+  assert set(r1.test) == {"accuracy", "tick_accuracy", "loss"}
+  lines = [json.loads(x) for x in (tmp_path / "a" / "metrics.jsonl").read_text().splitlines()]
+  assert [x["step"] for x in lines if "loss" in x] == [1, 2, 3]
+  assert "test" in lines[-1]
+  assert [s for s, _ in ckpt.list_checkpoints(tmp_path / "a")] == [3]
+
+
+def test_interrupt_and_resume_give_identical_params(tmp_path):
+  cfg = tiny("next-frame", "sideways", steps=5, checkpoint_every=2)
+  full = training.train(cfg, tmp_path / "full", progress=False, evaluate_at_end=False)
+
+  def interrupt(step, loss):
+    if step == 3:
+      raise KeyboardInterrupt
+  with pytest.raises(KeyboardInterrupt):
+    training.train(cfg, tmp_path / "run", progress=False, callback=interrupt)
+  # Ctrl-C saved the last completed step (3), besides the periodic one (2)
+  assert [s for s, _ in ckpt.list_checkpoints(tmp_path / "run")] == [2, 3]
+  resumed = training.train(cfg, tmp_path / "run", resume=True, progress=False,
+                           evaluate_at_end=False)
+  assert resumed.resumed_from == 3 and resumed.step == 5
+  np.testing.assert_array_equal(_flat(resumed.params), _flat(full.params))
+  np.testing.assert_array_equal(_flat(resumed.opt_state), _flat(full.opt_state))
+  steps = [json.loads(x)["step"] for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+  assert steps == [1, 2, 3, 4, 5]
+
+
+def test_existing_run_is_not_overwritten(tmp_path):
+  cfg = tiny(steps=1)
+  training.train(cfg, tmp_path, progress=False, evaluate_at_end=False)
+  before = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
+  with pytest.raises(FileExistsError, match="resume"):
+    training.train(cfg, tmp_path, progress=False)
+  with pytest.raises(ValueError, match="another configuration"):
+    training.train(cfg.replace(learning_rate=0.5), tmp_path, resume=True, progress=False)
+  other = tiny(steps=2, model=dict(width=8, groups=2))
+  with pytest.raises((ValueError, ckpt.CheckpointError), match="another"):
+    training.train(other, tmp_path, resume=True, progress=False)
+  assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == before
+
+
+def test_online_updates():
+  cfg = tiny("next-frame", "skip_sideways", steps=1, update_every=2)
+  tr = training.Trainer(cfg)
+  p0, o0 = tr.init()
+  p1, _, loss = tr.train_step(p0, o0, 0)
+  assert np.isfinite(loss)
+  assert not np.array_equal(_flat(p0), _flat(p1))
+  # backprop online works too; pipelined_exact online is refused
+  bp = training.Trainer(tiny("motion-classes", "backprop", steps=1, update_every=3))
+  p, o = bp.init()
+  assert np.isfinite(bp.train_step(p, o, 0)[2])
+  with pytest.raises(ValueError, match="online"):
+    tiny(scheme="pipelined_exact", update_every=2)
+
+
+def test_bad_configuration():
+  with pytest.raises(ValueError, match="scheme"):
+    tiny(scheme="sidewise")
+  with pytest.raises(ValueError, match="task"):
+    training.default_config("cifar")
+  with pytest.raises(ValueError, match="learning_rate"):
+    tiny(learning_rate=-1.0)
+  with pytest.raises(ValueError, match="update_every"):
+    tiny(update_every=7)
+  with pytest.raises(ValueError, match="too short"):
+    tiny("next-frame", "sideways", data=dict(num_frames=3))
+  with pytest.raises(ValueError, match="optimizer"):
+    tiny(optimizer="lbfgs")
+
+
+def test_compare_quick(tmp_path):
+  res = training.compare("next-frame", tmp_path, quick=True,
+                         schemes=("skip_sideways",), steps=2,
+                         model=dict(num_units=3, width=4, groups=2), data=dict(size=(8, 8)))
+  on_disk = json.loads((tmp_path / "results.json").read_text())
+  assert on_disk["task"] == "next-frame" and set(on_disk["schemes"]) == {"skip_sideways"}
+  for r in res["schemes"].values():
+    assert {"test_mse", "test_psnr", "test_ssim", "train_time_s", "steps"} <= set(r)
+    assert r["steps"] == 2
+  assert "| skip_sideways |" in (tmp_path / "results.md").read_text()
+  with pytest.raises(FileExistsError):
+    training.compare("next-frame", tmp_path, quick=True)
+  with pytest.raises(ValueError, match="scheme"):
+    training.compare("next-frame", tmp_path / "x", quick=True, schemes=("nope",))
