@@ -74,27 +74,8 @@ def partition(num_units: int, num_devices: int, costs: Sequence[float] | None = 
   c = np.ones(L) if costs is None else np.asarray(costs, float)
   if c.shape != (L,) or not np.all(np.isfinite(c)) or np.any(c < 0):
     raise ValueError(f"costs must be {L} finite non-negative numbers, got {costs!r}")
-  D = min(num_devices, L)
-  pre = np.concatenate([[0.0], np.cumsum(c)])
-  # best[p][i]: the smallest max-load putting units 1..i on p devices (each non-empty).
-  best = np.full((D + 1, L + 1), np.inf)
-  cut = np.zeros((D + 1, L + 1), int)
-  best[0][0] = 0.0
-  for p in range(1, D + 1):
-    for i in range(p, L + 1):
-      for s in range(p - 1, i):
-        v = max(best[p - 1][s], pre[i] - pre[s])
-        if v < best[p][i] - 1e-12:
-          best[p][i], cut[p][i] = v, s
-  bounds, i = [], L
-  for p in range(D, 0, -1):
-    bounds.append((cut[p][i], i))
-    i = cut[p][i]
-  assignment = [0] * L
-  for p, (s, e) in enumerate(reversed(bounds)):
-    for k in range(s, e):
-      assignment[k] = p
-  return tuple(assignment)
+  from sideways_lab.analysis.latency import partition as groups_of   # the same min-max DP
+  return tuple(p for p, group in enumerate(groups_of(c, min(num_devices, L))) for _ in group)
 
 
 def tick_time_model(costs: Sequence[float], assignment: Sequence[int],
