@@ -348,35 +348,7 @@ def timeline(graph_or_L, scheme: str, num_ticks: int, devices: int | None = None
 
 
 def plot_timeline(ax, tl: Timeline, *, time: bool = False, annotate: bool | None = None,
-                  colors=("tab:blue", "tab:orange"), invalid_alpha: float = 0.2):
-  """Draws a :class:`Timeline` as a Gantt chart on a matplotlib ``ax``.
-
-  One row per device; forward steps in ``colors[0]``, backward in ``colors[1]``; work on the
-  empty pipeline is faded. ``time=False`` puts ticks on the x axis (each tick split into a
-  forward half and a backward half per unit); ``time=True`` uses the items' start/duration.
-  Frames (forward) and loss ticks (backward) are written in the bars when ``annotate``
-  (default: fewer than 200 items).
-  """
-  annotate = len(tl.items) < 200 if annotate is None else annotate
-  for it in tl.items:
-    d = it["device"]
-    if time:
-      x0, w = it["start"], it["duration"]
-    else:
-      units = tl.partition[d]
-      slot = 1.0 / (2 * len(units))
-      pos = units.index(it["unit"]) * 2 + (1 if it["kind"] == "backward" else 0)
-      x0, w = it["tick"] + pos * slot, slot
-    c = colors[0] if it["kind"] == "forward" else colors[1]
-    ax.broken_barh([(x0, w)], (d - 0.4, 0.8), facecolors=c,
-                   alpha=1.0 if it["valid"] else invalid_alpha, edgecolor="white", linewidth=0.5)
-    if annotate and it["valid"]:
-      label = (str(it["frame"]) if it["kind"] == "forward"
-               else ",".join(str(s) for s in it["loss_ticks"]))
-      ax.text(x0 + w / 2, d, label, ha="center", va="center", fontsize=6, color="white")
-  ax.set_yticks(range(tl.num_devices))
-  ax.set_yticklabels([f"device {d}: " + ",".join(map(str, g)) for d, g in enumerate(tl.partition)])
-  ax.set_ylim(tl.num_devices - 0.5, -0.5)
-  ax.set_xlabel("time" if time else "tick")
-  ax.set_title(f"{tl.scheme}: L={tl.num_units}, D={tl.num_devices}")
-  return ax
+                  title: str | None = None):
+  """Draws a :class:`Timeline` as a Gantt chart (see ``sideways_lab.plotting.plot_timeline``)."""
+  from sideways_lab import plotting
+  return plotting.plot_timeline(ax, tl, time=time, annotate=annotate, title=title)
