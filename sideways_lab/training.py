@@ -183,7 +183,7 @@ _DEFAULTS = {
     "motion-classes": dict(
         model=dict(num_units=4, width=16, span=2, downsample=()),
         data=dict(num_frames=12, size=(16, 16), speed=2.0),
-        steps=800, batch_size=16, learning_rate=3e-3),
+        steps=1500, batch_size=16, learning_rate=3e-3, schedule="cosine"),
     "next-frame": dict(
         model=dict(num_units=4, width=16, span=2, downsample=(1,)),
         data=dict(num_frames=12, size=(16, 16), speed=1.0, horizon=1),

@@ -101,6 +101,8 @@ def test_bad_configuration():
     tiny("next-frame", "sideways", data=dict(num_frames=3))
   with pytest.raises(ValueError, match="optimizer"):
     tiny(optimizer="lbfgs")
+  with pytest.raises(ValueError, match="schedule"):
+    tiny(schedule="step")
 
 
 def test_compare_quick(tmp_path):
