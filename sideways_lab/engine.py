@@ -323,15 +323,6 @@ def _framewise_backprop(graph, params, video, targets, weights, loss_fn, per_tic
   return grads, losses, per
 
 
-def _longest_message_path(graph: UnitGraph) -> list[int]:
-  """``long[k]``: the most ticks a gradient message can take from unit L down to unit k."""
-  L = graph.num_units
-  long = [0] * (L + 1)
-  for k in range(L - 1, 0, -1):
-    long[k] = max(1 + long[m] for m, _, _ in graph.readers(k))
-  return long
-
-
 def _sideways_scan(graph, params, video, targets, weights, loss_fn, state: PipelineState,
                    num_ticks: int, per_tick: bool, last_loss_tick=None):
   """The Sideways engine (DESIGN.md §5).
@@ -354,7 +345,7 @@ def _sideways_scan(graph, params, video, targets, weights, loss_fn, state: Pipel
   L = graph.num_units
   zero = jax.tree_util.tree_map(jnp.zeros_like, params)
   first = schedule.first_valid_ticks(graph, "pipelined")
-  long = _longest_message_path(graph)
+  _, long = schedule.message_hops(graph)
 
   def unit_step(k, inputs, cot_fn, tick):
     """``(out_k, g_k, messages, loss)`` of one unit, or zeros when it is idle."""

@@ -15,7 +15,6 @@ check it against instrumented runs of the engine.
 from __future__ import annotations
 
 import dataclasses
-from functools import lru_cache
 
 import numpy as np
 
@@ -139,27 +138,37 @@ def mismatch(graph, num_ticks: int) -> list[list[frozenset]]:
           for k in range(L + 1)]
 
 
-def _hops(graph) -> tuple[list[int], list[int]]:
-  """Shortest paths from unit k to the top unit L, in ticks.
+def _hops(graph) -> tuple[list[int], list[int], list[int]]:
+  """Paths from unit k to the top unit L, in ticks.
 
-  Returns ``(forward, backward)``: ``forward[k]`` is the fewest ticks for out_k to reach
-  out_L in the pipelined forward (each edge (k, d) costs 1 + d ticks); ``backward[k]`` is the
-  fewest ticks for a message from unit L to reach unit k (each hop costs 1 tick, whatever
-  the delay of the edge).
+  Returns ``(forward, backward, longest)``: ``forward[k]`` is the fewest ticks for out_k to
+  reach out_L in the pipelined forward (each edge (k, d) costs 1 + d ticks); ``backward[k]``
+  and ``longest[k]`` are the fewest and the most ticks a gradient message from unit L takes
+  to reach unit k (each hop costs 1 tick, whatever the delay of the edge).
   """
   edges = _edges_of(graph)
   L = len(edges)
   inf = 10**9
   fwd = [inf] * (L + 1)
   bwd = [inf] * (L + 1)
-  fwd[L] = bwd[L] = 0
+  longest = [-inf] * (L + 1)
+  fwd[L] = bwd[L] = longest[L] = 0
   for k in range(L - 1, -1, -1):
     for m in range(k + 1, L + 1):
       for j, d in edges[m]:
         if j == k:
           fwd[k] = min(fwd[k], 1 + d + fwd[m])
           bwd[k] = min(bwd[k], 1 + bwd[m])
-  return fwd, bwd
+          longest[k] = max(longest[k], 1 + longest[m])
+  return fwd, bwd, longest
+
+
+def message_hops(graph) -> tuple[list[int], list[int]]:
+  """``(fewest, most)``: per unit k (index k, 1..L), the fewest and the most ticks a gradient
+  message from the top unit takes to reach unit k; the gradient of loss tick s is used by
+  unit k at ticks ``s + fewest[k] .. s + most[k]`` (and only there)."""
+  _, bwd, longest = _hops(graph)
+  return bwd, longest
 
 
 @dataclasses.dataclass(frozen=True)
@@ -212,7 +221,7 @@ def latency(graph, scheme: str | None = None) -> Latency:
                    gradient_delay=tuple(L - k for k in range(1, L + 1)),
                    frames_per_tick=1.0 / (2 * L - 1), utilisation=1.0 / (2 * L - 1))
   v = first_valid_ticks(graph, PIPELINED)
-  fwd, bwd = _hops(graph)
+  fwd, bwd, _ = _hops(graph)
   out_lat = min(d + fwd[k] for k, es in edges.items() for j, d in es if j == 0)
   return Latency(scheme, L, first_output_tick=v[L], output_latency=out_lat,
                  gradient_delay=tuple(bwd[k] for k in range(1, L + 1)),

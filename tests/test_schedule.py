@@ -98,6 +98,8 @@ def test_gradient_sources_match_an_instrumented_run(kind):
       ticks = set(np.flatnonzero(np.asarray(norms) > 0).tolist())
       expect = {t for t in range(T + L - 1) if s in src[k][t]}
       assert ticks == expect, (kind, s, k)
+      fewest, most = sl.schedule.message_hops(graph)
+      assert (min(ticks), max(ticks)) == (s + fewest[k], s + most[k])
       if kind == "chain":
         assert ticks == {s + L - k}          # activation of frame s+L-2k+1: 2(L-k) frames newer
 
