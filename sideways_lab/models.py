@@ -190,6 +190,17 @@ def _norm_relu(h, groups, name):
   return jax.nn.relu(hk.GroupNorm(groups, name=name)(h))
 
 
+def _conv_unit(k: int, width: int, groups: int, downsample: tuple, name: str) -> Callable:
+  """Unit k: ``relu(GroupNorm(conv3x3_s(inputs[0]) + merged extras))``, stride 2 if k in
+  ``downsample``."""
+  def unit(inputs):
+    x, extras = inputs[0], list(inputs[1:])
+    h = Conv(width, 3, stride=2 if k in downsample else 1, name="conv")(x)
+    return _norm_relu(merge_extras(h, extras), groups, "norm")
+  unit.__name__ = f"{name}_{k}"
+  return unit
+
+
 # ---------------------------------------------------------------------------------------------
 # Units
 # ---------------------------------------------------------------------------------------------
@@ -204,23 +215,13 @@ def classifier_units(num_units: int = 4, width: int = 16, num_classes: int = 4, 
   """
   downsample = tuple(downsample)
 
-  def make(k):
-    def unit(inputs):
-      x, extras = inputs[0], list(inputs[1:])
-      stride = 2 if k in downsample else 1
-      h = Conv(width, 3, stride=stride, name="conv")(x)
-      h = merge_extras(h, extras)
-      return _norm_relu(h, groups, "norm")
-    unit.__name__ = f"conv_unit_{k}"
-    return unit
-
   def head(inputs):
     logits = hk.Linear(num_classes, name="head")(jnp.mean(inputs[0], axis=(1, 2)))
     for e, x in enumerate(inputs[1:]):
       logits = logits + hk.Linear(num_classes, name=f"skip_proj_{e + 1}")(jnp.mean(x, axis=(1, 2)))
     return logits
 
-  return [make(k) for k in range(1, num_units)] + [head]
+  return [_conv_unit(k, width, groups, downsample, "conv_unit") for k in range(1, num_units)] + [head]
 
 
 def predictor_units(num_units: int = 4, width: int = 16, channels: int = 1, groups: int = 4,
@@ -235,23 +236,14 @@ def predictor_units(num_units: int = 4, width: int = 16, channels: int = 1, grou
   downsample = tuple(downsample)
   factor = 2 ** len(downsample)
 
-  def make(k):
-    def unit(inputs):
-      x, extras = inputs[0], list(inputs[1:])
-      stride = 2 if k in downsample else 1
-      h = Conv(width, 3, stride=stride, name="conv")(x)
-      h = merge_extras(h, extras)
-      return _norm_relu(h, groups, "norm")
-    unit.__name__ = f"encoder_unit_{k}"
-    return unit
-
   def decoder(inputs):
     x, extras = inputs[0], list(inputs[1:])
     h = depth_to_space(Conv(channels * factor * factor, 3, name="deconv")(x), factor)
     h = merge_extras(h, extras)
     return jax.nn.sigmoid(h)
 
-  return [make(k) for k in range(1, num_units)] + [decoder]
+  return ([_conv_unit(k, width, groups, downsample, "encoder_unit") for k in range(1, num_units)]
+          + [decoder])
 
 
 def units_for(config: ModelConfig) -> list[Callable]:

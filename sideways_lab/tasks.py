@@ -10,8 +10,7 @@ A task turns clips into per-tick targets and a loss, and measures outputs:
   ``t + h >= T``; ``loss = mean (out - x_{t+h})^2``; metrics MSE, PSNR (data range 1) and
   SSIM (Gaussian window), averaged over the frames of V.
 
-Data come from ``sideways_lab.data`` (moving digits, motion classes); when that package is
-not importable a tiny built-in generator with the same contract stands in.
+Data come from ``sideways_lab.data`` (moving digits, motion classes).
 """
 
 from __future__ import annotations
@@ -22,81 +21,28 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from sideways_lab import data
 from sideways_lab.models import check_task
 
 
 # ---------------------------------------------------------------------------------------------
-# Data (sideways_lab.data, with a tiny fallback)
+# Data (sideways_lab.data)
 # ---------------------------------------------------------------------------------------------
 
-def _data_module():
-  try:
-    from sideways_lab import data
-    if hasattr(data, "moving_digits") and hasattr(data, "motion_classes"):
-      return data
-  except Exception:  # noqa: BLE001 - any import problem means "use the fallback"
-    pass
-  return None
-
-
-def _fallback_moving_digits(batch_size, num_frames, *, size=(16, 16), speed=1.0, seed=0):
-  """Bouncing 3×3 squares: (B, T, H, W, 1) float32 in [0, 1]."""
-  rng = np.random.default_rng(seed)
-  H, W = size
-  video = np.zeros((batch_size, num_frames, H, W, 1), np.float32)
-  for b in range(batch_size):
-    pos = rng.uniform([0, 0], [H - 3, W - 3])
-    ang = rng.uniform(0, 2 * np.pi)
-    vel = speed * np.array([np.sin(ang), np.cos(ang)])
-    for t in range(num_frames):
-      i, j = np.round(pos).astype(int)
-      video[b, t, i:i + 3, j:j + 3, 0] = 1.0
-      pos = pos + vel
-      for a, lim in ((0, H - 3), (1, W - 3)):
-        if pos[a] < 0 or pos[a] > lim:
-          vel[a] = -vel[a]
-          pos[a] = np.clip(pos[a], 0, lim)
-  return video
-
-
-def _fallback_motion_classes(batch_size, num_frames, *, size=(16, 16), speed=1.0, seed=0):
-  """A random dot texture translating up/down/left/right (label 0..3), wrapping around."""
-  rng = np.random.default_rng(seed)
-  H, W = size
-  labels = rng.integers(0, 4, batch_size).astype(np.int32)
-  dirs = np.array([[-1, 0], [1, 0], [0, -1], [0, 1]])
-  video = np.zeros((batch_size, num_frames, H, W, 1), np.float32)
-  for b in range(batch_size):
-    tex = (rng.random((H, W)) < 0.2).astype(np.float32)
-    for t in range(num_frames):
-      s = np.round(dirs[labels[b]] * speed * t).astype(int)
-      video[b, t, ..., 0] = np.roll(tex, tuple(s), axis=(0, 1))
-  return video, labels
-
-
 def moving_digits(batch_size, num_frames, *, size=(16, 16), speed=1.0, seed=0):
-  """Moving digits from ``sl.data`` (or the built-in fallback): (B, T, H, W, 1) float32."""
-  data = _data_module()
-  if data is not None:
-    return np.asarray(data.moving_digits(batch_size, num_frames, size=tuple(size), speed=speed,
-                                         seed=seed), np.float32)
-  return _fallback_moving_digits(batch_size, num_frames, size=size, speed=speed, seed=seed)
+  """Moving digits (``sl.data.moving_digits``): (B, T, H, W, 1) float32 in [0, 1]."""
+  return np.asarray(data.moving_digits(batch_size, num_frames, size=tuple(size), speed=speed,
+                                       seed=seed), np.float32)
 
 
 def motion_classes(batch_size, num_frames, *, size=(16, 16), speed=1.0, seed=0):
-  """Motion classes from ``sl.data`` (or the fallback): (video, labels int32 (B,))."""
-  data = _data_module()
-  if data is not None:
-    v, y = data.motion_classes(batch_size, num_frames, size=tuple(size), speed=speed, seed=seed)
-    return np.asarray(v, np.float32), np.asarray(y, np.int32)
-  return _fallback_motion_classes(batch_size, num_frames, size=size, speed=speed, seed=seed)
+  """Motion classes (``sl.data.motion_classes``): (video, labels int32 (B,))."""
+  v, y = data.motion_classes(batch_size, num_frames, size=tuple(size), speed=speed, seed=seed)
+  return np.asarray(v, np.float32), np.asarray(y, np.int32)
 
 
 def num_motion_classes() -> int:
-  data = _data_module()
-  if data is not None and hasattr(data, "MOTION_CLASS_NAMES"):
-    return len(data.MOTION_CLASS_NAMES)
-  return 4
+  return len(data.MOTION_CLASS_NAMES)
 
 
 # ---------------------------------------------------------------------------------------------

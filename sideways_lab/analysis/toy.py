@@ -108,40 +108,9 @@ def next_frame_task(video):
   return targets, mask
 
 
-def _fallback_digits(batch_size, num_frames, size, speed, seed):
-  from sklearn.datasets import load_digits
-  digits = load_digits().images.astype(np.float32) / 16.0        # (1797, 8, 8)
-  rng = np.random.default_rng(seed)
-  H, W = size
-  out = np.zeros((batch_size, num_frames, H, W, 1), np.float32)
-  for b in range(batch_size):
-    img = digits[rng.integers(len(digits))]
-    pos = rng.uniform([0, 0], [H - 8, W - 8])
-    ang = rng.uniform(0, 2 * np.pi)
-    vel = speed * np.array([np.sin(ang), np.cos(ang)])
-    for t in range(num_frames):
-      y, x = pos
-      iy, ix = int(np.floor(y)), int(np.floor(x))
-      fy, fx = y - iy, x - ix
-      canvas = np.zeros((H + 1, W + 1), np.float32)
-      for dy, wy in ((0, 1 - fy), (1, fy)):
-        for dx, wx in ((0, 1 - fx), (1, fx)):
-          canvas[iy + dy:iy + dy + 8, ix + dx:ix + dx + 8] += wy * wx * img
-      out[b, t, :, :, 0] = canvas[:H, :W]
-      pos = pos + vel
-      for a, hi in ((0, H - 8), (1, W - 8)):
-        if pos[a] < 0 or pos[a] > hi:
-          vel[a] = -vel[a]
-          pos[a] = np.clip(pos[a], 0, hi)
-  return out
-
-
 def digits_video(batch_size: int, num_frames: int, size=(16, 16), speed: float = 1.0,
                  seed: int = 0) -> np.ndarray:
-  """Moving digits (B, T, H, W, 1) float32: ``sl.data.moving_digits`` when available."""
-  try:
-    from sideways_lab.data import moving_digits
-  except ImportError:   # the data module is written in parallel; keep the analysis usable
-    return _fallback_digits(batch_size, num_frames, tuple(size), float(speed), seed)
+  """Moving digits (B, T, H, W, 1) float32 (``sl.data.moving_digits``)."""
+  from sideways_lab.data import moving_digits
   return np.asarray(moving_digits(batch_size, num_frames, size=tuple(size), speed=float(speed),
                                   seed=seed), np.float32)
