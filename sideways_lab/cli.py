@@ -103,7 +103,7 @@ def _config_from_args(args):
     v = getattr(args, name, None)
     if v is not None:
       over[name] = v
-  model = {k: getattr(args, k) for k in ("num_units", "width", "span")
+  model = {k: getattr(args, k) for k in ("num_units", "width", "span", "skips", "skip_kernel")
            if getattr(args, k, None) is not None}
   data = {k: getattr(args, k) for k in ("num_frames", "speed") if getattr(args, k, None)
           is not None}
@@ -160,13 +160,8 @@ def _add_figures(sub) -> None:
   except ImportError:
     return
   p = sub.add_parser("figures", help="regenerate the paper-style figures")
-  p.add_argument("--quick", action="store_true", help="a tiny budget (seconds)")
-  p.add_argument("--out", default="figures", help="output directory (default: figures)")
-
-  def run(args):
-    figures.generate(args.out, quick=args.quick)
-    return 0
-  p.set_defaults(func=run)
+  figures.add_arguments(p)
+  p.set_defaults(func=figures.run)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -208,6 +203,9 @@ def build_parser() -> argparse.ArgumentParser:
   p.add_argument("--num-units", type=_positive_int)
   p.add_argument("--width", type=_positive_int)
   p.add_argument("--span", type=_positive_int)
+  p.add_argument("--skips", choices=("span", "dense"),
+                 help="skip graph: a skip of --span, or dense skips")
+  p.add_argument("--skip-kernel", type=_positive_int, help="kernel of the skip projections")
   p.add_argument("--num-frames", type=_positive_int)
   p.add_argument("--size", type=_positive_int)
   p.add_argument("--speed", type=float)

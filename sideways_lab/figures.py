@@ -1,13 +1,14 @@
 """Regenerates every figure of the project (PNG and PDF) with a manifest.
 
-    sideways-lab figures [--quick] [--out DIR] [--only NAME ...]
-    python -m sideways_lab.figures [--quick] [--out DIR]
+    sideways-lab figures [--quick] [--out DIR] [--only NAME ...] [--seed N]
+    python -m sideways_lab.figures [--quick] [--out DIR] [--only NAME ...] [--seed N]
 
 or from Python ``sl.figures.generate(out_dir="figures", quick=False)``. Every figure is backed
 by a run made right here (training with :func:`sideways_lab.training.compare`, alignment sweeps
 from :mod:`sideways_lab.analysis`, the symbolic schedule); nothing is read from old results.
 ``out_dir/manifest.json`` records the package version, git commit, seeds, JAX and Haiku
-versions, the device, the mode (quick or full) and the time taken per figure.
+versions, the device, the mode (quick or full) and the time taken per figure; ``--only``
+regenerates some figures and keeps the other entries of a manifest of the same mode.
 
 One style sheet (:data:`sideways_lab.plotting.STYLE`) and one colour per scheme
 (:data:`sideways_lab.plotting.SCHEME_COLORS`) everywhere.
@@ -28,6 +29,7 @@ from typing import Callable
 
 import numpy as np
 
+from sideways_lab import checkpoint as ckpt
 from sideways_lab import plotting as P
 
 SEED = 0
@@ -258,12 +260,16 @@ def fig_training_next_frame(ctx: Context):
 
 
 @_figure("motion_classes", "Motion classes (the label is a motion that no single frame shows): "
-         "clip accuracy of each scheme against chance; only Skip-Sideways (and its exact "
-         "gradient) integrates frames and beats chance.")
+         "clip accuracy of each scheme against chance, overall and per true class; only "
+         "Skip-Sideways (and its exact gradient) integrates frames and beats chance, and the "
+         "sense of a rotation is the hardest class.")
 def fig_motion_classes(ctx: Context):
   res, out = ctx.compare("motion-classes")
-  fig, axes = P.new_figure(1, 2, figsize=(9, 3.3), gridspec_kw=dict(width_ratios=[1.6, 1]))
-  a1, a2 = axes[0]
+  fig, _ = P.new_figure(1, 1, figsize=(9, 6.2))
+  fig.clear()
+  with P.style():
+    ax = fig.subplot_mosaic([["curves", "bars"], ["classes", "classes"]], width_ratios=[1.6, 1])
+  a1, a2, a3 = ax["curves"], ax["bars"], ax["classes"]
   curves = {s: history(out / s) for s in res["schemes"]}
   P.plot_curves(a1, curves, xlabel="step", ylabel="training loss (cross-entropy)",
                 title="training", smooth=1 if ctx.quick else 5)
@@ -271,6 +277,10 @@ def fig_motion_classes(ctx: Context):
               ylabel="test clip accuracy", title="held-out clips", chance=res.get("chance"))
   a2.set_ylim(0, 1.05)
   a2.tick_params(axis="x", labelrotation=20)
+  P.plot_grouped_bars(a3, {s: r["test_class_accuracy"] for s, r in res["schemes"].items()},
+                      ylabel="test clip accuracy", title="per true class",
+                      chance=res.get("chance"))
+  a3.set_ylim(0, 1.05)
   return fig
 
 
@@ -500,28 +510,53 @@ def generate(out_dir="figures", quick: bool = False, *, only=None, seed: int = S
       "total_time_s": round(time.perf_counter() - t0, 2),
       "command": "sideways-lab figures" + (" --quick" if quick else "") + f" --out {out_dir}",
   }
-  (out / "manifest.json").write_text(json.dumps(manifest, indent=1) + "\n")
+  old = _read_manifest(out / "manifest.json") if only is not None else None
+  if old is not None and old.get("mode") == manifest["mode"]:
+    # regenerating some figures keeps the others' entries (their files are still there)
+    manifest["figures"] = {**{n: f for n, f in old.get("figures", {}).items()
+                              if n not in figures}, **figures}
+    manifest["command"] += " --only " + " ".join(names)
+  ckpt.atomic_write_text(out / "manifest.json", json.dumps(manifest, indent=1) + "\n")
   return manifest
 
 
-def main(argv=None) -> int:
-  """``sideways-lab figures [--quick] [--out DIR] [--only NAME ...]``."""
-  parser = argparse.ArgumentParser(prog="sideways-lab figures",
-                                   description="Regenerate every figure (PNG + PDF) and "
-                                               "figures/manifest.json.")
+def _read_manifest(path: Path) -> dict | None:
+  """An existing figures manifest, or None when absent or unreadable."""
+  try:
+    m = json.loads(Path(path).read_text())
+  except (OSError, ValueError):
+    return None
+  return m if isinstance(m, dict) and isinstance(m.get("figures"), dict) else None
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+  """The options of ``sideways-lab figures`` (also used by ``python -m sideways_lab.figures``)."""
   parser.add_argument("--out", default="figures", help="output directory (default: figures)")
   parser.add_argument("--quick", action="store_true",
-                      help="tiny budgets (about a minute on a laptop CPU)")
+                      help="tiny budgets (about a minute on a laptop CPU; also "
+                           "SIDEWAYS_LAB_QUICK=1)")
   parser.add_argument("--only", nargs="+", choices=list(FIGURES), help="only these figures")
   parser.add_argument("--seed", type=int, default=SEED)
-  args = parser.parse_args(argv)
-  if os.environ.get("SIDEWAYS_LAB_QUICK", "").strip().lower() in ("1", "true", "yes", "on"):
-    args.quick = True
-  m = generate(args.out, quick=args.quick, only=args.only, seed=args.seed)
+
+
+def run(args: argparse.Namespace) -> int:
+  """Runs :func:`generate` for parsed :func:`add_arguments` options; returns 0."""
+  quick = args.quick or os.environ.get("SIDEWAYS_LAB_QUICK", "").strip().lower() in (
+      "1", "true", "yes", "on")
+  m = generate(args.out, quick=quick, only=args.only, seed=args.seed)
   skipped = [n for n, f in m["figures"].items() if "skipped" in f]
   print(f"wrote {len(m['figures']) - len(skipped)} figures to {args.out} in "
         f"{m['total_time_s']:.0f} s" + (f"; skipped {skipped}" if skipped else ""))
   return 0
+
+
+def main(argv=None) -> int:
+  """``python -m sideways_lab.figures [--quick] [--out DIR] [--only NAME ...] [--seed N]``."""
+  parser = argparse.ArgumentParser(prog="sideways-lab figures",
+                                   description="Regenerate every figure (PNG + PDF) and "
+                                               "figures/manifest.json.")
+  add_arguments(parser)
+  return run(parser.parse_args(argv))
 
 
 if __name__ == "__main__":

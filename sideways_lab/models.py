@@ -9,11 +9,11 @@ A *scheme* is a pair (graph, gradient method)::
 
 Every scheme of a task uses the *same* unit functions and widths, so comparisons are fair.
 A unit accepts a variable number of inputs: the main input ``inputs[0]`` (edge ``(k-1, 0)``)
-goes through the unit's own layer; every extra input (a skip) is projected by its own 1×1
-convolution to the layer's width, resized to the layer's spatial shape, and summed before
-the normalisation and non-linearity::
+goes through the unit's own layer; every extra input (a skip) is projected by its own
+convolution (``skip_kernel`` × ``skip_kernel``, 1×1 by default) to the layer's width, resized
+to the layer's spatial shape, and summed before the normalisation and non-linearity::
 
-  h = norm( conv_k(inputs[0]) + Σ_{e ≥ 1} resize(proj_{k,e}(inputs[e])) );  out = relu(h)
+  h = norm( conv_k(inputs[0]) + Σ_{e ≥ 1} proj_{k,e}(resize(inputs[e])) );  out = relu(h)
 
 The units are stateless (GroupNorm, never BatchNorm), as the engine requires.
 
@@ -33,9 +33,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from sideways_lab.graph import UnitGraph, chain_edges, skip_edges
+from sideways_lab.graph import UnitGraph, chain_edges, dense_edges, skip_edges
 
 TASKS = ("motion-classes", "next-frame")
+SKIP_KINDS = ("span", "dense")
 SCHEMES = {
     "backprop": ("chain", "backprop"),
     "sideways": ("chain", "sideways"),
@@ -68,6 +69,11 @@ class ModelConfig:
     num_classes: classes of the head (classification only).
     channels: channels of the predicted frame (prediction only).
     span: the skip span of the skip graph (>= 2, <= L).
+    skips: "span" (unit k also reads unit k - span) or "dense" (unit k reads every unit
+      below it and the frame): the skip graph of the schemes that use one.
+    skip_kernel: kernel size of the convolutions that project skip inputs (odd, >= 1). A 3×3
+      projection lets one unit compare neighbouring pixels of two frames (a motion detector)
+      at the cost of one more convolution per skip edge.
     groups: GroupNorm groups (must divide ``width``).
     downsample: 1-based units whose convolution has stride 2 (classification), or that
       halve the resolution in the encoder (prediction: unit 1 by default; the last unit
@@ -79,12 +85,15 @@ class ModelConfig:
   num_classes: int = 4
   channels: int = 1
   span: int = 2
+  skips: str = "span"
+  skip_kernel: int = 1
   groups: int = 4
   downsample: tuple = (1,)
 
   def __post_init__(self):
     check_task(self.task)
-    for name in ("num_units", "width", "num_classes", "channels", "span", "groups"):
+    for name in ("num_units", "width", "num_classes", "channels", "span", "skip_kernel",
+                 "groups"):
       v = getattr(self, name)
       if not isinstance(v, int) or isinstance(v, bool) or v < 1:
         raise ValueError(f"{name} must be a positive int, got {v!r}")
@@ -93,6 +102,10 @@ class ModelConfig:
                        f"{self.num_units}")
     if not 2 <= self.span <= self.num_units:
       raise ValueError(f"span must be in 2..num_units={self.num_units}, got {self.span}")
+    if self.skips not in SKIP_KINDS:
+      raise ValueError(f"skips must be one of {SKIP_KINDS}, got {self.skips!r}")
+    if self.skip_kernel % 2 == 0:
+      raise ValueError(f"skip_kernel must be odd (SAME padding), got {self.skip_kernel}")
     if self.width % self.groups:
       raise ValueError(f"groups={self.groups} must divide width={self.width}")
     ds = tuple(self.downsample)
@@ -133,11 +146,21 @@ def resize_to(x: jax.Array, hw: Sequence[int]) -> jax.Array:
   return jax.image.resize(x, (B, h, w, C), method="linear")
 
 
-def merge_extras(h: jax.Array, extras: Sequence[jax.Array], name: str = "skip") -> jax.Array:
-  """``h + Σ_e resize(conv1x1_e(extras[e]))``: the projections a skip graph adds."""
+def merge_extras(h: jax.Array, extras: Sequence[jax.Array], name: str = "skip",
+                 kernel: int = 1) -> jax.Array:
+  """``h + Σ_e proj_e(resize(extras[e]))``: the projections a skip graph adds.
+
+  ``proj_e`` is a ``kernel``×``kernel`` convolution to ``h``'s channels (a 1×1 convolution is
+  an ``hk.Linear``); an extra input is resized to ``h``'s spatial shape first when the
+  projection is wider than 1×1 (so the kernel sees the target resolution), after it otherwise
+  (cheaper, and equal for the average-pool and repeat resizes).
+  """
   for e, x in enumerate(extras):
-    p = hk.Linear(h.shape[-1], name=f"{name}_proj_{e + 1}")(x)   # a 1x1 convolution
-    h = h + resize_to(p, h.shape[1:3])
+    if kernel == 1:
+      p = resize_to(hk.Linear(h.shape[-1], name=f"{name}_proj_{e + 1}")(x), h.shape[1:3])
+    else:
+      p = Conv(h.shape[-1], kernel, name=f"{name}_proj_{e + 1}")(resize_to(x, h.shape[1:3]))
+    h = h + p
   return h
 
 
@@ -190,13 +213,14 @@ def _norm_relu(h, groups, name):
   return jax.nn.relu(hk.GroupNorm(groups, name=name)(h))
 
 
-def _conv_unit(k: int, width: int, groups: int, downsample: tuple, name: str) -> Callable:
+def _conv_unit(k: int, width: int, groups: int, downsample: tuple, name: str,
+               skip_kernel: int = 1) -> Callable:
   """Unit k: ``relu(GroupNorm(conv3x3_s(inputs[0]) + merged extras))``, stride 2 if k in
   ``downsample``."""
   def unit(inputs):
     x, extras = inputs[0], list(inputs[1:])
     h = Conv(width, 3, stride=2 if k in downsample else 1, name="conv")(x)
-    return _norm_relu(merge_extras(h, extras), groups, "norm")
+    return _norm_relu(merge_extras(h, extras, kernel=skip_kernel), groups, "norm")
   unit.__name__ = f"{name}_{k}"
   return unit
 
@@ -206,7 +230,7 @@ def _conv_unit(k: int, width: int, groups: int, downsample: tuple, name: str) ->
 # ---------------------------------------------------------------------------------------------
 
 def classifier_units(num_units: int = 4, width: int = 16, num_classes: int = 4, groups: int = 4,
-                     downsample: Sequence[int] = (1,)) -> list[Callable]:
+                     downsample: Sequence[int] = (1,), skip_kernel: int = 1) -> list[Callable]:
   """Conv units for classification; unit L is the head.
 
   Units 1..L-1: ``relu(GroupNorm(conv3x3_s(inputs[0]) + merged extras))`` with stride 2 on
@@ -221,11 +245,12 @@ def classifier_units(num_units: int = 4, width: int = 16, num_classes: int = 4, 
       logits = logits + hk.Linear(num_classes, name=f"skip_proj_{e + 1}")(jnp.mean(x, axis=(1, 2)))
     return logits
 
-  return [_conv_unit(k, width, groups, downsample, "conv_unit") for k in range(1, num_units)] + [head]
+  return [_conv_unit(k, width, groups, downsample, "conv_unit", skip_kernel)
+          for k in range(1, num_units)] + [head]
 
 
 def predictor_units(num_units: int = 4, width: int = 16, channels: int = 1, groups: int = 4,
-                    downsample: Sequence[int] = (1,)) -> list[Callable]:
+                    downsample: Sequence[int] = (1,), skip_kernel: int = 1) -> list[Callable]:
   """Encoder–decoder units for next-frame prediction; unit L outputs a frame.
 
   Units in ``downsample`` are stride-2 3×3 convolutions (the encoder), the others 3×3
@@ -239,32 +264,36 @@ def predictor_units(num_units: int = 4, width: int = 16, channels: int = 1, grou
   def decoder(inputs):
     x, extras = inputs[0], list(inputs[1:])
     h = depth_to_space(Conv(channels * factor * factor, 3, name="deconv")(x), factor)
-    h = merge_extras(h, extras)
+    h = merge_extras(h, extras, kernel=skip_kernel)
     return jax.nn.sigmoid(h)
 
-  return ([_conv_unit(k, width, groups, downsample, "encoder_unit") for k in range(1, num_units)]
-          + [decoder])
+  return ([_conv_unit(k, width, groups, downsample, "encoder_unit", skip_kernel)
+           for k in range(1, num_units)] + [decoder])
 
 
 def units_for(config: ModelConfig) -> list[Callable]:
   """The unit functions of ``config`` (shared by every scheme)."""
   if config.task == "motion-classes":
     return classifier_units(config.num_units, config.width, config.num_classes, config.groups,
-                            config.downsample)
+                            config.downsample, config.skip_kernel)
   return predictor_units(config.num_units, config.width, config.channels, config.groups,
-                         config.downsample)
+                         config.downsample, config.skip_kernel)
 
 
 def build_graph(config: ModelConfig, scheme: str) -> UnitGraph:
-  """The unit graph of ``scheme`` for ``config``: a chain or skips of ``config.span``."""
+  """The unit graph of ``scheme`` for ``config`` (its edges are :func:`edges_of`)."""
+  return UnitGraph(units_for(config), edges_of(config, scheme), name=scheme)
+
+
+def edges_of(config: ModelConfig, scheme: str) -> dict:
+  """The edges of ``scheme``'s graph: a chain, skips of ``config.span``, or dense skips."""
   check_scheme(scheme)
   if not isinstance(config, ModelConfig):
     raise TypeError(f"config must be a ModelConfig, got {type(config).__name__}")
-  kind = SCHEMES[scheme][0]
-  units = units_for(config)
   L = config.num_units
-  edges = chain_edges(L) if kind == "chain" else skip_edges(L, config.span)
-  return UnitGraph(units, edges, name=scheme)
+  if SCHEMES[scheme][0] == "chain":
+    return chain_edges(L)
+  return dense_edges(L) if config.skips == "dense" else skip_edges(L, config.span)
 
 
 def method_of(scheme: str) -> str:

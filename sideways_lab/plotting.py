@@ -539,6 +539,30 @@ def plot_bars(ax, values: Mapping[str, float], *, errors: Mapping[str, float] | 
   return ax
 
 
+def plot_grouped_bars(ax, values: Mapping[str, Mapping[str, float]], *, ylabel: str = "",
+                      title: str | None = None, chance: float | None = None):
+  """Grouped bars: ``values[scheme][group]``, one group per key (e.g. a class), one bar per
+  scheme in its colour inside each group; an optional chance line."""
+  schemes = order_schemes(values)
+  if not schemes:
+    raise ValueError("values must hold at least one scheme")
+  groups = list(values[schemes[0]])
+  x = np.arange(len(groups))
+  w = 0.8 / len(schemes)
+  for i, s in enumerate(schemes):
+    ax.bar(x - 0.4 + (i + 0.5) * w, [float(values[s][g]) for g in groups], width=w,
+           color=scheme_color(s), edgecolor="none", label=scheme_label(s))
+  ax.set_xticks(x)
+  ax.set_xticklabels(groups)
+  if chance is not None:
+    ax.axhline(chance, color="#777777", ls=":", lw=1.2)
+  ax.grid(axis="x", visible=False)
+  ax.set_ylabel(ylabel)
+  if title:
+    ax.set_title(title)
+  return ax
+
+
 def plot_per_unit(ax, values: Mapping[str, np.ndarray], *, ylabel: str = "cosine",
                   title: str | None = None, ref: float | None = 1.0):
   """Plots a per-unit quantity (e.g. cosine with the exact gradient) against depth k = 1..L."""

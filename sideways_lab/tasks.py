@@ -45,6 +45,14 @@ def num_motion_classes() -> int:
   return len(data.MOTION_CLASS_NAMES)
 
 
+def class_accuracy(confusion) -> dict:
+  """``{class name: recall}`` from a motion-classes confusion matrix (rows: true class)."""
+  confusion = np.asarray(confusion)
+  totals = confusion.sum(axis=1)
+  return {name: float(confusion[i, i] / totals[i]) if totals[i] else float("nan")
+          for i, name in enumerate(data.MOTION_CLASS_NAMES)}
+
+
 # ---------------------------------------------------------------------------------------------
 # Losses and metrics
 # ---------------------------------------------------------------------------------------------
@@ -212,7 +220,9 @@ class Classification(Task):
     return video, targets, {"labels": labels}
 
   def metrics(self, outputs, targets, loss_ticks, extras) -> dict:
-    """Clip accuracy from the mean logits over V; per-tick accuracy over V; the loss."""
+    """Clip accuracy from the mean logits over V; per-tick accuracy over V; the loss; and
+    ``confusion`` (K, K) int counts of clips, rows the true class, columns the predicted one
+    (an array: :meth:`Trainer.evaluate` sums it over batches instead of averaging)."""
     logits = np.asarray(outputs, np.float64)[:, np.asarray(loss_ticks, bool)]   # (B, |V|, K)
     labels = np.asarray(extras["labels"])
     clip_pred = logits.mean(axis=1).argmax(-1)
@@ -221,9 +231,12 @@ class Classification(Task):
         - logits.max(-1, keepdims=True)
     ce = -np.take_along_axis(logp, np.broadcast_to(labels[:, None, None], logp.shape[:2] + (1,)),
                              -1).mean()
+    K = logits.shape[-1]
+    confusion = np.bincount(labels * K + clip_pred, minlength=K * K).reshape(K, K)
     return {"accuracy": float((clip_pred == labels).mean()),
             "tick_accuracy": float(tick_correct.mean()),
-            "loss": float(ce)}
+            "loss": float(ce),
+            "confusion": confusion}
 
 
 class NextFrame(Task):

@@ -42,8 +42,9 @@ import optax
 from sideways_lab import checkpoint as ckpt
 from sideways_lab import engine
 from sideways_lab.models import (SCHEMES, ModelConfig, build_graph, check_scheme, check_task,
-                                 method_of, mode_of)
-from sideways_lab.tasks import TaskConfig, grad_cosine, make_task, num_motion_classes
+                                 edges_of, method_of, mode_of)
+from sideways_lab.tasks import (TaskConfig, class_accuracy, grad_cosine, make_task,
+                                num_motion_classes)
 
 OPTIMIZERS = ("adam", "sgd", "momentum")
 SCHEDULES = ("constant", "cosine")
@@ -172,10 +173,7 @@ class TrainConfig:
 
 def _first_valid_output(model: ModelConfig, scheme: str) -> int:
   from sideways_lab import schedule
-  from sideways_lab.graph import chain_edges, skip_edges
-  L = model.num_units
-  edges = chain_edges(L) if SCHEMES[scheme][0] == "chain" else skip_edges(L, model.span)
-  return schedule.first_valid_ticks(edges, mode_of(scheme))[-1]
+  return schedule.first_valid_ticks(edges_of(model, scheme), mode_of(scheme))[-1]
 
 
 # The default configurations of `compare` (measured in benchmarks/README.md "## Training").
@@ -183,11 +181,11 @@ _DEFAULTS = {
     "motion-classes": dict(
         model=dict(num_units=4, width=16, span=2, downsample=()),
         data=dict(num_frames=12, size=(16, 16), speed=2.0),
-        steps=1500, batch_size=16, learning_rate=3e-3, schedule="cosine"),
+        steps=1200, batch_size=16, learning_rate=3e-3, schedule="cosine"),
     "next-frame": dict(
         model=dict(num_units=4, width=16, span=2, downsample=(1,)),
         data=dict(num_frames=12, size=(16, 16), speed=1.0, horizon=1),
-        steps=400, batch_size=16, learning_rate=3e-3),
+        steps=1200, batch_size=16, learning_rate=3e-3),
 }
 _QUICK = dict(steps=6, batch_size=4, eval_clips=8, model=dict(width=8, downsample=(1,)),
               data=dict(num_frames=8, size=(12, 12)))
@@ -305,11 +303,16 @@ class Trainer:
 
   def train_step(self, params, opt_state, step: int):
     """One step on the clips of ``step``; returns ``(params, opt_state, mean loss)``."""
+    params, opt_state, loss = self._train_step(params, opt_state, step)
+    return params, opt_state, float(loss)
+
+  def _train_step(self, params, opt_state, step: int):
+    """:meth:`train_step` with the loss of a per-clip update left on the device (a JAX
+    scalar), so that the next step's clips are drawn while this step still computes."""
     video, targets, _ = self.batch(step)
     K = self.config.update_every
     if not K:
-      params, opt_state, loss = self._step(params, opt_state, video, targets)
-      return params, opt_state, float(loss)
+      return self._step(params, opt_state, video, targets)
     T = video.shape[1]
     mask = self._mask if self._mask is not None else np.ones((T,), bool)
     state = engine.init_state(self.graph, params, video[:, :1])
@@ -327,7 +330,8 @@ class Trainer:
     """Metrics on held-out clips (a test stream disjoint from the training seeds).
 
     Classification: ``accuracy`` (clip accuracy from mean logits over V), ``tick_accuracy``,
-    ``loss``; prediction: ``mse``, ``psnr``, ``ssim``, ``loss``. Averaged over clips.
+    ``loss`` (averaged over clips) and ``confusion`` (K×K nested lists of clip counts, rows the
+    true class); prediction: ``mse``, ``psnr``, ``ssim``, ``loss``.
     """
     n = self.config.eval_clips if num_clips is None else num_clips
     _pos_int(n, "num_clips")
@@ -340,11 +344,11 @@ class Trainer:
       video, targets, extras = self.task.batch(b, _data_seed(seed, 1, i))
       outputs, _ = engine.forward(self.graph, params, video, self.mode)
       m = self.task.metrics(outputs, targets, V, extras)
-      for k, v in m.items():
-        totals[k] = totals.get(k, 0.0) + v * b
+      for k, v in m.items():   # arrays (a confusion matrix) are counts: summed, not averaged
+        totals[k] = totals.get(k, 0) + (v if isinstance(v, np.ndarray) else v * b)
       count += b
       i += 1
-    return {k: v / count for k, v in totals.items()}
+    return {k: v.tolist() if isinstance(v, np.ndarray) else v / count for k, v in totals.items()}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -470,15 +474,23 @@ def train(config: TrainConfig, out_dir=None, *, resume: bool = False,
   last_saved = start
   try:
     for step in range(start, config.steps):
-      params, opt_state, loss = trainer.train_step(params, opt_state, step)
-      if not math.isfinite(loss) and config.update_every == 0:
-        raise FloatingPointError(f"the training loss became {loss} at step {step + 1}; lower "
-                                 f"learning_rate (now {config.learning_rate})")
+      params, opt_state, loss = trainer._train_step(params, opt_state, step)
       done.update(params=params, opt_state=opt_state, step=step + 1)
       bar.update(1)
-      bar.set_postfix(loss=f"{loss:.4f}")
-      rec = {"step": step + 1, "loss": loss, "time_s": round(time.perf_counter() - t0, 3)}
-      if (step + 1) % config.log_every == 0 or step + 1 == config.steps:
+      # the loss is read back (a device sync) only to log it, before a checkpoint or an
+      # evaluation (a non-finite loss must stop the run first), or for a callback
+      n = step + 1
+      logged = n % config.log_every == 0 or n == config.steps
+      saving = bool(config.checkpoint_every) and n % config.checkpoint_every == 0
+      evaluating = bool(config.eval_every) and n % config.eval_every == 0
+      if logged or saving or evaluating or callback is not None:
+        loss = float(loss)
+        if not math.isfinite(loss) and config.update_every == 0:
+          raise FloatingPointError(f"the training loss became {loss} by step {step + 1}; "
+                                   f"lower learning_rate (now {config.learning_rate})")
+      if logged:
+        bar.set_postfix(loss=f"{loss:.4f}")
+        rec = {"step": step + 1, "loss": loss, "time_s": round(time.perf_counter() - t0, 3)}
         history.append(rec)
         _write_jsonl(metrics_path, rec)
       if config.eval_every and (step + 1) % config.eval_every == 0 and step + 1 < config.steps:
@@ -555,6 +567,15 @@ def _markdown(results: dict) -> str:
   for name, r in results["schemes"].items():
     lines.append(f"| {name} | {r['graph']} | {r['method']} | " +
                  " | ".join(c[2].format(r[c[0]]) if c[0] in r else "" for c in cols) + " |")
+  per_class = {n: r["test_class_accuracy"] for n, r in results["schemes"].items()
+               if "test_class_accuracy" in r}
+  if per_class:
+    names = list(next(iter(per_class.values())))
+    lines += ["", "Test clip accuracy per true class:", "",
+              "| scheme | " + " | ".join(names) + " |",
+              "| --- | " + " | ".join("---" for _ in names) + " |"]
+    lines += [f"| {n} | " + " | ".join(f"{acc[c]:.2f}" for c in names) + " |"
+              for n, acc in per_class.items()]
   return "\n".join(lines) + "\n"
 
 
@@ -609,7 +630,9 @@ def compare(task: str, out_dir, quick: bool = False, seed: int = 0,
     if task == "motion-classes":
       results["chance"] = trainer_task.chance
       res = {"test_accuracy": r.test["accuracy"], "test_tick_accuracy": r.test["tick_accuracy"],
-             "test_loss": r.test["loss"]}
+             "test_loss": r.test["loss"],
+             "test_class_accuracy": class_accuracy(r.test["confusion"]),
+             "test_confusion": r.test["confusion"]}
     else:
       res = {"test_mse": r.test["mse"], "test_psnr": r.test["psnr"], "test_ssim": r.test["ssim"]}
     losses = [h["loss"] for h in r.history if "loss" in h]

@@ -2,8 +2,10 @@
 
 import json
 
+import numpy as np
 import pytest
 
+import sideways_lab as sl
 from sideways_lab import checkpoint as ckpt
 from sideways_lab import cli
 
@@ -70,7 +72,13 @@ def test_compare_quick_cli(tmp_path, capsys):
   assert set(res["schemes"]) == {"backprop", "sideways", "skip_sideways", "pipelined_exact"}
   assert 0 < res["chance"] < 1
   assert all(0 <= r["test_accuracy"] <= 1 for r in res["schemes"].values())
-  assert "| backprop |" in capsys.readouterr().out
+  for r in res["schemes"].values():   # the confusion matrix counts every held-out clip once
+    conf = np.asarray(r["test_confusion"])
+    assert conf.shape == (8, 8) and conf.sum() == 8
+    assert np.trace(conf) / conf.sum() == pytest.approx(r["test_accuracy"])
+    assert set(r["test_class_accuracy"]) == set(sl.data.MOTION_CLASS_NAMES)
+  out = capsys.readouterr().out
+  assert "| backprop |" in out and "per true class" in out
   assert ckpt.list_checkpoints(tmp_path / "skip_sideways")
   before = (tmp_path / "results.json").read_bytes()
   assert cli.main(["compare", "--task", "motion-classes", "--out", str(tmp_path), "--quick"]) == 2

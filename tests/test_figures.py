@@ -34,6 +34,15 @@ def test_unknown_figure_and_cli(tmp_path):
     figures.generate(tmp_path, quick=True, only=["nope"], log=None)
   assert figures.main(["--quick", "--out", str(tmp_path), "--only", "schedule", "latency"]) == 0
   assert (tmp_path / "schedule.png").exists() and (tmp_path / "latency.pdf").exists()
+  # regenerating one figure keeps the other entries of the manifest
+  assert figures.main(["--quick", "--out", str(tmp_path), "--only", "latency"]) == 0
+  m = json.loads((tmp_path / "manifest.json").read_text())
+  assert set(m["figures"]) == {"schedule", "latency"}
+  assert m["command"].endswith("--only latency")
+  # a corrupt manifest is replaced, not fatal
+  (tmp_path / "manifest.json").write_text("{not json")
+  assert figures.main(["--quick", "--out", str(tmp_path), "--only", "latency"]) == 0
+  assert set(json.loads((tmp_path / "manifest.json").read_text())["figures"]) == {"latency"}
 
 
 def test_committed_figures_match_the_manifest():

@@ -2,6 +2,7 @@
 
 import jax
 import jax.numpy as jnp
+import haiku as hk
 import numpy as np
 import pytest
 from jax import lax
@@ -83,3 +84,70 @@ def test_bad_config():
     models.ModelConfig(num_units=1)
   with pytest.raises(ValueError, match="scheme"):
     models.build_graph(models.ModelConfig(), "bogus")
+  with pytest.raises(ValueError, match="skip_kernel"):
+    models.ModelConfig(skip_kernel=2)
+  with pytest.raises(ValueError, match="skip_kernel"):
+    models.ModelConfig(skip_kernel=0)
+  with pytest.raises(ValueError, match="skips"):
+    models.ModelConfig(skips="sparse")
+
+
+@pytest.mark.parametrize("task", ["motion-classes", "next-frame"])
+def test_dense_skips(task):
+  cfg = models.ModelConfig(task=task, num_units=4, width=8, num_classes=8, skips="dense",
+                           downsample=(2,))
+  assert models.edges_of(cfg, "sideways") == sl.graph.chain_edges(4)
+  g = models.build_graph(cfg, "skip_sideways")
+  assert {k: list(e) for k, e in g.edges.items()} == {
+      1: [(0, 0)], 2: [(1, 0), (0, 0)], 3: [(2, 0), (1, 0), (0, 0)],
+      4: [(3, 0), (2, 0), (1, 0), (0, 0)]}
+  p = g.init(jax.random.PRNGKey(0), _frame())
+  video = jnp.asarray(np.random.default_rng(0).random((2, 6, 8, 8, 1)), jnp.float32)
+  out, valid = sl.forward(g, p, video)
+  assert bool(jnp.all(jnp.isfinite(out))) and valid[-1]
+  # one projection per extra input of every unit
+  assert [sum("proj" in m for m in pk) for pk in p] == [0, 1, 2, 3]
+
+
+def test_merge_extras_kernel():
+  """A k×k skip projection is ``Conv`` of the resized extra input; 1×1 is a per-pixel linear."""
+  rng = np.random.default_rng(2)
+  h = jnp.asarray(rng.normal(size=(2, 4, 4, 3)), jnp.float32)
+  x = jnp.asarray(rng.normal(size=(2, 8, 8, 2)), jnp.float32)
+  for kernel in (1, 3):
+    f = hk.without_apply_rng(hk.transform(lambda h, x: models.merge_extras(h, [x], kernel=kernel)))
+    p = f.init(jax.random.PRNGKey(0), h, x)
+    (mod, leaves), = p.items()
+    xr = models.resize_to(x, (4, 4))
+    if kernel == 1:
+      assert leaves["w"].shape == (2, 3)
+      ref = h + xr @ leaves["w"] + leaves["b"]
+    else:
+      assert leaves["w"].shape == (3, 3, 2, 3)
+      ref = h + lax.conv_general_dilated(xr, leaves["w"], (1, 1), "SAME",
+                                         dimension_numbers=("NHWC", "HWIO", "NHWC")) + leaves["b"]
+    np.testing.assert_allclose(f.apply(p, h, x), ref, atol=1e-5)
+
+
+@pytest.mark.parametrize("task", ["motion-classes", "next-frame"])
+def test_skip_kernel_only_changes_projections(task):
+  cfg1 = models.ModelConfig(task=task, num_units=3, width=8, num_classes=8)
+  cfg3 = models.ModelConfig(task=task, num_units=3, width=8, num_classes=8, skip_kernel=3)
+  p1 = models.build_graph(cfg1, "skip_sideways").init(jax.random.PRNGKey(0), _frame())
+  p3 = models.build_graph(cfg3, "skip_sideways").init(jax.random.PRNGKey(0), _frame())
+  widened = 0
+  for a, b in zip(p1, p3):
+    assert set(a) == set(b)
+    for mod in a:
+      for name in a[mod]:
+        old, new = a[mod][name].shape, b[mod][name].shape
+        if "proj" in mod and name == "w" and len(new) == 4:
+          assert new == (3, 3) + old        # the 1x1 (C_in, C_out) became 3x3
+          widened += 1
+        else:                               # units' own layers and the head's pooled skips
+          assert new == old
+  assert widened >= 1
+  # the chain graph has no projections, so skip_kernel does not change it
+  c1 = models.build_graph(cfg1, "sideways").init(jax.random.PRNGKey(0), _frame())
+  c3 = models.build_graph(cfg3, "sideways").init(jax.random.PRNGKey(0), _frame())
+  jax.tree_util.tree_map(np.testing.assert_array_equal, c1, c3)

@@ -5,6 +5,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+import sideways_lab as sl
 from sideways_lab import tasks
 
 
@@ -35,6 +36,16 @@ def test_classification_batch_and_metrics():
   assert m["accuracy"] == 1.0
   assert m["tick_accuracy"] == pytest.approx(8 / 9)
   assert m["loss"] > 0
+  np.testing.assert_array_equal(m["confusion"], np.eye(K, dtype=int)[[0, 1, 2]].T @
+                                np.eye(K, dtype=int)[[0, 1, 2]])
+  # clip 2 predicted as class 5 over V: one off-diagonal count, row = true class 2
+  logits[2, 1:, 5] = 3.0
+  m = t.metrics(logits, targets, V, {"labels": labels})
+  assert m["accuracy"] == pytest.approx(2 / 3)
+  assert m["confusion"][2, 5] == 1 and m["confusion"][2, 2] == 0 and m["confusion"].sum() == 3
+  acc = tasks.class_accuracy(m["confusion"])
+  assert list(acc) == list(sl.data.MOTION_CLASS_NAMES)
+  assert acc["right"] == 1.0 and acc["down"] == 0.0 and np.isnan(acc["up"])
 
 
 def test_prediction_metrics():

@@ -3,6 +3,7 @@
 import json
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
@@ -32,11 +33,26 @@ def test_train_is_reproducible_and_learns_something(tmp_path):
   np.testing.assert_array_equal(_flat(r1.params), _flat(r2.params))
   p0, _ = training.Trainer(cfg).init()
   assert not np.array_equal(_flat(p0), _flat(r1.params))
-  assert set(r1.test) == {"accuracy", "tick_accuracy", "loss"}
+  assert set(r1.test) == {"accuracy", "tick_accuracy", "loss", "confusion"}
+  assert np.asarray(r1.test["confusion"]).sum() == cfg.eval_clips
   lines = [json.loads(x) for x in (tmp_path / "a" / "metrics.jsonl").read_text().splitlines()]
   assert [x["step"] for x in lines if "loss" in x] == [1, 2, 3]
   assert "test" in lines[-1]
   assert [s for s, _ in ckpt.list_checkpoints(tmp_path / "a")] == [3]
+
+
+def test_non_finite_loss_stops_the_run_before_a_checkpoint(tmp_path, monkeypatch):
+  """The loss stays on the device between log lines, but is checked before every save."""
+  cfg = tiny(steps=6, log_every=5, checkpoint_every=2)
+  step = training.Trainer._step_impl
+
+  def nan_from_step_2(self, params, opt_state, video, targets):
+    params, opt_state, loss = step(self, params, opt_state, video, targets)
+    return params, opt_state, loss * jnp.where(opt_state[-1][0].count >= 2, jnp.nan, 1.0)
+  monkeypatch.setattr(training.Trainer, "_step_impl", nan_from_step_2)
+  with pytest.raises(FloatingPointError, match="by step 2"):
+    training.train(cfg, tmp_path, progress=False)
+  assert ckpt.list_checkpoints(tmp_path) == []
 
 
 def test_interrupt_and_resume_give_identical_params(tmp_path):
