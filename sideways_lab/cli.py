@@ -28,34 +28,22 @@ EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130
 
 
-def _positive_int(s: str) -> int:
-  try:
-    v = int(s)
-  except ValueError:
-    raise argparse.ArgumentTypeError(f"expected a positive integer, got {s!r}") from None
-  if v < 1:
-    raise argparse.ArgumentTypeError(f"expected a positive integer, got {s!r}")
-  return v
+def _number(kind, ok, what: str):
+  """An argparse type: ``kind(s)`` that must satisfy ``ok``, else "expected {what}"."""
+  def parse(s: str):
+    try:
+      v = kind(s)
+    except ValueError:
+      raise argparse.ArgumentTypeError(f"expected {what}, got {s!r}") from None
+    if not ok(v):
+      raise argparse.ArgumentTypeError(f"expected {what}, got {s!r}")
+    return v
+  return parse
 
 
-def _non_negative_int(s: str) -> int:
-  try:
-    v = int(s)
-  except ValueError:
-    raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {s!r}") from None
-  if v < 0:
-    raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {s!r}")
-  return v
-
-
-def _positive_float(s: str) -> float:
-  try:
-    v = float(s)
-  except ValueError:
-    raise argparse.ArgumentTypeError(f"expected a positive number, got {s!r}") from None
-  if not v > 0 or v == float("inf"):
-    raise argparse.ArgumentTypeError(f"expected a finite positive number, got {s!r}")
-  return v
+_positive_int = _number(int, lambda v: v >= 1, "a positive integer")
+_non_negative_int = _number(int, lambda v: v >= 0, "an integer >= 0")
+_positive_float = _number(float, lambda v: 0 < v < float("inf"), "a finite positive number")
 
 
 # ---------------------------------------------------------------------------------------------

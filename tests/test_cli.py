@@ -44,6 +44,21 @@ def test_train_then_evaluate(tmp_path, capsys):
   assert json.loads(capsys.readouterr().out)["step"] == 3
 
 
+@pytest.mark.parametrize("flag,value,expected", [
+    ("--steps", "-1", "an integer >= 0"), ("--steps", "2.5", "an integer >= 0"),
+    ("--batch-size", "0", "a positive integer"),
+    ("--learning-rate", "nan", "a finite positive number"),
+    ("--learning-rate", "inf", "a finite positive number"),
+    ("--learning-rate", "fast", "a finite positive number")])
+def test_number_arguments_are_checked(tmp_path, capsys, flag, value, expected):
+  with pytest.raises(SystemExit) as e:
+    cli.main(["train", "--task", "next-frame", "--scheme", "sideways", "--out", str(tmp_path),
+              flag, value])
+  assert e.value.code == 2
+  assert f"expected {expected}, got {value!r}" in capsys.readouterr().err
+  assert not tmp_path.joinpath("config.json").exists()
+
+
 def test_bad_input(tmp_path, capsys):
   with pytest.raises(SystemExit) as e:
     cli.main(["compare", "--task", "imagenet", "--out", str(tmp_path)])
