@@ -265,10 +265,8 @@ def fig_training_next_frame(ctx: Context):
          "sense of a rotation is the hardest class.")
 def fig_motion_classes(ctx: Context):
   res, out = ctx.compare("motion-classes")
-  fig, _ = P.new_figure(1, 1, figsize=(9, 6.2))
-  fig.clear()
-  with P.style():
-    ax = fig.subplot_mosaic([["curves", "bars"], ["classes", "classes"]], width_ratios=[1.6, 1])
+  fig, ax = P.new_figure(figsize=(9, 6.2), mosaic=[["curves", "bars"], ["classes", "classes"]],
+                         width_ratios=[1.6, 1])
   a1, a2, a3 = ax["curves"], ax["bars"], ax["classes"]
   curves = {s: history(out / s) for s in res["schemes"]}
   P.plot_curves(a1, curves, xlabel="step", ylabel="training loss (cross-entropy)",

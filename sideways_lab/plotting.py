@@ -137,11 +137,17 @@ def order_schemes(schemes) -> list[str]:
   return known + [s for s in schemes if s not in SCHEME_ORDER]
 
 
-def new_figure(nrows: int = 1, ncols: int = 1, figsize=None, **kw):
-  """A ``matplotlib.figure.Figure`` (not registered with pyplot) and its axes, in the style."""
+def new_figure(nrows: int = 1, ncols: int = 1, figsize=None, *, mosaic=None, **kw):
+  """A ``matplotlib.figure.Figure`` (not registered with pyplot) and its axes, in the style.
+
+  Returns ``(fig, axes)``: an (nrows, ncols) array of axes, or, with ``mosaic`` (a layout for
+  ``Figure.subplot_mosaic``, e.g. ``[["a", "b"], ["c", "c"]]``), a dict from label to axes.
+  """
   from matplotlib.figure import Figure
   with style():
     fig = Figure(figsize=figsize or (4.0 * ncols, 3.0 * nrows), layout="constrained")
+    if mosaic is not None:
+      return fig, fig.subplot_mosaic(mosaic, **kw)
     axes = fig.subplots(nrows, ncols, squeeze=False, **kw)
   return fig, axes
 

@@ -85,16 +85,18 @@ def test_caption_and_plots(tmp_path):
   assert lines[0].get_color() == P.SCHEME_COLORS["backprop"]
   P.plot_bars(axes[0, 1], {"skip_sideways": 0.9, "sideways": 0.25}, chance=0.25)
   P.plot_per_unit(axes[0, 2], {"sideways": np.array([0.5, 0.8, 1.0])})
-  fig2, ax2 = P.new_figure(1, 1)
-  P.plot_grouped_bars(ax2[0, 0], {"skip_sideways": {"a": 0.9, "b": 0.5},
+  fig2, mosaic = P.new_figure(mosaic=[["top"], ["bottom"]])
+  assert set(mosaic) == {"top", "bottom"}
+  ax = mosaic["bottom"]
+  P.plot_grouped_bars(ax, {"skip_sideways": {"a": 0.9, "b": 0.5},
                                   "backprop": {"a": 0.1, "b": 0.2}}, chance=0.125)
-  bars = ax2[0, 0].patches
+  bars = ax.patches
   assert len(bars) == 4                            # 2 groups x 2 schemes, schemes in order
   assert [round(b.get_height(), 2) for b in bars] == [0.1, 0.2, 0.9, 0.5]
   assert bars[0].get_facecolor() == matplotlib.colors.to_rgba(P.SCHEME_COLORS["backprop"])
-  assert [t.get_text() for t in ax2[0, 0].get_xticklabels()] == ["a", "b"]
+  assert [t.get_text() for t in ax.get_xticklabels()] == ["a", "b"]
   with pytest.raises(ValueError, match="values"):
-    P.plot_grouped_bars(ax2[0, 0], {})
+    P.plot_grouped_bars(ax, {})
   files = P.save_figure(fig, tmp_path / "x")
   assert [f[-3:] for f in files] == ["png", "pdf"]
   assert (tmp_path / "x.png").stat().st_size > 1000
