@@ -475,33 +475,33 @@ def train(config: TrainConfig, out_dir=None, *, resume: bool = False,
   try:
     for step in range(start, config.steps):
       params, opt_state, loss = trainer._train_step(params, opt_state, step)
-      done.update(params=params, opt_state=opt_state, step=step + 1)
+      n = step + 1
+      done.update(params=params, opt_state=opt_state, step=n)
       bar.update(1)
       # the loss is read back (a device sync) only to log it, before a checkpoint or an
       # evaluation (a non-finite loss must stop the run first), or for a callback
-      n = step + 1
       logged = n % config.log_every == 0 or n == config.steps
       saving = bool(config.checkpoint_every) and n % config.checkpoint_every == 0
-      evaluating = bool(config.eval_every) and n % config.eval_every == 0
+      evaluating = bool(config.eval_every) and n % config.eval_every == 0 and n < config.steps
       if logged or saving or evaluating or callback is not None:
         loss = float(loss)
         if not math.isfinite(loss) and config.update_every == 0:
-          raise FloatingPointError(f"the training loss became {loss} by step {step + 1}; "
+          raise FloatingPointError(f"the training loss became {loss} by step {n}; "
                                    f"lower learning_rate (now {config.learning_rate})")
       if logged:
         bar.set_postfix(loss=f"{loss:.4f}")
-        rec = {"step": step + 1, "loss": loss, "time_s": round(time.perf_counter() - t0, 3)}
+        rec = {"step": n, "loss": loss, "time_s": round(time.perf_counter() - t0, 3)}
         history.append(rec)
         _write_jsonl(metrics_path, rec)
-      if config.eval_every and (step + 1) % config.eval_every == 0 and step + 1 < config.steps:
-        ev = {"step": step + 1, "eval": trainer.evaluate(params)}
+      if evaluating:
+        ev = {"step": n, "eval": trainer.evaluate(params)}
         history.append(ev)
         _write_jsonl(metrics_path, ev)
-      if config.checkpoint_every and (step + 1) % config.checkpoint_every == 0:
-        save(step + 1)
-        last_saved = step + 1
+      if saving:
+        save(n)
+        last_saved = n
       if callback is not None:
-        callback(step + 1, loss)
+        callback(n, loss)
   except KeyboardInterrupt:
     bar.close()
     if done["step"] != last_saved:
