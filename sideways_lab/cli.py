@@ -22,7 +22,7 @@ import json
 import sys
 from typing import Sequence
 
-from sideways_lab.models import SCHEMES, TASKS
+from sideways_lab.models import SCHEMES, SKIP_KINDS, TASKS
 
 EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130
@@ -191,8 +191,9 @@ def build_parser() -> argparse.ArgumentParser:
   p.add_argument("--num-units", type=_positive_int)
   p.add_argument("--width", type=_positive_int)
   p.add_argument("--span", type=_positive_int)
-  p.add_argument("--skips", choices=("span", "dense"),
-                 help="skip graph: a skip of --span, or dense skips")
+  p.add_argument("--skips", choices=SKIP_KINDS,
+                 help="skip graph: a skip of --span, dense skips, or span skips plus every "
+                      "unit into the last (span_head)")
   p.add_argument("--skip-kernel", type=_positive_int, help="kernel of the skip projections")
   p.add_argument("--num-frames", type=_positive_int)
   p.add_argument("--size", type=_positive_int)

@@ -36,7 +36,7 @@ import numpy as np
 from sideways_lab.graph import UnitGraph, chain_edges, dense_edges, skip_edges
 
 TASKS = ("motion-classes", "next-frame")
-SKIP_KINDS = ("span", "dense")
+SKIP_KINDS = ("span", "dense", "span_head")
 SCHEMES = {
     "backprop": ("chain", "backprop"),
     "sideways": ("chain", "sideways"),
@@ -69,8 +69,11 @@ class ModelConfig:
     num_classes: classes of the head (classification only).
     channels: channels of the predicted frame (prediction only).
     span: the skip span of the skip graph (>= 2, <= L).
-    skips: "span" (unit k also reads unit k - span) or "dense" (unit k reads every unit
-      below it and the frame): the skip graph of the schemes that use one.
+    skips: "span" (unit k also reads unit k - span), "dense" (unit k reads every unit
+      below it and the frame) or "span_head" (span skips, and the last unit also reads every
+      unit 1..L-2): the skip graph of the schemes that use one. With "span_head" every unit
+      feeds the classifier head through a global average pool, so the head's message to it is
+      spatially uniform and meets its newer activation without a spatial mismatch.
     skip_kernel: kernel size of the convolutions that project skip inputs (odd, >= 1). A 3×3
       projection lets one unit compare neighbouring pixels of two frames (a motion detector)
       at the cost of one more convolution per skip edge.
@@ -286,14 +289,20 @@ def build_graph(config: ModelConfig, scheme: str) -> UnitGraph:
 
 
 def edges_of(config: ModelConfig, scheme: str) -> dict:
-  """The edges of ``scheme``'s graph: a chain, skips of ``config.span``, or dense skips."""
+  """The edges of ``scheme``'s graph: a chain, skips of ``config.span`` (plus edges from
+  every unit to the last one for ``skips="span_head"``), or dense skips."""
   check_scheme(scheme)
   if not isinstance(config, ModelConfig):
     raise TypeError(f"config must be a ModelConfig, got {type(config).__name__}")
   L = config.num_units
   if SCHEMES[scheme][0] == "chain":
     return chain_edges(L)
-  return dense_edges(L) if config.skips == "dense" else skip_edges(L, config.span)
+  if config.skips == "dense":
+    return dense_edges(L)
+  edges = skip_edges(L, config.span)
+  if config.skips == "span_head":
+    edges[L] = edges[L] + [(j, 0) for j in range(L - 2, 0, -1) if (j, 0) not in edges[L]]
+  return edges
 
 
 def method_of(scheme: str) -> str:

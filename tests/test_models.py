@@ -109,6 +109,23 @@ def test_dense_skips(task):
   assert [sum("proj" in m for m in pk) for pk in p] == [0, 1, 2, 3]
 
 
+@pytest.mark.parametrize("task", ["motion-classes", "next-frame"])
+def test_span_head_skips(task):
+  """span_head = the span skips, plus an edge from every unit 1..L-2 into the last unit."""
+  cfg = models.ModelConfig(task=task, num_units=5, width=8, num_classes=8, skips="span_head",
+                           downsample=(3,))
+  assert models.edges_of(cfg, "backprop") == sl.graph.chain_edges(5)
+  g = models.build_graph(cfg, "pipelined_exact")
+  assert {k: list(e) for k, e in g.edges.items()} == {
+      1: [(0, 0)], 2: [(1, 0), (0, 0)], 3: [(2, 0), (1, 0)], 4: [(3, 0), (2, 0)],
+      5: [(4, 0), (3, 0), (2, 0), (1, 0)]}
+  p = g.init(jax.random.PRNGKey(0), _frame())
+  video = jnp.asarray(np.random.default_rng(0).random((2, 8, 8, 8, 1)), jnp.float32)
+  out, valid = sl.forward(g, p, video)
+  assert bool(jnp.all(jnp.isfinite(out))) and valid[-1]
+  assert [sum("proj" in m for m in pk) for pk in p] == [0, 1, 1, 1, 3]
+
+
 def test_merge_extras_kernel():
   """A k×k skip projection is ``Conv`` of the resized extra input; 1×1 is a per-pixel linear."""
   rng = np.random.default_rng(2)

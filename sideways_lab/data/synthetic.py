@@ -295,7 +295,7 @@ def _warp(images, centre, angle, radius, h, w):
 
 
 def _render_motion_classes(rng: np.random.Generator, *, batch_size, num_frames, h, w,
-                           speed, noise):
+                           speed, noise, labels=None):
     b, t_len = batch_size, num_frames
     n_cls = len(MOTION_CLASS_NAMES)
     digits = _digit_images()
@@ -308,7 +308,8 @@ def _render_motion_classes(rng: np.random.Generator, *, batch_size, num_frames, 
         growth = min(growth, math.log(_MAX_SCALE_CHANGE) / (t_len - 1))
 
     # Random draws, in a fixed order.  Balanced labels in random order.
-    labels = rng.permutation(np.arange(b) % n_cls).astype(np.int32)
+    drawn = rng.permutation(np.arange(b) % n_cls).astype(np.int32)
+    labels = drawn if labels is None else labels  # Forced labels leave every later draw alone.
     which = rng.integers(0, digits.shape[0], size=b)
     brightness = rng.uniform(0.6, 1.0, size=b).astype(np.float32)
     background = rng.uniform(0.0, 0.2, size=b).astype(np.float32)
@@ -348,7 +349,8 @@ def _render_motion_classes(rng: np.random.Generator, *, batch_size, num_frames, 
 
 
 def motion_classes(batch_size: int, num_frames: int, *, size=(32, 32), seed: int = 0,
-                   speed: float = 1.0, noise: float = 0.0) -> Tuple[np.ndarray, np.ndarray]:
+                   speed: float = 1.0, noise: float = 0.0,
+                   labels=None) -> Tuple[np.ndarray, np.ndarray]:
     """One batch of the motion-classes task (see the module docstring).
 
     Each clip shows one random digit (random brightness in ``[0.6, 1]`` over a
@@ -371,12 +373,23 @@ def motion_classes(batch_size: int, num_frames: int, *, size=(32, 32), seed: int
       seed: the batch is a deterministic function of the seed and the knobs.
       speed: pixels per frame, ``> 0``.
       noise: std of additive Gaussian pixel noise, then clipped to ``[0, 1]``.
+      labels: optional ``(B,)`` ints in ``[0, 8)`` that force each clip's class; every
+        other draw (digit, brightness, position, angle, size) is the one the seed gives
+        without them, so two calls that differ only in ``labels`` show the same digits, from
+        the same first frame, moving differently (paired clips for analysis).
 
     Returns:
       ``(video, labels)``: float32 ``(B, T, H, W, 1)`` in ``[0, 1]`` and int32
       ``(B,)`` in ``[0, 8)``.
     """
     config, seed = _motion_config(batch_size, num_frames, size, seed, speed, noise)
+    if labels is not None:
+        forced = np.asarray(labels)
+        if (forced.shape != (config["batch_size"],) or forced.dtype.kind not in "iu"
+                or forced.min() < 0 or forced.max() >= len(MOTION_CLASS_NAMES)):
+            raise ValueError(f"`labels` must be {config['batch_size']} ints in "
+                             f"[0, {len(MOTION_CLASS_NAMES)}), got {labels!r}.")
+        config["labels"] = forced.astype(np.int32)
     return _render_motion_classes(np.random.default_rng(seed), **config)
 
 
