@@ -72,8 +72,9 @@ class ModelConfig:
     skips: "span" (unit k also reads unit k - span), "dense" (unit k reads every unit
       below it and the frame) or "span_head" (span skips, and the last unit also reads every
       unit 1..L-2): the skip graph of the schemes that use one. With "span_head" every unit
-      feeds the classifier head through a global average pool, so the head's message to it is
-      spatially uniform and meets its newer activation without a spatial mismatch.
+      feeds the classifier head through a global average pool (classification), so the
+      head's message to it is spatially uniform and meets its newer activation without a
+      spatial mismatch.
     skip_kernel: kernel size of the convolutions that project skip inputs (odd, >= 1). A 3×3
       projection lets one unit compare neighbouring pixels of two frames (a motion detector)
       at the cost of one more convolution per skip edge.

@@ -147,7 +147,7 @@ def test_motion_classes_motion_is_what_the_label_says():
 def test_motion_classes_forced_labels_pair_the_clips():
     """Forcing labels keeps every other draw: right/left (and clockwise/anticlockwise)
     versions of a seed share their first frame and differ afterwards."""
-    free, _ = data.motion_classes(6, 4, size=16, seed=5, speed=2.0)
+    free, free_labels = data.motion_classes(6, 4, size=16, seed=5, speed=2.0)
     pairs = {}
     for label in (0, 1, 4, 5):
         video, labels = data.motion_classes(6, 4, size=16, seed=5, speed=2.0,
@@ -158,7 +158,6 @@ def test_motion_classes_forced_labels_pair_the_clips():
         assert np.array_equal(pairs[a][:, 0], pairs[b][:, 0])
         assert np.abs(pairs[a][:, 1:] - pairs[b][:, 1:]).max() > 0.1
     # forcing the labels the seed draws anyway reproduces the unforced batch exactly
-    _, free_labels = data.motion_classes(6, 4, size=16, seed=5, speed=2.0)
     forced, _ = data.motion_classes(6, 4, size=16, seed=5, speed=2.0, labels=free_labels)
     assert np.array_equal(forced, free)
     for bad in ([0] * 5, [8] * 6, [-1] * 6, [0.5] * 6):
