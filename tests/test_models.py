@@ -92,38 +92,33 @@ def test_bad_config():
     models.ModelConfig(skips="sparse")
 
 
-@pytest.mark.parametrize("task", ["motion-classes", "next-frame"])
-def test_dense_skips(task):
-  cfg = models.ModelConfig(task=task, num_units=4, width=8, num_classes=8, skips="dense",
-                           downsample=(2,))
-  assert models.edges_of(cfg, "sideways") == sl.graph.chain_edges(4)
-  g = models.build_graph(cfg, "skip_sideways")
-  assert {k: list(e) for k, e in g.edges.items()} == {
-      1: [(0, 0)], 2: [(1, 0), (0, 0)], 3: [(2, 0), (1, 0), (0, 0)],
-      4: [(3, 0), (2, 0), (1, 0), (0, 0)]}
-  p = g.init(jax.random.PRNGKey(0), _frame())
-  video = jnp.asarray(np.random.default_rng(0).random((2, 6, 8, 8, 1)), jnp.float32)
-  out, valid = sl.forward(g, p, video)
-  assert bool(jnp.all(jnp.isfinite(out))) and valid[-1]
-  # one projection per extra input of every unit
-  assert [sum("proj" in m for m in pk) for pk in p] == [0, 1, 2, 3]
+# skips, L, downsample, a chain scheme, a skip scheme, the skip graph's edges, and the skip
+# projections of every unit (one per extra input)
+SKIP_GRAPHS = {
+    "dense": (4, (2,), "sideways", "skip_sideways", {
+        1: [(0, 0)], 2: [(1, 0), (0, 0)], 3: [(2, 0), (1, 0), (0, 0)],
+        4: [(3, 0), (2, 0), (1, 0), (0, 0)]}, [0, 1, 2, 3], 6),
+    # span skips, plus an edge from every unit 1..L-2 into the last unit
+    "span_head": (5, (3,), "backprop", "pipelined_exact", {
+        1: [(0, 0)], 2: [(1, 0), (0, 0)], 3: [(2, 0), (1, 0)], 4: [(3, 0), (2, 0)],
+        5: [(4, 0), (3, 0), (2, 0), (1, 0)]}, [0, 1, 1, 1, 3], 8),
+}
 
 
+@pytest.mark.parametrize("skips", sorted(SKIP_GRAPHS))
 @pytest.mark.parametrize("task", ["motion-classes", "next-frame"])
-def test_span_head_skips(task):
-  """span_head = the span skips, plus an edge from every unit 1..L-2 into the last unit."""
-  cfg = models.ModelConfig(task=task, num_units=5, width=8, num_classes=8, skips="span_head",
-                           downsample=(3,))
-  assert models.edges_of(cfg, "backprop") == sl.graph.chain_edges(5)
-  g = models.build_graph(cfg, "pipelined_exact")
-  assert {k: list(e) for k, e in g.edges.items()} == {
-      1: [(0, 0)], 2: [(1, 0), (0, 0)], 3: [(2, 0), (1, 0)], 4: [(3, 0), (2, 0)],
-      5: [(4, 0), (3, 0), (2, 0), (1, 0)]}
+def test_skip_kinds(task, skips):
+  L, downsample, chain_scheme, skip_scheme, edges, projections, T = SKIP_GRAPHS[skips]
+  cfg = models.ModelConfig(task=task, num_units=L, width=8, num_classes=8, skips=skips,
+                           downsample=downsample)
+  assert models.edges_of(cfg, chain_scheme) == sl.graph.chain_edges(L)
+  g = models.build_graph(cfg, skip_scheme)
+  assert {k: list(e) for k, e in g.edges.items()} == edges
   p = g.init(jax.random.PRNGKey(0), _frame())
-  video = jnp.asarray(np.random.default_rng(0).random((2, 8, 8, 8, 1)), jnp.float32)
+  video = jnp.asarray(np.random.default_rng(0).random((2, T, 8, 8, 1)), jnp.float32)
   out, valid = sl.forward(g, p, video)
   assert bool(jnp.all(jnp.isfinite(out))) and valid[-1]
-  assert [sum("proj" in m for m in pk) for pk in p] == [0, 1, 1, 1, 3]
+  assert [sum("proj" in m for m in pk) for pk in p] == projections
 
 
 def test_merge_extras_kernel():
