@@ -22,6 +22,7 @@ import json
 import sys
 from typing import Sequence
 
+from sideways_lab import experiments
 from sideways_lab.models import SCHEMES, SKIP_KINDS, TASKS
 
 EXIT_USAGE = 2
@@ -214,6 +215,11 @@ def build_parser() -> argparse.ArgumentParser:
   p.add_argument("--overwrite", action="store_true", help="replace existing results")
   p.add_argument("--no-progress", action="store_true", help="no progress bar")
   p.set_defaults(func=_cmd_compare)
+
+  p = sub.add_parser("sweep", help="train every scheme over a knob's values and seeds "
+                                    "(results.csv)")
+  experiments.add_sweep_arguments(p)
+  p.set_defaults(func=experiments.run_sweep)
 
   _add_figures(sub)
   return parser

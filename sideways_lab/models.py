@@ -1,11 +1,16 @@
 """Model builders: the same Haiku units wired as a chain (BP, Sideways) or with skips.
 
-A *scheme* is a pair (graph, gradient method)::
+A *scheme* is a pair (graph, gradient method) (docs/design.md §9); every approximate scheme has
+an *exact twin* on the same graph::
 
-  backprop         chain graph,  method "backprop"         (synchronous per-frame network)
-  sideways         chain graph,  method "sideways"
+  backprop         chain graph,  method "backprop"         (per-frame BP, synchronous)
+  sideways         chain graph,  method "sideways"         (Sideways)
+  sideways_exact   chain graph,  method "pipelined_exact"  (its exact twin: BP of the delayed chain)
   skip_sideways    skip graph,   method "sideways"         (Skip-Sideways)
-  pipelined_exact  skip graph,   method "pipelined_exact"  (the exact gradient: an upper bound)
+  skip_exact       skip graph,   method "pipelined_exact"  (its exact twin)
+
+The old name ``pipelined_exact`` of the skip graph's exact scheme still works (with a
+DeprecationWarning) and means ``skip_exact``.
 
 Every scheme of a task uses the *same* unit functions and widths, so comparisons are fair.
 A unit accepts a variable number of inputs: the main input ``inputs[0]`` (edge ``(k-1, 0)``)
@@ -26,6 +31,7 @@ The units are stateless (GroupNorm, never BatchNorm), as the engine requires.
 from __future__ import annotations
 
 import dataclasses
+import warnings
 from typing import Any, Callable, Sequence
 
 import haiku as hk
@@ -35,18 +41,31 @@ import numpy as np
 
 from sideways_lab.graph import UnitGraph, chain_edges, dense_edges, skip_edges
 
-TASKS = ("motion-classes", "next-frame")
+TASKS = ("digits", "motion-classes", "next-frame")
+CLASSIFICATION_TASKS = ("digits", "motion-classes")
 SKIP_KINDS = ("span", "dense", "span_head")
 SCHEMES = {
     "backprop": ("chain", "backprop"),
     "sideways": ("chain", "sideways"),
+    "sideways_exact": ("chain", "pipelined_exact"),
     "skip_sideways": ("skip", "sideways"),
-    "pipelined_exact": ("skip", "pipelined_exact"),
+    "skip_exact": ("skip", "pipelined_exact"),
 }
+#: The exact twin of each approximate scheme: the same graph, method "pipelined_exact".
+EXACT_TWIN = {"sideways": "sideways_exact", "skip_sideways": "skip_exact"}
+#: Old scheme names and the names that replace them.
+DEPRECATED_SCHEMES = {"pipelined_exact": "skip_exact"}
 
 
 def check_scheme(scheme: Any) -> str:
-  """Returns ``scheme`` or raises a ValueError naming the known schemes."""
+  """The canonical name of ``scheme`` (a deprecated name warns and maps to its successor);
+  a ValueError naming the known schemes otherwise."""
+  if scheme in DEPRECATED_SCHEMES:
+    new = DEPRECATED_SCHEMES[scheme]
+    warnings.warn(f"scheme {scheme!r} is deprecated: it is {new!r} (the exact twin of "
+                  f"skip_sideways on the skip graph); use {new!r}", DeprecationWarning,
+                  stacklevel=2)
+    return new
   if scheme not in SCHEMES:
     raise ValueError(f"scheme must be one of {tuple(SCHEMES)}, got {scheme!r}")
   return scheme
@@ -63,7 +82,7 @@ class ModelConfig:
   """The architecture of a task's network (shared by every scheme).
 
   Attributes:
-    task: "motion-classes" (classification) or "next-frame" (frame prediction).
+    task: "digits" or "motion-classes" (classification), or "next-frame" (frame prediction).
     num_units: L, the number of units (>= 2).
     width: channels of every hidden unit.
     num_classes: classes of the head (classification only).
@@ -277,7 +296,7 @@ def predictor_units(num_units: int = 4, width: int = 16, channels: int = 1, grou
 
 def units_for(config: ModelConfig) -> list[Callable]:
   """The unit functions of ``config`` (shared by every scheme)."""
-  if config.task == "motion-classes":
+  if config.task in CLASSIFICATION_TASKS:
     return classifier_units(config.num_units, config.width, config.num_classes, config.groups,
                             config.downsample, config.skip_kernel)
   return predictor_units(config.num_units, config.width, config.channels, config.groups,
@@ -286,13 +305,14 @@ def units_for(config: ModelConfig) -> list[Callable]:
 
 def build_graph(config: ModelConfig, scheme: str) -> UnitGraph:
   """The unit graph of ``scheme`` for ``config`` (its edges are :func:`edges_of`)."""
+  scheme = check_scheme(scheme)
   return UnitGraph(units_for(config), edges_of(config, scheme), name=scheme)
 
 
 def edges_of(config: ModelConfig, scheme: str) -> dict:
   """The edges of ``scheme``'s graph: a chain, skips of ``config.span`` (plus edges from
   every unit to the last one for ``skips="span_head"``), or dense skips."""
-  check_scheme(scheme)
+  scheme = check_scheme(scheme)
   if not isinstance(config, ModelConfig):
     raise TypeError(f"config must be a ModelConfig, got {type(config).__name__}")
   L = config.num_units
@@ -304,6 +324,11 @@ def edges_of(config: ModelConfig, scheme: str) -> dict:
   if config.skips == "span_head":
     edges[L] = edges[L] + [(j, 0) for j in range(L - 2, 0, -1) if (j, 0) not in edges[L]]
   return edges
+
+
+def graph_of(scheme: str) -> str:
+  """The graph kind of ``scheme``: "chain" or "skip"."""
+  return SCHEMES[check_scheme(scheme)][0]
 
 
 def method_of(scheme: str) -> str:

@@ -27,6 +27,7 @@ the upper bound) on the same data with the same seed and budget and writes
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import math
 import sys
@@ -41,14 +42,14 @@ import optax
 
 from sideways_lab import checkpoint as ckpt
 from sideways_lab import engine
-from sideways_lab.models import (SCHEMES, ModelConfig, build_graph, check_scheme, check_task,
-                                 edges_of, method_of, mode_of)
-from sideways_lab.tasks import (TaskConfig, class_accuracy, grad_cosine, make_task,
-                                num_motion_classes)
+from sideways_lab import schedule
+from sideways_lab.models import (CLASSIFICATION_TASKS, SCHEMES, ModelConfig, build_graph,
+                                 check_scheme, check_task, edges_of, method_of, mode_of)
+from sideways_lab.tasks import TaskConfig, class_accuracy, grad_cosine, make_task, num_classes
 
 OPTIMIZERS = ("adam", "sgd", "momentum")
 SCHEDULES = ("constant", "cosine")
-COMPARE_SCHEMES = ("backprop", "sideways", "skip_sideways", "pipelined_exact")
+COMPARE_SCHEMES = tuple(SCHEMES)
 
 __all__ = ["TrainConfig", "Trainer", "TrainResult", "train", "evaluate", "compare",
            "default_config", "grad_cosine", "alignment", "OPTIMIZERS", "COMPARE_SCHEMES"]
@@ -68,7 +69,8 @@ class TrainConfig:
   """Everything that determines a training run.
 
   Attributes:
-    scheme: "backprop", "sideways", "skip_sideways" or "pipelined_exact".
+    scheme: one of :data:`sideways_lab.models.SCHEMES` ("backprop", "sideways",
+      "sideways_exact", "skip_sideways", "skip_exact").
     model: the network (:class:`~sideways_lab.models.ModelConfig`).
     data: the clips and targets (:class:`~sideways_lab.tasks.TaskConfig`).
     steps: training steps (one batch of clips each).
@@ -103,7 +105,7 @@ class TrainConfig:
   log_every: int = 10
 
   def __post_init__(self):
-    check_scheme(self.scheme)
+    object.__setattr__(self, "scheme", check_scheme(self.scheme))
     if not isinstance(self.model, ModelConfig):
       raise TypeError(f"model must be a ModelConfig, got {type(self.model).__name__}")
     if not isinstance(self.data, TaskConfig):
@@ -132,19 +134,20 @@ class TrainConfig:
     if self.update_every > T:
       raise ValueError(f"update_every={self.update_every} exceeds the clip length "
                        f"num_frames={T}")
-    if self.update_every and self.scheme == "pipelined_exact":
+    if self.update_every and method_of(self.scheme) == "pipelined_exact":
       raise ValueError("update_every (online updates) needs a method without BPTT through the "
                        "stream: use scheme backprop, sideways or skip_sideways")
     # a clip must have at least one loss tick for the scheme's graph
-    graph_v = _first_valid_output(self.model, self.scheme)
-    mask = np.arange(T) + (self.data.horizon if self.data.task == "next-frame" else 0) < T
-    if not mask[graph_v:].any():
+    edges, mode = edges_of(self.model, self.scheme), mode_of(self.scheme)
+    graph_v = schedule.first_valid_ticks(edges, mode)[-1]
+    mask = make_task(self.data, edges, mode).mask
+    if not (np.ones(T, bool) if mask is None else mask)[graph_v:].any():
       raise ValueError(f"num_frames={T} is too short: the first valid output of the "
                        f"{self.scheme} pipeline with {self.model.num_units} units is at tick "
-                       f"{graph_v}, so no tick has a loss")
-    if self.data.task == "motion-classes" and self.model.num_classes != num_motion_classes():
+                       f"{graph_v}, so no tick has a target")
+    if self.task in CLASSIFICATION_TASKS and self.model.num_classes != num_classes(self.task):
       raise ValueError(f"model.num_classes={self.model.num_classes} differs from the "
-                       f"{num_motion_classes()} motion classes of the data")
+                       f"{num_classes(self.task)} classes of the {self.task} data")
 
   @property
   def task(self) -> str:
@@ -171,13 +174,12 @@ class TrainConfig:
     return dataclasses.replace(self, **kw)
 
 
-def _first_valid_output(model: ModelConfig, scheme: str) -> int:
-  from sideways_lab import schedule
-  return schedule.first_valid_ticks(edges_of(model, scheme), mode_of(scheme))[-1]
-
-
 # The default configurations of `compare` (measured in benchmarks/README.md "## Training").
 _DEFAULTS = {
+    "digits": dict(
+        model=dict(num_units=4, width=16, span=2, downsample=(1,)),
+        data=dict(num_frames=12, size=(16, 16), speed=1.0),
+        steps=600, batch_size=16, learning_rate=3e-3, schedule="cosine"),
     "motion-classes": dict(
         model=dict(num_units=4, width=16, span=2, downsample=()),
         data=dict(num_frames=12, size=(16, 16), speed=2.0),
@@ -210,8 +212,8 @@ def default_config(task: str, scheme: str = "skip_sideways", *, quick: bool = Fa
     if isinstance(overrides.get(k), dict):
       d[k].update(overrides.pop(k))
   model_kw = dict(d.pop("model"), task=task)
-  if task == "motion-classes":
-    model_kw.setdefault("num_classes", num_motion_classes())
+  if task in CLASSIFICATION_TASKS:
+    model_kw.setdefault("num_classes", num_classes(task))
   model = ModelConfig.from_dict(model_kw)
   data = TaskConfig.from_dict(dict(d.pop("data"), task=task))
   d.update(overrides)
@@ -222,14 +224,101 @@ def default_config(task: str, scheme: str = "skip_sideways", *, quick: bool = Fa
 # The trainer
 # ---------------------------------------------------------------------------------------------
 
-def _data_seed(seed: int, stream: int, index: int) -> int:
-  """A 31-bit seed for clip batch ``index`` of ``stream`` (0 train, 1 test)."""
+#: The independent streams of clips of a run: training batches, held-out test batches, and the
+#: clips on which gradients are analysed (:func:`sideways_lab.experiments.alignment`).
+TRAIN_STREAM, TEST_STREAM, ANALYSIS_STREAM = 0, 1, 2
+
+
+def data_seed(seed: int, stream: int, index: int) -> int:
+  """A 31-bit seed for clip batch ``index`` of ``stream`` (TRAIN_STREAM or TEST_STREAM)."""
   return int(np.random.SeedSequence([int(seed), int(stream), int(index)]).generate_state(1)[0]
              & 0x7FFFFFFF)
 
 
+def train_seed(seed: int, step: int) -> int:
+  """The seed of the training clips of ``step`` of the run seeded ``seed``."""
+  return data_seed(seed, TRAIN_STREAM, step)
+
+
+def test_seed(seed: int, index: int) -> int:
+  """The seed of held-out batch ``index`` of the run seeded ``seed`` (disjoint from training)."""
+  return data_seed(seed, TEST_STREAM, index)
+
+
+def _core(config: TrainConfig) -> TrainConfig:
+  """``config`` without the fields that do not change the compiled program: the seed, the
+  data's speed and stride, evaluation, checkpoint and logging fields."""
+  return config.replace(seed=0, data=dataclasses.replace(config.data, speed=0.0, stride=1),
+                        eval_every=0, eval_clips=1, checkpoint_every=0, keep=1, log_every=1)
+
+
+def _optimizer(config: TrainConfig) -> optax.GradientTransformation:
+  """Gradient clipping (``clip_norm``) then the optimiser with its learning-rate schedule."""
+  chain = []
+  if config.clip_norm > 0:
+    chain.append(optax.clip_by_global_norm(config.clip_norm))
+  lr = config.learning_rate
+  if config.schedule == "cosine":
+    T, K = config.data.num_frames, config.update_every
+    per_step = -(-T // K) if K else 1
+    lr = optax.cosine_decay_schedule(config.learning_rate, max(config.steps * per_step, 1))
+  if config.optimizer == "adam":
+    chain.append(optax.adam(lr))
+  elif config.optimizer == "momentum":
+    chain.append(optax.sgd(lr, momentum=0.9))
+  else:
+    chain.append(optax.sgd(lr))
+  return optax.chain(*chain)
+
+
+class _Program:
+  """The graph, optimiser and jitted steps of a run's :func:`_core` configuration, shared by
+  every run that differs only in seed, speed, stride or bookkeeping (so a sweep compiles
+  each scheme once, not once per run)."""
+
+  def __init__(self, core: TrainConfig):
+    self.graph = build_graph(core.model, core.scheme)
+    self.method = method_of(core.scheme)
+    self.mode = mode_of(core.scheme)
+    task = make_task(core.data, self.graph.edges, self.mode)
+    self.loss_fn, self.mask = task.loss_fn, task.mask
+    self.optimizer = _optimizer(core)
+    self.step = jax.jit(self._step_impl)
+    self.online_step = jax.jit(self._online_step_impl)
+
+  def _step_impl(self, params, opt_state, video, targets):
+    grads, info = engine.gradients(self.graph, params, video, targets, self.loss_fn,
+                                   self.method, mask=self.mask, check_finite=False)
+    updates, opt_state = self.optimizer.update(grads, opt_state, params)
+    return optax.apply_updates(params, updates), opt_state, info["loss"]
+
+  def _online_step_impl(self, params, opt_state, chunk, targets, state, mask):
+    if self.method == "sideways":
+      grads, info, state = engine.stream_gradients(self.graph, params, chunk, targets,
+                                                   self.loss_fn, state, mask=mask,
+                                                   check_finite=False)
+    else:  # per-frame BP needs no pipeline state
+      grads, info = engine.gradients(self.graph, params, chunk, targets, self.loss_fn,
+                                     "backprop", mask=mask, check_finite=False)
+    has_loss = jnp.any(info["loss_ticks"])
+    updates, new_opt = self.optimizer.update(grads, opt_state, params)
+    new_params = optax.apply_updates(params, updates)
+    # a chunk without a loss tick (the pipeline is still filling) makes no update
+    def pick(a, b):
+      return jax.tree_util.tree_map(lambda x, y: jnp.where(has_loss, x, y), a, b)
+    loss = jnp.where(has_loss, info["loss"], jnp.nan)
+    return pick(new_params, params), pick(new_opt, opt_state), state, loss
+
+
+@functools.lru_cache(maxsize=32)
+def _program(core: TrainConfig) -> _Program:
+  return _Program(core)
+
+
 class Trainer:
   """The jitted pieces of a run: init, one training step, evaluation.
+
+  Runs that differ only in seed, speed, stride or bookkeeping share one compiled program.
 
   Attributes:
     config, task, graph, method, mode, optimizer.
@@ -239,28 +328,13 @@ class Trainer:
     if not isinstance(config, TrainConfig):
       raise TypeError(f"config must be a TrainConfig, got {type(config).__name__}")
     self.config = config
-    self.task = make_task(config.data)
-    self.graph = build_graph(config.model, config.scheme)
-    self.method = method_of(config.scheme)
-    self.mode = mode_of(config.scheme)
-    chain = []
-    if config.clip_norm > 0:
-      chain.append(optax.clip_by_global_norm(config.clip_norm))
-    lr = config.learning_rate
-    if config.schedule == "cosine":
-      T, K = config.data.num_frames, config.update_every
-      per_step = -(-T // K) if K else 1
-      lr = optax.cosine_decay_schedule(config.learning_rate, max(config.steps * per_step, 1))
-    if config.optimizer == "adam":
-      chain.append(optax.adam(lr))
-    elif config.optimizer == "momentum":
-      chain.append(optax.sgd(lr, momentum=0.9))
-    else:
-      chain.append(optax.sgd(lr))
-    self.optimizer = optax.chain(*chain)
+    program = _program(_core(config))
+    self.graph, self.method, self.mode = program.graph, program.method, program.mode
+    self.optimizer = program.optimizer
+    self.task = make_task(config.data, self.graph.edges, self.mode)
     self._mask = self.task.mask
-    self._step = jax.jit(self._step_impl)
-    self._online_step = jax.jit(self._online_step_impl)
+    self._step = program.step
+    self._online_step = program.online_step
 
   # -- init ------------------------------------------------------------------------------------
   def init(self):
@@ -275,31 +349,9 @@ class Trainer:
     return int(video.shape[-1])
 
   # -- steps -----------------------------------------------------------------------------------
-  def _step_impl(self, params, opt_state, video, targets):
-    grads, info = engine.gradients(self.graph, params, video, targets, self.task.loss_fn,
-                                   self.method, mask=self._mask, check_finite=False)
-    updates, opt_state = self.optimizer.update(grads, opt_state, params)
-    return optax.apply_updates(params, updates), opt_state, info["loss"]
-
-  def _online_step_impl(self, params, opt_state, chunk, targets, state, mask):
-    if self.method == "sideways":
-      grads, info, state = engine.stream_gradients(self.graph, params, chunk, targets,
-                                                   self.task.loss_fn, state, mask=mask,
-                                                   check_finite=False)
-    else:  # per-frame BP needs no pipeline state
-      grads, info = engine.gradients(self.graph, params, chunk, targets, self.task.loss_fn,
-                                     "backprop", mask=mask, check_finite=False)
-    has_loss = jnp.any(info["loss_ticks"])
-    updates, new_opt = self.optimizer.update(grads, opt_state, params)
-    new_params = optax.apply_updates(params, updates)
-    # a chunk without a loss tick (the pipeline is still filling) makes no update
-    pick = lambda a, b: jax.tree_util.tree_map(lambda x, y: jnp.where(has_loss, x, y), a, b)
-    loss = jnp.where(has_loss, info["loss"], jnp.nan)
-    return pick(new_params, params), pick(new_opt, opt_state), state, loss
-
   def batch(self, step: int):
     """The training clips of ``step``: ``(video, targets, extras)``."""
-    return self.task.batch(self.config.batch_size, _data_seed(self.config.seed, 0, step))
+    return self.task.batch(self.config.batch_size, train_seed(self.config.seed, step))
 
   def train_step(self, params, opt_state, step: int):
     """One step on the clips of ``step``; returns ``(params, opt_state, mean loss)``."""
@@ -337,11 +389,11 @@ class Trainer:
     _pos_int(n, "num_clips")
     seed = self.config.seed if seed is None else seed
     T = self.config.data.num_frames
-    V = engine.schedule.loss_ticks(self.graph, T, self._mask, self.mode)
+    V = schedule.loss_ticks(self.graph, T, self._mask, self.mode)
     totals, count, i = {}, 0, 0
     while count < n:
       b = min(batch_size, n - count)
-      video, targets, extras = self.task.batch(b, _data_seed(seed, 1, i))
+      video, targets, extras = self.task.batch(b, test_seed(seed, i))
       outputs, _ = engine.forward(self.graph, params, video, self.mode)
       m = self.task.metrics(outputs, targets, V, extras)
       for k, v in m.items():   # arrays (a confusion matrix) are counts: summed, not averaged
@@ -552,7 +604,7 @@ def evaluate(path, num_clips: int | None = None, seed: int | None = None) -> dic
 
 def _markdown(results: dict) -> str:
   task = results["task"]
-  if task == "motion-classes":
+  if task in CLASSIFICATION_TASKS:
     cols = [("test_accuracy", "test clip accuracy", "{:.3f}"),
             ("test_tick_accuracy", "test per-tick accuracy", "{:.3f}")]
   else:
@@ -585,11 +637,11 @@ def compare(task: str, out_dir, quick: bool = False, seed: int = 0,
   """Trains every scheme on the same data, seed and budget; writes results.json and .md.
 
   Args:
-    task: "motion-classes" or "next-frame".
+    task: "digits", "motion-classes" or "next-frame".
     out_dir: where ``results.json``, ``results.md`` and one run directory per scheme go.
     quick: a tiny budget (seconds), for tests and notebooks.
     seed: the seed shared by every scheme.
-    schemes: which schemes (default: backprop, sideways, skip_sideways, pipelined_exact).
+    schemes: which schemes (default: all five of :data:`~sideways_lab.models.SCHEMES`).
     overwrite: replace an existing ``results.json`` (and the scheme runs) in ``out_dir``.
     overrides: fields of :class:`TrainConfig` (``model=``/``data=`` may be dicts).
 
@@ -598,9 +650,7 @@ def compare(task: str, out_dir, quick: bool = False, seed: int = 0,
     "test_psnr", "test_ssim", ..., "train_time_s", "steps", "graph", "method"}}}``.
   """
   check_task(task)
-  schemes = tuple(schemes)
-  for s in schemes:
-    check_scheme(s)
+  schemes = tuple(check_scheme(s) for s in schemes)
   if not schemes:
     raise ValueError("schemes must name at least one scheme")
   out = Path(out_dir)
@@ -626,12 +676,13 @@ def compare(task: str, out_dir, quick: bool = False, seed: int = 0,
       (run_dir / "metrics.jsonl").unlink(missing_ok=True)
     log(f"training {s} ({cfg.steps} steps)...")
     r = train(cfg.replace(checkpoint_every=0), run_dir, progress=progress)
-    trainer_task = make_task(cfg.data)
-    if task == "motion-classes":
+    trainer_task = make_task(cfg.data, edges_of(cfg.model, s), mode_of(s))
+    if task in CLASSIFICATION_TASKS:
       results["chance"] = trainer_task.chance
       res = {"test_accuracy": r.test["accuracy"], "test_tick_accuracy": r.test["tick_accuracy"],
              "test_loss": r.test["loss"],
-             "test_class_accuracy": class_accuracy(r.test["confusion"]),
+             "test_class_accuracy": class_accuracy(r.test["confusion"],
+                                                   trainer_task.class_names),
              "test_confusion": r.test["confusion"]}
     else:
       res = {"test_mse": r.test["mse"], "test_psnr": r.test["psnr"], "test_ssim": r.test["ssim"]}

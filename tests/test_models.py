@@ -45,7 +45,9 @@ def test_schemes_share_units(task):
   cfg = models.ModelConfig(task=task, num_units=3, width=8, num_classes=8)
   graphs = {s: models.build_graph(cfg, s) for s in models.SCHEMES}
   assert graphs["backprop"].is_chain and graphs["sideways"].is_chain
-  assert graphs["skip_sideways"].has_skips and graphs["pipelined_exact"].has_skips
+  assert graphs["sideways_exact"].is_chain   # the exact twin of Sideways: the same chain
+  assert graphs["skip_sideways"].has_skips and graphs["skip_exact"].has_skips
+  assert graphs["skip_exact"].edges == graphs["skip_sideways"].edges
   # the skip graph's unit 2 reads the frame
   assert (0, 0) in graphs["skip_sideways"].edges[2]
   p_chain = graphs["sideways"].init(jax.random.PRNGKey(0), _frame())
@@ -99,7 +101,7 @@ SKIP_GRAPHS = {
         1: [(0, 0)], 2: [(1, 0), (0, 0)], 3: [(2, 0), (1, 0), (0, 0)],
         4: [(3, 0), (2, 0), (1, 0), (0, 0)]}, [0, 1, 2, 3], 6),
     # span skips, plus an edge from every unit 1..L-2 into the last unit
-    "span_head": (5, (3,), "backprop", "pipelined_exact", {
+    "span_head": (5, (3,), "backprop", "skip_exact", {
         1: [(0, 0)], 2: [(1, 0), (0, 0)], 3: [(2, 0), (1, 0)], 4: [(3, 0), (2, 0)],
         5: [(4, 0), (3, 0), (2, 0), (1, 0)]}, [0, 1, 1, 1, 3], 8),
 }
@@ -163,3 +165,18 @@ def test_skip_kernel_only_changes_projections(task):
   c1 = models.build_graph(cfg1, "sideways").init(jax.random.PRNGKey(0), _frame())
   c3 = models.build_graph(cfg3, "sideways").init(jax.random.PRNGKey(0), _frame())
   jax.tree_util.tree_map(np.testing.assert_array_equal, c1, c3)
+
+
+def test_schemes_are_graph_method_pairs_with_exact_twins():
+  assert models.SCHEMES["sideways_exact"] == ("chain", "pipelined_exact")
+  assert models.SCHEMES["skip_exact"] == ("skip", "pipelined_exact")
+  for approx, exact in models.EXACT_TWIN.items():
+    assert models.graph_of(approx) == models.graph_of(exact)
+    assert models.method_of(approx) == "sideways" and models.method_of(exact) == "pipelined_exact"
+
+
+def test_old_scheme_name_warns_and_means_skip_exact():
+  with pytest.warns(DeprecationWarning, match="skip_exact"):
+    assert models.check_scheme("pipelined_exact") == "skip_exact"
+  with pytest.raises(ValueError, match="scheme must be one of"):
+    models.check_scheme("exact")

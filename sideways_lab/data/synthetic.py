@@ -63,6 +63,16 @@ def _digit_images() -> np.ndarray:
     return images
 
 
+@functools.lru_cache(maxsize=1)
+def _digit_targets() -> np.ndarray:
+    """The class (0-9) of each of the 1797 scikit-learn digits, int ``(N,)``."""
+    from sklearn.datasets import load_digits  # Lazy: scikit-learn is slow to import.
+
+    targets = load_digits().target.astype(np.int32)
+    targets.setflags(write=False)
+    return targets
+
+
 @functools.lru_cache(maxsize=8)
 def _upsampled_digits(digit_size: int) -> np.ndarray:
     """Digits resized (antialiased bilinear) to ``(N, d, d)``, in ``[0, 1]``."""
@@ -163,12 +173,12 @@ def _render_moving_digits(rng: np.random.Generator, *, batch_size, num_frames, h
     if noise > 0:
         canvas = canvas + np.float32(noise) * rng.standard_normal(canvas.shape,
                                                                   dtype=np.float32)
-    return np.clip(canvas, 0.0, 1.0, out=canvas)[..., None]
+    return np.clip(canvas, 0.0, 1.0, out=canvas)[..., None], which
 
 
 def moving_digits(batch_size: int, num_frames: int, *, size=(64, 64), num_digits: int = 1,
                   speed: float = 2.0, digit_size=None, noise: float = 0.0,
-                  occlusion: float = 0.0, seed: int = 0) -> np.ndarray:
+                  occlusion: float = 0.0, seed: int = 0, return_labels: bool = False):
     """One batch of bouncing scikit-learn digits (see the module docstring).
 
     Args:
@@ -184,14 +194,20 @@ def moving_digits(batch_size: int, num_frames: int, *, size=(64, 64), num_digits
       occlusion: area fraction in ``[0, 1)`` of a static grey rectangle drawn
         over the digits.
       seed: the batch is a deterministic function of the seed and the knobs.
+      return_labels: also return the identity (0-9) of each clip's digits.
 
     Returns:
       float32 array ``(B, T, H, W, 1)`` in ``[0, 1]``.  Equal to the first batch
-      of ``moving_digits_batches`` with the same arguments.
+      of ``moving_digits_batches`` with the same arguments.  With
+      ``return_labels``: ``(video, labels)``, labels int32 ``(B, num_digits)``
+      (the digit classes; the video is the same as without them).
     """
     config, seed = _moving_digits_config(batch_size, num_frames, size, num_digits, speed,
                                          digit_size, noise, occlusion, seed)
-    return _render_moving_digits(np.random.default_rng(seed), **config)
+    video, which = _render_moving_digits(np.random.default_rng(seed), **config)
+    if return_labels:
+        return video, _digit_targets()[which].astype(np.int32)
+    return video
 
 
 def moving_digits_batches(batch_size: int, num_frames: int, *, seed: int = 0,
@@ -220,7 +236,7 @@ def moving_digits_batches(batch_size: int, num_frames: int, *, seed: int = 0,
     def generate():
         rng = np.random.default_rng(seed)
         while True:
-            yield _render_moving_digits(rng, **config)
+            yield _render_moving_digits(rng, **config)[0]
 
     return generate()
 
