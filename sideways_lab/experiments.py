@@ -75,10 +75,10 @@ def is_quick(quick: bool | None = None) -> bool:
 #: The full-mode budget of each task on top of :func:`training.default_config` (measured in
 #: benchmarks/README.md "Experiments").
 BUDGETS = {
-    "digits": dict(steps=600, learning_rate=1e-2, model=dict(width=32, groups=8),
+    "digits": dict(steps=500, learning_rate=1e-2, model=dict(width=32, groups=8),
                    data=dict(num_frames=8)),
     "motion-classes": dict(steps=800),
-    "next-frame": dict(steps=500),
+    "next-frame": dict(steps=400),
 }
 #: Quick mode (tests, notebooks): seconds per run.
 QUICK_BUDGET = dict(steps=4, batch_size=2, eval_clips=8, log_every=1,
@@ -175,7 +175,8 @@ def run_config(task: str, scheme: str, knob: str, value, seed: int, *, steps: in
   data = kw.setdefault("data", {})
   data[check_knob(knob)] = value
   if task == "next-frame":
-    data["anchor"] = anchor
+    # a synchronous network's newest frame is its input (n(t) = t): both anchors are one run
+    data["anchor"] = anchor if mode_of(scheme) == "pipelined" else "input"
   if steps is not None:
     kw["steps"] = _check_int(steps, "steps")
   kw["checkpoint_every"] = max(1, kw["steps"] // CHECKPOINTS_PER_RUN)
@@ -315,7 +316,7 @@ def _order(df: pd.DataFrame) -> pd.DataFrame:
 
 def sweep(task: str, knob: str, values, *, schemes=None, seeds: int = 3,
           steps: int | None = None, anchor: str = "newest", quick: bool | None = None,
-          out=None, overrides: dict | None = None, progress: bool | None = None,
+          out=None, runs=None, overrides: dict | None = None, progress: bool | None = None,
           log: Callable[[str], None] | None = None) -> pd.DataFrame:
   """Trains every (scheme, knob value, seed) of ``task`` and returns one row per run.
 
@@ -333,6 +334,9 @@ def sweep(task: str, knob: str, values, *, schemes=None, seeds: int = 3,
       table to ``out/results.csv`` (rewritten after every run). Runs whose row exists are read
       back, not retrained; an interrupted run resumes from its checkpoint. None: a temporary
       directory, removed at the end.
+    runs: where the runs go instead of ``out/runs`` (sweeps that share it share the runs of
+      equal configurations, e.g. stride 1 of a stride sweep and the same speed of a speed
+      sweep).
     overrides: fields of :class:`~sideways_lab.training.TrainConfig` on top of the budget.
     progress: a bar of runs done / total (default: when stderr is a terminal).
 
@@ -375,16 +379,17 @@ def sweep(task: str, knob: str, values, *, schemes=None, seeds: int = 3,
   out = Path(out)
   if out.exists() and not out.is_dir():
     raise NotADirectoryError(f"out {str(out)!r} exists and is not a directory")
-  (out / "runs").mkdir(parents=True, exist_ok=True)
+  out.mkdir(parents=True, exist_ok=True)
+  runs = out / "runs" if runs is None else Path(runs)
+  runs.mkdir(parents=True, exist_ok=True)
   if progress is None:
     progress = os.isatty(2)
   rows: list[dict] = []
   bar = tqdm(total=len(jobs), disable=not progress, desc=f"sweep {task}/{knob}", unit="run")
   try:
     for kind, cfg in jobs:
-      name = f"{kind}-{cfg.scheme}-{knob}{_fmt(getattr(cfg.data, knob))}-seed{cfg.seed}-" \
-             f"{run_key(cfg)}"
-      run_dir = out / "runs" / name
+      name = f"{kind}-{cfg.scheme}-seed{cfg.seed}-{run_key(cfg)}"
+      run_dir = runs / name
       cached = _read_row(run_dir / "row.json")
       if cached is None:
         if kind == "train":
@@ -397,6 +402,9 @@ def sweep(task: str, knob: str, values, *, schemes=None, seeds: int = 3,
         run_dir.mkdir(parents=True, exist_ok=True)
         ckpt.atomic_write_text(run_dir / "row.json", json.dumps(new, indent=1))
         cached = new
+      for r in cached:   # a run is shared by sweeps of other knobs and anchors: label it here
+        r.update(knob=knob, value=getattr(cfg.data, knob), run=os.path.relpath(run_dir, out),
+                 anchor=anchor if task == "next-frame" else "")
       rows.extend(cached)
       bar.update(1)
       ckpt.atomic_write_text(out / "results.csv", _order(pd.DataFrame(rows)).to_csv(index=False))
@@ -405,10 +413,6 @@ def sweep(task: str, knob: str, values, *, schemes=None, seeds: int = 3,
     if tmp is not None:
       tmp.cleanup()
   return _order(pd.DataFrame(rows))
-
-
-def _fmt(v) -> str:
-  return f"{v:g}"
 
 
 def read_results(path) -> pd.DataFrame:
@@ -519,7 +523,7 @@ def alignment(results_dir, *, value=None, schemes=tuple(EXACT_TWIN),
     progress = os.isatty(2)
   rows = []
   for r in tqdm(list(runs.itertuples()), disable=not progress, desc="alignment", unit="run"):
-    run_dir = Path(results_dir) / "runs" / r.run
+    run_dir = Path(results_dir) / r.run
     config = training.TrainConfig.from_dict(json.loads((run_dir / "config.json").read_text()))
     trainer = training.Trainer(config)
     for step, params in _run_checkpoints(run_dir, trainer):

@@ -4,11 +4,14 @@
     python -m sideways_lab.figures [--quick] [--out DIR] [--only NAME ...] [--seed N]
 
 or from Python ``sl.figures.generate(out_dir="figures", quick=False)``. Every figure is backed
-by a run made right here (training with :func:`sideways_lab.training.compare`, alignment sweeps
-from :mod:`sideways_lab.analysis`, the symbolic schedule); nothing is read from old results.
+by runs made right here: the sweeps of :data:`SWEEPS` (:func:`sideways_lab.experiments.sweep`:
+five schemes, several seeds, trained), the alignment of their checkpoints, the symbolic
+schedule and measured unit costs. Besides the figures it writes the sweeps' tidy results
+(``out_dir/results/*.csv``) and the claims report (``out_dir/claims.md``).
 ``out_dir/manifest.json`` records the package version, git commit, seeds, JAX and Haiku
-versions, the device, the mode (quick or full) and the time taken per figure; ``--only``
-regenerates some figures and keeps the other entries of a manifest of the same mode.
+versions, the device, the mode (quick or full), each figure's configuration (its sweeps and
+budgets) and the time taken per figure; ``--only`` regenerates some figures and keeps the
+other entries of a manifest of the same mode.
 
 One style sheet (:data:`sideways_lab.plotting.STYLE`) and one colour per scheme
 (:data:`sideways_lab.plotting.SCHEME_COLORS`) everywhere.
@@ -18,25 +21,30 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import importlib.metadata as md
 import json
 import os
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Callable
 
+import jax
 import numpy as np
+import pandas as pd
+from matplotlib.figure import Figure
 
+import sideways_lab
 from sideways_lab import checkpoint as ckpt
+from sideways_lab import engine, experiments, schedule, training
 from sideways_lab import plotting as P
+from sideways_lab.analysis import latency as LM
+from sideways_lab.analysis import timing
+from sideways_lab.graph import chain_edges, skip_edges
+from sideways_lab.models import SCHEMES as SCHEME_NAMES
 
 SEED = 0
-
-
-class Unavailable(RuntimeError):
-  """A figure needs a part of the package that is not installed/available."""
 
 
 @dataclasses.dataclass
@@ -44,46 +52,101 @@ class FigureSpec:
   name: str
   sentence: str           # one sentence on what the figure shows (README)
   make: Callable          # make(ctx) -> matplotlib Figure
+  sweeps: tuple = ()      # the sweeps (names of SWEEPS) it draws from
 
 
 FIGURES: dict[str, FigureSpec] = {}
 
 
-def _figure(name: str, sentence: str):
+def _figure(name: str, sentence: str, sweeps: tuple = ()):
   def deco(fn):
-    FIGURES[name] = FigureSpec(name, sentence, fn)
+    FIGURES[name] = FigureSpec(name, sentence, fn, tuple(sweeps))
     return fn
   return deco
 
 
+#: The sweeps behind the figures and the claims report (full mode; seeds per setting).
+SWEEPS: dict[str, dict] = {
+    "digits-speed": dict(task="digits", knob="speed", values=(0.25, 1.0, 4.0)),
+    "digits-stride": dict(task="digits", knob="stride", values=(1, 2, 4)),
+    "motion-classes": dict(task="motion-classes", knob="speed", values=(2.0,)),
+    "next-frame-newest": dict(task="next-frame", knob="speed", values=(0.5, 2.0),
+                              anchor="newest"),
+    "next-frame-input": dict(task="next-frame", knob="speed", values=(0.5, 2.0),
+                             anchor="input"),
+}
+SEEDS = 3
+#: Quick mode: two values per sweep, two seeds, tiny budgets.
+QUICK_VALUES = {"digits-speed": (0.5, 2.0), "digits-stride": (1, 2),
+                "next-frame-newest": (0.5, 2.0), "next-frame-input": (0.5, 2.0)}
+QUICK_SEEDS = 2
+#: The runs whose checkpoints the alignment figure measures: (sweep, knob value).
+ALIGNMENT_RUNS = (("digits-speed", 1.0), ("next-frame-newest", 0.5))
+
+
+def sweep_spec(name: str, quick: bool) -> dict:
+  """The arguments of :func:`sideways_lab.experiments.sweep` for figure sweep ``name``."""
+  spec = dict(SWEEPS[name], seeds=QUICK_SEEDS if quick else SEEDS)
+  if quick:
+    spec["values"] = QUICK_VALUES.get(name, spec["values"])
+  return spec
+
+
+def figure_config(name: str, quick: bool = False) -> dict:
+  """What a figure's numbers depend on: its sweeps (arguments and training budgets) and, for
+  the alignment figure, the runs and clips it measures. Recorded in ``manifest.json``."""
+  spec = FIGURES[name]
+  out = {}
+  for sw in spec.sweeps:
+    args = sweep_spec(sw, quick)
+    out[sw] = {**{k: list(v) if isinstance(v, tuple) else v for k, v in args.items()},
+               "budget": experiments.budget(args["task"], quick)}
+  if name == "alignment_training":
+    out["alignment"] = {"runs": [list(r) for r in _alignment_runs(quick)],
+                        "expected_clips": experiments.EXPECTED_CLIPS,
+                        "single_clips": experiments.SINGLE_CLIPS}
+  return out
+
+
+def _alignment_runs(quick: bool) -> list:
+  return [(sw, sweep_spec(sw, quick)["values"][0] if quick else v) for sw, v in ALIGNMENT_RUNS]
+
+
 @dataclasses.dataclass
 class Context:
-  """What the figure functions share: the mode, the seed, a work dir, cached runs."""
+  """What the figure functions share: the mode, a work dir, the sweeps run so far."""
   quick: bool
   seed: int
   work_dir: Path
   log: Callable[[str], None]
-  _runs: dict = dataclasses.field(default_factory=dict)
+  results: dict = dataclasses.field(default_factory=dict)
+  _alignment: pd.DataFrame | None = None
 
-  def compare(self, task: str) -> tuple[dict, Path]:
-    """``(results, out_dir)`` of :func:`sideways_lab.training.compare` for ``task`` (cached)."""
-    if task not in self._runs:
-      from sideways_lab import training
-      out = self.work_dir / f"compare-{task}"
-      kw = compare_overrides(task, self.quick)
-      self.log(f"  training the schemes on {task} ({'quick' if self.quick else 'full'})...")
-      res = training.compare(task, out, quick=self.quick, seed=self.seed, overwrite=True,
-                             progress=False, **kw)
-      self._runs[task] = (res, out)
-    return self._runs[task]
+  def sweep(self, name: str) -> pd.DataFrame:
+    """The DataFrame of figure sweep ``name`` (:data:`SWEEPS`), run once (and cached on disk
+    in ``work_dir``: an interrupted figures run resumes)."""
+    if name not in self.results:
+      spec = sweep_spec(name, self.quick)
+      self.log(f"  sweep {name}: {spec}")
+      self.results[name] = experiments.sweep(**spec, quick=self.quick,
+                                             out=self.work_dir / name,
+                                             runs=self.work_dir / "runs", progress=False)
+    return self.results[name]
 
-
-def compare_overrides(task: str, quick: bool) -> dict:
-  """The training budget of the figures (on top of ``training.default_config``)."""
-  if quick:
-    return dict(steps=4, batch_size=2, log_every=1, eval_clips=4,
-                model=dict(num_units=3, width=4), data=dict(num_frames=6, size=(8, 8)))
-  return dict(steps=300 if task == "next-frame" else 400, log_every=5, eval_clips=128)
+  def alignment(self) -> pd.DataFrame:
+    """Alignment along training of the runs of :data:`ALIGNMENT_RUNS`."""
+    if self._alignment is None:
+      parts = []
+      for name, value in _alignment_runs(self.quick):
+        self.sweep(name)
+        self.log(f"  alignment of {name} at {value:g}")
+        parts.append(experiments.alignment(self.work_dir / name, value=value,
+                                           single_clips=2 if self.quick else
+                                           experiments.SINGLE_CLIPS,
+                                           num_clips=8 if self.quick else
+                                           experiments.EXPECTED_CLIPS, progress=False))
+      self._alignment = pd.concat(parts, ignore_index=True)
+    return self._alignment
 
 
 # ---------------------------------------------------------------------------------------------
@@ -95,7 +158,6 @@ def compare_overrides(task: str, quick: bool) -> dict:
          "of the loss whose gradient it uses; arrows are gradient messages, grey cells are "
          "blocked BP units and hatched frames are dropped by BP.")
 def fig_schedule(ctx: Context):
-  from sideways_lab.graph import chain_edges, skip_edges
   L, T = 4, 13
   fig, axes = P.new_figure(3, 1, figsize=(9.5, 9.6))
   for ax, (scheme, edges) in zip(axes[:, 0], [("backprop", chain_edges(L)),
@@ -114,8 +176,6 @@ def fig_schedule(ctx: Context):
          "frame to the first output that sees it, ticks until the gradient of a loss reaches "
          "the first unit, and frames processed per tick with one unit per device.")
 def fig_latency(ctx: Context):
-  from sideways_lab import schedule
-  from sideways_lab.graph import chain_edges, skip_edges
   Ls = list(range(2, 13))
   rows = {s: [] for s in ("backprop", "sideways", "skip_sideways")}
   for L in Ls:
@@ -135,223 +195,188 @@ def fig_latency(ctx: Context):
   return fig
 
 
-def _alignment_tables(ctx: Context):
-  try:
-    from sideways_lab.analysis import sweeps
-  except ImportError as e:
-    raise Unavailable(f"sideways_lab.analysis.sweeps: {e}")
-  return sweeps
-
-
-def sweep_kwargs(quick: bool) -> dict:
-  """Sizes of the alignment sweeps (quick: tiny, for tests; full: the sweeps' defaults)."""
-  if quick:
-    return dict(size=(8, 8), batch_size=1, num_frames=6, seeds=1, width=8, num_units=3,
-                quick=True, cache=False)
-  return dict(quick=False, cache=False)
-
-
-def _by(table, x: str, metric: str = "cosine", **where):
-  """``{scheme: (xs, mean, std)}`` of ``metric`` vs column ``x``."""
-  out = {}
-  t = table.where(**where) if where else table
-  for s in P.order_schemes({r["scheme"] for r in t.rows}):
-    m = t.where(scheme=s).mean([x], [metric])
-    rows = sorted(m.rows, key=lambda r: r[x])
-    out[s] = (np.array([r[x] for r in rows], float), np.array([r[metric] for r in rows]),
-              np.array([r[metric + "_std"] for r in rows]))
-  return out
-
-
-def _errorband(ax, curves, **kw):
-  for s, (x, y, e) in curves.items():
-    ax.plot(x, y, **P.scheme_kwargs(s, marker=True))
-    ax.fill_between(x, y - e, y + e, color=P.scheme_color(s), alpha=0.15, lw=0)
-
-
-@_figure("alignment", "Cosine between the Sideways estimate and the exact gradient of the same "
-         "pipelined network, per unit (depth) and overall against the digits' speed and the "
-         "frame stride: equal (cosine 1) on a static video, lower for faster or subsampled "
-         "video and for units far from the top.")
-def fig_alignment(ctx: Context):
-  sweeps = _alignment_tables(ctx)
-  speeds = (0.0, 0.5, 1.0, 2.0, 4.0)
-  strides = (1, 2, 3, 4)
-  sp = sweeps.sweep_speed(speeds, **sweep_kwargs(ctx.quick))
-  st = sweeps.sweep_stride(strides, speed=1.0, **sweep_kwargs(ctx.quick))
-  fig, axes = P.new_figure(1, 3, figsize=(11.5, 3.4))
-  a1, a2, a3 = axes[0]
-  units = sp.where(unit=lambda u: u != "all")
-  for s in P.order_schemes({r["scheme"] for r in units.rows}):
-    for i, v in enumerate([1.0, 4.0]):
-      m = units.where(scheme=s, speed=v).mean(["unit"], ["cosine"])
-      rows = sorted(m.rows, key=lambda r: r["unit"])
-      kw = P.scheme_kwargs(s, marker=True)
-      kw["label"] = f"{kw['label']}, speed {v:g}"
-      kw["alpha"] = 1.0 if i == 0 else 0.55
-      kw["linestyle"] = "-" if i == 0 else ":"
-      a1.plot([r["unit"] for r in rows], [r["cosine"] for r in rows], **kw)
-  a1.set_xlabel("unit k (depth)")
-  a1.set_ylabel("cosine with the exact gradient")
-  a1.set_title("per unit (at initialisation)")
-  a1.legend(fontsize=7.5)
-  a1.set_xticks(sorted({r["unit"] for r in units.rows}))
-  _errorband(a2, _by(sp, "speed", unit="all"))
-  a2.set_xlabel("speed (pixels per frame; 0 = static)")
-  a2.set_ylabel("cosine (all units)")
-  a2.set_title("smoothness: speed")
-  _errorband(a3, _by(st, "stride", unit="all"))
-  a3.set_xlabel("frame stride")
-  a3.set_title("smoothness: frame stride")
-  a3.set_xticks(list(strides))
-  for ax in (a2, a3):
-    ax.axhline(1.0, color="#999999", lw=0.8, ls=":")
-  return fig
-
-
-@_figure("alignment_training", "Alignment of Sideways and Skip-Sideways with the exact gradient "
-         "at checkpoints of Sideways training on moving digits (mean over units), beside the "
-         "training loss.")
-def fig_alignment_training(ctx: Context):
-  sweeps = _alignment_tables(ctx)
-  steps = (0, 2, 4) if ctx.quick else (0, 25, 50, 100, 200)
-  t = sweeps.sweep_progress(steps, **sweep_kwargs(ctx.quick))
-  fig, axes = P.new_figure(1, 2, figsize=(8.5, 3.2))
+def _sweep_figure(ctx: Context, name: str, chance_from=None):
+  df = ctx.sweep(name)
+  fig, axes = P.new_figure(1, 2, figsize=(11, 3.6))
   a1, a2 = axes[0]
-  _errorband(a1, _by(t, "step", unit="all"))
-  a1.set_xlabel("training step")
-  a1.set_ylabel("cosine (all units)")
-  a1.set_title("alignment during training")
-  a1.legend()
-  _errorband(a2, _by(t, "step", "train_loss", unit="all"))
-  a2.set_xlabel("training step")
-  a2.set_ylabel("training loss (MSE)")
-  a2.set_title("training loss")
+  knob = df.knob.iloc[0]
+  xlabel = {"speed": "speed (pixels per frame)", "stride": "frame stride"}[knob]
+  chance = float(df.chance.dropna().iloc[0]) if "chance" in df else None
+  P.plot_sweep(a1, df, "accuracy", xlabel=xlabel, ylabel="test clip accuracy", chance=chance,
+               title=f"trained ({df.seed.nunique()} seeds; thin: each seed)")
+  pairs = [("sideways", "backprop", "Sideways − BP"),
+           ("sideways_exact", "backprop", "exact twin − BP (the delay)"),
+           ("sideways", "sideways_exact", "Sideways − exact twin (the estimate)"),
+           ("skip_sideways", "skip_exact", "Skip − its exact twin (the estimate)")]
+  for i, (x, y, label) in enumerate(pairs):
+    d = experiments.paired_difference(df, x, y, "accuracy")
+    kw = P.scheme_kwargs(x, marker=True)
+    kw.update(label=label, capsize=3)
+    if y == "backprop" and x == "sideways_exact":
+      kw.update(color="#555555", markerfacecolor="white")
+    a2.errorbar(d.value + 0.02 * (i - 1.5) * (d.value.max() - d.value.min() + 1e-9),
+                d["mean"], yerr=d["std"].fillna(0), **kw)
+  a2.axhline(0, color="#999999", lw=0.8)
+  a2.set_xlabel(xlabel)
+  a2.set_ylabel("paired accuracy difference")
+  a2.set_title("differences paired by seed (± std)")
+  a2.legend(fontsize=7.5)
   return fig
 
 
-def history(run_dir: Path) -> tuple[np.ndarray, np.ndarray]:
-  """``(steps, training losses)`` from a run directory's ``metrics.jsonl``."""
-  steps, losses = [], []
-  p = Path(run_dir) / "metrics.jsonl"
-  if p.exists():
-    for line in p.read_text().splitlines():
-      r = json.loads(line)
-      if "loss" in r and "test" not in r and "eval" not in r:
-        steps.append(r["step"])
-        losses.append(r["loss"])
-  return np.asarray(steps), np.asarray(losses)
+@_figure("digits_speed", sweeps=("digits-speed",), sentence= "Digit identity on moving digits: test accuracy of the five schemes "
+         "after training against the speed of the digits (left), and the paired differences "
+         "that split Sideways' gap to BP into the pipeline's delay and the gradient estimate "
+         "(right); tests claims C1 and C2.")
+def fig_digits_speed(ctx: Context):
+  return _sweep_figure(ctx, "digits-speed")
 
 
-@_figure("training_next_frame", "Next-frame prediction on moving digits: training loss of BP, "
-         "Sideways, Skip-Sideways and the exact pipelined gradient (same data, seed and budget), "
-         "and the test MSE of each.")
-def fig_training_next_frame(ctx: Context):
-  res, out = ctx.compare("next-frame")
-  fig, axes = P.new_figure(1, 2, figsize=(9, 3.3), gridspec_kw=dict(width_ratios=[1.6, 1]))
-  a1, a2 = axes[0]
-  curves = {s: history(out / s) for s in res["schemes"]}
-  P.plot_curves(a1, curves, xlabel="step", ylabel="training loss (MSE)", logy=True,
-                title="training", smooth=1 if ctx.quick else 5)
-  P.plot_bars(a2, {s: r["test_mse"] for s, r in res["schemes"].items()}, ylabel="test MSE",
-              title="held-out clips", fmt="{:.4f}")
-  a2.tick_params(axis="x", labelrotation=20)
-  return fig
+@_figure("digits_stride", sweeps=("digits-stride",), sentence= "Digit identity against the frame stride (every s-th frame kept, at "
+         "the default speed): the same five schemes and paired differences; tests claim C2.")
+def fig_digits_stride(ctx: Context):
+  return _sweep_figure(ctx, "digits-stride")
 
 
-@_figure("motion_classes", "Motion classes (the label is a motion that no single frame shows): "
-         "clip accuracy of each scheme against chance, overall and per true class; only "
-         "Skip-Sideways (and its exact gradient) integrates frames and beats chance, and the "
-         "sense of a rotation is the hardest class.")
+@_figure("motion_classes", sweeps=("motion-classes",), sentence= "Motion classes (the label is a motion no single frame shows): test "
+         "accuracy of every scheme over seeds (dots) against chance, and per true class; only "
+         "the skip graph integrates frames, so only Skip-Sideways and its exact twin beat "
+         "chance; tests claim C3.")
 def fig_motion_classes(ctx: Context):
-  res, out = ctx.compare("motion-classes")
-  fig, ax = P.new_figure(figsize=(9, 6.2), mosaic=[["curves", "bars"], ["classes", "classes"]],
-                         width_ratios=[1.6, 1])
-  a1, a2, a3 = ax["curves"], ax["bars"], ax["classes"]
-  curves = {s: history(out / s) for s in res["schemes"]}
-  P.plot_curves(a1, curves, xlabel="step", ylabel="training loss (cross-entropy)",
-                title="training", smooth=1 if ctx.quick else 5)
-  P.plot_bars(a2, {s: r["test_accuracy"] for s, r in res["schemes"].items()},
-              ylabel="test clip accuracy", title="held-out clips", chance=res.get("chance"))
+  df = ctx.sweep("motion-classes")
+  fig, ax = P.new_figure(figsize=(11, 6.4), mosaic=[["bars", "classes"]],
+                         width_ratios=[1, 2.2])
+  a1, a2 = ax["bars"], ax["classes"]
+  stats = experiments.summarize(df, "accuracy", by=["scheme"]).set_index("scheme")
+  chance = float(df.chance.dropna().iloc[0])
+  P.plot_bars(a1, stats["mean"].to_dict(), errors=stats["std"].fillna(0).to_dict(),
+              ylabel="test clip accuracy", title=f"held-out clips ({df.seed.nunique()} seeds)",
+              chance=chance)
+  order = P.order_schemes(stats.index)
+  for i, s in enumerate(order):
+    acc = df[df.scheme == s].accuracy
+    a1.plot(np.full(len(acc), i), acc, "o", color="black", ms=3, zorder=3)
+  a1.set_ylim(0, 1.05)
+  a1.tick_params(axis="x", labelrotation=35)
+  cols = [c for c in df.columns if c.startswith("class_")]
+  per = df.groupby("scheme")[cols].mean()
+  P.plot_grouped_bars(a2, {s: {c[6:]: per.loc[s, c] for c in cols} for s in order},
+                      ylabel="test clip accuracy", title="per true class (mean over seeds)",
+                      chance=chance)
   a2.set_ylim(0, 1.05)
-  a2.tick_params(axis="x", labelrotation=20)
-  P.plot_grouped_bars(a3, {s: r["test_class_accuracy"] for s, r in res["schemes"].items()},
-                      ylabel="test clip accuracy", title="per true class",
-                      chance=res.get("chance"))
-  a3.set_ylim(0, 1.05)
+  a2.legend(fontsize=7.5, ncols=3)
+  a2.tick_params(axis="x", labelrotation=25)
   return fig
 
 
-def predictions(run_root: Path, schemes, num_clips: int = 1, seed: int = 12345):
+@_figure("next_frame", sweeps=("next-frame-input", "next-frame-newest"), sentence= "Next-frame prediction on moving digits: test MSE after training "
+         "against the speed, with the target counted from the input (left: the pipeline's "
+         "latency counts) and from the newest frame that reaches the output (right: every "
+         "scheme forecasts the same horizon), beside copying that newest frame and the mean "
+         "frame (grey); tests claim C4.")
+def fig_next_frame(ctx: Context):
+  fig, axes = P.new_figure(1, 2, figsize=(11, 3.8), sharey=True)
+  for ax, anchor in zip(axes[0], ("input", "newest")):
+    df = ctx.sweep(f"next-frame-{anchor}")
+    P.plot_sweep(ax, df, "mse", xlabel="speed (pixels per frame)", ylabel="test MSE",
+                 title=f"anchor = {anchor!r} ({df.seed.nunique()} seeds)",
+                 legend=anchor == "input")
+  return fig
+
+
+def predictions(runs, num_clips: int = 1):
   """Predicted frames of trained next-frame runs on the same held-out clips.
 
-  Returns ``(truth (N, T, H, W, C), {scheme: prediction like truth}, valid (T,) bool)``:
-  ``truth[:, t] = x_{t+1}`` and the prediction is the scheme's output at tick t.
+  ``runs`` maps a scheme to a run directory (a :func:`sideways_lab.experiments.sweep` run).
+  Returns ``(video (N, T, H, W, C), targets like video, {scheme: prediction like video},
+  {scheme: loss ticks (T,) bool})``; every run draws the test clips of its seed, which runs
+  of one seed share.
   """
-  from sideways_lab import engine, training
-  preds, truth, valid = {}, None, None
-  for s in schemes:
-    config, trainer, params, _ = training.load_run(Path(run_root) / s)
-    video, targets, _ = trainer.task.batch(num_clips, seed)
-    outputs, v = engine.forward(trainer.graph, params, video, trainer.mode)
-    V = engine.schedule.loss_ticks(trainer.graph, video.shape[1], trainer.task.mask,
+  preds, ticks, video, targets = {}, {}, None, None
+  for s, run_dir in runs.items():
+    config, trainer, params, _ = training.load_run(run_dir)
+    video, tgt, _ = trainer.task.batch(num_clips, training.test_seed(config.seed, 0))
+    outputs, _ = engine.forward(trainer.graph, params, video, trainer.mode)
+    ticks[s] = schedule.loss_ticks(trainer.graph, video.shape[1], trainer.task.mask,
                                    trainer.mode)
     preds[s] = np.clip(np.asarray(outputs), 0.0, 1.0)
-    truth = np.asarray(targets)
-    valid = V if valid is None else (valid & V)
-  return truth, preds, valid
+    targets = tgt if targets is None else targets
+  return video, targets, preds, ticks
 
 
-@_figure("future_frames", "Frames predicted by the trained BP, Sideways and Skip-Sideways "
-         "models beside the true next frame on a held-out clip, with the absolute error maps "
-         "and the MSE per tick.")
+def _runs_at(df, value, seed: int = 0) -> dict:
+  """``{scheme: run dir}`` of the trained runs of ``df`` at knob ``value`` and ``seed``."""
+  rows = df[np.isclose(df.value, value) & (df.seed == seed) & df.scheme.isin(SCHEME_NAMES)]
+  return {r.scheme: r.run for r in rows.itertuples()}
+
+
+@_figure("future_frames", sweeps=("next-frame-newest",), sentence= "Frames predicted by every trained scheme (anchor 'newest', seed 0) "
+         "on a held-out clip at a smooth and at a rough speed, each column the frame the "
+         "scheme targets at that tick: at the smooth speed a digit stays visible, at the rough "
+         "one the models blur towards the mean frame.")
 def fig_future_frames(ctx: Context):
-  from sideways_lab.tasks import psnr_from_mse
-  res, out = ctx.compare("next-frame")
-  schemes = [s for s in ("backprop", "sideways", "skip_sideways") if s in res["schemes"]]
-  truth, preds, valid = predictions(out, schemes, num_clips=8)
-  ticks = np.flatnonzero(valid)
-  show = ticks[np.linspace(0, len(ticks) - 1, min(5, len(ticks))).astype(int)]
-  from matplotlib.figure import Figure
+  df = ctx.sweep("next-frame-newest")
+  speeds = sorted(df.value.unique())
+  speeds = [speeds[0], speeds[-1]]
+  work = ctx.work_dir / "next-frame-newest"
   with P.style():
-    fig = Figure(figsize=(1.45 * len(show) + 4.2, 1.3 * (1 + 2 * len(schemes))),
-                 layout="constrained")
-    sf = fig.subfigures(1, 2, width_ratios=[len(show), 3.2])
-    rows = 1 + 2 * len(schemes)
-    grid = sf[0].subplots(rows, len(show), squeeze=False)
-    P.show_frames(grid[0], truth[0, show], titles=[f"tick {t}" for t in show])
-    grid[0, 0].set_ylabel("truth", fontsize=8.5)
-    for i, s in enumerate(schemes):
-      P.show_frames(grid[1 + 2 * i], preds[s][0, show])
-      err = np.abs(preds[s][0, show] - truth[0, show])
-      P.show_frames(grid[2 + 2 * i], err, cmap="magma")
-      grid[1 + 2 * i, 0].set_ylabel(P.scheme_label(s), fontsize=8.5, color=P.scheme_color(s))
-      grid[2 + 2 * i, 0].set_ylabel("|error|", fontsize=8, color=P.scheme_color(s))
-    ax1, ax2 = sf[1].subplots(2, 1)
-    for s in schemes:
-      mse_t = np.mean((preds[s] - truth) ** 2, axis=(0, 2, 3, 4))
-      kw = P.scheme_kwargs(s, marker=True)
-      ax1.plot(ticks, mse_t[ticks], **kw)
-      per = np.mean((preds[s] - truth) ** 2, axis=(2, 3, 4))[:, ticks]
-      ax2.plot(ticks, np.mean(psnr_from_mse(per), 0), **kw)
-    ax1.set_ylabel("MSE")
-    ax1.set_title("error per tick (8 clips)")
-    ax1.legend()
-    ax2.set_ylabel("PSNR (dB)")
-    ax2.set_xlabel("tick")
+    fig = Figure(figsize=(12, 7.2), layout="constrained")
+    subs = fig.subfigures(1, len(speeds), wspace=0.04)
+    for sf, v in zip(np.atleast_1d(subs), speeds):
+      runs = {s: work / r for s, r in _runs_at(df, v).items()}
+      video, _, preds, ticks = predictions(runs)
+      schemes = P.order_schemes(preds)
+      shown = np.flatnonzero(ticks[schemes[0]])[:4]
+      grid = sf.subplots(1 + len(schemes), len(shown), squeeze=False)
+      sf.suptitle(f"speed {v:g} px/frame", fontsize=10, fontweight="bold")
+      P.show_frames(grid[0], video[0, shown + 1], titles=[f"x_{t + 1}" for t in shown])
+      grid[0, 0].set_ylabel("frame", fontsize=8)
+      for i, s in enumerate(schemes):
+        P.show_frames(grid[1 + i], preds[s][0, shown], titles=[f"tick {t}" for t in shown])
+        grid[1 + i, 0].set_ylabel(P.scheme_label(s).replace(", ", "\n"), fontsize=7.5,
+                                  color=P.scheme_color(s))
+  return fig
+
+
+@_figure("alignment_training", sweeps=("digits-speed", "next-frame-newest"), sentence= "Cosine between the approximate gradient and the exact gradient "
+         "of the same graph, per unit, at checkpoints along the experiment's own training runs "
+         "(digits and next-frame; solid: the expected gradient over 64 clips, dotted: single "
+         "clips; mean over seeds): negative values mean the estimate points away from the "
+         "true gradient.")
+def fig_alignment_training(ctx: Context):
+  al = ctx.alignment()
+  tasks = list(dict.fromkeys(al.task))
+  schemes = P.order_schemes(dict.fromkeys(al.scheme))
+  fig, axes = P.new_figure(len(tasks), len(schemes), figsize=(5.2 * len(schemes),
+                                                               3.2 * len(tasks)), sharey=True)
+  for i, task in enumerate(tasks):
+    for j, s in enumerate(schemes):
+      ax = axes[i, j]
+      part = al[(al.task == task) & (al.scheme == s)]
+      units = sorted(part.unit.unique())
+      for u in units:
+        shade = 0.35 + 0.65 * (u / max(units))
+        for kind, ls in (("expected", "-"), ("clip", ":")):
+          m = part[(part.unit == u) & (part.kind == kind)].groupby("step").cosine.mean()
+          ax.plot(m.index, m.values, ls=ls, marker="o" if kind == "expected" else None, ms=3,
+                  color=P.scheme_color(s), alpha=shade,
+                  label=f"unit {u}" if kind == "expected" else None)
+      ax.axhline(0, color="#999999", lw=0.8)
+      ax.set_title(f"{task}: {P.scheme_label(s)}")
+      ax.set_xlabel("training step")
+      if j == 0:
+        ax.set_ylabel("cosine with exact gradient")
+      ax.legend(fontsize=7, ncols=2)
   return fig
 
 
 def measured_costs(quick: bool):
   """Per-unit forward/backward costs measured on the next-frame model (L = 8 units)."""
-  import jax
-  from sideways_lab.analysis import timing
-  from sideways_lab.training import Trainer, default_config
   L = 4 if quick else 8
-  cfg = default_config("next-frame", "sideways", quick=quick,
+  cfg = training.default_config("next-frame", "sideways", quick=quick,
                        model=dict(num_units=L, width=4 if quick else 16),
                        data=dict(size=(8, 8) if quick else (32, 32)), batch_size=2 if quick else 8)
-  tr = Trainer(cfg)
+  tr = training.Trainer(cfg)
   params, _ = tr.init()
   video, _, _ = tr.batch(0)
   return timing.unit_costs(tr.graph, params, video[:, 0], repeats=3 if quick else 20), L
@@ -362,10 +387,6 @@ def measured_costs(quick: bool):
          "measured on the next-frame model: pipelined schemes scale with the devices, blocking "
          "BP does not.")
 def fig_speedup(ctx: Context):
-  try:
-    from sideways_lab.analysis import timing
-  except ImportError as e:
-    raise Unavailable(f"sideways_lab.analysis.timing: {e}")
   costs, L = measured_costs(ctx.quick)
   devices = list(range(1, L + 1))
   table = timing.project_speedup(costs, L, devices)
@@ -395,10 +416,6 @@ def fig_speedup(ctx: Context):
          "Skip-Sideways (forward steps coloured by their frame, hatched backward steps by the "
          "frame of their loss): BP leaves devices blocked, the pipelined schemes keep all busy.")
 def fig_timelines(ctx: Context):
-  try:
-    from sideways_lab.analysis import latency as LM
-  except ImportError as e:
-    raise Unavailable(f"sideways_lab.analysis.latency: {e}")
   L, T = 4, 12
   fig, axes = P.new_figure(3, 1, figsize=(9.5, 6.0))
   for ax, s in zip(axes[:, 0], ("backprop", "sideways", "skip_sideways")):
@@ -426,7 +443,6 @@ def _git_commit(root: Path) -> str | None:
 
 
 def _versions() -> dict:
-  import importlib.metadata as md
   out = {}
   for name, dist in (("jax", "jax"), ("jaxlib", "jaxlib"), ("haiku", "dm-haiku"),
                      ("optax", "optax"), ("numpy", "numpy"), ("matplotlib", "matplotlib")):
@@ -438,30 +454,31 @@ def _versions() -> dict:
 
 
 def _device() -> str:
-  import jax
   d = jax.devices()[0]
   return f"{d.platform}: {getattr(d, 'device_kind', str(d))} (x{jax.device_count()})"
 
 
 def generate(out_dir="figures", quick: bool = False, *, only=None, seed: int = SEED,
              log: Callable[[str], None] | None = print, work_dir=None) -> dict:
-  """Regenerates the figures (PNG and PDF) into ``out_dir`` and writes ``manifest.json``.
+  """Regenerates the figures (PNG and PDF), their results and the claims report.
 
   Args:
     out_dir: the output directory (created).
-    quick: tiny budgets (about a minute or two on a laptop CPU) instead of the full runs.
+    quick: tiny budgets (a minute or two on a laptop CPU) instead of the full runs.
     only: an optional list of figure names (default: all of :data:`FIGURES`).
-    seed: the seed of every run.
+    seed: the seed of the figures that draw their own data.
     log: a function that receives progress lines (None: silent).
-    work_dir: where training runs go (default: a temporary directory, removed afterwards).
+    work_dir: where the sweeps' runs go (default: ``.sideways_cache/figures-<mode>``, so an
+      interrupted run resumes and a rerun reuses finished runs).
+
+  Writes ``out_dir/<figure>.png|pdf``, ``out_dir/results/<sweep>.csv`` (the tidy results of
+  every sweep behind a figure), ``out_dir/results/alignment.csv``, ``out_dir/claims.md``
+  (when a sweep ran) and ``out_dir/manifest.json``.
 
   Returns:
-    The manifest (also written to ``out_dir/manifest.json``): ``package_version``,
-    ``git_commit``, ``mode``, ``seeds``, ``versions`` (jax, haiku, ...), ``device``,
-    ``figures`` (name -> files, sentence, time_s; or ``skipped`` with the reason) and
-    ``total_time_s``.
+    The manifest: ``package_version``, ``git_commit``, ``mode``, ``seeds``, ``versions``,
+    ``device``, ``figures`` (name -> files, sentence, config, time_s) and ``total_time_s``.
   """
-  import sideways_lab
   names = list(FIGURES) if only is None else list(only)
   for n in names:
     if n not in FIGURES:
@@ -470,42 +487,35 @@ def generate(out_dir="figures", quick: bool = False, *, only=None, seed: int = S
   out = Path(out_dir)
   out.mkdir(parents=True, exist_ok=True)
   t0 = time.perf_counter()
-  tmp = None
-  if work_dir is None:
-    tmp = tempfile.TemporaryDirectory(prefix="sideways_figures_")
-    work_dir = tmp.name
-  ctx = Context(quick=bool(quick), seed=seed, work_dir=Path(work_dir), log=log)
+  mode = "quick" if quick else "full"
+  work = Path(work_dir) if work_dir is not None else Path(".sideways_cache") / f"figures-{mode}"
+  ctx = Context(quick=bool(quick), seed=seed, work_dir=work, log=log)
   figures = {}
-  try:
-    for n in names:
-      spec = FIGURES[n]
-      t1 = time.perf_counter()
-      log(f"[figures] {n}...")
-      try:
-        fig = spec.make(ctx)
-      except Unavailable as e:
-        figures[n] = {"skipped": str(e), "sentence": spec.sentence}
-        log(f"  skipped: {e}")
-        continue
-      files = P.save_figure(fig, out / n)
-      dt = time.perf_counter() - t1
-      figures[n] = {"files": [Path(f).name for f in files], "sentence": spec.sentence,
-                    "time_s": round(dt, 2)}
-      log(f"  wrote {', '.join(Path(f).name for f in files)} ({dt:.1f} s)")
-  finally:
-    if tmp is not None:
-      tmp.cleanup()
+  for n in names:
+    spec = FIGURES[n]
+    t1 = time.perf_counter()
+    log(f"[figures] {n}...")
+    files = P.save_figure(spec.make(ctx), out / n)
+    dt = time.perf_counter() - t1
+    figures[n] = {"files": [Path(f).name for f in files], "sentence": spec.sentence,
+                  "config": figure_config(n, quick), "time_s": round(dt, 2)}
+    log(f"  wrote {', '.join(Path(f).name for f in files)} ({dt:.1f} s)")
+  _write_results(out, ctx, quick)
   manifest = {
       "package_version": sideways_lab.__version__,
       "git_commit": _git_commit(Path(__file__).resolve().parent.parent),
-      "mode": "quick" if quick else "full",
-      "seeds": {"figures": seed, "training": seed,
-                "alignment_sweeps": "0..seeds-1 of sideways_lab.analysis.sweeps"},
+      "mode": mode,
+      "seeds": {"sweeps": f"0..{(QUICK_SEEDS if quick else SEEDS) - 1} per setting",
+                "figures": seed},
       "versions": _versions(),
       "device": _device(),
       "python": sys.version.split()[0],
       "figures": figures,
       "total_time_s": round(time.perf_counter() - t0, 2),
+      # the training time of every run behind the figures (runs read from the cache of an
+      # earlier, interrupted or identical run count too, so this is the cost from scratch)
+      "sweeps_train_time_s": {n: round(float(df.train_time_s.sum()), 1)
+                              for n, df in ctx.results.items()},
       "command": "sideways-lab figures" + (" --quick" if quick else "") + f" --out {out_dir}",
   }
   old = _read_manifest(out / "manifest.json") if only is not None else None
@@ -516,6 +526,30 @@ def generate(out_dir="figures", quick: bool = False, *, only=None, seed: int = S
     manifest["command"] += " --only " + " ".join(names)
   ckpt.atomic_write_text(out / "manifest.json", json.dumps(manifest, indent=1) + "\n")
   return manifest
+
+
+def _write_results(out: Path, ctx: Context, quick: bool) -> None:
+  """The sweeps' CSVs, the alignment CSV and, when any sweep ran, ``claims.md``."""
+  if not ctx.results:
+    return
+  (out / "results").mkdir(exist_ok=True)
+  for name, df in ctx.results.items():
+    ckpt.atomic_write_text(out / "results" / f"{name}.csv", df.to_csv(index=False))
+  if ctx._alignment is not None:
+    ckpt.atomic_write_text(out / "results" / "alignment.csv",
+                           ctx._alignment.to_csv(index=False))
+  results = dict(ctx.results)
+  for name in SWEEPS:   # claims read every sweep this output directory has
+    path = out / "results" / f"{name}.csv"
+    if name not in results and path.exists():
+      results[name] = experiments.read_results(path)
+  header = (f"Generated by `sideways-lab figures{' --quick' if quick else ''}` "
+            f"({'quick mode: tiny budgets, the verdicts mean nothing' if quick else 'full mode'}"
+            f", commit {_git_commit(Path(__file__).resolve().parent.parent)}); every number is "
+            f"a mean ± std over seeds; differences are paired by seed (same clips and initial "
+            f"parameters). Results: `results/*.csv`.")
+  ckpt.atomic_write_text(out / "claims.md",
+                         experiments.claims_report(experiments.claims(results), header))
 
 
 def _read_manifest(path: Path) -> dict | None:

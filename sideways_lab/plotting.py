@@ -23,40 +23,55 @@ import contextlib
 import dataclasses
 from typing import Mapping, Sequence
 
+import cycler
 import numpy as np
 
 # ---------------------------------------------------------------------------------------------
 # Style
 # ---------------------------------------------------------------------------------------------
 
-#: One colour per scheme, everywhere (Okabe–Ito).
+#: One colour per scheme, everywhere (Okabe–Ito); an exact twin has its scheme's colour and
+#: a dashed line (a hatched bar); baselines are grey.
 SCHEME_COLORS: dict[str, str] = {
     "backprop": "#0072B2",         # blue
     "sideways": "#E69F00",         # orange
+    "sideways_exact": "#E69F00",   # the exact twin of Sideways: its colour, dashed
     "skip_sideways": "#009E73",    # bluish green
-    "pipelined_exact": "#3A3A3A",  # neutral dark grey: the exact gradient Sideways approximates
+    "skip_exact": "#009E73",       # the exact twin of Skip-Sideways: its colour, dashed
+    "copy_newest": "#6E6E6E",      # baselines: grey
+    "mean_frame": "#A8A8A8",
 }
 
 #: Display names of the schemes.
 SCHEME_LABELS: dict[str, str] = {
     "backprop": "BP",
     "sideways": "Sideways",
+    "sideways_exact": "Sideways, exact twin",
     "skip_sideways": "Skip-Sideways",
-    "pipelined_exact": "pipelined exact",
+    "skip_exact": "Skip-Sideways, exact twin",
+    "copy_newest": "copy newest frame",
+    "mean_frame": "mean frame",
 }
 
-#: Line styles that keep schemes distinguishable in greyscale prints.
+#: Exact twins are dashed, baselines dotted; everything else solid.
 SCHEME_LINESTYLES: dict[str, str] = {
-    "backprop": "-", "sideways": "--", "skip_sideways": "-.", "pipelined_exact": ":",
+    "sideways_exact": "--", "skip_exact": "--", "copy_newest": ":", "mean_frame": ":",
 }
 
-#: Markers per scheme.
+#: Markers per scheme (an exact twin shares its scheme's marker).
 SCHEME_MARKERS: dict[str, str] = {
-    "backprop": "o", "sideways": "s", "skip_sideways": "^", "pipelined_exact": "D",
+    "backprop": "o", "sideways": "s", "sideways_exact": "s", "skip_sideways": "^",
+    "skip_exact": "^", "copy_newest": "", "mean_frame": "",
 }
+
+#: Exact twins (hatched bars, hollow markers).
+EXACT_SCHEMES = ("sideways_exact", "skip_exact")
+#: Baselines (grey reference lines).
+BASELINE_SCHEMES = ("copy_newest", "mean_frame")
 
 #: The order in which schemes appear in legends and panels.
-SCHEME_ORDER: tuple[str, ...] = ("backprop", "sideways", "skip_sideways", "pipelined_exact")
+SCHEME_ORDER: tuple[str, ...] = ("backprop", "sideways", "sideways_exact", "skip_sideways",
+                                 "skip_exact", "copy_newest", "mean_frame")
 
 #: Colour of blocked (idle) units in BP diagrams and of "nothing here" cells.
 BLOCKED_COLOR = "#BDBDBD"
@@ -80,9 +95,8 @@ STYLE: dict[str, object] = {
     "axes.titlesize": 11,
     "axes.titleweight": "bold",
     "axes.labelsize": 10,
-    "axes.prop_cycle": __import__("cycler").cycler(
-        color=[SCHEME_COLORS[s] for s in SCHEME_ORDER]
-        + ["#CC79A7", "#56B4E9", "#D55E00", "#F0E442"]),
+    "axes.prop_cycle": cycler.cycler(
+        color=["#0072B2", "#E69F00", "#009E73", "#CC79A7", "#56B4E9", "#D55E00", "#F0E442"]),
     "font.size": 9.5,
     "font.family": "DejaVu Sans",
     "legend.fontsize": 8.5,
@@ -127,6 +141,8 @@ def scheme_kwargs(scheme: str, marker: bool = False) -> dict:
             linestyle=SCHEME_LINESTYLES.get(scheme, "-"))
   if marker:
     kw["marker"] = SCHEME_MARKERS.get(scheme, "o")
+    if scheme in EXACT_SCHEMES:
+      kw["markerfacecolor"] = "white"
   return kw
 
 
@@ -529,8 +545,11 @@ def plot_bars(ax, values: Mapping[str, float], *, errors: Mapping[str, float] | 
   x = np.arange(len(schemes))
   vals = [float(values[s]) for s in schemes]
   err = [float(errors[s]) for s in schemes] if errors else None
-  ax.bar(x, vals, yerr=err, color=[scheme_color(s) for s in schemes], width=0.65,
-         capsize=3, edgecolor="none")
+  bars = ax.bar(x, vals, yerr=err, color=[scheme_color(s) for s in schemes], width=0.65,
+                capsize=3, edgecolor="white")
+  for bar, s in zip(bars, schemes):
+    if s in EXACT_SCHEMES:
+      bar.set_hatch("///")
   for xi, v in zip(x, vals):
     ax.text(xi, v, fmt.format(v), ha="center", va="bottom", fontsize=8)
   ax.set_xticks(x)
@@ -557,7 +576,8 @@ def plot_grouped_bars(ax, values: Mapping[str, Mapping[str, float]], *, ylabel: 
   w = 0.8 / len(schemes)
   for i, s in enumerate(schemes):
     ax.bar(x - 0.4 + (i + 0.5) * w, [float(values[s][g]) for g in groups], width=w,
-           color=scheme_color(s), edgecolor="none", label=scheme_label(s))
+           color=scheme_color(s), edgecolor="white", label=scheme_label(s),
+           hatch="///" if s in EXACT_SCHEMES else None)
   ax.set_xticks(x)
   ax.set_xticklabels(groups)
   if chance is not None:
@@ -671,4 +691,53 @@ def plot_timeline(ax, tl, *, time: bool = False, annotate: bool | None = None,
   ax.set_xlabel("time (s)" if time else "tick")
   ax.set_title(title if title is not None else f"{scheme_label(tl.scheme)}: L = {L}, D = {D}",
                color=scheme_color(tl.scheme))
+  return ax
+
+
+# ---------------------------------------------------------------------------------------------
+# Sweeps (tidy DataFrames of sideways_lab.experiments)
+# ---------------------------------------------------------------------------------------------
+
+def plot_sweep(ax, df, metric: str, *, schemes=None, xlabel: str | None = None,
+               ylabel: str | None = None, title: str | None = None, chance: float | None = None,
+               legend: bool = True, logx: bool = False):
+  """``metric`` against the knob value, one colour per scheme: every seed as a thin line, the
+  mean over seeds bold with markers; baselines (``copy_newest``, ``mean_frame``) as grey
+  lines (their mean over seeds); an optional chance line.
+
+  ``df``: a tidy DataFrame of :func:`sideways_lab.experiments.sweep` (columns ``scheme,
+  value, seed`` and ``metric``). For next-frame baselines of several pipeline timings, the
+  rows of each (scheme, graph, method) are drawn separately.
+  """
+  present = list(dict.fromkeys(df["scheme"]))
+  for s in order_schemes(schemes if schemes is not None else present):
+    rows = df[df["scheme"] == s]
+    if rows.empty:
+      continue
+    kw = scheme_kwargs(s, marker=True)
+    if s in BASELINE_SCHEMES:
+      for (graph, method), part in rows.groupby(["graph", "method"], sort=False):
+        mean = part.groupby("value")[metric].mean()
+        ax.plot(mean.index, mean.values, color=kw["color"], lw=1.2,
+                ls=":" if method == "synchronous" else "--" if graph == "chain" else "-.",
+                label=f"{scheme_label(s)} ({'BP' if method == 'synchronous' else graph})")
+      continue
+    for _, seed_rows in rows.groupby("seed"):
+      seed_rows = seed_rows.sort_values("value")
+      ax.plot(seed_rows["value"], seed_rows[metric], color=kw["color"], lw=0.7, alpha=0.35,
+              ls=kw["linestyle"])
+    mean = rows.groupby("value")[metric].mean()
+    ax.plot(mean.index, mean.values, lw=2.0, **kw)
+  if chance is not None:
+    ax.axhline(chance, color="#777777", ls=":", lw=1.2)
+    ax.annotate("chance", (1.0, chance), xycoords=("axes fraction", "data"), ha="right",
+                va="bottom", fontsize=8, color="#555555")
+  if logx:
+    ax.set_xscale("symlog", linthresh=0.25)
+  ax.set_xlabel(xlabel if xlabel is not None else str(df["knob"].iloc[0]))
+  ax.set_ylabel(ylabel if ylabel is not None else metric)
+  if title:
+    ax.set_title(title)
+  if legend:
+    ax.legend(fontsize=7.5)
   return ax
