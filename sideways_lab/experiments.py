@@ -44,7 +44,7 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from sideways_lab import checkpoint as ckpt
-from sideways_lab import engine, training
+from sideways_lab import engine, schedule, training
 from sideways_lab.models import (EXACT_TWIN, SCHEMES, check_scheme,
                                  check_task, graph_of, method_of, mode_of)
 from sideways_lab.tasks import ANCHORS, frame_metrics, grad_cosine, newest_frames
@@ -264,7 +264,7 @@ def baseline_rows(config: training.TrainConfig, knob: str) -> list[dict]:
   task = trainer.task
   T = config.data.num_frames
   newest = np.clip(_newest(trainer), 0, T - 1)
-  V = engine.schedule.loss_ticks(trainer.graph, T, task.mask, trainer.mode)
+  V = schedule.loss_ticks(trainer.graph, T, task.mask, trainer.mode)
   mean = mean_frame(trainer)
   totals = {b: {} for b in BASELINES}
   count, i = 0, 0
@@ -301,12 +301,15 @@ def default_schemes(task: str) -> tuple:
   return tuple(SCHEMES) + (BASELINES if task == "next-frame" else ())
 
 
-def _read_row(path: Path) -> dict | None:
+def _read_rows(path: Path) -> list[dict] | None:
+  """The rows a finished run wrote (``row.json``: a list of dicts), or None when absent or
+  unreadable (the run is then redone)."""
   try:
-    row = json.loads(path.read_text())
+    rows = json.loads(path.read_text())
   except (OSError, ValueError):
     return None
-  return row if isinstance(row, dict) else None
+  ok = isinstance(rows, list) and rows and all(isinstance(r, dict) for r in rows)
+  return rows if ok else None
 
 
 def _order(df: pd.DataFrame) -> pd.DataFrame:
@@ -390,7 +393,7 @@ def sweep(task: str, knob: str, values, *, schemes=None, seeds: int = 3,
     for kind, cfg in jobs:
       name = f"{kind}-{cfg.scheme}-seed{cfg.seed}-{run_key(cfg)}"
       run_dir = runs / name
-      cached = _read_row(run_dir / "row.json")
+      cached = _read_rows(run_dir / "row.json")
       if cached is None:
         if kind == "train":
           log(f"  training {name} ({cfg.steps} steps)")
@@ -422,9 +425,10 @@ def read_results(path) -> pd.DataFrame:
     path = path / "results.csv"
   if not path.exists():
     raise FileNotFoundError(f"no sweep results at {str(path)!r} (run `sideways-lab sweep`)")
-  df = pd.read_csv(path, keep_default_na=False, na_values=["", "nan", "NaN"])
-  df["anchor"] = df["anchor"].fillna("")
-  return df
+  return pd.read_csv(path, dtype={"anchor": str}, keep_default_na=False,
+                     na_values={c: ["", "nan", "NaN"] for c in ("accuracy", "tick_accuracy",
+                                                                "loss", "mse", "psnr", "ssim",
+                                                                "final_train_loss", "chance")})
 
 
 # ---------------------------------------------------------------------------------------------
@@ -452,6 +456,36 @@ def paired_difference(df: pd.DataFrame, a: str, b: str, metric: str,
     raise ValueError(f"no paired runs of {a!r} and {b!r} with {metric!r}")
   return diff.groupby(by, sort=False)["diff"].agg(["mean", "std", "min", "max",
                                                    "count"]).reset_index()
+
+
+# ---------------------------------------------------------------------------------------------
+# Predictions of trained runs
+# ---------------------------------------------------------------------------------------------
+
+def predictions(runs, num_clips: int = 1):
+  """Predicted frames of trained next-frame runs on the same held-out clips.
+
+  ``runs`` maps a scheme to a run directory (a :func:`sideways_lab.experiments.sweep` run).
+  Returns ``(video (N, T, H, W, C), targets like video, {scheme: prediction like video},
+  {scheme: loss ticks (T,) bool})``; every run draws the test clips of its seed, which runs
+  of one seed share.
+  """
+  preds, ticks, video, targets = {}, {}, None, None
+  for s, run_dir in runs.items():
+    config, trainer, params, _ = training.load_run(run_dir)
+    video, tgt, _ = trainer.task.batch(num_clips, training.test_seed(config.seed, 0))
+    outputs, _ = engine.forward(trainer.graph, params, video, trainer.mode)
+    ticks[s] = schedule.loss_ticks(trainer.graph, video.shape[1], trainer.task.mask,
+                                   trainer.mode)
+    preds[s] = np.clip(np.asarray(outputs), 0.0, 1.0)
+    targets = tgt if targets is None else targets
+  return video, targets, preds, ticks
+
+
+def runs_at(df: pd.DataFrame, value, seed: int = 0) -> dict:
+  """``{scheme: run dir}`` of the trained runs of ``df`` at knob ``value`` and ``seed``."""
+  rows = df[np.isclose(df.value, value) & (df.seed == seed) & df.scheme.isin(SCHEMES)]
+  return {r.scheme: r.run for r in rows.itertuples()}
 
 
 # ---------------------------------------------------------------------------------------------

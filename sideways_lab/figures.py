@@ -37,12 +37,11 @@ from matplotlib.figure import Figure
 
 import sideways_lab
 from sideways_lab import checkpoint as ckpt
-from sideways_lab import engine, experiments, schedule, training
+from sideways_lab import experiments, schedule, training
 from sideways_lab import plotting as P
 from sideways_lab.analysis import latency as LM
 from sideways_lab.analysis import timing
 from sideways_lab.graph import chain_edges, skip_edges
-from sideways_lab.models import SCHEMES as SCHEME_NAMES
 
 SEED = 0
 
@@ -68,7 +67,10 @@ def _figure(name: str, sentence: str, sweeps: tuple = ()):
 #: The sweeps behind the figures and the claims report (full mode; seeds per setting).
 SWEEPS: dict[str, dict] = {
     "digits-speed": dict(task="digits", knob="speed", values=(0.25, 1.0, 4.0)),
-    "digits-stride": dict(task="digits", knob="stride", values=(1, 2, 4)),
+    # stride s at speed v shows the clips of speed s·v (tests/test_experiments.py): strides
+    # 1 and 4 at 0.25 px/frame span the smooth half of the speed sweep; stride 1 is its run
+    "digits-stride": dict(task="digits", knob="stride", values=(1, 4),
+                          overrides=dict(data=dict(speed=0.25))),
     "motion-classes": dict(task="motion-classes", knob="speed", values=(2.0,)),
     "next-frame-newest": dict(task="next-frame", knob="speed", values=(0.5, 2.0),
                               anchor="newest"),
@@ -77,11 +79,27 @@ SWEEPS: dict[str, dict] = {
 }
 SEEDS = 3
 #: Quick mode: two values per sweep, two seeds, tiny budgets.
-QUICK_VALUES = {"digits-speed": (0.5, 2.0), "digits-stride": (1, 2),
+QUICK_VALUES = {"digits-speed": (0.5, 2.0), "digits-stride": (1, 4),
                 "next-frame-newest": (0.5, 2.0), "next-frame-input": (0.5, 2.0)}
 QUICK_SEEDS = 2
 #: The runs whose checkpoints the alignment figure measures: (sweep, knob value).
 ALIGNMENT_RUNS = (("digits-speed", 1.0), ("next-frame-newest", 0.5))
+
+
+#: Where the committed full-run results live (in a checkout of the repository).
+RESULTS_DIR = Path(__file__).resolve().parent.parent / "figures" / "results"
+
+
+def results(name: str) -> pd.DataFrame:
+  """The committed full-run results of figure sweep ``name`` (``figures/results/<name>.csv``,
+  or ``alignment``), as the DataFrame :func:`sideways_lab.experiments.sweep` returned."""
+  if name not in SWEEPS and name != "alignment":
+    raise ValueError(f"name must be one of {list(SWEEPS) + ['alignment']}, got {name!r}")
+  path = RESULTS_DIR / f"{name}.csv"
+  if not path.exists():
+    raise FileNotFoundError(f"{str(path)!r} does not exist: regenerate the figures with "
+                            f"`sideways-lab figures` in a checkout of the repository")
+  return pd.read_csv(path) if name == "alignment" else experiments.read_results(path)
 
 
 def sweep_spec(name: str, quick: bool) -> dict:
@@ -99,8 +117,7 @@ def figure_config(name: str, quick: bool = False) -> dict:
   out = {}
   for sw in spec.sweeps:
     args = sweep_spec(sw, quick)
-    out[sw] = {**{k: list(v) if isinstance(v, tuple) else v for k, v in args.items()},
-               "budget": experiments.budget(args["task"], quick)}
+    out[sw] = {**json.loads(json.dumps(args)), "budget": experiments.budget(args["task"], quick)}
   if name == "alignment_training":
     out["alignment"] = {"runs": [list(r) for r in _alignment_runs(quick)],
                         "expected_clips": experiments.EXPECTED_CLIPS,
@@ -284,32 +301,6 @@ def fig_next_frame(ctx: Context):
   return fig
 
 
-def predictions(runs, num_clips: int = 1):
-  """Predicted frames of trained next-frame runs on the same held-out clips.
-
-  ``runs`` maps a scheme to a run directory (a :func:`sideways_lab.experiments.sweep` run).
-  Returns ``(video (N, T, H, W, C), targets like video, {scheme: prediction like video},
-  {scheme: loss ticks (T,) bool})``; every run draws the test clips of its seed, which runs
-  of one seed share.
-  """
-  preds, ticks, video, targets = {}, {}, None, None
-  for s, run_dir in runs.items():
-    config, trainer, params, _ = training.load_run(run_dir)
-    video, tgt, _ = trainer.task.batch(num_clips, training.test_seed(config.seed, 0))
-    outputs, _ = engine.forward(trainer.graph, params, video, trainer.mode)
-    ticks[s] = schedule.loss_ticks(trainer.graph, video.shape[1], trainer.task.mask,
-                                   trainer.mode)
-    preds[s] = np.clip(np.asarray(outputs), 0.0, 1.0)
-    targets = tgt if targets is None else targets
-  return video, targets, preds, ticks
-
-
-def _runs_at(df, value, seed: int = 0) -> dict:
-  """``{scheme: run dir}`` of the trained runs of ``df`` at knob ``value`` and ``seed``."""
-  rows = df[np.isclose(df.value, value) & (df.seed == seed) & df.scheme.isin(SCHEME_NAMES)]
-  return {r.scheme: r.run for r in rows.itertuples()}
-
-
 @_figure("future_frames", sweeps=("next-frame-newest",), sentence= "Frames predicted by every trained scheme (anchor 'newest', seed 0) "
          "on a held-out clip at a smooth and at a rough speed, each column the frame the "
          "scheme targets at that tick: at the smooth speed a digit stays visible, at the rough "
@@ -323,8 +314,8 @@ def fig_future_frames(ctx: Context):
     fig = Figure(figsize=(12, 7.2), layout="constrained")
     subs = fig.subfigures(1, len(speeds), wspace=0.04)
     for sf, v in zip(np.atleast_1d(subs), speeds):
-      runs = {s: work / r for s, r in _runs_at(df, v).items()}
-      video, _, preds, ticks = predictions(runs)
+      runs = {s: work / r for s, r in experiments.runs_at(df, v).items()}
+      video, _, preds, ticks = experiments.predictions(runs)
       schemes = P.order_schemes(preds)
       shown = np.flatnonzero(ticks[schemes[0]])[:4]
       grid = sf.subplots(1 + len(schemes), len(shown), squeeze=False)
@@ -569,13 +560,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                            "SIDEWAYS_LAB_QUICK=1)")
   parser.add_argument("--only", nargs="+", choices=list(FIGURES), help="only these figures")
   parser.add_argument("--seed", type=int, default=SEED)
+  parser.add_argument("--work-dir", default=None,
+                      help="where the sweeps' runs are cached (default: "
+                           ".sideways_cache/figures-<mode>; a rerun reuses finished runs)")
 
 
 def run(args: argparse.Namespace) -> int:
   """Runs :func:`generate` for parsed :func:`add_arguments` options; returns 0."""
   quick = args.quick or os.environ.get("SIDEWAYS_LAB_QUICK", "").strip().lower() in (
       "1", "true", "yes", "on")
-  m = generate(args.out, quick=quick, only=args.only, seed=args.seed)
+  m = generate(args.out, quick=quick, only=args.only, seed=args.seed, work_dir=args.work_dir)
   skipped = [n for n, f in m["figures"].items() if "skipped" in f]
   print(f"wrote {len(m['figures']) - len(skipped)} figures to {args.out} in "
         f"{m['total_time_s']:.0f} s" + (f"; skipped {skipped}" if skipped else ""))

@@ -15,7 +15,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_generate_quick_writes_every_figure_and_manifest(tmp_path):
-  m = figures.generate(tmp_path, quick=True, log=None)
+  m = figures.generate(tmp_path, quick=True, log=None, work_dir=tmp_path / "work")
   assert m["mode"] == "quick"
   for key in ("package_version", "git_commit", "seeds", "versions", "device", "total_time_s"):
     assert key in m
@@ -27,6 +27,13 @@ def test_generate_quick_writes_every_figure_and_manifest(tmp_path):
       p = tmp_path / f"{name}.{ext}"
       assert p.exists() and p.stat().st_size > 1000
   assert json.loads((tmp_path / "manifest.json").read_text()) == m
+  for name, f in m["figures"].items():
+    assert f["config"] == json.loads(json.dumps(figures.figure_config(name, quick=True)))
+  # the sweeps' tidy results and the claims report come with the figures
+  for sweep in figures.SWEEPS:
+    assert (tmp_path / "results" / f"{sweep}.csv").exists(), sweep
+  claims = (tmp_path / "claims.md").read_text()
+  assert all(f"**C{i}**" in claims for i in range(1, 5)) and "quick mode" in claims
 
 
 def test_unknown_figure_and_cli(tmp_path):
@@ -47,9 +54,15 @@ def test_unknown_figure_and_cli(tmp_path):
 
 def test_committed_figures_match_the_manifest():
   man = ROOT / "figures" / "manifest.json"
-  if not man.exists():
-    pytest.skip("figures/ not generated yet")
   m = json.loads(man.read_text())
+  assert m["mode"] == "full" and set(m["figures"]) == set(figures.FIGURES)
+  for name, f in m["figures"].items():   # the committed figures were made with today's code
+    assert f["config"] == json.loads(json.dumps(figures.figure_config(name))), (
+        f"figures/{name} was generated with another configuration than the code's defaults: "
+        f"regenerate it with `sideways-lab figures --only {name}`")
+  for sweep in figures.SWEEPS:
+    assert (ROOT / "figures" / "results" / f"{sweep}.csv").exists(), sweep
+  assert (ROOT / "figures" / "claims.md").exists()
   for name, f in m["figures"].items():
     for fn in f.get("files", []):
       assert (ROOT / "figures" / fn).exists(), fn
