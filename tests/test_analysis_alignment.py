@@ -6,15 +6,30 @@ import math
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pandas as pd
 import pytest
 
 import sideways_lab as sl
 from sideways_lab import analysis as an
-from sideways_lab.analysis import toy
+from sideways_lab.models import ModelConfig, build_graph
+from sideways_lab.tasks import TaskConfig, make_task, mse, shift_targets
 
 # A small deterministic configuration shared by the sweep tests (one compiled function).
 CFG = dict(num_units=4, size=(16, 16), batch_size=2, num_frames=8, seeds=4, width=32,
-           model="mlp", cache=False)
+           cache=False)
+
+
+def _digits(batch_size, num_frames, size, speed, seed):
+  """(B, T, H, W, 1) moving digits of the next-frame task (``sl.tasks``)."""
+  task = make_task(TaskConfig(task="next-frame", num_frames=num_frames, size=size, speed=speed))
+  return task.batch(batch_size, seed)[0]
+
+
+def _next_frame(video):
+  """Targets ``y^t = x_{t+1}`` and the mask of the next-frame task (the last tick masked)."""
+  T = video.shape[1]
+  task = make_task(TaskConfig(task="next-frame", num_frames=T, size=video.shape[2:4]))
+  return shift_targets(video, 1), task.mask
 
 
 # ---------------------------------------------------------------------------------------------
@@ -77,8 +92,8 @@ def test_alignment_is_vmappable():
 @pytest.fixture(scope="module")
 def chain_setup():
   L, T = 3, 7
-  graph = toy.graph_for("sideways", L, 8, (8, 8, 1))
-  video = toy.digits_video(2, T, (8, 8), speed=1.0, seed=3)
+  graph = build_graph(ModelConfig(task="next-frame", num_units=L, width=8), "sideways")
+  video = _digits(2, T, (8, 8), speed=1.0, seed=3)
   params = graph.init(jax.random.PRNGKey(1), video[:, 0])
   return graph, params, video
 
@@ -87,8 +102,8 @@ def test_per_tick_static_video_is_exact(chain_setup):
   graph, params, video = chain_setup
   L, T = graph.num_units, video.shape[1]
   static = np.repeat(video[:, :1], T, axis=1)
-  targets, mask = toy.next_frame_task(static)
-  pt = an.per_tick_alignment(graph, params, static, targets, toy.mse, mask)
+  targets, mask = _next_frame(static)
+  pt = an.per_tick_alignment(graph, params, static, targets, mse, mask)
   N = T + L - 1
   V = sl.schedule.loss_ticks(graph, T, mask)
   for k in range(1, L + 1):
@@ -108,8 +123,8 @@ def test_per_tick_static_video_is_exact(chain_setup):
 def test_per_tick_moving_video(chain_setup):
   graph, params, video = chain_setup
   L = graph.num_units
-  targets, mask = toy.next_frame_task(video)
-  pt = an.per_tick_alignment(graph, params, video, targets, toy.mse, mask)
+  targets, mask = _next_frame(video)
+  pt = an.per_tick_alignment(graph, params, video, targets, mse, mask)
   h = pt.has_gradient
   # The top unit's gradient is exact at every tick (same tick, same activation).
   np.testing.assert_allclose(pt.metrics.cosine[h[:, -1], -1], 1.0, atol=1e-5)
@@ -117,8 +132,8 @@ def test_per_tick_moving_video(chain_setup):
   assert np.nanmean(pt.metrics.cosine[:, 0]) < 0.999
   # The references add up to the exact gradient (Σ_t r_k^t = ∇_θk J), and the per-tick
   # Sideways gradients add up to Ĝ: so the reference is the right one.
-  G, _ = sl.gradients(graph, params, video, targets, toy.mse, "sideways", mask)
-  E, _ = sl.gradients(graph, params, video, targets, toy.mse, "pipelined_exact", mask)
+  G, _ = sl.gradients(graph, params, video, targets, mse, "sideways", mask)
+  E, _ = sl.gradients(graph, params, video, targets, mse, "pipelined_exact", mask)
   total = an.alignment(G, E)
   assert float(total.per_unit.cosine[-1]) == pytest.approx(1.0, abs=1e-5)
   rows = pt.to_rows()
@@ -139,23 +154,32 @@ def test_source_matrix_skip_graph():
 # Sweeps: the "must show" claims
 # ---------------------------------------------------------------------------------------------
 
+
 @pytest.fixture(scope="module")
 def speed_table():
   return an.sweep_speed((0.0, 0.5, 1.0, 2.0), schemes=("sideways",), **CFG)
 
 
+def _where(table, **conditions):
+  """The rows of ``table`` whose columns equal the given values."""
+  keep = np.ones(len(table), bool)
+  for k, v in conditions.items():
+    keep &= (table[k] == v).to_numpy()
+  return table[keep]
+
+
 def _mean(table, unit, **where):
-  m = table.where(unit=unit, **where).column("cosine")
+  m = _where(table, unit=unit, **where)["cosine"].to_numpy()
   assert len(m) == CFG["seeds"]
   return float(m.mean())
 
 
 def test_zero_speed_equality(speed_table):
-  zero = speed_table.where(speed=0)
+  zero = _where(speed_table, speed=0)
   assert len(zero) == CFG["seeds"] * (CFG["num_units"] + 1)
-  np.testing.assert_allclose(zero.column("cosine"), 1.0, atol=1e-5)
-  np.testing.assert_allclose(zero.column("norm_ratio"), 1.0, atol=1e-4)
-  np.testing.assert_allclose(zero.column("rel_error"), 0.0, atol=1e-3)
+  np.testing.assert_allclose(zero["cosine"], 1.0, atol=1e-5)
+  np.testing.assert_allclose(zero["norm_ratio"], 1.0, atol=1e-4)
+  np.testing.assert_allclose(zero["rel_error"], 0.0, atol=1e-3)
 
 
 def test_alignment_falls_with_speed_and_distance_from_top(speed_table):
@@ -172,6 +196,42 @@ def test_alignment_falls_with_speed_and_distance_from_top(speed_table):
   assert overall[0] > overall[1] > overall[2] > overall[3]
 
 
+def test_sweep_dataframe_columns_and_rows(speed_table):
+  t = speed_table
+  L, seeds = CFG["num_units"], CFG["seeds"]
+  assert list(t.columns) == ["scheme", "reference", "speed", "seed", "unit", "num_units",
+                             "distance_from_top", *an.METRICS]
+  assert len(t) == 4 * seeds * (L + 1)
+  # one row per (speed, seed, unit), units 1..L and "all"
+  assert not t.duplicated(["scheme", "speed", "seed", "unit"]).any()
+  assert t.groupby(["speed", "seed"])["unit"].apply(list).map(
+      lambda u: u == [*range(1, L + 1), "all"]).all()
+  units = t[t.unit != "all"]
+  np.testing.assert_array_equal(units.distance_from_top, L - units.unit.astype(int))
+  assert t[t.unit == "all"].distance_from_top.isna().all()
+  assert set(t.scheme) == {"sideways"} and set(t.reference) == {"pipelined_exact"}
+  assert sorted(set(t.speed)) == [0.0, 0.5, 1.0, 2.0] and set(t.seed) == set(range(seeds))
+  assert t.attrs["sweep"] == "sweep_speed" and t.attrs["model"]["task"] == "next-frame"
+  assert t.attrs["from_cache"] is False
+
+
+def test_per_unit_mean_is_the_pivot_of_a_sweep(speed_table):
+  cos = an.per_unit_mean(speed_table, "speed")
+  assert list(cos) == ["sideways"] and cos["sideways"].shape == (4, CFG["num_units"])
+  for i, s in enumerate((0, 0.5, 1, 2)):
+    for k in range(1, CFG["num_units"] + 1):
+      assert cos["sideways"][i, k - 1] == pytest.approx(_mean(speed_table, k, speed=s))
+  # by hand: rows in ascending knob order, columns units 1..L, the "all" rows left out
+  t = pd.DataFrame({"scheme": ["a"] * 6 + ["b"] * 2, "stride": [2, 2, 1, 1, 1, 2, 1, 1],
+                    "unit": [1, 1, 1, 2, "all", "all", 1, 2],
+                    "cosine": [0.2, 0.4, 0.9, 0.8, 0.0, 0.0, 0.5, 0.6]})
+  cos = an.per_unit_mean(t, "stride")
+  np.testing.assert_allclose(cos["a"], [[0.9, 0.8], [0.3, np.nan]])
+  np.testing.assert_allclose(cos["b"], [[0.5, 0.6]])
+  with pytest.raises(KeyError, match="speed"):
+    an.per_unit_mean(t, "speed")
+
+
 def test_alignment_falls_with_stride(speed_table):
   # Four strides x four seeds: the same shapes as the speed sweep, so no new compilation.
   t = an.sweep_stride((1, 2, 4, 8), speed=0.5, schemes=("sideways",), **CFG)
@@ -182,7 +242,7 @@ def test_alignment_falls_with_stride(speed_table):
 
 def test_stride_sweep_on_video_files(tmp_path):
   import imageio.v3 as iio
-  clips = toy.digits_video(2, 64, (16, 16), speed=0.5, seed=5)
+  clips = _digits(2, 64, (16, 16), speed=0.5, seed=5)
   folders = []
   for b, clip in enumerate(clips):
     folder = tmp_path / f"clip{b}"
@@ -192,54 +252,53 @@ def test_stride_sweep_on_video_files(tmp_path):
     folders.append(folder)
   t = an.sweep_stride((1, 2, 4, 8), video=folders, schemes=("sideways",), **CFG)
   assert len(t) == 4 * CFG["seeds"] * (CFG["num_units"] + 1)
-  assert set(t.column("stride")) == {1, 2, 4, 8}
-  assert np.isfinite(t.column("cosine")).all()
+  assert set(t["stride"]) == {1, 2, 4, 8}
+  assert np.isfinite(t["cosine"]).all()
   bottom = [_mean(t, 1, stride=s) for s in (1, 2, 4)]
   assert bottom[0] > bottom[2], bottom
+  assert t.attrs["source"] == "video"
 
 
 def test_skip_sideways_zero_speed_equality():
-  video = np.repeat(toy.digits_video(1, 1, (8, 8), speed=0.0, seed=2), 6, axis=1)
+  video = np.repeat(_digits(1, 2, (8, 8), speed=0.0, seed=2)[:, :1], 6, axis=1)
   rows = an.measure("skip_sideways", video[None], num_units=3, width=8, seeds=[0],
                     conditions=[{"speed": 0}])
-  assert len(rows) == 4 and rows[-1]["unit"] == "all"
-  np.testing.assert_allclose([r["cosine"] for r in rows], 1.0, atol=1e-4)
-  np.testing.assert_allclose([r["norm_ratio"] for r in rows], 1.0, atol=1e-3)
+  assert len(rows) == 4 and rows["unit"].iloc[-1] == "all"
+  np.testing.assert_allclose(rows["cosine"], 1.0, atol=1e-4)
+  np.testing.assert_allclose(rows["norm_ratio"], 1.0, atol=1e-3)
 
 
 # ---------------------------------------------------------------------------------------------
-# Tables and the cache
+# The cache
 # ---------------------------------------------------------------------------------------------
 
-def test_table_roundtrip_and_aggregate(tmp_path):
-  t = an.Table([{"x": 1, "unit": 1, "c": 0.5}, {"x": 1, "unit": 1, "c": 1.0},
-                {"x": 2, "unit": "all", "c": float("nan")}], {"what": "test"})
-  t2 = an.Table.from_json(t.to_json(tmp_path / "t.json"))
-  assert t2.rows[:2] == t.rows[:2] and math.isnan(t2.rows[2]["c"]) and t2.meta == t.meta
-  p = t.to_csv(tmp_path / "t.csv")
-  assert p.read_text().splitlines()[0] == "x,unit,c"
-  m = t.mean(["x"], ["c"])
-  assert m.rows[0]["c"] == pytest.approx(0.75) and m.rows[0]["n"] == 2
-  assert math.isnan(m.rows[1]["c"])
-  assert len(t.where(unit="all")) == 1 and len(t.where(x=lambda v: v > 1)) == 1
-  with pytest.raises(KeyError):
-    t.column("nope")
+def _table(n):
+  df = pd.DataFrame.from_records([
+      {"x": 1, "unit": 1, "c": 0.5, "d": 3}, {"x": 1, "unit": 2, "c": math.inf, "d": 2},
+      {"x": 2, "unit": "all", "c": math.nan, "d": None}, {"x": 2, "unit": 1, "c": n, "d": 0}])
+  df.attrs = {"what": "test", "size": (16, 16)}
+  return df
 
 
-def test_cache_hits_and_keys(tmp_path, monkeypatch):
+def test_cache_hits_keys_and_round_trip(tmp_path, monkeypatch):
   calls = []
 
   def compute():
     calls.append(1)
-    return an.Table([{"a": len(calls)}])
+    return _table(float(len(calls)))
 
   t1 = an.cached("demo", {"x": 1, "arr": np.arange(3)}, compute, cache=tmp_path)
   t2 = an.cached("demo", {"x": 1, "arr": np.arange(3)}, compute, cache=tmp_path)
-  assert len(calls) == 1 and t2.rows == t1.rows and t2.meta["from_cache"]
+  assert len(calls) == 1 and t2.attrs["from_cache"] and not t1.attrs["from_cache"]
+  # values, types ("all" beside ints, NaN, inf, None), column order and attrs survive
+  pd.testing.assert_frame_equal(t1, t2)
+  assert list(t2.unit) == [1, 2, "all", 1] and math.isinf(t2.c[1]) and math.isnan(t2.c[2])
+  assert t2.attrs["what"] == "test" and t2.attrs["size"] == [16, 16]
   an.cached("demo", {"x": 1, "arr": np.arange(4)}, compute, cache=tmp_path)
   assert len(calls) == 2
   files = sorted(tmp_path.glob("demo-*.json"))
-  assert len(files) == 2 and json.loads(files[0].read_text())["rows"]
+  assert len(files) == 2 and all(json.loads(f.read_text())["rows"] for f in files)
+  assert not list(tmp_path.glob("*.pkl")) and not list(tmp_path.glob("*.pickle"))
   monkeypatch.setenv("SIDEWAYS_LAB_CACHE", str(tmp_path / "env"))
   assert an.cache_dir(True) == tmp_path / "env"
   an.cached("demo", {"x": 2}, compute, cache=True)
@@ -248,11 +307,38 @@ def test_cache_hits_and_keys(tmp_path, monkeypatch):
   assert len(calls) == 4
 
 
-def test_sweep_uses_cache(tmp_path):
+@pytest.mark.parametrize("garbage", ["{not json", "", '{"rows": []}', "[1, 2]"])
+def test_corrupt_cache_file_is_recomputed(tmp_path, garbage):
+  calls = []
+
+  def compute():
+    calls.append(1)
+    return _table(7.0)
+
+  t1 = an.cached("demo", {"x": 1}, compute, cache=tmp_path)
+  (path,) = tmp_path.glob("demo-*.json")
+  path.write_text(garbage)
+  with pytest.warns(RuntimeWarning, match="unreadable cache file"):
+    t2 = an.cached("demo", {"x": 1}, compute, cache=tmp_path)
+  assert len(calls) == 2 and not t2.attrs["from_cache"]
+  pd.testing.assert_frame_equal(t1, t2)
+  t3 = an.cached("demo", {"x": 1}, compute, cache=tmp_path)     # the file was rewritten
+  assert len(calls) == 2 and t3.attrs["from_cache"]
+
+
+def test_sweep_uses_cache(tmp_path, speed_table):
   kw = dict(CFG, cache=tmp_path)    # the shapes of the speed sweep: no new compilation
   t1 = an.sweep_speed((0.0, 0.5, 1.0, 2.0), schemes=("sideways",), **kw)
   t2 = an.sweep_speed((0.0, 0.5, 1.0, 2.0), schemes=("sideways",), **kw)
-  assert t2.meta["from_cache"] and t2.rows == t1.rows
+  assert not t1.attrs["from_cache"] and t2.attrs["from_cache"]
+  pd.testing.assert_frame_equal(t1, t2)
+  pd.testing.assert_frame_equal(t1, speed_table)      # cached or not, the same numbers
+  (path,) = tmp_path.glob("sweep_speed-*.json")
+  path.write_text(path.read_text()[:100])              # truncated: recomputed, not fatal
+  with pytest.warns(RuntimeWarning, match="unreadable"):
+    t3 = an.sweep_speed((0.0, 0.5, 1.0, 2.0), schemes=("sideways",), **kw)
+  assert not t3.attrs["from_cache"]
+  pd.testing.assert_frame_equal(t1, t3)
 
 
 def test_quick_env(monkeypatch):
@@ -271,3 +357,9 @@ def test_sweep_argument_errors():
     an.sweep_stride((0,), cache=False)
   with pytest.raises(ValueError, match="clip_lengths"):
     an.sweep_clip_length((3,), num_units=4, cache=False)
+  with pytest.raises(ValueError, match="num_units"):
+    an.sweep_depth((1, 3), num_frames=8, cache=False)
+  with pytest.raises(ValueError, match="speed"):
+    an.sweep_stride((1, 2), video=np.zeros((20, 8, 8, 1)), speed=1.0, cache=False)
+  with pytest.raises(ValueError, match="video"):
+    an.sweep_stride((1, 2), video=np.zeros((8, 8, 1)), cache=False)

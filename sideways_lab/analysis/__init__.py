@@ -4,7 +4,8 @@
   relative error, sign agreement per unit and overall) and :func:`per_tick_alignment` (each
   ``g_k^t`` of Sideways against the exact gradient of the loss tick it came from).
 * :mod:`~sideways_lab.analysis.sweeps` — alignment vs speed, frame stride, depth, clip length
-  and training progress, as cached tidy :class:`Table` s.
+  and training progress, as tidy pandas DataFrames (:func:`per_unit_mean` pivots them).
+* :mod:`~sideways_lab.analysis.cache` — the on-disk JSON cache of those DataFrames.
 * :mod:`~sideways_lab.analysis.latency` — the latency model with per-unit costs on D devices,
   :func:`timeline` and :func:`plot_timeline` (Gantt chart).
 * :mod:`~sideways_lab.analysis.timing` — measured per-unit costs and projected speed-ups.
@@ -14,18 +15,19 @@
 from sideways_lab.analysis.alignment import (METRICS, Alignment, Metrics, PerTickAlignment,
                                              alignment, per_tick_alignment, source_matrix,
                                              vector_metrics)
+from sideways_lab.analysis.cache import cache_dir, cache_key, cached
 from sideways_lab.analysis.latency import (LatencyModel, Timeline, compare, latency_model,
                                            partition, plot_timeline, timeline)
 from sideways_lab.analysis.memory import compiled_memory, memory_vs_clip_length
-from sideways_lab.analysis.sweeps import (init_params, measure, sweep_clip_length, sweep_depth,
-                                          sweep_progress, sweep_speed, sweep_stride)
-from sideways_lab.analysis.tables import Table, cache_dir, cache_key, cached, is_quick
+from sideways_lab.analysis.sweeps import (init_params, is_quick, measure, per_unit_mean,
+                                          sweep_clip_length, sweep_depth, sweep_progress,
+                                          sweep_speed, sweep_stride)
 from sideways_lab.analysis.timing import UnitCosts, project_speedup, unit_costs
 
 __all__ = ["METRICS", "Alignment", "Metrics", "PerTickAlignment", "alignment",
            "per_tick_alignment", "source_matrix", "vector_metrics", "LatencyModel", "Timeline",
            "compare", "latency_model", "partition", "plot_timeline", "timeline",
            "compiled_memory", "memory_vs_clip_length", "init_params", "measure",
-           "sweep_clip_length", "sweep_depth", "sweep_progress", "sweep_speed", "sweep_stride",
-           "Table", "cache_dir", "cache_key", "cached", "is_quick", "UnitCosts",
+           "per_unit_mean", "sweep_clip_length", "sweep_depth", "sweep_progress", "sweep_speed",
+           "sweep_stride", "cache_dir", "cache_key", "cached", "is_quick", "UnitCosts",
            "project_speedup", "unit_costs"]

@@ -29,6 +29,7 @@ import dataclasses
 from typing import Sequence
 
 import numpy as np
+import pandas as pd
 
 from sideways_lab import schedule
 from sideways_lab.graph import chain_edges, skip_edges
@@ -211,12 +212,12 @@ def latency_model(graph_or_L, scheme: str, devices: int | None = None, *,
 
 
 def compare(graph_or_L, devices: Sequence[int] | None = None, schemes=SCHEMES, **costs):
-  """A :class:`~sideways_lab.analysis.tables.Table` of the model for several schemes and D.
+  """A DataFrame of the model for several schemes and D: one row per (D, scheme).
 
-  Adds ``speedup_vs_backprop`` (throughput over that of BP on the same D devices) and
-  ``speedup_vs_one_device`` (over BP on one device). ``costs`` go to :func:`latency_model`.
+  The columns are those of :meth:`LatencyModel.to_rows`, plus ``speedup_vs_backprop``
+  (throughput over that of BP on the same D devices) and ``speedup_vs_one_device`` (over BP
+  on one device); ``attrs`` holds the costs. ``costs`` go to :func:`latency_model`.
   """
-  from sideways_lab.analysis.tables import Table
   L = len(resolve_graph(graph_or_L, "sideways"))
   devices = list(range(1, L + 1)) if devices is None else list(devices)
   bp1 = latency_model(graph_or_L, "backprop", 1, **costs).throughput
@@ -229,8 +230,10 @@ def compare(graph_or_L, devices: Sequence[int] | None = None, schemes=SCHEMES, *
       r["speedup_vs_backprop"] = m.throughput / bp
       r["speedup_vs_one_device"] = m.throughput / bp1
       rows.append(r)
-  return Table(rows, dict(model="latency_model", **{k: v if np.isscalar(v) else list(v)
-                                                     for k, v in costs.items()}))
+  df = pd.DataFrame.from_records(rows)
+  df.attrs = dict(model="latency_model", **{k: v if np.isscalar(v) else list(v)
+                                            for k, v in costs.items()})
+  return df
 
 
 # ---------------------------------------------------------------------------------------------

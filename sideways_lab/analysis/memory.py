@@ -15,8 +15,10 @@ from typing import Sequence
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pandas as pd
 
 from sideways_lab import engine
+from sideways_lab.analysis.cache import cached
 
 FIELDS = ("temp_size_in_bytes", "argument_size_in_bytes", "output_size_in_bytes",
           "alias_size_in_bytes", "generated_code_size_in_bytes")
@@ -55,7 +57,10 @@ def compiled_memory(graph, params, video, targets, loss_fn, method: str = "sidew
 def memory_vs_clip_length(graph, params, clip_lengths: Sequence[int], loss_fn, *,
                           frame_shape=(16, 16, 1), batch_size: int = 2,
                           target_fn=None, methods=engine.METHODS, cache=False):
-  """A Table of compiled memory per method and clip length T.
+  """A DataFrame of compiled memory, one row per (clip length T, method).
+
+  Columns ``method``, ``clip_length``, the :data:`FIELDS` and ``total_bytes`` (see
+  :func:`compiled_memory`); ``attrs`` holds the backend, the graph and the shapes.
 
   Args:
     graph, params, loss_fn: as for ``sl.gradients``.
@@ -63,10 +68,9 @@ def memory_vs_clip_length(graph, params, clip_lengths: Sequence[int], loss_fn, *
     frame_shape: (H, W, C) of the frames; batch_size: B.
     target_fn: ``T -> targets ShapeDtypeStruct-like array`` (default: targets shaped like
       the video, as in next-frame prediction).
-    cache: False, True or a directory (see :func:`sideways_lab.analysis.tables.cached`);
+    cache: False, True or a directory (see :func:`sideways_lab.analysis.cache.cached`);
       the key includes the graph's repr and the shapes.
   """
-  from sideways_lab.analysis.tables import Table, cached
   H, W, C = frame_shape
 
   def compute():
@@ -77,8 +81,10 @@ def memory_vs_clip_length(graph, params, clip_lengths: Sequence[int], loss_fn, *
       for method in methods:
         m = compiled_memory(graph, params, video, targets, loss_fn, method)
         rows.append(dict(method=method, clip_length=int(T), **m))
-    return Table(rows, dict(analysis="compiled memory", backend=jax.default_backend(),
-                            graph=repr(graph), batch_size=batch_size, frame_shape=list(frame_shape)))
+    df = pd.DataFrame.from_records(rows)
+    df.attrs = dict(analysis="compiled memory", backend=jax.default_backend(), graph=repr(graph),
+                    batch_size=batch_size, frame_shape=list(frame_shape))
+    return df
   args = dict(graph=repr(graph), clip_lengths=list(clip_lengths), frame_shape=list(frame_shape),
               batch_size=batch_size, methods=list(methods), loss_fn=loss_fn,
               backend=jax.default_backend(),

@@ -1,16 +1,19 @@
-"""Sweeps of gradient alignment: vs depth, smoothness (speed, frame stride), training, clip length.
+"""Sweeps of gradient alignment: vs smoothness (speed, frame stride), clip length, depth, training.
 
 Every sweep measures, for Sideways (chain) and Skip-Sideways (skips of span 2), the alignment
 (:func:`sideways_lab.analysis.alignment.alignment`) of the Sideways estimate Ĝ with a reference
 gradient — ``pipelined_exact`` by default (the exact gradient of the same pipelined network,
-which Ĝ approximates; equality on static video) or ``backprop`` — per unit and overall, on
-next-frame prediction (MSE) with small conv units (:mod:`sideways_lab.analysis.toy`).
+which Ĝ approximates; equality on static video) or ``backprop`` — per unit and overall, on the
+package's next-frame task (``sl.tasks``: moving digits, ``y^t = x_{t+1}``, MSE, the last tick
+masked) with the package's next-frame network (``sl.models.predictor_units`` built by
+``sl.models.build_graph``; a :class:`~sideways_lab.models.ModelConfig` with ``task="next-frame"``).
 
-The work is one jitted, ``vmap``-ed function per graph and shape: all conditions × repeats
-of a sweep (speeds, strides, seeds...) run as one batch. Results are tidy
-:class:`~sideways_lab.analysis.tables.Table` s with one row per
-(scheme, condition, seed, unit) — ``unit`` is 1..L or ``"all"`` — and are cached on disk
-(:func:`~sideways_lab.analysis.tables.cached`), so notebooks and figures reuse them.
+The work is one jitted, ``vmap``-ed function per graph and shape: all conditions × seeds of a
+sweep run as one batch. Results are tidy :class:`pandas.DataFrame` s, one row per
+(scheme, condition, seed, unit): ``unit`` is 1..L, or ``"all"`` for the row of all parameters
+together; the sweep's settings are in ``DataFrame.attrs``. They are cached on disk as JSON
+(:func:`sideways_lab.analysis.cache.cached`), so notebooks and figures reuse them.
+:func:`per_unit_mean` pivots a sweep into the (knob × unit) arrays of the widgets.
 
 Quick mode (``quick=True`` or env ``SIDEWAYS_LAB_QUICK=1``) shrinks the default sizes.
 """
@@ -18,27 +21,49 @@ Quick mode (``quick=True`` or env ``SIDEWAYS_LAB_QUICK=1``) shrinks the default 
 from __future__ import annotations
 
 import functools
+import os
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Sequence
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
+import pandas as pd
 
-from sideways_lab import engine
-from sideways_lab.analysis import toy
+from sideways_lab import data, engine
 from sideways_lab.analysis.alignment import METRICS, alignment
-from sideways_lab.analysis.tables import Table, cached, is_quick
+from sideways_lab.analysis.cache import cached
+from sideways_lab.graph import UnitGraph
+from sideways_lab.models import ModelConfig, build_graph
+from sideways_lab.tasks import TaskConfig, make_task, mse, shift_targets
 
+SCHEMES = ("sideways", "skip_sideways")
 REFERENCES = ("pipelined_exact", "backprop")
+QUICK_ENV = "SIDEWAYS_LAB_QUICK"
+HORIZON = 1                  # next-frame prediction: the target of tick t is x_{t+1}
+DEFAULT_SPEED = 1.0          # pixels per frame of the digits where a sweep does not vary it
 
-_FULL = dict(size=(32, 32), batch_size=4, num_frames=12, seeds=4, width=64, num_units=4,
-             model="mlp")
-_QUICK = dict(size=(16, 16), batch_size=2, num_frames=8, seeds=2, width=32, num_units=4,
-              model="mlp")
+# Random streams. Parameters of seed s come from PRNGKey(s); the clips of seed s are the
+# moving digits of data seed CLIP_SEED_OFFSET + s; training step i of seed s draws data seed
+# TRAIN_SEED_OFFSET + TRAIN_SEED_STRIDE * s + i (independent of the clips for i < stride).
+CLIP_SEED_OFFSET = 1000
+TRAIN_SEED_OFFSET = 50_000
+TRAIN_SEED_STRIDE = 1000
+
+_FULL = dict(size=(32, 32), batch_size=4, num_frames=12, seeds=4, width=64, num_units=4)
+_QUICK = dict(size=(8, 8), batch_size=1, num_frames=6, seeds=1, width=8, num_units=3)
+
+
+def is_quick(quick: bool | None = None) -> bool:
+  """``quick`` if given, else whether the env var SIDEWAYS_LAB_QUICK is set to a true value."""
+  if quick is not None:
+    return bool(quick)
+  return os.environ.get(QUICK_ENV, "").strip().lower() in ("1", "true", "yes", "on")
 
 
 def _defaults(quick, **given) -> dict:
+  """The sweep's sizes: the given values, the rest from the quick or full defaults."""
   base = _QUICK if is_quick(quick) else _FULL
   return {k: (base[k] if given.get(k) is None else given[k]) for k in base} | {
       k: v for k, v in given.items() if k not in base}
@@ -47,7 +72,10 @@ def _defaults(quick, **given) -> dict:
 def _check_schemes(schemes) -> tuple:
   if isinstance(schemes, str):
     schemes = (schemes,)
-  return tuple(toy.check_scheme(s) for s in schemes)
+  for s in schemes:
+    if s not in SCHEMES:
+      raise ValueError(f"scheme must be one of {SCHEMES}, got {s!r}")
+  return tuple(schemes)
 
 
 def _check_reference(reference) -> str:
@@ -55,6 +83,27 @@ def _check_reference(reference) -> str:
     raise ValueError(f"reference must be one of {REFERENCES}, got {reference!r}")
   return reference
 
+
+def model_config(num_units: int, width: int) -> ModelConfig:
+  """The network of the sweeps: ``sl.models``' next-frame units, L = ``num_units``."""
+  return ModelConfig(task="next-frame", num_units=int(num_units), width=int(width))
+
+
+@functools.lru_cache(maxsize=64)
+def _graph(config: ModelConfig, scheme: str) -> UnitGraph:
+  """``build_graph``, cached: the same graph object reuses the engine's compiled functions."""
+  return build_graph(config, scheme)
+
+
+def _task(cfg: dict, speed: float, num_frames: int | None = None):
+  """The next-frame task of the sweep's sizes (``sl.tasks.NextFrame``)."""
+  return make_task(TaskConfig(task="next-frame", num_frames=int(num_frames or cfg["num_frames"]),
+                              size=tuple(cfg["size"]), speed=float(speed), horizon=HORIZON))
+
+
+# ---------------------------------------------------------------------------------------------
+# One batch of measurements
+# ---------------------------------------------------------------------------------------------
 
 @functools.partial(jax.jit, static_argnames=("graph", "loss_fn", "reference"))
 def _aligned(graph, loss_fn, reference, params, videos, targets, mask):
@@ -76,7 +125,10 @@ def _init_many(graph, keys, frame):
 
 
 def init_params(graph, seeds: Sequence[int], frame) -> tuple:
-  """Parameters for each seed, stacked on a leading axis (vmapped ``graph.init``)."""
+  """Parameters for each seed (``PRNGKey(seed)``), stacked on a leading axis N = len(seeds).
+
+  ``frame``: (B, H, W, C), one frame of the batch.
+  """
   keys = jnp.stack([jax.random.PRNGKey(int(s)) for s in seeds])
   return _init_many(graph, keys, jnp.asarray(frame))
 
@@ -97,64 +149,73 @@ def _rows(al, conditions: list[dict], num_units: int) -> list[dict]:
 
 def measure(scheme: str, videos, *, num_units: int, width: int, seeds: Sequence[int],
             conditions: Sequence[dict], reference: str = "pipelined_exact",
-            params=None, model: str = "mlp") -> list[dict]:
-  """Alignment rows for a stack of clips, one (params seed, clip batch) pair per condition.
+            params=None) -> pd.DataFrame:
+  """Alignment of one scheme for a stack of clips, one (params seed, clip batch) per condition.
+
+  The targets are ``y^t = x_{t+1}`` (``sl.tasks.shift_targets``), the last tick masked; the
+  network is :func:`model_config` ``(num_units, width)`` wired for ``scheme``.
 
   Args:
-    scheme: "sideways" or "skip_sideways".
+    scheme: "sideways" (chain) or "skip_sideways" (skips of span 2).
     videos: (N, B, T, H, W, C) — N batches of clips, one per entry of ``conditions``.
-    seeds: N parameter seeds (params are initialised with ``PRNGKey(seed)``) unless
+    num_units, width: L and the width of the network.
+    seeds: N parameter seeds (params are ``graph.init`` with ``PRNGKey(seed)``) unless
       ``params`` (stacked, leading axis N) is given.
     conditions: N dicts of the condition's columns (speed, seed, ...), copied into the rows.
+    reference: the exact gradient: "pipelined_exact" or "backprop".
   Returns:
-    rows: one per (condition, unit) plus one ``unit="all"`` row per condition.
+    a DataFrame with N·(L+1) rows: per condition one per unit (``unit`` = 1..L,
+    ``distance_from_top`` = L - k) and one with ``unit = "all"``; columns ``scheme``,
+    ``reference``, the condition's columns, ``unit``, ``num_units``, ``distance_from_top`` and
+    the metrics of :data:`~sideways_lab.analysis.alignment.METRICS`.
   """
-  toy.check_scheme(scheme)
+  _check_schemes(scheme)
   _check_reference(reference)
   videos = np.asarray(videos, np.float32)
   if videos.ndim != 6 or len(videos) != len(conditions):
     raise ValueError(f"videos must be (N, B, T, H, W, C) with N = len(conditions) = "
                      f"{len(conditions)}, got shape {videos.shape}")
-  graph = toy.graph_for(scheme, num_units, width, videos.shape[-3:], model)
-  targets, mask = zip(*[toy.next_frame_task(v) for v in videos])
-  targets = np.stack(targets)
+  graph = _graph(model_config(num_units, width), scheme)
+  targets = np.stack([shift_targets(v, HORIZON) for v in videos])
+  mask = np.arange(videos.shape[2]) + HORIZON < videos.shape[2]
   if params is None:
     params = init_params(graph, seeds, videos[0, :, 0])
-  al = _aligned(graph, toy.mse, reference, params, jnp.asarray(videos), jnp.asarray(targets),
-                jnp.asarray(mask[0]))
-  return _rows(al, [dict(c, scheme=scheme, reference=reference) for c in conditions], num_units)
+  al = _aligned(graph, mse, reference, params, jnp.asarray(videos), jnp.asarray(targets),
+                jnp.asarray(mask))
+  conds = [dict(scheme=scheme, reference=reference, **c) for c in conditions]
+  return pd.DataFrame.from_records(_rows(al, conds, num_units))
 
 
-def _digits_stack(values, key, seeds, cfg, **fixed) -> np.ndarray:
-  """(len(values)*len(seeds), B, T, H, W, 1) moving digits; clip content depends on the seed."""
-  out = []
-  for v in values:
-    for s in seeds:
-      kw = dict(batch_size=cfg["batch_size"], num_frames=cfg["num_frames"], size=cfg["size"],
-                seed=1000 + int(s))
-      kw.update(fixed)
-      kw[key] = v
-      out.append(toy.digits_video(**kw))
-  return np.stack(out)
+def _measure_all(schemes, videos, cfg, seeds, conditions, reference, num_units=None,
+                 params_of: Callable | None = None) -> pd.DataFrame:
+  """:func:`measure` for every scheme, concatenated."""
+  L = cfg["num_units"] if num_units is None else num_units
+  return pd.concat([measure(s, videos, num_units=L, width=cfg["width"], seeds=seeds,
+                            conditions=conditions, reference=reference,
+                            params=None if params_of is None else params_of(s))
+                    for s in schemes], ignore_index=True)
 
 
-def _sweep(name, x_name, values, make_videos, schemes, cfg, reference, cache, extra_args=None):
-  seeds = list(range(cfg["seeds"]))
-  args = dict(values=list(values), schemes=list(schemes), reference=reference, **cfg,
-              **(extra_args or {}))
+def _attrs(sweep: str, x: str, reference: str, cfg: dict, **extra) -> dict:
+  """The sweep's settings, for ``DataFrame.attrs``."""
+  model = model_config(cfg.get("num_units", ModelConfig.num_units), cfg["width"]).to_dict()
+  return dict(sweep=sweep, x=x, reference=reference, task="next-frame prediction (MSE)",
+              model={k: v for k, v in model.items() if k != "num_units"}, **cfg, **extra)
 
-  def compute():
-    videos = make_videos(values, seeds, cfg)
-    conds = [{x_name: _num(v), "seed": s} for v in values for s in seeds]
-    pseeds = [s for _ in values for s in seeds]
-    rows = []
-    for scheme in schemes:
-      rows += measure(scheme, videos, num_units=cfg["num_units"], width=cfg["width"], model=cfg["model"],
-                      seeds=pseeds, conditions=conds, reference=reference)
-    return Table(rows, dict(sweep=name, x=x_name, reference=reference,
-                            task="next-frame prediction (MSE)",
-                            **{k: v for k, v in cfg.items()}))
-  return cached(name, args, compute, cache)
+
+# ---------------------------------------------------------------------------------------------
+# Clips
+# ---------------------------------------------------------------------------------------------
+
+def _digits(cfg: dict, speed: float, seed: int, num_frames: int | None = None) -> np.ndarray:
+  """(B, T, H, W, 1) moving digits of the next-frame task, data seed CLIP_SEED_OFFSET + seed."""
+  video, _, _ = _task(cfg, speed, num_frames).batch(cfg["batch_size"], CLIP_SEED_OFFSET + seed)
+  return video
+
+
+def _digits_stack(speeds, seeds, cfg) -> np.ndarray:
+  """(len(speeds)·len(seeds), B, T, H, W, 1): for each speed, one batch per seed."""
+  return np.stack([_digits(cfg, v, s) for v in speeds for s in seeds])
 
 
 def _num(v):
@@ -162,32 +223,13 @@ def _num(v):
   return int(v) if v.is_integer() else v
 
 
-def sweep_speed(speeds: Sequence[float] = (0.0, 0.5, 1.0, 2.0, 4.0), *,
-                schemes=toy.SCHEMES, reference: str = "pipelined_exact", num_units=None,
-                size=None, batch_size=None, num_frames=None, seeds=None, width=None, model=None,
-                quick=None, cache=True) -> Table:
-  """Alignment vs the speed of moving digits (pixels per frame; 0 = static video).
-
-  At speed 0 Sideways equals the exact gradient (cosine 1 for every unit); the alignment
-  falls as the speed grows, faster for units far from the top (mismatch 2(L-k) frames).
-  Columns: scheme, speed, seed, unit, num_units, distance_from_top, and the metrics.
-  """
-  schemes = _check_schemes(schemes)
-  _check_reference(reference)
-  cfg = _defaults(quick, num_units=num_units, size=size, batch_size=batch_size,
-                  num_frames=num_frames, seeds=seeds, width=width, model=model)
-  make = lambda values, seeds, cfg: _digits_stack(values, "speed", seeds, cfg)
-  return _sweep("sweep_speed", "speed", speeds, make, schemes, cfg, reference, cache)
-
-
-def _load_source(video, stride_max, cfg, speed):
-  """A long (B, T*stride_max, H, W, C) source for the stride sweep (array, path(s) or digits)."""
+def _load_source(video, stride_max: int, cfg: dict) -> np.ndarray | None:
+  """A long (B, T', H, W, C) source for the stride sweep from an array, path(s) or None."""
   need = cfg["num_frames"] * stride_max
   if video is None:
     return None
   if isinstance(video, (str, Path)) or (isinstance(video, (list, tuple)) and video
                                         and isinstance(video[0], (str, Path))):
-    from sideways_lab import data
     paths = [video] if isinstance(video, (str, Path)) else list(video)
     clips = [data.read_video(p, size=tuple(cfg["size"]), max_frames=need) for p in paths]
     n = min(len(c) for c in clips)
@@ -205,165 +247,235 @@ def _load_source(video, stride_max, cfg, speed):
   return video
 
 
-def sweep_stride(strides: Sequence[int] = (1, 2, 3, 4), *, video=None, speed: float = 1.0,
-                 schemes=toy.SCHEMES, reference: str = "pipelined_exact", num_units=None,
+# ---------------------------------------------------------------------------------------------
+# Sweeps
+# ---------------------------------------------------------------------------------------------
+
+def sweep_speed(speeds: Sequence[float] = (0.0, 0.5, 1.0, 2.0, 4.0), *,
+                schemes=SCHEMES, reference: str = "pipelined_exact", num_units=None,
+                size=None, batch_size=None, num_frames=None, seeds=None, width=None,
+                quick=None, cache=True) -> pd.DataFrame:
+  """Alignment vs the speed of moving digits (pixels per frame; 0 = static video).
+
+  At speed 0 Sideways equals the exact gradient (cosine 1 for every unit); the alignment
+  falls as the speed grows, faster for units far from the top (mismatch 2(L-k) frames).
+  Columns: scheme, reference, speed, seed, unit, num_units, distance_from_top, the metrics.
+  """
+  schemes = _check_schemes(schemes)
+  _check_reference(reference)
+  cfg = _defaults(quick, num_units=num_units, size=size, batch_size=batch_size,
+                  num_frames=num_frames, seeds=seeds, width=width)
+  seeds_ = list(range(cfg["seeds"]))
+  args = dict(speeds=list(speeds), schemes=list(schemes), reference=reference, **cfg)
+
+  def compute():
+    videos = _digits_stack(speeds, seeds_, cfg)
+    conds = [{"speed": _num(v), "seed": s} for v in speeds for s in seeds_]
+    df = _measure_all(schemes, videos, cfg, [s for _ in speeds for s in seeds_], conds,
+                      reference)
+    df.attrs = _attrs("sweep_speed", "speed", reference, cfg)
+    return df
+  return cached("sweep_speed", args, compute, cache)
+
+
+def sweep_stride(strides: Sequence[int] = (1, 2, 3, 4), *, video=None, speed: float | None = None,
+                 schemes=SCHEMES, reference: str = "pipelined_exact", num_units=None,
                  size=None, batch_size=None, num_frames=None, seeds=None, width=None,
-                 model=None, quick=None, cache=True) -> Table:
+                 quick=None, cache=True) -> pd.DataFrame:
   """Alignment vs the frame stride: every ``stride``-th frame of a video (rougher video).
 
   ``video`` is an array (T, H, W, C) / (B, T, H, W, C), a video file or folder path
   (``sl.data.read_video``, resized to ``size``), a list of paths, or None for moving digits
-  at ``speed``. The same clips are used for every seed; seeds vary the parameters.
-  Columns: scheme, stride, seed, unit, ... and the metrics.
+  at ``speed`` (default :data:`DEFAULT_SPEED`; a given video has its own motion, so
+  ``speed`` with ``video`` is an error). A given video is used for every seed, and seeds vary
+  the parameters; digits differ per seed. Columns: scheme, reference, stride, seed, unit, ...
+  and the metrics.
   """
   schemes = _check_schemes(schemes)
+  _check_reference(reference)
   strides = [int(s) for s in strides]
   if not strides or min(strides) < 1:
     raise ValueError(f"strides must be positive ints, got {strides!r}")
+  if video is not None and speed is not None:
+    raise ValueError("speed applies to the moving digits only; a given video has its own "
+                     "motion: pass video or speed, not both")
   cfg = _defaults(quick, num_units=num_units, size=size, batch_size=batch_size,
-                  num_frames=num_frames, seeds=seeds, width=width, model=model)
+                  num_frames=num_frames, seeds=seeds, width=width)
   smax = max(strides)
-  src = _load_source(video, smax, cfg, speed)
+  src = _load_source(video, smax, cfg)
   T = cfg["num_frames"]
-
-  def make(values, seeds, cfg):
-    out = []
-    for st in values:
-      for s in seeds:
-        if src is None:
-          long = toy.digits_video(cfg["batch_size"], T * smax, cfg["size"], speed, 1000 + s)
-        else:
-          long = src
-        clip = long[:, ::st][:, :T]
-        out.append(clip)
-    return np.stack(out)
-
-  extra = dict(video=src if src is not None else None, speed=speed)
-  if src is not None:
+  seeds_ = list(range(cfg["seeds"]))
+  if src is None:
+    speed = DEFAULT_SPEED if speed is None else float(speed)
+    extra = dict(speed=speed)
+  else:
     cfg = dict(cfg, batch_size=src.shape[0], size=tuple(src.shape[2:4]))
-  return _sweep("sweep_stride", "stride", strides, make, schemes, cfg, reference, cache, extra)
+    extra = dict(video=src)
+  args = dict(strides=strides, schemes=list(schemes), reference=reference, **cfg, **extra)
+
+  def compute():
+    if src is None:
+      longs = {s: _digits(cfg, speed, s, T * smax) for s in seeds_}
+    else:
+      longs = {s: src for s in seeds_}
+    videos = np.stack([longs[s][:, ::st][:, :T] for st in strides for s in seeds_])
+    conds = [{"stride": st, "seed": s} for st in strides for s in seeds_]
+    df = _measure_all(schemes, videos, cfg, [s for _ in strides for s in seeds_], conds,
+                      reference)
+    source = dict(source="moving digits", speed=speed) if src is None else dict(source="video")
+    df.attrs = _attrs("sweep_stride", "stride", reference, cfg, **source)
+    return df
+  return cached("sweep_stride", args, compute, cache)
 
 
-def sweep_clip_length(clip_lengths: Sequence[int] = (6, 8, 12, 16), *, speed: float = 1.0,
-                      schemes=toy.SCHEMES, reference: str = "pipelined_exact", num_units=None,
-                      size=None, batch_size=None, seeds=None, width=None, model=None, quick=None,
-                      cache=True) -> Table:
+def sweep_clip_length(clip_lengths: Sequence[int] = (6, 8, 12, 16), *,
+                      speed: float = DEFAULT_SPEED, schemes=SCHEMES,
+                      reference: str = "pipelined_exact", num_units=None, size=None,
+                      batch_size=None, seeds=None, width=None, quick=None,
+                      cache=True) -> pd.DataFrame:
   """Alignment vs the clip length T (one compiled function per T).
 
-  Columns: scheme, clip_length, seed, unit, ... and the metrics.
+  Columns: scheme, reference, clip_length, seed, unit, ... and the metrics.
   """
   schemes = _check_schemes(schemes)
+  _check_reference(reference)
   cfg = _defaults(quick, num_units=num_units, size=size, batch_size=batch_size, seeds=seeds,
-                  width=width, model=model)
+                  width=width)
   Lmin = cfg["num_units"] + 1
   for T in clip_lengths:
     if int(T) < Lmin:
       raise ValueError(f"clip_lengths must be >= num_units + 1 = {Lmin} (a loss tick needs a "
                        f"full pipeline and a next frame), got {T}")
+  seeds_ = list(range(cfg["seeds"]))
   args = dict(clip_lengths=list(clip_lengths), schemes=list(schemes), reference=reference,
               speed=speed, **cfg)
 
   def compute():
-    seeds_ = list(range(cfg["seeds"]))
-    rows = []
+    parts = []
     for T in clip_lengths:
       c = dict(cfg, num_frames=int(T))
-      videos = _digits_stack([speed], "speed", seeds_, c)
-      for scheme in schemes:
-        rows += measure(scheme, videos, num_units=cfg["num_units"], width=cfg["width"], model=cfg["model"],
-                        seeds=seeds_, conditions=[{"clip_length": int(T), "seed": s}
-                                                  for s in seeds_], reference=reference)
-    return Table(rows, dict(sweep="sweep_clip_length", x="clip_length", speed=speed,
-                            reference=reference, **cfg))
+      videos = _digits_stack([speed], seeds_, c)
+      conds = [{"clip_length": int(T), "seed": s} for s in seeds_]
+      parts.append(_measure_all(schemes, videos, c, seeds_, conds, reference))
+    df = pd.concat(parts, ignore_index=True)
+    df.attrs = _attrs("sweep_clip_length", "clip_length", reference, cfg, speed=speed)
+    return df
   return cached("sweep_clip_length", args, compute, cache)
 
 
-def sweep_depth(num_units: Sequence[int] = (2, 3, 4, 6), *, speed: float = 1.0,
-                schemes=toy.SCHEMES, reference: str = "pipelined_exact", size=None,
-                batch_size=None, num_frames=None, seeds=None, width=None, model=None, quick=None,
-                cache=True) -> Table:
+def sweep_depth(num_units: Sequence[int] = (2, 3, 4, 6), *, speed: float = DEFAULT_SPEED,
+                schemes=SCHEMES, reference: str = "pipelined_exact", size=None,
+                batch_size=None, num_frames=None, seeds=None, width=None, quick=None,
+                cache=True) -> pd.DataFrame:
   """Alignment vs the unit's depth, for networks of several depths L.
 
   Rows carry ``unit`` (k), ``num_units`` (L) and ``distance_from_top`` (L - k); Sideways'
   gradient at unit k is 2(L-k) frames stale, so alignment falls with distance from the top.
   """
   schemes = _check_schemes(schemes)
+  _check_reference(reference)
   cfg = _defaults(quick, size=size, batch_size=batch_size, num_frames=num_frames, seeds=seeds,
-                  width=width, model=model)
+                  width=width)
+  cfg.pop("num_units")
   Ls = [int(L) for L in num_units]
-  if min(Ls) < 1 or max(Ls) + 1 >= cfg["num_frames"] + 1:
-    raise ValueError(f"num_units must be in 1..num_frames-1 = {cfg['num_frames'] - 1}, got {Ls}")
-  args = dict(num_units=Ls, schemes=list(schemes), reference=reference, speed=speed,
-              **{k: v for k, v in cfg.items() if k != "num_units"})
+  if min(Ls) < 2 or max(Ls) >= cfg["num_frames"]:
+    raise ValueError(f"num_units must be in 2..num_frames-1 = {cfg['num_frames'] - 1}, got {Ls}")
+  seeds_ = list(range(cfg["seeds"]))
+  args = dict(num_units=Ls, schemes=list(schemes), reference=reference, speed=speed, **cfg)
 
   def compute():
-    seeds_ = list(range(cfg["seeds"]))
-    videos = _digits_stack([speed], "speed", seeds_, cfg)
-    rows = []
-    for L in Ls:
-      for scheme in schemes:
-        rows += measure(scheme, videos, num_units=L, width=cfg["width"], model=cfg["model"], seeds=seeds_,
-                        conditions=[{"seed": s} for s in seeds_], reference=reference)
-    return Table(rows, dict(sweep="sweep_depth", x="unit", speed=speed, reference=reference,
-                            **{k: v for k, v in cfg.items() if k != "num_units"}))
+    videos = _digits_stack([speed], seeds_, cfg)
+    conds = [{"seed": s} for s in seeds_]
+    df = pd.concat([_measure_all(schemes, videos, cfg, seeds_, conds, reference, num_units=L)
+                    for L in Ls], ignore_index=True)
+    df.attrs = _attrs("sweep_depth", "unit", reference, cfg, speed=speed)
+    return df
   return cached("sweep_depth", args, compute, cache)
 
 
-def sweep_progress(steps: Sequence[int] = (0, 25, 50, 100), *, speed: float = 1.0,
-                   schemes=toy.SCHEMES, reference: str = "pipelined_exact",
+def sweep_progress(steps: Sequence[int] = (0, 25, 50, 100), *, speed: float = DEFAULT_SPEED,
+                   schemes=SCHEMES, reference: str = "pipelined_exact",
                    learning_rate: float = 3e-3, num_units=None, size=None, batch_size=None,
-                   num_frames=None, seeds=None, width=None, model=None, quick=None, cache=True) -> Table:
+                   num_frames=None, seeds=None, width=None, quick=None,
+                   cache=True) -> pd.DataFrame:
   """Alignment at checkpoints of a training run (Sideways training with Adam, next-frame MSE).
 
-  Each seed trains its own network (all seeds in one vmapped, jitted update) on fresh
-  moving-digits batches; at every step in ``steps`` the alignment is measured on a fixed
-  evaluation batch. Columns: scheme, step, seed, unit, ..., the metrics and ``train_loss``.
+  Each seed trains its own network of each scheme (all seeds in one vmapped, jitted update)
+  on fresh moving-digits batches; at every step in ``steps`` the alignment is measured on a
+  fixed evaluation batch. Columns: scheme, reference, step, seed, train_loss (the loss of the
+  last update, NaN at step 0), unit, ... and the metrics.
   """
-  import optax
   schemes = _check_schemes(schemes)
+  _check_reference(reference)
   steps = sorted(int(s) for s in steps)
   if not steps or steps[0] < 0:
     raise ValueError(f"steps must be non-negative ints, got {steps!r}")
   cfg = _defaults(quick, num_units=num_units, size=size, batch_size=batch_size,
-                  num_frames=num_frames, seeds=seeds, width=width, model=model)
+                  num_frames=num_frames, seeds=seeds, width=width)
+  seeds_ = list(range(cfg["seeds"]))
   args = dict(steps=steps, schemes=list(schemes), reference=reference, speed=speed,
               learning_rate=learning_rate, **cfg)
 
   def compute():
-    seeds_ = list(range(cfg["seeds"]))
-    R = len(seeds_)
-    eval_videos = _digits_stack([speed], "speed", seeds_, cfg)
-    rows = []
-    opt = optax.adam(learning_rate)
-    for scheme in schemes:
-      graph = toy.graph_for(scheme, cfg["num_units"], cfg["width"],
-                            tuple(cfg["size"]) + (1,), cfg["model"])
-      params = init_params(graph, seeds_, eval_videos[0, :, 0])
-      opt_state = jax.vmap(opt.init)(params)
-
-      @jax.jit
-      def update(params, opt_state, videos, targets, mask):
-        def one(p, s, v, y):
-          g, info = engine.gradients(graph, p, v, y, toy.mse, "sideways", mask,
-                                     check_finite=False)
-          u, s = opt.update(g, s, p)
-          return optax.apply_updates(p, u), s, info["loss"]
-        return jax.vmap(one)(params, opt_state, videos, targets)
-
-      step, loss = 0, np.full(R, np.nan)
-      for target_step in steps:
-        while step < target_step:
-          vids = np.stack([toy.digits_video(cfg["batch_size"], cfg["num_frames"], cfg["size"],
-                                            speed, seed=50_000 + 1000 * s + step)
-                           for s in seeds_])
-          tg, mask = zip(*[toy.next_frame_task(v) for v in vids])
-          params, opt_state, loss = update(params, opt_state, jnp.asarray(vids),
-                                           jnp.asarray(np.stack(tg)), jnp.asarray(mask[0]))
-          step += 1
-        conds = [{"step": target_step, "seed": s, "train_loss": float(np.asarray(loss)[i])}
-                 for i, s in enumerate(seeds_)]
-        rows += measure(scheme, eval_videos, num_units=cfg["num_units"], width=cfg["width"], model=cfg["model"],
-                        seeds=seeds_, conditions=conds, reference=reference, params=params)
-    return Table(rows, dict(sweep="sweep_progress", x="step", speed=speed, reference=reference,
-                            learning_rate=learning_rate, **cfg))
+    eval_videos = _digits_stack([speed], seeds_, cfg)
+    parts = [_train_and_measure(s, steps, eval_videos, seeds_, cfg, speed, learning_rate,
+                                reference) for s in schemes]
+    df = pd.concat(parts, ignore_index=True)
+    df.attrs = _attrs("sweep_progress", "step", reference, cfg, speed=speed,
+                      learning_rate=learning_rate)
+    return df
   return cached("sweep_progress", args, compute, cache)
+
+
+def _train_and_measure(scheme, steps, eval_videos, seeds, cfg, speed, learning_rate,
+                       reference) -> pd.DataFrame:
+  """Trains one network per seed with Sideways and Adam, measuring at every step of ``steps``."""
+  graph = _graph(model_config(cfg["num_units"], cfg["width"]), scheme)
+  task = _task(cfg, speed)
+  mask = jnp.asarray(task.mask)
+  opt = optax.adam(learning_rate)
+  params = init_params(graph, seeds, eval_videos[0, :, 0])
+  opt_state = jax.vmap(opt.init)(params)
+
+  @jax.jit
+  def update(params, opt_state, videos, targets):
+    def one(p, s, v, y):
+      g, info = engine.gradients(graph, p, v, y, task.loss_fn, "sideways", mask,
+                                 check_finite=False)
+      u, s = opt.update(g, s, p)
+      return optax.apply_updates(p, u), s, info["loss"]
+    return jax.vmap(one)(params, opt_state, videos, targets)
+
+  step, loss, parts = 0, np.full(len(seeds), np.nan), []
+  for target_step in steps:
+    while step < target_step:
+      batches = [task.batch(cfg["batch_size"], TRAIN_SEED_OFFSET + TRAIN_SEED_STRIDE * s + step)
+                 for s in seeds]
+      videos, targets = (np.stack(x) for x in list(zip(*batches))[:2])
+      params, opt_state, loss = update(params, opt_state, jnp.asarray(videos),
+                                       jnp.asarray(targets))
+      step += 1
+    conds = [{"step": target_step, "seed": s, "train_loss": float(np.asarray(loss)[i])}
+             for i, s in enumerate(seeds)]
+    parts.append(measure(scheme, eval_videos, num_units=cfg["num_units"], width=cfg["width"],
+                         seeds=seeds, conditions=conds, reference=reference, params=params))
+  return pd.concat(parts, ignore_index=True)
+
+
+# ---------------------------------------------------------------------------------------------
+# Reshaping
+# ---------------------------------------------------------------------------------------------
+
+def per_unit_mean(table: pd.DataFrame, knob: str, metric: str = "cosine") -> dict:
+  """``{scheme: array (K, L)}``: the mean over seeds of ``metric`` per knob value and unit.
+
+  Row i is the i-th knob value in ascending order (``sorted(table[knob].unique())``), column
+  k-1 is unit k; the ``unit="all"`` rows are left out. The input of
+  :func:`sideways_lab.widgets.alignment_explorer`.
+  """
+  for col in ("scheme", "unit", knob, metric):
+    if col not in table.columns:
+      raise KeyError(f"table has no column {col!r}; columns are {list(table.columns)}")
+  units = table[table["unit"] != "all"].astype({"unit": int})
+  return {s: g.pivot_table(index=knob, columns="unit", values=metric, aggfunc="mean").to_numpy()
+          for s, g in units.groupby("scheme", sort=False)}

@@ -89,7 +89,7 @@ def project_speedup(costs: UnitCosts, graph_or_L=None, devices: Sequence[int] | 
                     *, comm_cost: float = 0.0, schemes=_latency.SCHEMES):
   """The latency model with measured costs, for D = each of ``devices``.
 
-  Returns a Table (see :func:`sideways_lab.analysis.latency.compare`) with, per scheme and D,
+  Returns a DataFrame (see :func:`sideways_lab.analysis.latency.compare`) with, per scheme and D,
   the tick time, throughput (frames/s), utilisation and ``speedup_vs_backprop``.
   """
   L = len(costs.forward)
