@@ -385,8 +385,8 @@ def fig_speedup(ctx: Context):
   a1, a2 = axes[0]
   curves = {}
   for s in ("backprop", "sideways", "skip_sideways"):
-    rows = sorted(table.where(scheme=s).rows, key=lambda r: r["num_devices"])
-    curves[s] = ([r["num_devices"] for r in rows], [r["speedup_vs_one_device"] for r in rows])
+    rows = table[table.scheme == s].sort_values("num_devices")
+    curves[s] = (rows.num_devices.to_numpy(), rows.speedup_vs_one_device.to_numpy())
   P.plot_curves(a1, curves, xlabel="devices D", ylabel="speed-up over BP on 1 device",
                 title=f"projected speed-up (L = {L})", marker=True)
   a1.plot(devices, devices, color="#999999", ls=":", lw=1, label="ideal")
