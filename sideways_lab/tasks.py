@@ -1,4 +1,4 @@
-"""Tasks (DESIGN.md §7): classification of motion and next-frame prediction.
+"""Tasks (docs/design.md §7): classification of motion and next-frame prediction.
 
 A task turns clips into per-tick targets and a loss, and measures outputs:
 
