@@ -11,19 +11,26 @@ PACKAGE = ROOT / "sideways_lab"
 # The layers of docs/architecture.md, bottom (1) to top (8). A subpackage's modules share its
 # layer. The package's __init__ (lazy re-exports) is outside the layering.
 LAYERS = {
-    "graph": 1, "data": 1, "checkpoint": 1,
-    "schedule": 2,
-    "engine": 3, "parallel": 3,
-    "models": 4, "tasks": 4,
-    "training": 5, "experiments": 5,
-    "analysis": 6,
-    "plotting": 7, "widgets": 7, "figures": 7,
-    "cli": 8,
+  "graph": 1,
+  "data": 1,
+  "checkpoint": 1,
+  "schedule": 2,
+  "engine": 3,
+  "parallel": 3,
+  "models": 4,
+  "tasks": 4,
+  "training": 5,
+  "experiments": 5,
+  "analysis": 6,
+  "plotting": 7,
+  "widgets": 7,
+  "figures": 7,
+  "cli": 8,
 }
 # Upward imports that exist today (docs/architecture.md, "Known exceptions"): importer -> imported.
 KNOWN_EXCEPTIONS = {
-    ("sideways_lab.parallel", "sideways_lab.analysis.latency"),
-    ("sideways_lab.analysis.latency", "sideways_lab.plotting"),
+  ("sideways_lab.parallel", "sideways_lab.analysis.latency"),
+  ("sideways_lab.analysis.latency", "sideways_lab.plotting"),
 }
 
 
@@ -58,8 +65,11 @@ def _exists(module: str) -> bool:
 
 
 def _import_graph() -> dict[str, set[str]]:
-  return {_module_name(p): _imports(p) for p in sorted(PACKAGE.rglob("*.py"))
-          if p != PACKAGE / "__init__.py"}
+  return {
+    _module_name(p): _imports(p)
+    for p in sorted(PACKAGE.rglob("*.py"))
+    if p != PACKAGE / "__init__.py"
+  }
 
 
 def test_every_module_has_a_layer():
@@ -73,14 +83,19 @@ def test_architecture_page_lists_every_module():
 
 
 def _upward_imports() -> set[tuple[str, str]]:
-  return {(src, dst) for src, dsts in _import_graph().items() for dst in dsts
-          if LAYERS.get(_top(dst), 0) > LAYERS.get(_top(src), 0)}
+  return {
+    (src, dst)
+    for src, dsts in _import_graph().items()
+    for dst in dsts
+    if LAYERS.get(_top(dst), 0) > LAYERS.get(_top(src), 0)
+  }
 
 
 def test_imports_go_down_the_layers():
   new = sorted(_upward_imports() - KNOWN_EXCEPTIONS)
-  assert not new, ("these imports go up a layer (docs/architecture.md): "
-                   + ", ".join(f"{a} -> {b}" for a, b in new))
+  assert not new, "these imports go up a layer (docs/architecture.md): " + ", ".join(
+    f"{a} -> {b}" for a, b in new
+  )
 
 
 def test_known_exceptions_still_exist():
@@ -88,10 +103,14 @@ def test_known_exceptions_still_exist():
   assert not fixed, f"remove from KNOWN_EXCEPTIONS and docs/architecture.md: {fixed}"
 
 
-@pytest.mark.parametrize("src,dst,expected", [
+@pytest.mark.parametrize(
+  "src,dst,expected",
+  [
     ("sideways_lab.engine", "sideways_lab.training", True),
     ("sideways_lab.training", "sideways_lab.engine", False),
-    ("sideways_lab.data.video", "sideways_lab.graph", False)])
+    ("sideways_lab.data.video", "sideways_lab.graph", False),
+  ],
+)
 def test_the_check_can_fail(src, dst, expected):
   up = LAYERS[_top(dst)] > LAYERS[_top(src)]
   assert up is expected

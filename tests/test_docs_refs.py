@@ -64,8 +64,9 @@ def test_design_has_the_sections():
 
 
 def test_the_old_location_is_gone():
-  stale = [str(p.relative_to(ROOT)) for p in _files()
-           if "DESIGN.md" in _text(p) or "../shared" in _text(p)]
+  stale = [
+    str(p.relative_to(ROOT)) for p in _files() if "DESIGN.md" in _text(p) or "../shared" in _text(p)
+  ]
   assert not stale
 
 
@@ -76,8 +77,11 @@ def test_section_references_exist(path):
   assert not missing, f"{path.name} cites design.md sections that do not exist: {missing}"
 
 
-@pytest.mark.parametrize("path", [p for p in _files() if p.suffix in (".md", ".ipynb")],
-                         ids=lambda p: str(p.relative_to(ROOT)))
+@pytest.mark.parametrize(
+  "path",
+  [p for p in _files() if p.suffix in (".md", ".ipynb")],
+  ids=lambda p: str(p.relative_to(ROOT)),
+)
 def test_links_stay_in_the_repository(path):
   assert not bad_links(path, _text(path))
 
@@ -87,6 +91,8 @@ def test_the_checks_can_fail(tmp_path):
   assert section_refs("docs/design.md §2–3") == [2, 3]
   assert 12 not in design_sections()
   page = ROOT / "README.md"
-  assert bad_links(page, "[spec](../shared/DESIGN.md) [ok](docs/design.md) "
-                         "[web](https://example.org) [gone](docs/nothing.md)") == [
-                             "../shared/DESIGN.md", "docs/nothing.md"]
+  assert bad_links(
+    page,
+    "[spec](../shared/DESIGN.md) [ok](docs/design.md) "
+    "[web](https://example.org) [gone](docs/nothing.md)",
+  ) == ["../shared/DESIGN.md", "docs/nothing.md"]
