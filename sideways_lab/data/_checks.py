@@ -7,9 +7,17 @@ import os
 from pathlib import Path
 
 import numpy as np
+import numpy.typing as npt
+
+#: A file or folder: a str or an os.PathLike.
+PathLike = str | os.PathLike
+#: ``(H, W)``, or one int for a square.
+Size = int | tuple[int, int]
+#: Anything ``np.asarray`` takes.
+ArrayLike = npt.ArrayLike
 
 
-def positive_int(value, name: str, *, allow_none: bool = False):
+def positive_int(value: object, name: str, *, allow_none: bool = False) -> int | None:
   """Returns ``int(value)``; TypeError if not an integer, ValueError if ``<= 0``."""
   if value is None and allow_none:
     return None
@@ -23,7 +31,7 @@ def positive_int(value, name: str, *, allow_none: bool = False):
   return int(value)
 
 
-def non_negative_int(value, name: str) -> int:
+def non_negative_int(value: object, name: str) -> int:
   if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Integral):
     raise TypeError(f"`{name}` must be a non-negative integer, got {value!r}.")
   if value < 0:
@@ -31,7 +39,7 @@ def non_negative_int(value, name: str) -> int:
   return int(value)
 
 
-def real_in(value, name: str, lo: float, hi: float, *, hi_open: bool = False) -> float:
+def real_in(value: object, name: str, lo: float, hi: float, *, hi_open: bool = False) -> float:
   """Returns ``float(value)`` after checking ``lo <= value <= hi`` (``< hi`` if open)."""
   if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
     raise TypeError(f"`{name}` must be a real number, got {value!r}.")
@@ -43,7 +51,9 @@ def real_in(value, name: str, lo: float, hi: float, *, hi_open: bool = False) ->
   return value
 
 
-def size_hw(size, name: str = "size", *, allow_none: bool = True):
+def size_hw(
+  size: Size | None, name: str = "size", *, allow_none: bool = True
+) -> tuple[int, int] | None:
   """Normalises ``size`` to ``(H, W)``: an int means a square; None passes through."""
   if size is None:
     if allow_none:
@@ -57,7 +67,7 @@ def size_hw(size, name: str = "size", *, allow_none: bool = True):
   raise TypeError(f"`{name}` must be an int or a pair (H, W) of positive ints, got {size!r}.")
 
 
-def as_path(path, name: str = "path") -> Path:
+def as_path(path: PathLike, name: str = "path") -> Path:
   if isinstance(path, (str, os.PathLike)):
     return Path(path)
   raise TypeError(f"`{name}` must be a str or os.PathLike, got {type(path).__name__}.")

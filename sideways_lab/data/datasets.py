@@ -38,6 +38,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from sideways_lab.data import _checks
+from sideways_lab.data._checks import PathLike, Size
 from sideways_lab.data.video import VIDEO_EXTENSIONS, iter_video_frames, video_info
 
 LAYOUTS = ("ucf101", "hmdb51", "folders")
@@ -95,14 +96,14 @@ class VideoFolderDataset:
 
   def __init__(
     self,
-    root,
+    root: PathLike,
     *,
     layout: str = "ucf101",
     split: int = 1,
     subset: str = "train",
-    split_dir=None,
+    split_dir: PathLike | None = None,
     num_frames: int = 16,
-    size=(112, 112),
+    size: Size | None = (112, 112),
     stride: int = 1,
     clip_sampling: str | None = None,
     probe: bool = True,

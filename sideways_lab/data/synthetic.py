@@ -44,6 +44,7 @@ from collections.abc import Iterator
 import numpy as np
 
 from sideways_lab.data import _checks
+from sideways_lab.data._checks import ArrayLike, Size
 from sideways_lab.data.video import resize_frames
 
 #: The motion classes of :func:`motion_classes`, in label order.
@@ -194,10 +195,10 @@ def moving_digits(
   batch_size: int,
   num_frames: int,
   *,
-  size=(64, 64),
+  size: Size = (64, 64),
   num_digits: int = 1,
   speed: float = 2.0,
-  digit_size=None,
+  digit_size: int | None = None,
   noise: float = 0.0,
   occlusion: float = 0.0,
   seed: int = 0,
@@ -395,11 +396,11 @@ def motion_classes(
   batch_size: int,
   num_frames: int,
   *,
-  size=(32, 32),
+  size: Size = (32, 32),
   seed: int = 0,
   speed: float = 1.0,
   noise: float = 0.0,
-  labels=None,
+  labels: ArrayLike | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
   """One batch of the motion-classes task (see the module docstring).
 
@@ -453,7 +454,7 @@ def motion_classes_batches(
   batch_size: int,
   num_frames: int,
   *,
-  size=(32, 32),
+  size: Size = (32, 32),
   seed: int = 0,
   speed: float = 1.0,
   noise: float = 0.0,

@@ -34,6 +34,7 @@ import jax
 import numpy as np
 
 from sideways_lab.data import _checks
+from sideways_lab.data._checks import ArrayLike, PathLike, Size
 
 #: Extensions read through PyAV (anything else that is a file is tried too).
 VIDEO_EXTENSIONS = (".mp4", ".avi", ".webm", ".mkv", ".mov", ".m4v", ".mpg", ".mpeg", ".gif")
@@ -46,7 +47,9 @@ IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", "
 # ----------------------------------------------------------------------------
 
 
-def stride_frames(video, stride: int, axis: int | None = None, *, offset: int = 0):
+def stride_frames(
+  video: ArrayLike, stride: int, axis: int | None = None, *, offset: int = 0
+) -> np.ndarray:
   """Keeps every ``stride``-th frame: ``out[t] = video[offset + stride * t]``.
 
   Makes smooth video rough: with ``stride = s`` the displacement between
@@ -79,7 +82,7 @@ def stride_frames(video, stride: int, axis: int | None = None, *, offset: int = 
   return video[tuple(index)]
 
 
-def resize_frames(frames, size) -> np.ndarray:
+def resize_frames(frames: ArrayLike, size: Size) -> np.ndarray:
   """Resizes images with antialiasing (see the module docstring for the filter).
 
   Args:
@@ -199,7 +202,12 @@ def _has_no_video_stream(path: Path) -> bool:
 
 
 def iter_video_frames(
-  path, size=None, stride: int = 1, max_frames: int | None = None, *, start: int = 0
+  path: PathLike,
+  size: Size | None = None,
+  stride: int = 1,
+  max_frames: int | None = None,
+  *,
+  start: int = 0,
 ) -> Iterator[np.ndarray]:
   """Streams the frames of a video file or of a folder of images.
 
@@ -325,7 +333,12 @@ def _iter_pyav(path: Path, size, stride: int, max_frames, start: int):
 
 
 def read_video(
-  path, size=None, stride: int = 1, max_frames: int | None = None, *, start: int = 0
+  path: PathLike,
+  size: Size | None = None,
+  stride: int = 1,
+  max_frames: int | None = None,
+  *,
+  start: int = 0,
 ) -> np.ndarray:
   """Reads a video file or a folder of image frames into memory.
 
@@ -352,7 +365,7 @@ def read_video(
   return np.stack(frames)
 
 
-def video_info(path) -> dict:
+def video_info(path: PathLike) -> dict:
   """Container metadata without decoding: ``num_frames`` (None if the container
   does not say), ``fps``, ``height``, ``width``, ``duration`` (seconds or None).
 
@@ -430,7 +443,9 @@ def _to_uint8(frames) -> np.ndarray:
   raise TypeError(f"`frames` must be numeric, got dtype {frames.dtype}.")
 
 
-def write_video(path, frames, fps: float = 25, *, codec: str | None = None) -> Path:
+def write_video(
+  path: PathLike, frames: ArrayLike, fps: float = 25, *, codec: str | None = None
+) -> Path:
   """Writes frames to a video file or to a folder of PNG images.
 
   Args:
