@@ -1,6 +1,6 @@
 """sideways_lab: Sideways and Skip-Sideways, depth-parallel training of video networks.
 
-The public API (DESIGN.md §6)::
+The public API (docs/design.md §6)::
 
   import sideways_lab as sl
   graph = sl.UnitGraph(units=[f1, ..., fL], edges={1: [(0, 0)], 2: [(1, 0), (0, 0)], ...})

@@ -7,7 +7,13 @@ Subcommands::
   sideways-lab train --task T --scheme S --out DIR [--resume] [--steps N] ...
   sideways-lab evaluate CHECKPOINT [--clips N]
   sideways-lab compare --task T --out DIR [--quick]
-  sideways-lab figures [--quick] [--out DIR]   (when sideways_lab.figures is installed)
+  sideways-lab figures [--quick] [--out DIR]
+
+The training flags of ``train`` are generated from :data:`TRAIN_FLAGS`, one entry per field of
+the configuration dataclasses (:class:`~sideways_lab.training.TrainConfig`,
+:class:`~sideways_lab.models.ModelConfig`, :class:`~sideways_lab.tasks.TaskConfig`): the flag
+is the field's name with dashes, its help the first sentence of the field's entry in the
+dataclass docstring. A new subcommand registers itself in :data:`SUBCOMMANDS`.
 
 Errors in the arguments (unknown task or scheme, impossible values, a checkpoint of another
 model, a corrupt file) print one clear line and exit with status 2; nothing already saved is
@@ -17,20 +23,27 @@ overwritten. Ctrl-C during ``train`` saves a checkpoint and exits with status 13
 from __future__ import annotations
 
 import argparse
-import importlib
+import dataclasses
+import inspect
 import json
+import re
 import sys
-from typing import Sequence
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
 
-from sideways_lab import experiments
-from sideways_lab.models import SCHEMES, SKIP_KINDS, TASKS
+from sideways_lab import experiments, figures, training
+from sideways_lab.models import SCHEMES, SKIP_KINDS, TASKS, ModelConfig
+from sideways_lab.tasks import TaskConfig
+from sideways_lab.training import OPTIMIZERS, TrainConfig
 
 EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130
 
 
-def _number(kind, ok, what: str):
+def _number(kind: type, ok: Callable[[Any], bool], what: str) -> Callable[[str], Any]:
   """An argparse type: ``kind(s)`` that must satisfy ``ok``, else "expected {what}"."""
+
   def parse(s: str):
     try:
       v = kind(s)
@@ -39,6 +52,7 @@ def _number(kind, ok, what: str):
     if not ok(v):
       raise argparse.ArgumentTypeError(f"expected {what}, got {s!r}")
     return v
+
   return parse
 
 
@@ -48,25 +62,131 @@ _positive_float = _number(float, lambda v: 0 < v < float("inf"), "a finite posit
 
 
 # ---------------------------------------------------------------------------------------------
+# The training flags: one list, generated from the configuration dataclasses
+# ---------------------------------------------------------------------------------------------
+
+# Where each configuration's fields go in ``training.default_config``: top-level keywords, or
+# the ``model=`` / ``data=`` dicts.
+_SECTIONS = {TrainConfig: None, ModelConfig: "model", TaskConfig: "data"}
+
+
+@dataclasses.dataclass(frozen=True)
+class Flag:
+  """A command-line flag for one field of a configuration dataclass.
+
+  Attributes:
+    config: ``TrainConfig``, ``ModelConfig`` or ``TaskConfig``.
+    field: the field's name; the flag is ``--field-name``.
+    parse: the argparse type (checks the value; its error is the command's error).
+    choices: the allowed values, for a string field.
+    value: turns the parsed value into the field's value (``--size 16`` -> ``(16, 16)``).
+    note: appended to the help taken from the dataclass docstring.
+  """
+
+  config: type
+  field: str
+  parse: Callable[[str], Any] | None = None
+  choices: tuple[str, ...] | None = None
+  value: Callable[[Any], Any] | None = None
+  note: str = ""
+
+  @property
+  def option(self) -> str:
+    return "--" + self.field.replace("_", "-")
+
+  @property
+  def help(self) -> str:
+    return field_help(self.config, self.field) + self.note
+
+
+TRAIN_FLAGS: tuple[Flag, ...] = (
+  Flag(TrainConfig, "steps", _non_negative_int),
+  Flag(TrainConfig, "batch_size", _positive_int),
+  Flag(TrainConfig, "learning_rate", _positive_float),
+  Flag(TrainConfig, "optimizer", choices=OPTIMIZERS),
+  Flag(TrainConfig, "update_every", _non_negative_int),
+  Flag(TrainConfig, "checkpoint_every", _non_negative_int),
+  Flag(TrainConfig, "keep", _positive_int),
+  Flag(TrainConfig, "eval_every", _non_negative_int),
+  Flag(TrainConfig, "eval_clips", _positive_int),
+  Flag(ModelConfig, "num_units", _positive_int),
+  Flag(ModelConfig, "width", _positive_int),
+  Flag(ModelConfig, "span", _positive_int),
+  Flag(ModelConfig, "skips", choices=SKIP_KINDS),
+  Flag(ModelConfig, "skip_kernel", _positive_int),
+  Flag(TaskConfig, "num_frames", _positive_int),
+  Flag(TaskConfig, "size", _positive_int, value=lambda s: (s, s), note=" (one int: a square)"),
+  Flag(TaskConfig, "speed", float),
+)
+
+
+def field_help(config: type, field: str) -> str:
+  """The first sentence of ``field``'s entry under "Attributes:" in ``config``'s docstring."""
+  doc = inspect.getdoc(config) or ""
+  entry = re.search(rf"^\s*{field}: (.*?)(?=^\s*\w+: |\Z)", doc, flags=re.M | re.S)
+  if entry is None:
+    raise ValueError(f"{config.__name__}'s docstring does not describe the field {field!r}")
+  text = " ".join(entry.group(1).split())
+  sentence = re.match(r"(.*?\.)(?:\s|$)", text)
+  return (sentence.group(1) if sentence else text).rstrip(".").replace("%", "%%")
+
+
+def add_training_flags(parser: argparse.ArgumentParser) -> None:
+  """Adds one optional flag per entry of :data:`TRAIN_FLAGS` (default: the config's)."""
+  for flag in TRAIN_FLAGS:
+    parser.add_argument(
+      flag.option,
+      dest=flag.field,
+      type=flag.parse,
+      choices=flag.choices,
+      default=None,
+      help=flag.help,
+    )
+
+
+def config_overrides(args: argparse.Namespace) -> dict[str, Any]:
+  """The flags of :data:`TRAIN_FLAGS` that were given, as ``default_config`` keywords."""
+  over: dict[str, Any] = {"model": {}, "data": {}}
+  for flag in TRAIN_FLAGS:
+    v = getattr(args, flag.field, None)
+    if v is None:
+      continue
+    v = flag.value(v) if flag.value else v
+    section = _SECTIONS[flag.config]
+    (over[section] if section else over)[flag.field] = v
+  return over
+
+
+# ---------------------------------------------------------------------------------------------
 # demo
 # ---------------------------------------------------------------------------------------------
 
-def _cmd_demo(args) -> int:
-  from sideways_lab import training
-  print(f"Gradient alignment at initialisation: cosine(sideways, pipelined_exact) per unit\n"
-        f"moving digits, next-frame prediction, {args.frames} frames of "
-        f"{args.size}x{args.size}, {args.units} units, speed {args.speed} px/frame\n",
-        flush=True)
-  cos = training.alignment("next-frame", num_units=args.units, num_frames=args.frames,
-                           size=(args.size, args.size), speed=args.speed, seed=args.seed)
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+  print(
+    f"Gradient alignment at initialisation: cosine(sideways, pipelined_exact) per unit\n"
+    f"moving digits, next-frame prediction, {args.frames} frames of "
+    f"{args.size}x{args.size}, {args.units} units, speed {args.speed} px/frame\n",
+    flush=True,
+  )
+  cos = training.alignment(
+    "next-frame",
+    num_units=args.units,
+    num_frames=args.frames,
+    size=(args.size, args.size),
+    speed=args.speed,
+    seed=args.seed,
+  )
   print(format_alignment_table(cos))
-  print("\n1.000 means the Sideways estimate points exactly along the true gradient of the "
-        "pipelined network;\nunits far from the output see gradients from older frames "
-        "(a mismatch of 2(L-k) frames on a chain).")
+  print(
+    "\n1.000 means the Sideways estimate points exactly along the true gradient of the "
+    "pipelined network;\nunits far from the output see gradients from older frames "
+    "(a mismatch of 2(L-k) frames on a chain)."
+  )
   return 0
 
 
-def format_alignment_table(cos: dict) -> str:
+def format_alignment_table(cos: dict[str, Sequence[float]]) -> str:
   """A text table of per-unit cosines: one row per unit, one column per scheme."""
   names = {"sideways": "Sideways (chain)", "skip_sideways": "Skip-Sideways (skips)"}
   cols = list(cos)
@@ -80,86 +200,7 @@ def format_alignment_table(cos: dict) -> str:
   return "\n".join([fmt(heads), sep] + [fmt(r) for r in rows[:-1]] + [sep, fmt(rows[-1])])
 
 
-# ---------------------------------------------------------------------------------------------
-# train / evaluate / compare
-# ---------------------------------------------------------------------------------------------
-
-def _config_from_args(args):
-  from sideways_lab import training
-  over = {}
-  for name in ("steps", "batch_size", "learning_rate", "optimizer", "update_every",
-               "checkpoint_every", "keep", "eval_every", "eval_clips"):
-    v = getattr(args, name, None)
-    if v is not None:
-      over[name] = v
-  model = {k: getattr(args, k) for k in ("num_units", "width", "span", "skips", "skip_kernel")
-           if getattr(args, k, None) is not None}
-  data = {k: getattr(args, k) for k in ("num_frames", "speed") if getattr(args, k, None)
-          is not None}
-  if getattr(args, "size", None) is not None:
-    data["size"] = (args.size, args.size)
-  return training.default_config(args.task, args.scheme, quick=args.quick, seed=args.seed,
-                                 model=model, data=data, **over)
-
-
-def _cmd_train(args) -> int:
-  from pathlib import Path
-
-  from sideways_lab import training
-  if args.resume and (Path(args.out) / "config.json").exists() and args.task is None:
-    cfg = training.TrainConfig.from_dict(json.loads((Path(args.out) / "config.json").read_text()))
-    if args.steps is not None:
-      cfg = cfg.replace(steps=args.steps)
-  else:
-    if args.task is None or args.scheme is None:
-      raise ValueError("train needs --task and --scheme (or --resume on a run directory)")
-    cfg = _config_from_args(args)
-  try:
-    r = training.train(cfg, args.out, resume=args.resume, progress=not args.no_progress and None)
-  except KeyboardInterrupt:
-    print(f"\ninterrupted: a checkpoint was saved in {args.out}; continue with "
-          f"`sideways-lab train --out {args.out} --resume`", file=sys.stderr)
-    return EXIT_INTERRUPTED
-  print(json.dumps({"task": cfg.task, "scheme": cfg.scheme, "step": r.step,
-                    "train_time_s": round(r.train_time_s, 2), **r.test}, indent=1))
-  return 0
-
-
-def _cmd_evaluate(args) -> int:
-  from sideways_lab import training
-  print(json.dumps(training.evaluate(args.checkpoint, args.clips, seed=args.seed), indent=1))
-  return 0
-
-
-def _cmd_compare(args) -> int:
-  from pathlib import Path
-
-  from sideways_lab import training
-  res = training.compare(args.task, args.out, quick=args.quick, seed=args.seed,
-                         overwrite=args.overwrite, progress=not args.no_progress and None,
-                         log=lambda m: print(m, file=sys.stderr, flush=True))
-  print((Path(args.out) / "results.md").read_text())
-  return 0 if res else 1
-
-
-def _add_figures(sub) -> None:
-  """Registers ``figures`` when ``sideways_lab.figures`` is importable."""
-  try:
-    figures = importlib.import_module("sideways_lab.figures")
-  except ImportError:
-    return
-  p = sub.add_parser("figures", help="regenerate the paper-style figures")
-  figures.add_arguments(p)
-  p.set_defaults(func=figures.run)
-
-
-def build_parser() -> argparse.ArgumentParser:
-  parser = argparse.ArgumentParser(
-      prog="sideways-lab",
-      description="Sideways and Skip-Sideways: depth-parallel training of video networks.")
-  sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-  sub.required = True
-
+def _add_demo(sub) -> None:
   p = sub.add_parser("demo", help="per-unit gradient alignment of Sideways and Skip-Sideways")
   p.add_argument("--units", type=_positive_int, default=4)
   p.add_argument("--frames", type=_positive_int, default=12)
@@ -168,60 +209,139 @@ def build_parser() -> argparse.ArgumentParser:
   p.add_argument("--seed", type=_non_negative_int, default=0)
   p.set_defaults(func=_cmd_demo)
 
-  def common(p, needs_task=True):
-    p.add_argument("--task", choices=TASKS, required=needs_task and False, default=None)
-    p.add_argument("--quick", action="store_true", help="a tiny budget (seconds)")
-    p.add_argument("--seed", type=_non_negative_int, default=0)
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
+# ---------------------------------------------------------------------------------------------
+# train / evaluate / compare / figures
+# ---------------------------------------------------------------------------------------------
+
+
+def _progress(args: argparse.Namespace) -> bool | None:
+  """``progress=`` of the training functions: False with --no-progress, else automatic."""
+  return False if args.no_progress else None
+
+
+def _cmd_train(args: argparse.Namespace) -> int:
+  saved = Path(args.out) / "config.json"
+  if args.resume and saved.exists() and args.task is None:
+    cfg = TrainConfig.from_dict(json.loads(saved.read_text()))
+    if args.steps is not None:
+      cfg = cfg.replace(steps=args.steps)
+  else:
+    if args.task is None or args.scheme is None:
+      raise ValueError("train needs --task and --scheme (or --resume on a run directory)")
+    cfg = training.default_config(
+      args.task, args.scheme, quick=args.quick, seed=args.seed, **config_overrides(args)
+    )
+  try:
+    r = training.train(cfg, args.out, resume=args.resume, progress=_progress(args))
+  except KeyboardInterrupt:
+    print(
+      f"\ninterrupted: a checkpoint was saved in {args.out}; continue with "
+      f"`sideways-lab train --out {args.out} --resume`",
+      file=sys.stderr,
+    )
+    return EXIT_INTERRUPTED
+  print(
+    json.dumps(
+      {
+        "task": cfg.task,
+        "scheme": cfg.scheme,
+        "step": r.step,
+        "train_time_s": round(r.train_time_s, 2),
+        **r.test,
+      },
+      indent=1,
+    )
+  )
+  return 0
+
+
+def _cmd_evaluate(args: argparse.Namespace) -> int:
+  print(json.dumps(training.evaluate(args.checkpoint, args.clips, seed=args.seed), indent=1))
+  return 0
+
+
+def _cmd_compare(args: argparse.Namespace) -> int:
+  res = training.compare(
+    args.task,
+    args.out,
+    quick=args.quick,
+    seed=args.seed,
+    overwrite=args.overwrite,
+    progress=_progress(args),
+    log=lambda m: print(m, file=sys.stderr, flush=True),
+  )
+  print((Path(args.out) / "results.md").read_text())
+  return 0 if res else 1
+
+
+def _add_run_options(p: argparse.ArgumentParser) -> None:
+  """--quick, --seed and --no-progress, shared by the commands that train."""
+  p.add_argument("--quick", action="store_true", help="a tiny budget (seconds)")
+  p.add_argument("--seed", type=_non_negative_int, default=0)
+  p.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def _add_train(sub) -> None:
   p = sub.add_parser("train", help="train one scheme")
-  common(p)
+  p.add_argument("--task", choices=TASKS, default=None)
+  _add_run_options(p)
   p.add_argument("--scheme", choices=tuple(SCHEMES), default=None)
   p.add_argument("--out", required=True, help="run directory (checkpoints, metrics.jsonl)")
   p.add_argument("--resume", action="store_true", help="continue from the newest checkpoint")
-  p.add_argument("--steps", type=_non_negative_int)
-  p.add_argument("--batch-size", type=_positive_int)
-  p.add_argument("--learning-rate", type=_positive_float)
-  p.add_argument("--optimizer", choices=("adam", "sgd", "momentum"))
-  p.add_argument("--update-every", type=_non_negative_int,
-                 help="online updates every K ticks (0: one update per clip)")
-  p.add_argument("--checkpoint-every", type=_non_negative_int)
-  p.add_argument("--keep", type=_positive_int, help="checkpoints kept")
-  p.add_argument("--eval-every", type=_non_negative_int)
-  p.add_argument("--eval-clips", type=_positive_int)
-  p.add_argument("--num-units", type=_positive_int)
-  p.add_argument("--width", type=_positive_int)
-  p.add_argument("--span", type=_positive_int)
-  p.add_argument("--skips", choices=SKIP_KINDS,
-                 help="skip graph: a skip of --span, dense skips, or span skips plus every "
-                      "unit into the last (span_head)")
-  p.add_argument("--skip-kernel", type=_positive_int, help="kernel of the skip projections")
-  p.add_argument("--num-frames", type=_positive_int)
-  p.add_argument("--size", type=_positive_int)
-  p.add_argument("--speed", type=float)
+  add_training_flags(p)
   p.set_defaults(func=_cmd_train)
 
+
+def _add_evaluate(sub) -> None:
   p = sub.add_parser("evaluate", help="test metrics of a checkpoint")
   p.add_argument("checkpoint", help="a ckpt_*.npz file or a run directory")
   p.add_argument("--clips", type=_positive_int, default=None)
   p.add_argument("--seed", type=_non_negative_int, default=None)
   p.set_defaults(func=_cmd_evaluate)
 
+
+def _add_compare(sub) -> None:
   p = sub.add_parser("compare", help="train every scheme on the same data and budget")
   p.add_argument("--task", choices=TASKS, required=True)
   p.add_argument("--out", required=True, help="directory for results.json and results.md")
-  p.add_argument("--quick", action="store_true", help="a tiny budget (seconds)")
-  p.add_argument("--seed", type=_non_negative_int, default=0)
+  _add_run_options(p)
   p.add_argument("--overwrite", action="store_true", help="replace existing results")
-  p.add_argument("--no-progress", action="store_true", help="no progress bar")
   p.set_defaults(func=_cmd_compare)
 
+
+def _add_sweep(sub) -> None:
   p = sub.add_parser("sweep", help="train every scheme over a knob's values and seeds "
-                                    "(results.csv)")
+                     "(results.csv)")
   experiments.add_sweep_arguments(p)
   p.set_defaults(func=experiments.run_sweep)
 
-  _add_figures(sub)
+
+def _add_figures(sub) -> None:
+  p = sub.add_parser("figures", help="regenerate the paper-style figures")
+  figures.add_arguments(p)
+  p.set_defaults(func=figures.run)
+
+
+# The subcommands in the order of ``--help``; each adds its parser and sets ``func``.
+SUBCOMMANDS: tuple[Callable[[Any], None], ...] = (
+  _add_demo,
+  _add_train,
+  _add_evaluate,
+  _add_compare,
+  _add_sweep,
+  _add_figures,
+)
+
+
+def build_parser() -> argparse.ArgumentParser:
+  parser = argparse.ArgumentParser(
+    prog="sideways-lab",
+    description="Sideways and Skip-Sideways: depth-parallel training of video networks.",
+  )
+  sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+  for add in SUBCOMMANDS:
+    add(sub)
   return parser
 
 
@@ -231,8 +351,7 @@ def main(argv: Sequence[str] | None = None) -> int:
   args = parser.parse_args(argv)
   try:
     return args.func(args)
-  except (ValueError, TypeError, FileExistsError, FileNotFoundError,
-          NotADirectoryError) as e:
+  except (ValueError, TypeError, FileExistsError, FileNotFoundError, NotADirectoryError) as e:
     print(f"sideways-lab {args.command}: error: {e}", file=sys.stderr)
     return EXIT_USAGE
 

@@ -1,6 +1,6 @@
 """The engines: pipelined and synchronous forward passes and the three gradient methods.
 
-Everything here follows DESIGN.md §3–§5. Each pass is one ``lax.scan`` over ticks; frames are
+Everything here follows docs/design.md §3–5. Each pass is one ``lax.scan`` over ticks; frames are
 indexed inside the scan (the clip is never transposed or copied), and the Sideways engine
 carries only O(L) buffers, so its memory does not grow with the clip length T.
 
@@ -127,7 +127,7 @@ def _loss_weights(graph: UnitGraph, T: int, mask, mode: str, dtype=jnp.float32, 
       why = (f"the clip has T={T} ticks but the first valid output of unit {graph.num_units} "
              f"is at tick {v_L}: the clip is too short for the pipeline" if T <= v_L else
              "the mask excludes every valid tick")
-      raise ValueError(f"no loss tick: {why} (DESIGN.md §4: V is empty)")
+      raise ValueError(f"no loss tick: {why} (docs/design.md §4: V is empty)")
     return jnp.asarray(V / n, dtype), V
   V = (tick0 + jnp.arange(T) >= v_L)
   if mask is not None:
@@ -172,7 +172,7 @@ def _target(targets, i):
 
 
 def _unit_inputs(graph: UnitGraph, k: int, buffers, outs_now=None, mode="pipelined") -> list:
-  """``[src(j, d, t) for (j, d) in edges[k]]`` from the buffers (DESIGN.md §3)."""
+  """``[src(j, d, t) for (j, d) in edges[k]]`` from the buffers (docs/design.md §3)."""
   inputs = []
   for j, d in graph.edges[k]:
     if j == 0:
@@ -325,7 +325,7 @@ def _framewise_backprop(graph, params, video, targets, weights, loss_fn, per_tic
 
 def _sideways_scan(graph, params, video, targets, weights, loss_fn, state: PipelineState,
                    num_ticks: int, per_tick: bool, last_loss_tick=None):
-  """The Sideways engine (DESIGN.md §5).
+  """The Sideways engine (docs/design.md §5).
 
   At every tick every unit k does ``(out_k^t, vjp) = VJP of f_k at its current inputs`` and
   applies ``vjp`` to its cotangent: ``c_L^t = w_t ∂loss/∂out_L^t`` (same tick) and, below,
@@ -432,7 +432,7 @@ def _gradients_impl(graph, params, video, targets, weights, loss_fn, method, per
 
 def gradients(graph: UnitGraph, params, video, targets, loss_fn: LossFn, method: str = "sideways",
               mask=None, *, per_tick: bool = False, check_finite: bool = True):
-  """Gradients of the clip loss J (DESIGN.md §4) by one of three methods (§5).
+  """Gradients of the clip loss J (docs/design.md §4) by one of three methods (§5).
 
   ``J = (1/|V|) Σ_{t∈V} loss_fn(out_L^t, y^t)``, ``V = {t : valid(L, t) and mask[t]}``.
 

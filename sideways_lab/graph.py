@@ -3,7 +3,7 @@
 A network is a list of units ``f_1 .. f_L``. Unit ``k`` reads a list of *sources*
 given by its edges ``(j, d)``: ``j = 0`` is the incoming frame, ``j >= 1`` is the
 output buffer of unit ``j`` (always ``j < k``), and ``d >= 0`` is an extra delay
-in ticks. Every unit has the *main edge* ``(k-1, 0)``. See DESIGN.md §2–§3.
+in ticks. Every unit has the *main edge* ``(k-1, 0)``. See docs/design.md §2–§3.
 
 Presets:
 

@@ -157,7 +157,11 @@ class ModelConfig:
 
 def resize_to(x: jax.Array, hw: Sequence[int]) -> jax.Array:
   """Resizes (B, H, W, C) to (B, h, w, C): average pooling for integer down-factors,
-  nearest repetition for integer up-factors, bilinear otherwise."""
+  nearest repetition for integer up-factors, bilinear otherwise.
+
+  Deliberately not ``jax.image.resize`` for the down-factors: it has no box filter (its
+  antialiased linear filter halves with weights 1/8, 3/8, 3/8, 1/8, not the 1/2, 1/2 of the
+  average pool the skip projections were measured with)."""
   B, H, W, C = x.shape
   h, w = int(hw[0]), int(hw[1])
   if (H, W) == (h, w):

@@ -1,6 +1,6 @@
 """Model parallelism: every unit on its own device, all devices computing at once.
 
-Sideways (DESIGN.md §1, §5) is depth-parallel: at tick t unit k needs only what its sources
+Sideways (docs/design.md §1, §5) is depth-parallel: at tick t unit k needs only what its sources
 produced at tick t-1 and the messages its readers sent at tick t-1. So units can live on
 different devices, every device steps its units at every tick, and between ticks each
 device sends the outputs of its units up (to the devices of their readers) and the gradient

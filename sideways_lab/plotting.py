@@ -254,7 +254,7 @@ class ScheduleData:
   def mismatch(self, k: int, t: int) -> tuple[int, ...]:
     """Frames between the activation's main-path frame and each gradient origin at (k, t).
 
-    On a chain this is ``2(L-k)`` for Sideways (DESIGN.md §5) and 0 for BP.
+    On a chain this is ``2(L-k)`` for Sideways (docs/design.md §5) and 0 for BP.
     """
     if not self.act_frames[k][t] or not self.grad_frames[k][t]:
       return ()

@@ -1,6 +1,6 @@
 """The symbolic schedule of a graph: plain Python/NumPy, no JAX.
 
-For every unit k and tick t it answers, from the definitions of DESIGN.md §3–§5:
+For every unit k and tick t it answers, from the definitions of docs/design.md §3–§5:
 
 * which frame the activation ``out_k^t`` derives from along the main path (its *origin*,
   ``t - k + 1`` in the pipelined forward) and which frames it integrates (through skips);
@@ -56,7 +56,7 @@ def first_valid_ticks(graph, mode: str = PIPELINED) -> list[int]:
 
 
 def loss_ticks(graph, num_ticks: int, mask=None, mode: str = PIPELINED) -> np.ndarray:
-  """The set V of DESIGN.md §4 as a (T,) bool array: ``valid(L, t) and mask[t]``."""
+  """The set V of docs/design.md §4 as a (T,) bool array: ``valid(L, t) and mask[t]``."""
   v_L = first_valid_ticks(graph, mode)[-1]
   valid = np.arange(num_ticks) >= v_L
   if mask is not None:

@@ -1,4 +1,4 @@
-"""Tasks (DESIGN.md §7): digit identity, motion classes and next-frame prediction.
+"""Tasks (docs/design.md §7): digit identity, motion classes and next-frame prediction.
 
 A task turns clips into per-tick targets and a loss, and measures outputs:
 
@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import dataclasses
 
+import dm_pix
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -73,53 +74,37 @@ def class_accuracy(confusion, names=None) -> dict:
 # ---------------------------------------------------------------------------------------------
 
 def cross_entropy(logits: jax.Array, labels: jax.Array) -> jax.Array:
-  """``mean_b -log softmax(logits_b)[label_b]``; logits (B, K), labels int (B,)."""
-  logp = jax.nn.log_softmax(logits, axis=-1)
-  return -jnp.mean(jnp.take_along_axis(logp, labels[:, None].astype(jnp.int32), axis=-1))
+  """``mean_b -log softmax(logits_b)[label_b]``; logits (B, K), labels int (B,) (optax)."""
+  return jnp.mean(optax.softmax_cross_entropy_with_integer_labels(logits, labels))
 
 
 def mse(pred: jax.Array, target: jax.Array) -> jax.Array:
-  """``mean (pred - target)^2`` over every element (the batch mean of per-frame MSE)."""
-  return jnp.mean(jnp.square(pred - target))
-
-
-def _gaussian_window(size: int, sigma: float) -> np.ndarray:
-  x = np.arange(size) - (size - 1) / 2
-  g = np.exp(-x ** 2 / (2 * sigma ** 2))
-  g = g / g.sum()
-  return np.outer(g, g).astype(np.float32)
+  """``mean (pred - target)^2`` over every element (the batch mean of per-frame MSE; optax)."""
+  return jnp.mean(optax.squared_error(pred, target))
 
 
 def ssim(a, b, *, window: int = 7, sigma: float = 1.5, data_range: float = 1.0) -> np.ndarray:
-  """Structural similarity of frames (..., H, W, C), one value per frame (mean over pixels
-  and channels), with a Gaussian window (VALID filtering; the window shrinks to fit small
-  frames) and the usual constants ``C1 = (0.01 R)^2``, ``C2 = (0.03 R)^2``."""
+  """Structural similarity of frames (..., H, W, C), one value per frame (dm-pix).
+
+  ``SSIM = (2 μ_a μ_b + C1)(2 σ_ab + C2) / ((μ_a² + μ_b² + C1)(σ_a² + σ_b² + C2))`` averaged
+  over pixels and channels, with means and (co)variances from a ``window``×``window`` Gaussian
+  window of std ``sigma`` (VALID filtering; the window shrinks to fit small frames) and
+  ``C1 = (0.01 R)^2``, ``C2 = (0.03 R)^2`` for the data range R.
+  """
   a = jnp.asarray(a, jnp.float32)
   b = jnp.asarray(b, jnp.float32)
   lead, (H, W, C) = a.shape[:-3], a.shape[-3:]
-  win = min(window, H, W)
-  kern = jnp.asarray(_gaussian_window(win, sigma))[:, :, None, None]
-
-  def filt(x):  # x: (N, H, W, C) -> per-channel filtered (N, h, w, C)
-    x = jnp.moveaxis(x, -1, 1).reshape(-1, H, W, 1)
-    y = jax.lax.conv_general_dilated(x, kern, (1, 1), "VALID",
-                                     dimension_numbers=("NHWC", "HWIO", "NHWC"))
-    return y
-
-  a2 = a.reshape((-1, H, W, C))
-  b2 = b.reshape((-1, H, W, C))
-  mu_a, mu_b = filt(a2), filt(b2)
-  s_aa = filt(a2 * a2) - mu_a ** 2
-  s_bb = filt(b2 * b2) - mu_b ** 2
-  s_ab = filt(a2 * b2) - mu_a * mu_b
-  c1, c2 = (0.01 * data_range) ** 2, (0.03 * data_range) ** 2
-  m = ((2 * mu_a * mu_b + c1) * (2 * s_ab + c2)) / ((mu_a ** 2 + mu_b ** 2 + c1) * (s_aa + s_bb + c2))
-  per = m.reshape((-1, C) + m.shape[1:3]).mean(axis=(1, 2, 3))
+  per = dm_pix.ssim(a.reshape((-1, H, W, C)), b.reshape((-1, H, W, C)), max_val=data_range,
+                    filter_size=min(window, H, W), filter_sigma=sigma)
   return np.asarray(per).reshape(lead)
 
 
 def psnr_from_mse(m, data_range: float = 1.0):
-  """``10 log10(R^2 / mse)`` (mse clamped at 1e-10)."""
+  """``10 log10(R^2 / mse)`` (mse clamped at 1e-10).
+
+  From an MSE rather than from frames (``dm_pix.psnr``), because callers average the MSE over
+  ticks or clips first.
+  """
   return 10.0 * np.log10(data_range ** 2 / np.maximum(np.asarray(m, np.float64), 1e-10))
 
 

@@ -5,7 +5,7 @@ Every explorer is an :class:`Explorer`: a set of ipywidgets controls, a pure dra
 changes and shown as a PNG in an ``ipywidgets.Image``. Nothing is computed in a callback except
 indexing and drawing, so the explorers are instant.
 
-* :func:`schedule_explorer` – the schedule diagram with a tick slider (DESIGN.md §3–§5).
+* :func:`schedule_explorer` – the schedule diagram with a tick slider (docs/design.md §3–§5).
 * :func:`alignment_explorer` – cosine with the exact gradient: unit, knob (speed or stride),
   schemes.
 * :func:`frames_explorer` – predicted frames of the schemes beside the truth, with a Play button.

@@ -1,6 +1,6 @@
 """Tiny graphs and direct, unrolled reference implementations for the core tests.
 
-The references follow DESIGN.md §3–§5 literally, with Python loops over ticks and a dict of
+The references follow docs/design.md §3–§5 literally, with Python loops over ticks and a dict of
 activations ``out[(k, t)]``; they share no code with the engine.
 """
 
@@ -66,7 +66,7 @@ def setup(kind="chain", L=4, T=None, B=2, H=2, seed=0, dtype=jnp.float32):
 # -- direct references ------------------------------------------------------------------------
 
 def ref_outputs(graph, params, video, mode):
-  """``out[(k, t)]`` for every unit and tick, straight from DESIGN.md §3."""
+  """``out[(k, t)]`` for every unit and tick, straight from docs/design.md §3."""
   B, T = video.shape[:2]
   out = {}
   zeros = {}
@@ -116,7 +116,7 @@ def ref_exact_grads(graph, params, video, targets, loss_fn, mode, mask=None):
 
 
 def ref_sideways(graph, params, video, targets, loss_fn, mask=None):
-  """Sideways by the letter of DESIGN.md §5: a Python loop over T + L - 1 ticks."""
+  """Sideways by the letter of docs/design.md §5: a Python loop over T + L - 1 ticks."""
   B, T = video.shape[:2]
   L = graph.num_units
   V = ref_valid(graph, T, "pipelined")

@@ -1,5 +1,6 @@
 """The sideways-lab command line: demo, train/evaluate, compare, bad input."""
 
+import dataclasses
 import json
 
 import numpy as np
@@ -14,10 +15,12 @@ def test_demo_prints_alignment_table(capsys):
   assert cli.main(["demo", "--units", "3", "--frames", "6", "--size", "8"]) == 0
   out = capsys.readouterr().out
   assert "Sideways (chain)" in out and "Skip-Sideways (skips)" in out
-  rows = [line.split() for line in out.splitlines() if line.split()[:1] and line.split()[0].isdigit()]
+  rows = [
+    line.split() for line in out.splitlines() if line.split()[:1] and line.split()[0].isdigit()
+  ]
   assert [r[0] for r in rows] == ["1", "2", "3"]
   top = [float(x) for x in rows[-1][1:]]
-  assert all(abs(c - 1.0) < 1e-4 for c in top)   # the top unit's gradient is exact
+  assert all(abs(c - 1.0) < 1e-4 for c in top)  # the top unit's gradient is exact
   assert all(-1 <= float(x) <= 1 for r in rows for x in r[1:])
 
 
@@ -28,8 +31,23 @@ def test_format_alignment_table():
 
 def test_train_then_evaluate(tmp_path, capsys):
   out = tmp_path / "run"
-  args = ["train", "--task", "next-frame", "--scheme", "skip_sideways", "--out", str(out),
-          "--quick", "--steps", "2", "--num-units", "3", "--width", "4", "--no-progress"]
+  args = [
+    "train",
+    "--task",
+    "next-frame",
+    "--scheme",
+    "skip_sideways",
+    "--out",
+    str(out),
+    "--quick",
+    "--steps",
+    "2",
+    "--num-units",
+    "3",
+    "--width",
+    "4",
+    "--no-progress",
+  ]
   assert cli.main(args) == 0
   res = json.loads(capsys.readouterr().out)
   assert res["step"] == 2 and "mse" in res
@@ -44,16 +62,22 @@ def test_train_then_evaluate(tmp_path, capsys):
   assert json.loads(capsys.readouterr().out)["step"] == 3
 
 
-@pytest.mark.parametrize("flag,value,expected", [
-    ("--steps", "-1", "an integer >= 0"), ("--steps", "2.5", "an integer >= 0"),
+@pytest.mark.parametrize(
+  "flag,value,expected",
+  [
+    ("--steps", "-1", "an integer >= 0"),
+    ("--steps", "2.5", "an integer >= 0"),
     ("--batch-size", "0", "a positive integer"),
     ("--learning-rate", "nan", "a finite positive number"),
     ("--learning-rate", "inf", "a finite positive number"),
-    ("--learning-rate", "fast", "a finite positive number")])
+    ("--learning-rate", "fast", "a finite positive number"),
+  ],
+)
 def test_number_arguments_are_checked(tmp_path, capsys, flag, value, expected):
   with pytest.raises(SystemExit) as e:
-    cli.main(["train", "--task", "next-frame", "--scheme", "sideways", "--out", str(tmp_path),
-              flag, value])
+    cli.main(
+      ["train", "--task", "next-frame", "--scheme", "sideways", "--out", str(tmp_path), flag, value]
+    )
   assert e.value.code == 2
   assert f"expected {expected}, got {value!r}" in capsys.readouterr().err
   assert not tmp_path.joinpath("config.json").exists()
@@ -66,11 +90,37 @@ def test_bad_input(tmp_path, capsys):
   with pytest.raises(SystemExit):
     cli.main(["train", "--task", "next-frame", "--scheme", "bogus", "--out", str(tmp_path)])
   with pytest.raises(SystemExit):
-    cli.main(["train", "--task", "next-frame", "--scheme", "sideways", "--out", str(tmp_path),
-              "--learning-rate", "-1"])
+    cli.main(
+      [
+        "train",
+        "--task",
+        "next-frame",
+        "--scheme",
+        "sideways",
+        "--out",
+        str(tmp_path),
+        "--learning-rate",
+        "-1",
+      ]
+    )
   capsys.readouterr()
-  assert cli.main(["train", "--task", "next-frame", "--scheme", "sideways", "--out",
-                   str(tmp_path / "r"), "--quick", "--num-frames", "2"]) == 2
+  assert (
+    cli.main(
+      [
+        "train",
+        "--task",
+        "next-frame",
+        "--scheme",
+        "sideways",
+        "--out",
+        str(tmp_path / "r"),
+        "--quick",
+        "--num-frames",
+        "2",
+      ]
+    )
+    == 2
+  )
   assert "too short" in capsys.readouterr().err
   assert not (tmp_path / "r").exists()
   bad = tmp_path / "ckpt_00000001.npz"
@@ -81,14 +131,18 @@ def test_bad_input(tmp_path, capsys):
 
 
 def test_compare_quick_cli(tmp_path, capsys):
-  assert cli.main(["compare", "--task", "motion-classes", "--out", str(tmp_path), "--quick",
-                   "--no-progress"]) == 0
+  assert (
+    cli.main(
+      ["compare", "--task", "motion-classes", "--out", str(tmp_path), "--quick", "--no-progress"]
+    )
+    == 0
+  )
   res = json.loads((tmp_path / "results.json").read_text())
   assert set(res["schemes"]) == {"backprop", "sideways", "sideways_exact", "skip_sideways",
                                  "skip_exact"}
   assert 0 < res["chance"] < 1
   assert all(0 <= r["test_accuracy"] <= 1 for r in res["schemes"].values())
-  for r in res["schemes"].values():   # the confusion matrix counts every held-out clip once
+  for r in res["schemes"].values():  # the confusion matrix counts every held-out clip once
     conf = np.asarray(r["test_confusion"])
     assert conf.shape == (8, 8) and conf.sum() == 8
     assert np.trace(conf) / conf.sum() == pytest.approx(r["test_accuracy"])
@@ -99,3 +153,39 @@ def test_compare_quick_cli(tmp_path, capsys):
   before = (tmp_path / "results.json").read_bytes()
   assert cli.main(["compare", "--task", "motion-classes", "--out", str(tmp_path), "--quick"]) == 2
   assert (tmp_path / "results.json").read_bytes() == before
+
+
+def test_training_flags_come_from_the_config_dataclasses():
+  parser = cli.build_parser()
+  train = parser._subparsers._group_actions[0].choices["train"]
+  actions = {a.dest: a for a in train._actions}
+  for flag in cli.TRAIN_FLAGS:
+    assert flag.field in {f.name for f in dataclasses.fields(flag.config)}, flag.field
+    action = actions[flag.field]
+    assert action.option_strings == [flag.option]
+    assert action.help == cli.field_help(flag.config, flag.field) + flag.note
+    assert action.help and action.default is None
+  assert actions["keep"].help == "checkpoints kept"
+  assert actions["optimizer"].choices == sl.training.OPTIMIZERS
+  with pytest.raises(ValueError, match="does not describe the field 'nope'"):
+    cli.field_help(sl.training.TrainConfig, "nope")
+
+
+def test_given_flags_become_default_config_overrides():
+  args = cli.build_parser().parse_args(
+    ["train", "--out", "x", "--steps", "3", "--width", "8", "--size", "12", "--speed", "0.5"]
+  )
+  assert cli.config_overrides(args) == {
+    "steps": 3,
+    "model": {"width": 8},
+    "data": {"size": (12, 12), "speed": 0.5},
+  }
+  cfg = sl.training.default_config("next-frame", "sideways", **cli.config_overrides(args))
+  assert (cfg.steps, cfg.model.width, cfg.data.size, cfg.data.speed) == (3, 8, (12, 12), 0.5)
+
+
+def test_every_subcommand_is_registered(capsys):
+  with pytest.raises(SystemExit):
+    cli.main(["--help"])
+  out = capsys.readouterr().out
+  assert all(name in out for name in ("demo", "train", "evaluate", "compare", "figures"))

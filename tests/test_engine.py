@@ -1,4 +1,4 @@
-"""The engines against direct references, finite differences and the theorems of DESIGN.md §5."""
+"""The engines against references, finite differences and the theorems of docs/design.md §5."""
 
 import functools
 
@@ -93,7 +93,7 @@ def test_exact_methods_against_finite_differences_float64(kind):
         np.testing.assert_allclose(g_flat[i], fd, rtol=1e-5, atol=1e-8)
 
 
-# -- the theorems of DESIGN.md §5 -------------------------------------------------------------
+# -- the theorems of docs/design.md §5 ----------------------------------------------------------
 
 @pytest.mark.parametrize("edges", [[(0, 0)], [(0, 0), (0, 2)]])
 def test_single_unit_sideways_equals_pipelined_exact(edges):

@@ -1,4 +1,4 @@
-"""Bad input gets a clear ValueError/TypeError naming the argument (DESIGN.md §6)."""
+"""Bad input gets a clear ValueError/TypeError naming the argument (docs/design.md §6)."""
 
 import haiku as hk
 import jax

@@ -15,7 +15,7 @@ Everything is a pure jittable function of arrays; :class:`Alignment` is a pytree
 so it can be returned from ``jax.jit``/``jax.vmap`` (metrics then gain leading axes).
 
 :func:`per_tick_alignment` compares, for a graph, the gradient ``g_k^t`` that unit k uses at
-tick t of Sideways with the exact gradient of the loss ticks it came from (DESIGN.md §5,
+tick t of Sideways with the exact gradient of the loss ticks it came from (docs/design.md §5,
 ``sl.schedule.gradient_sources``).
 """
 

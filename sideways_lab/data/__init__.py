@@ -12,46 +12,42 @@ generators store nothing on disk.
 * :func:`read_video`, :func:`iter_video_frames`, :func:`write_video` -- video files
   (mp4, avi, webm, gif, folders of images) through imageio's PyAV plugin.
 * :class:`VideoFolderDataset` -- UCF101 / HMDB51 folder layouts with split files.
-* :func:`prefetch` -- background-thread prefetching of any iterator.
 
-imageio and PyAV are imported lazily, so ``import sideways_lab`` stays fast.
+scikit-learn (0.9 s to import) is imported on the first call that needs its digits.
 """
 
 from sideways_lab.data.datasets import VideoFolderDataset
-from sideways_lab.data.prefetch import Prefetcher, prefetch
 from sideways_lab.data.synthetic import (
-    MOTION_CLASS_NAMES,
-    motion_classes,
-    motion_classes_batches,
-    moving_digits,
-    moving_digits_batches,
+  MOTION_CLASS_NAMES,
+  motion_classes,
+  motion_classes_batches,
+  moving_digits,
+  moving_digits_batches,
 )
 from sideways_lab.data.video import (
-    VIDEO_EXTENSIONS,
-    IMAGE_EXTENSIONS,
-    iter_video_frames,
-    read_video,
-    resize_frames,
-    stride_frames,
-    video_info,
-    write_video,
+  IMAGE_EXTENSIONS,
+  VIDEO_EXTENSIONS,
+  iter_video_frames,
+  read_video,
+  resize_frames,
+  stride_frames,
+  video_info,
+  write_video,
 )
 
 __all__ = [
-    "IMAGE_EXTENSIONS",
-    "MOTION_CLASS_NAMES",
-    "Prefetcher",
-    "VIDEO_EXTENSIONS",
-    "VideoFolderDataset",
-    "iter_video_frames",
-    "motion_classes",
-    "motion_classes_batches",
-    "moving_digits",
-    "moving_digits_batches",
-    "prefetch",
-    "read_video",
-    "resize_frames",
-    "stride_frames",
-    "video_info",
-    "write_video",
+  "IMAGE_EXTENSIONS",
+  "MOTION_CLASS_NAMES",
+  "VIDEO_EXTENSIONS",
+  "VideoFolderDataset",
+  "iter_video_frames",
+  "motion_classes",
+  "motion_classes_batches",
+  "moving_digits",
+  "moving_digits_batches",
+  "read_video",
+  "resize_frames",
+  "stride_frames",
+  "video_info",
+  "write_video",
 ]
