@@ -136,6 +136,37 @@ def _loss_weights(graph: UnitGraph, T: int, mask, mode: str, dtype=jnp.float32, 
 
 
 # ---------------------------------------------------------------------------------------------
+# The unit step: the one place where a unit's forward and VJP are written
+# ---------------------------------------------------------------------------------------------
+
+def unit_step(graph: UnitGraph, k: int, params_k, inputs, cotangent):
+  """Forward of unit ``k`` at ``inputs`` and the VJP of that forward applied to ``cotangent``.
+
+  ``out_k = f_k(θ_k; inputs)`` and ``(g_k, messages) = cotangent · ∂f_k/∂(θ_k, inputs)``, i.e.
+  ``g_k = ∂⟨cotangent, f_k⟩/∂θ_k`` and ``messages[e] = ∂⟨cotangent, f_k⟩/∂inputs[e]``
+  (DESIGN.md §5). Every engine (the single-device scans and the parallel routes) does its
+  per-tick work through this function.
+
+  Args:
+    graph: the unit graph.
+    k: the unit, 1-based (static).
+    params_k: unit k's Haiku parameters (``params[k-1]``).
+    inputs: list of arrays in the order of ``graph.edges[k]``; ``inputs[e]`` has the shape of
+      source ``graph.edges[k][e][0]`` (the frame (B, H, W, C) for source 0).
+    cotangent: array with the shape and dtype of ``out_k``.
+
+  Returns:
+    ``(out_k, grads_k, messages)``: ``out_k`` (B, ...); ``grads_k`` with the structure of
+    ``params_k``; ``messages`` a list with one cotangent per edge of unit k, in the order of
+    ``graph.edges[k]``, each shaped like its input (callers drop those for source 0, the frame;
+    under ``jax.jit`` their computation is then removed as dead code).
+  """
+  out, vjp = jax.vjp(lambda p, ins: graph.apply_unit(k, p, ins), params_k, list(inputs))
+  grads_k, messages = vjp(cotangent)
+  return out, grads_k, list(messages)
+
+
+# ---------------------------------------------------------------------------------------------
 # Shared pieces of the scans
 # ---------------------------------------------------------------------------------------------
 
