@@ -14,6 +14,7 @@ import functools
 from typing import Any, Callable, NamedTuple
 
 import jax
+import jax.extend
 import jax.numpy as jnp
 import numpy as np
 from jax import lax
@@ -168,9 +169,89 @@ def unit_step(graph: UnitGraph, k: int, params_k, inputs, cotangent):
     ``graph.edges[k]``, each shaped like its input (callers drop those for source 0, the frame;
     under ``jax.jit`` their computation is then removed as dead code).
   """
-  out, vjp = jax.vjp(lambda p, ins: graph.apply_unit(k, p, ins), params_k, list(inputs))
+  return _cpu_fast_convs(_unit_step, (0, 1))(graph, k, params_k, list(inputs), cotangent)
+
+
+def _unit_step(graph, k, params_k, inputs, cotangent):
+  out, vjp = jax.vjp(lambda p, ins: graph.apply_unit(k, p, ins), params_k, inputs)
   grads_k, messages = vjp(cotangent)
   return out, grads_k, list(messages)
+
+
+# ---------------------------------------------------------------------------------------------
+# Full speed for any Haiku unit on XLA:CPU
+# ---------------------------------------------------------------------------------------------
+# The convolutions that autodiff emits for a conv's VJP (the kernel gradient has dimension
+# labels such as f01b_i01o->01bf) are rewritten by XLA:CPU into its fast (Eigen) form only
+# outside loops; inside the while loop of a lax.scan they run on a naive path, 10-25x slower
+# (benchmarks/README.md). We trace the unit step to a jaxpr and bind every convolution with
+# the canonical dimension order (batch, spatial..., feature) / (spatial..., in, out), the
+# transposes explicit: the same numbers, the fast path everywhere. On other backends the step
+# is left as it is.
+
+def _canonical_conv(lhs, rhs, params):
+  """``conv_general_dilated`` of ``params`` computed in NHWC/HWIO/NHWC order (any rank)."""
+  dn = params["dimension_numbers"]
+  n = len(dn.lhs_spec) - 2
+  canon = lax.ConvDimensionNumbers((0, n + 1, *range(1, n + 1)), (n + 1, n, *range(n)),
+                                   (0, n + 1, *range(1, n + 1)))
+  if tuple(dn) == tuple(canon):
+    return lax.conv_general_dilated_p.bind(lhs, rhs, **params)
+  lhs = jnp.transpose(lhs, (dn.lhs_spec[0], *dn.lhs_spec[2:], dn.lhs_spec[1]))
+  rhs = jnp.transpose(rhs, (*dn.rhs_spec[2:], dn.rhs_spec[1], dn.rhs_spec[0]))
+  y = lax.conv_general_dilated_p.bind(lhs, rhs, **dict(params, dimension_numbers=canon))
+  back = [0] * (n + 2)                     # axis of the result that goes to each output axis
+  back[dn.out_spec[1]] = n + 1
+  for s in range(n):
+    back[dn.out_spec[2 + s]] = 1 + s
+  return jnp.transpose(y, back)
+
+
+def _eval_canonical_convs(jaxpr, consts, *args) -> list:
+  """``jax.core.eval_jaxpr`` with every convolution (also inside nested jits) canonical."""
+  env = {}
+  read = lambda v: v.val if isinstance(v, jax.extend.core.Literal) else env[v]
+  env.update(zip(jaxpr.constvars, consts))
+  env.update(zip(jaxpr.invars, args))
+  for eqn in jaxpr.eqns:
+    invals = [read(v) for v in eqn.invars]
+    if eqn.primitive is lax.conv_general_dilated_p:
+      outs = [_canonical_conv(*invals, eqn.params)]
+    elif eqn.primitive.name in ("pjit", "jit", "closed_call") and "jaxpr" in eqn.params:
+      inner = eqn.params["jaxpr"]
+      outs = _eval_canonical_convs(inner.jaxpr, inner.consts, *invals)
+    else:
+      outs = eqn.primitive.bind(*invals, **eqn.primitive.get_bind_params(eqn.params))
+      outs = outs if eqn.primitive.multiple_results else [outs]
+    env.update(zip(eqn.outvars, outs))
+  return [read(v) for v in jaxpr.outvars]
+
+
+def _cpu_fast_convs(fn: Callable, static_argnums: tuple[int, ...] = ()) -> Callable:
+  """``fn`` with its convolutions in XLA:CPU's fast form (identity off the CPU).
+
+  ``static_argnums`` name the leading arguments that are not arrays (they must come first).
+  """
+  if jax.default_backend() != "cpu":
+    return fn
+
+  @functools.wraps(fn)
+  def wrapped(*args):
+    closed, out_shape = jax.make_jaxpr(fn, static_argnums=static_argnums,
+                                       return_shape=True)(*args)
+    if not any(_has_conv(closed.jaxpr)):
+      return fn(*args)
+    leaves = jax.tree_util.tree_leaves(args[len(static_argnums):])
+    outs = _eval_canonical_convs(closed.jaxpr, closed.consts, *leaves)
+    return jax.tree_util.tree_unflatten(jax.tree_util.tree_structure(out_shape), outs)
+  return wrapped
+
+
+def _has_conv(jaxpr):
+  for eqn in jaxpr.eqns:
+    yield eqn.primitive is lax.conv_general_dilated_p
+    if "jaxpr" in eqn.params and hasattr(eqn.params["jaxpr"], "jaxpr"):
+      yield any(_has_conv(eqn.params["jaxpr"].jaxpr))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -358,7 +439,7 @@ def _framewise_backprop(graph, params, video, targets, weights, loss_fn, per_tic
 
   def body(acc, i):
     x, y, w = _frame(video, i), _target(targets, i), weights[i]
-    loss, g = jax.value_and_grad(frame_loss)(params, x, y)
+    loss, g = _cpu_fast_convs(jax.value_and_grad(frame_loss))(params, x, y)
     g = jax.tree_util.tree_map(lambda a: jnp.where(w > 0, w * a, 0.0).astype(a.dtype), g)
     acc = jax.tree_util.tree_map(jnp.add, acc, g)
     return acc, (loss, g if per_tick else None)
