@@ -1,7 +1,9 @@
 """The engines against direct references, finite differences and the theorems of DESIGN.md §5."""
 
 import functools
+import re
 
+import haiku as hk
 import jax
 from jax.flatten_util import ravel_pytree
 import jax.numpy as jnp
@@ -264,3 +266,47 @@ def test_value_checks_do_not_break_jit():
   graph, params, video, targets = setup("chain")
   f = jax.jit(lambda v, y: sl.gradients(graph, params, v, y, mse)[1]["loss"])
   assert np.isfinite(f(video, targets))
+
+
+# -- any Haiku unit at full speed on the CPU ------------------------------------------------------
+
+CONVS = {
+    "conv2d_stride2": lambda x: hk.Conv2D(4, 3, stride=2)(x),
+    "conv2d_groups": lambda x: hk.Conv2D(4, 3, feature_group_count=2)(x),
+    "conv1d_dilated": lambda x: hk.Conv1D(3, 2, rate=2)(x.reshape(x.shape[0], x.shape[1], -1)),
+    "conv2d_transpose": lambda x: hk.Conv2DTranspose(3, 3, stride=2)(x),
+}
+
+
+@pytest.mark.parametrize("conv", list(CONVS))
+def test_unit_step_with_canonical_convs_equals_plain_autodiff(conv):
+  """The XLA:CPU rewrite of the unit step's convolutions changes no number."""
+  x = jax.random.normal(jax.random.PRNGKey(0), (2, 6, 6, 4))
+  graph = sl.UnitGraph([lambda ins: jnp.tanh(CONVS[conv](ins[0]))], None)
+  params = graph.init(jax.random.PRNGKey(1), x)
+  out = graph.apply_unit(1, params[0], [x])
+  cot = jax.random.normal(jax.random.PRNGKey(2), out.shape)
+  _, vjp = jax.vjp(lambda p, ins: graph.apply_unit(1, p, ins), params[0], [x])
+  g_ref, m_ref = vjp(cot)
+  o, g, m = jax.jit(functools.partial(sl.engine.unit_step, graph, 1))(params[0], [x], cot)
+  np.testing.assert_allclose(o, out, rtol=1e-5, atol=1e-6)
+  assert_trees_close(g, g_ref, rtol=1e-4, atol=1e-5)
+  assert_trees_close(m, m_ref, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.skipif(jax.default_backend() != "cpu", reason="the rewrite is for XLA:CPU")
+def test_every_convolution_in_the_scan_is_in_the_fast_form():
+  """hk.Conv2D's VJP inside the engine's scan uses only b01f_01io->b01f convolutions."""
+  def unit(ins):
+    return jax.nn.relu(hk.Conv2D(4, 3)(ins[0]))
+  def head(ins):
+    return hk.Linear(2)(jnp.mean(ins[0], axis=(1, 2)))
+  graph = sl.chain([unit, unit, head])
+  video = jax.random.normal(jax.random.PRNGKey(0), (2, 5, 8, 8, 3))
+  targets = jnp.zeros((2, 5, 2))
+  params = graph.init(jax.random.PRNGKey(1), video[:, 0])
+  for method in ("sideways", "pipelined_exact", "backprop"):
+    f = jax.jit(lambda v, y: sl.gradients(graph, params, v, y, mse, method=method)[0])
+    hlo = f.lower(video, targets).compile().as_text()
+    labels = set(re.findall(r"dim_labels=(\S+?),", hlo))
+    assert labels == {"b01f_01io->b01f"}, (method, labels)
