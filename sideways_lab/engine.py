@@ -1,17 +1,22 @@
-"""The engines: pipelined and synchronous forward passes and the three gradient methods.
+"""The engines: pipelined and synchronous forward passes and the four gradient methods.
 
 Everything here follows DESIGN.md §3–§5. Each pass is one ``lax.scan`` over ticks; frames are
-indexed inside the scan (the clip is never transposed or copied), and the Sideways engine
-carries only O(L) buffers, so its memory does not grow with the clip length T.
+indexed inside the scan (the clip is never transposed or copied). The forward-in-time engine
+(:func:`_pipeline_scan`: ``sideways``, its ``stash`` knob and ``pipelined_exact``) carries
+O(L) buffers plus the stash and the message delay lines, so its memory does not grow with the
+clip length T; ``bptt`` (the reverse-mode reference) keeps every tick. Every per-tick unit
+computation goes through :func:`unit_step`.
 
 Notation (shapes): ``video`` is (B, T, H, W, C); ``out_k^t`` has unit k's output shape
-(B, ...); a *buffer* of source j holds its last ``H_j = 1 + max delay`` outputs, newest first.
+(B, ...); a *buffer* of source j holds its last ``H_j`` outputs, newest first
+(``H_j = 1 + max delay`` without a stash, ``schedule.buffer_depths`` with one).
 """
 
 from __future__ import annotations
 
 import functools
-from typing import Any, Callable, NamedTuple
+from collections.abc import Callable
+from typing import NamedTuple
 
 import jax
 import jax.extend

@@ -167,7 +167,7 @@ def ref_sideways(graph, params, video, targets, loss_fn, mask=None, stash=0):
       zeros.setdefault(k, jnp.zeros_like(o))
       out[(k, t)] = o
       stashed = inputs_at.get((k, t - s[k]), [jnp.zeros_like(a) for a in inputs])
-      o_stashed, vjp = jax.vjp(f, params[k - 1], stashed)
+      _, vjp = jax.vjp(f, params[k - 1], stashed)
       if k == L:
         if t < T and V[t]:
           c = jax.grad(lambda oo: loss_fn(oo, targets[:, t]) / n)(o)

@@ -306,7 +306,7 @@ def test_every_convolution_in_the_scan_is_in_the_fast_form():
   targets = jnp.zeros((2, 5, 2))
   params = graph.init(jax.random.PRNGKey(1), video[:, 0])
   for method in ("sideways", "pipelined_exact", "backprop"):
-    f = jax.jit(lambda v, y: sl.gradients(graph, params, v, y, mse, method=method)[0])
+    f = jax.jit(lambda v, y, m=method: sl.gradients(graph, params, v, y, mse, method=m)[0])
     hlo = f.lower(video, targets).compile().as_text()
     labels = set(re.findall(r"dim_labels=(\S+?),", hlo))
     assert labels == {"b01f_01io->b01f"}, (method, labels)
