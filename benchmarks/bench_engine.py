@@ -1,16 +1,19 @@
-"""Core engine benchmarks (issue: core). Ratios are measured against a baseline in the same run.
+"""Engine benchmarks (issue 13). Ratios are measured against baselines in the same run.
 
-1. Time per clip of ``sideways`` over ``backprop`` on a conv chain (6 units, batch 4, 32×32, T=64).
-2. Compiled temporary memory of ``sideways`` and ``pipelined_exact`` vs clip length T.
-3. Speed-up per frame over the naive implementation a newcomer would write: a Python loop over
-   ticks calling ``jax.vjp`` per unit.
+1. Time per clip of every gradient method (``backprop``, ``bptt``, ``pipelined_exact``,
+   ``sideways`` with ``stash`` ∈ {0, 1, 2, full}) on a conv chain whose units use
+   ``hk.Conv2D`` or the package's im2col ``models.Conv``.
+2. Compiled temporary memory of the same methods vs the clip length T, for both conv kinds.
+3. Speed-up over what a newcomer would write: an un-jitted Python loop over ticks calling
+   ``jax.vjp`` per unit, and a Python loop over ticks calling one jitted tick.
 
-Run: ``python benchmarks/bench_engine.py [--quick]``; prints Markdown tables.
+Run: ``python benchmarks/bench_engine.py [--quick] [--rounds N]``; prints Markdown tables.
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import statistics
 import time
 
@@ -21,12 +24,20 @@ import numpy as np
 import optax
 
 import sideways_lab as sl
-from sideways_lab.models import Conv   # hk.Conv2D's gradient is ~10x slower inside a scan on CPU
+from sideways_lab.models import Conv
+
+CONVS = {"hk.Conv2D": hk.Conv2D, "models.Conv": Conv}
+# (label, method, stash): every method, and the stash knob of Sideways
+VARIANTS = [("backprop", "backprop", 0), ("bptt", "bptt", 0),
+            ("pipelined_exact", "pipelined_exact", 0), ("sideways", "sideways", 0),
+            ("sideways stash=1", "sideways", 1), ("sideways stash=2", "sideways", 2),
+            ("sideways stash=full", "sideways", "full")]
+NAIVE_TICKS = 8          # the un-jitted naive loop is slow: it runs this many frames
 
 
-def conv_unit(channels=32):
+def conv_unit(conv, channels):
   def f(inputs):
-    h = sum(Conv(channels, 3, name=f"conv{i}")(a) for i, a in enumerate(inputs))
+    h = sum(conv(channels, 3, name=f"conv{i}")(a) for i, a in enumerate(inputs))
     return jax.nn.relu(h)
   return f
 
@@ -38,12 +49,17 @@ def head(num_classes=10):
   return f
 
 
-def conv_chain(L=6, channels=32):
-  return sl.chain([conv_unit(channels) for _ in range(L - 1)] + [head()])
+def conv_chain(L=6, channels=32, conv=Conv):
+  return sl.chain([conv_unit(conv, channels) for _ in range(L - 1)] + [head()])
 
 
 def xent(logits, labels):
   return optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean()
+
+
+def grad_fn(graph, method, stash):
+  return jax.jit(lambda p, v, y: sl.gradients(graph, p, v, y, xent, method=method, stash=stash,
+                                              check_finite=False)[0])
 
 
 def timeit(fn, repeats=5):
@@ -56,104 +72,143 @@ def timeit(fn, repeats=5):
   return statistics.median(ts)
 
 
-def naive_sideways(graph, params, video, targets, loss_fn):
-  """The newcomer's version: a Python loop over ticks, jax.vjp per unit, nothing jitted."""
-  B, T = video.shape[:2]
+def max_diff(a, b) -> float:
+  return max(float(jnp.max(jnp.abs(x - y))) for x, y in
+             zip(jax.tree_util.tree_leaves(a), jax.tree_util.tree_leaves(b)))
+
+
+# -- what a newcomer writes (chain graphs) ------------------------------------------------------
+
+def _naive_tick(graph, params, bufs, cots, x, y, w):
+  """One Sideways tick of a chain: every unit's VJP at its current input (docs/design.md §5)."""
   L = graph.num_units
-  first = sl.schedule.first_valid_ticks(graph)[-1]
-  n = T - first
-  bufs = [None] * (L + 1)
-  cots = [None] * (L + 1)
+  outs, new_cots, grads = [x], [], []
+  for k in range(1, L + 1):
+    inp = x if k == 1 else bufs[k - 2]
+    out, vjp = jax.vjp(lambda p, a, k=k: graph.apply_unit(k, p, [a]), params[k - 1], inp)
+    c = jax.grad(lambda o: w * xent(o, y))(out) if k == L else cots[k - 1]
+    g, m = vjp(c)
+    outs.append(out)
+    grads.append(g)
+    new_cots.append(m)
+  # unit k's message goes to unit k-1 (none for unit 1: the frame)
+  return tuple(outs[1:L]), tuple(new_cots[1:]), tuple(grads)
+
+
+def naive_sideways(graph, params, video, targets, jit_tick=False):
+  """The newcomer's version: a Python loop over T + L - 1 ticks; ``jit_tick`` jits the tick.
+
+  Buffers and messages start at zero, as in the engine, so the result is the same Ĝ.
+  """
+  T = video.shape[1]
+  L = graph.num_units
+  V = sl.schedule.loss_ticks(graph, T)
+  bufs, a = [], video[:, 0]
+  for k in range(1, L):
+    a = jax.eval_shape(lambda p, a, k=k: graph.apply_unit(k, p, [a]), params[k - 1], a)
+    bufs.append(jnp.zeros(a.shape, a.dtype))
+  bufs = tuple(bufs)
+  cots = bufs
   grads = jax.tree_util.tree_map(jnp.zeros_like, params)
+  tick = functools.partial(_naive_tick, graph)
+  if jit_tick:
+    tick = jax.jit(tick)
   for t in range(T + L - 1):
-    x = video[:, min(t, T - 1)]
-    outs, new_cots = [x], [None] * (L + 1)
-    for k in range(1, L + 1):
-      inp = x if k == 1 else (bufs[k - 1] if bufs[k - 1] is not None else None)
-      if inp is None:
-        break
-      out, vjp = jax.vjp(lambda p, a: graph.apply_unit(k, p, [a]), params[k - 1], inp)
-      outs.append(out)
-      if k == L:
-        c = (jax.grad(lambda o: loss_fn(o, targets[:, t]) / n)(out) if first <= t < T
-             else jnp.zeros_like(out))
-      else:
-        c = cots[k] if cots[k] is not None else jnp.zeros_like(out)
-      g, m = vjp(c)
-      grads = grads[:k - 1] + (jax.tree_util.tree_map(jnp.add, grads[k - 1], g),) + grads[k:]
-      new_cots[k - 1] = m
-    bufs = outs + [None] * (L + 1 - len(outs))
-    cots = new_cots
+    w = float(V[t]) / V.sum() if t < T else 0.0
+    bufs, cots, g = tick(params, bufs, cots, video[:, min(t, T - 1)],
+                         targets[:, min(t, T - 1)], w)
+    grads = jax.tree_util.tree_map(jnp.add, grads, g)
   return grads
+
+
+# -- the tables ---------------------------------------------------------------------------------
+
+def time_table(graphs, params, video, labels, rounds):
+  """Every (conv, variant) timed in turn, round after round (median of the rounds)."""
+  fns = {(c, v): grad_fn(graphs[c], m, s) for c in CONVS for v, m, s in VARIANTS}
+  grads = {key: jax.block_until_ready(f(params[key[0]], video, labels)) for key, f in fns.items()}
+  times = {key: [] for key in fns}
+  for _ in range(rounds):
+    for key, f in fns.items():
+      t0 = time.perf_counter()
+      jax.block_until_ready(f(params[key[0]], video, labels))
+      times[key].append(time.perf_counter() - t0)
+  t = {key: statistics.median(ts) for key, ts in times.items()}
+  print("| method | hk.Conv2D (ms/clip) | models.Conv (ms/clip) | hk.Conv2D / models.Conv | "
+        "time / sideways (models.Conv) | max abs diff of grads (hk vs models) |")
+  print("|---|---:|---:|---:|---:|---:|")
+  for v, _, _ in VARIANTS:
+    a, b = t[("hk.Conv2D", v)], t[("models.Conv", v)]
+    print(f"| {v} | {1e3 * a:.1f} | {1e3 * b:.1f} | **{a / b:.2f}** | "
+          f"{b / t[('models.Conv', 'sideways')]:.2f} | "
+          f"{max_diff(grads[('hk.Conv2D', v)], grads[('models.Conv', v)]):.1e} |")
+  exact = grads[("models.Conv", "bptt")]
+  print("\nmax |grad - bptt| (models.Conv): " + ", ".join(
+      f"{v} {max_diff(grads[('models.Conv', v)], exact):.1e}" for v, _, _ in VARIANTS))
+  return t
+
+
+def memory_table(graphs, params, B, H, C, Ts):
+  """Compiled temporary memory vs T; hk.Conv2D units at the shortest and longest T only."""
+  print("\n| units | method | " + " | ".join(f"T={T} (MiB)" for T in Ts)
+        + f" | T={Ts[-1]} / T={Ts[0]} |")
+  print("|---|---|" + "---:|" * (len(Ts) + 1))
+  for c in CONVS:
+    for v, m, s in VARIANTS:
+      sizes = []
+      for T in (Ts if c == "models.Conv" else (Ts[0], Ts[-1])):
+        vid = jax.ShapeDtypeStruct((B, T, H, H, C), jnp.float32)
+        y = jax.ShapeDtypeStruct((B, T), jnp.int32)
+        ma = grad_fn(graphs[c], m, s).lower(params[c], vid, y).compile().memory_analysis()
+        sizes.append(ma.temp_size_in_bytes / 2**20)
+      cells = [f"{x:.2f}" for x in sizes]
+      if len(sizes) < len(Ts):
+        cells = [cells[0]] + ["-"] * (len(Ts) - 2) + [cells[-1]]
+      print(f"| {c} | {v} | " + " | ".join(cells) + f" | {sizes[-1] / sizes[0]:.2f}x |",
+            flush=True)
+
+
+def naive_table(graphs, params, video, labels):
+  Tn = min(NAIVE_TICKS, video.shape[1])
+  vn, yn = video[:, :Tn], labels[:, :Tn]
+  T = video.shape[1]
+  print("\n| units | implementation | frames | ms/frame | speed-up of sl.gradients | "
+        "max abs diff |\n|---|---|---:|---:|---:|---:|")
+  for c in CONVS:
+    g, p = graphs[c], params[c]
+    f = grad_fn(g, "sideways", 0)
+    fast = {n: timeit(lambda f=f, p=p, v=v, y=y: f(p, v, y)) / n
+            for n, v, y in [(Tn, vn, yn), (T, video, labels)]}
+    rows = [("un-jitted loop, jax.vjp per unit", Tn, vn, yn, False, 2),
+            ("Python loop of one jitted tick", T, video, labels, True, 3)]
+    for name, n, v, y, jit_tick, reps in rows:
+      run = functools.partial(naive_sideways, g, p, v, y, jit_tick)
+      t = timeit(run, repeats=reps) / n
+      err = max_diff(run(), f(p, v, y))
+      print(f"| {c} | {name} | {n} | {1e3 * t:.1f} | **{t / fast[n]:.1f}x** "
+            f"(sl.gradients {1e3 * fast[n]:.2f} ms/frame) | {err:.1e} |")
 
 
 def main(argv=None):
   ap = argparse.ArgumentParser()
-  ap.add_argument("--quick", action="store_true")
-  ap.add_argument("--rounds", type=int, default=7)
+  ap.add_argument("--quick", action="store_true", help="a small smoke run (seconds)")
+  ap.add_argument("--rounds", type=int, default=5)
   args = ap.parse_args(argv)
-  L, B, H, T = 6, 4, 32, 64
-  Ts = (16, 32, 64, 128)
+  L, B, H, C, width, T, Ts = 6, 4, 32, 1, 32, 64, (16, 32, 64, 128)
   if args.quick:
-    B, H, T, Ts = 2, 16, 16, (8, 16, 32)
-  graph = conv_chain(L)
+    L, B, H, width, T, Ts, args.rounds = 3, 1, 8, 4, 8, (8, 16), 1
   rng = np.random.default_rng(0)
-  video = jnp.asarray(rng.random((B, T, H, H, 1), np.float32))
+  video = jnp.asarray(rng.random((B, T, H, H, C), np.float32))
   labels = jnp.asarray(np.repeat(rng.integers(0, 10, (B, 1)), T, 1))
-  params = graph.init(jax.random.PRNGKey(0), video[:, 0])
-  print(f"# engine benchmarks on {jax.devices()[0].device_kind}, "
-        f"{jax.device_count()} device(s); conv chain L={L}, B={B}, {H}x{H}, T={T}\n")
-
-  # 1. time per clip: the methods are timed in turn, round after round, so that a change in
-  # the machine's load hits them alike; the median of the rounds is reported.
-  fns = {m: jax.jit(lambda p, v, y, m=m: sl.gradients(graph, p, v, y, xent, method=m)[0])
-         for m in sl.METHODS}
-  rounds = {m: [] for m in sl.METHODS}
-  for m, f in fns.items():
-    jax.block_until_ready(f(params, video, labels))           # compile and warm up
-  for _ in range(args.rounds):
-    for m, f in fns.items():
-      t0 = time.perf_counter()
-      jax.block_until_ready(f(params, video, labels))
-      rounds[m].append(time.perf_counter() - t0)
-  times = {m: statistics.median(r) for m, r in rounds.items()}
-  print("| method | time per clip (ms) | ratio to backprop |\n|---|---|---|")
-  for m, t in times.items():
-    print(f"| {m} | {1e3 * t:.1f} | {t / times['backprop']:.3f} |")
-
-  # 2. compiled temporary memory vs T
-  print("\n| T | sideways temp (MiB) | pipelined_exact temp (MiB) | backprop temp (MiB) |"
-        "\n|---|---|---|---|")
-  mem = {}
-  for TT in Ts:
-    v = jax.ShapeDtypeStruct((B, TT, H, H, 1), jnp.float32)
-    y = jax.ShapeDtypeStruct((B, TT), jnp.int32)
-    row = []
-    for method in ("sideways", "pipelined_exact", "backprop"):
-      f = jax.jit(lambda p, v, y, m=method: sl.gradients(graph, p, v, y, xent, method=m,
-                                                         check_finite=False)[0])
-      ma = f.lower(params, v, y).compile().memory_analysis()
-      size = getattr(ma, "temp_size_in_bytes", float("nan")) / 2**20
-      mem[(TT, method)] = size
-      row.append(f"{size:.2f}")
-    print(f"| {TT} | " + " | ".join(row) + " |")
-  lo, hi = Ts[0], Ts[-1]
-  print(f"\nsideways temp memory T={hi} / T={lo}: "
-        f"{mem[(hi, 'sideways')] / mem[(lo, 'sideways')]:.2f}x; pipelined_exact: "
-        f"{mem[(hi, 'pipelined_exact')] / mem[(lo, 'pipelined_exact')]:.2f}x")
-
-  # 3. naive implementation
-  Tn = 8
-  vn, yn = video[:, :Tn], labels[:, :Tn]
-  t_naive = timeit(lambda: naive_sideways(graph, params, vn, yn, xent), repeats=2)
-  f = jax.jit(lambda p, v, y: sl.gradients(graph, p, v, y, xent, method="sideways")[0])
-  t_fast = timeit(lambda: f(params, vn, yn))
-  g_naive = naive_sideways(graph, params, vn, yn, xent)
-  err = max(float(jnp.max(jnp.abs(a - b))) for a, b in
-            zip(jax.tree_util.tree_leaves(g_naive), jax.tree_util.tree_leaves(f(params, vn, yn))))
-  print(f"\nnaive (Python loop + jax.vjp per unit) vs sl.gradients, T={Tn}: "
-        f"{1e3 * t_naive / Tn:.1f} ms/frame vs {1e3 * t_fast / Tn:.2f} ms/frame: "
-        f"speed-up {t_naive / t_fast:.1f}x (max |difference| {err:.1e})")
+  graphs = {c: conv_chain(L, width, conv) for c, conv in CONVS.items()}
+  # the same parameters for both conv kinds (same names and shapes), so results must agree
+  shared = graphs["models.Conv"].init(jax.random.PRNGKey(0), video[:, 0])
+  params = {c: shared for c in CONVS}
+  print(f"# engine benchmarks on {jax.devices()[0].device_kind}, {jax.device_count()} "
+        f"device(s); conv chain L={L} (width {width}), B={B}, {H}x{H}x{C}, T={T}\n")
+  time_table(graphs, params, video, labels, args.rounds)
+  memory_table(graphs, params, B, H, C, Ts)
+  naive_table(graphs, params, video, labels)
 
 
 if __name__ == "__main__":

@@ -226,3 +226,118 @@ def latency(graph, scheme: str | None = None) -> Latency:
   return Latency(scheme, L, first_output_tick=v[L], output_latency=out_lat,
                  gradient_delay=tuple(bwd[k] for k in range(1, L + 1)),
                  frames_per_tick=1.0, utilisation=1.0)
+
+
+# ---------------------------------------------------------------------------------------------
+# The stash: the exact gradient forward in time (docs/design.md §5)
+# ---------------------------------------------------------------------------------------------
+
+FULL = "full"
+
+
+def check_stash(stash) -> None:
+  """Raises unless ``stash`` is an int >= 0 or ``"full"``."""
+  if stash == FULL:
+    return
+  if not isinstance(stash, (int, np.integer)) or isinstance(stash, bool) or stash < 0:
+    raise ValueError(f"stash must be an int >= 0 or 'full', got {stash!r}")
+
+
+def exact_lags(graph) -> list[int]:
+  """``r[k]``, k = 0..L: the stash depth that makes unit k's VJP exact.
+
+  ``r_L = 0`` and ``r_j = max over the edges (j, d) of units k that read j of (r_k + d + 2)``
+  for 1 <= j < L: the gradient about ``out_j^t`` is complete at tick ``t + r_j``. On a chain
+  ``r_k = 2(L - k)``, the mismatch of Sideways. ``r[0] = 0`` (the frame is not stashed).
+  """
+  edges = _edges_of(graph)
+  L = len(edges)
+  r = [0] * (L + 1)
+  for j in range(L - 1, 0, -1):
+    r[j] = max(r[k] + d + 2 for k in range(j + 1, L + 1) for jj, d in edges[k] if jj == j)
+  return r
+
+
+def stash_depths(graph, stash=0) -> list[int]:
+  """``s[k] = min(m, r_k)``, k = 0..L: how many ticks back unit k takes its VJP.
+
+  ``m = stash`` (``"full"`` is ∞, so ``s = r`` of :func:`exact_lags`); ``s[0] = s[L] = 0``.
+  At tick τ unit k takes its VJP at its inputs of tick ``τ - s_k``.
+  """
+  check_stash(stash)
+  r = exact_lags(graph)
+  return list(r) if stash == FULL else [min(int(stash), rk) for rk in r]
+
+
+def message_waits(graph, stash=0) -> dict[tuple[int, int], int]:
+  """Extra ticks a message waits: ``{(k, e): w}`` for every edge e = (j, d) of unit k, j >= 1.
+
+  ``w = max(0, s_j - s_k - d - 2)``: the message unit k sends at tick τ is about
+  ``out_j^{τ - s_k - 1 - d}``, which unit j differentiates at tick ``τ - s_k - 1 - d + s_j``;
+  a message normally arrives at ``τ + 1``. With ``stash=0`` every wait is 0 (Sideways).
+  """
+  edges = _edges_of(graph)
+  s = stash_depths(graph, stash)
+  return {(k, e): max(0, s[j] - s[k] - d - 2)
+          for k, es in edges.items() for e, (j, d) in enumerate(es) if j >= 1}
+
+
+def gradient_arrivals(graph, stash=0) -> tuple[list[int], list[int]]:
+  """``(fewest, most)``: per unit k (index k), the fewest and the most ticks after a loss tick
+  s at which unit k uses a piece of its gradient: a hop along edge (j, d) of unit k costs
+  ``1 + w`` (:func:`message_waits`). The cotangent of unit k at tick τ is zero unless
+  ``τ - s ∈ [fewest[k], most[k]]`` for some loss tick s. ``stash=0`` gives
+  :func:`message_hops`."""
+  edges = _edges_of(graph)
+  L = len(edges)
+  waits = message_waits(graph, stash)
+  inf = 10**9
+  fewest, most = [inf] * (L + 1), [-inf] * (L + 1)
+  fewest[L] = most[L] = 0
+  for k in range(L, 0, -1):
+    for e, (j, _) in enumerate(edges[k]):
+      if j >= 1:
+        fewest[j] = min(fewest[j], fewest[k] + 1 + waits[(k, e)])
+        most[j] = max(most[j], most[k] + 1 + waits[(k, e)])
+  fewest[0], most[0] = 0, 0
+  return fewest, most
+
+
+def drain_ticks(graph, stash=0) -> int:
+  """Ticks after a clip until every loss tick's gradient has reached every unit.
+
+  ``max(L - 1, max_j s_j)`` (docs/design.md §5), or more if a message path with waits is longer
+  (``max_k most[k]`` of :func:`gradient_arrivals`; never the case for ``stash`` 0 or full).
+  """
+  L = len(_edges_of(graph))
+  _, most = gradient_arrivals(graph, stash)
+  return max(L - 1, max(stash_depths(graph, stash)), max(most))
+
+
+def buffer_depths(graph, stash=0) -> list[int]:
+  """``H[j]``, j = 0..L-1: how many past values of source j the pipeline keeps.
+
+  Unit k reads ``src(j, d, τ - s_k)`` for its stashed VJP, the value at index ``d + s_k`` of
+  a newest-first buffer, so ``H_j = max over readers (k, d) of (1 + d + s_k)``; with
+  ``stash=0`` this is ``1 + max d``.
+  """
+  edges = _edges_of(graph)
+  L = len(edges)
+  s = stash_depths(graph, stash)
+  H = [1] * L
+  for k, es in edges.items():
+    for j, d in es:
+      H[j] = max(H[j], 1 + d + s[k])
+  return H
+
+
+def message_lines(graph, stash=0) -> list[int]:
+  """``W[j]``, j = 1..L-1 (index j; ``W[0] = W[L] = 0``): the longest wait of a message to
+  unit j, i.e. how many ticks beyond the next the pipeline holds messages for unit j."""
+  L = len(_edges_of(graph))
+  W = [0] * (L + 1)
+  edges = _edges_of(graph)
+  for (k, e), w in message_waits(graph, stash).items():
+    j = edges[k][e][0]
+    W[j] = max(W[j], w)
+  return W

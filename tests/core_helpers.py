@@ -115,20 +115,42 @@ def ref_exact_grads(graph, params, video, targets, loss_fn, mode, mask=None):
   return jax.grad(lambda p: ref_loss(graph, p, video, targets, loss_fn, mode, mask))(params)
 
 
-def ref_sideways(graph, params, video, targets, loss_fn, mask=None):
-  """Sideways by the letter of docs/design.md §5: a Python loop over T + L - 1 ticks."""
+def ref_stash_depths(graph, stash=0) -> dict:
+  """``s_k = min(m, r_k)`` with ``r_L = 0``, ``r_j = max over readers (k, d) of r_k + d + 2``
+  (docs/design.md §5), computed here without the schedule module."""
+  L = graph.num_units
+  r = {L: 0}
+  for j in range(L - 1, 0, -1):
+    r[j] = max(r[k] + d + 2 for k in range(j + 1, L + 1) for jj, d in graph.edges[k] if jj == j)
+  return {k: r[k] if stash == "full" else min(stash, r[k]) for k in r}
+
+
+def ref_sideways(graph, params, video, targets, loss_fn, mask=None, stash=0):
+  """Sideways with a stash by the letter of docs/design.md §5: a Python loop over the ticks.
+
+  Every unit runs its forward at every tick (no idle units); at tick τ unit k takes its VJP
+  at its inputs of tick τ - s_k (zeros before the clip) with the cotangent that arrives at τ;
+  the message on edge (j, d) arrives ``1 + max(0, s_j - s_k - d - 2)`` ticks after it is sent;
+  at least ``max(L - 1, max_j s_j)`` drain ticks feed the last frame, more while a non-zero
+  message is still on its way (a message that waits can need more). ``stash=0`` is Sideways.
+  """
   B, T = video.shape[:2]
   L = graph.num_units
+  s = ref_stash_depths(graph, stash)
   V = ref_valid(graph, T, "pipelined")
   if mask is not None:
     V = V & np.asarray(mask)
   n = V.sum()
-  out, zeros = {}, {}
+  out, zeros, inputs_at = {}, {}, {}
   cot = {}                      # cot[(k, t)]: cotangent unit k uses at tick t
-  grads = jax.tree_util.tree_map(jnp.zeros_like, params)
-  grads = list(grads)
+  grads = list(jax.tree_util.tree_map(jnp.zeros_like, params))
   per_tick = []
-  for t in range(T + L - 1):
+  t = -1
+  while True:
+    t += 1
+    pending = [c for (_, tt), c in cot.items() if tt >= t and bool(jnp.any(c != 0))]
+    if t >= T + max(L - 1, max(s.values())) and not pending:
+      break
     x = lambda tt: (video[:, min(tt, T - 1)] if tt >= 0 else jnp.zeros_like(video[:, 0]))
     g_t = []
     for k in range(1, L + 1):
@@ -139,9 +161,13 @@ def ref_sideways(graph, params, video, targets, loss_fn, mask=None):
         else:
           tt = t - 1 - d
           inputs.append(out[(j, tt)] if tt >= 0 else zeros[j])
-      o, vjp = jax.vjp(lambda p, ins: graph.apply_unit(k, p, ins), params[k - 1], inputs)
+      inputs_at[(k, t)] = inputs
+      f = lambda p, ins, k=k: graph.apply_unit(k, p, ins)
+      o = f(params[k - 1], inputs)
       zeros.setdefault(k, jnp.zeros_like(o))
       out[(k, t)] = o
+      stashed = inputs_at.get((k, t - s[k]), [jnp.zeros_like(a) for a in inputs])
+      _, vjp = jax.vjp(f, params[k - 1], stashed)
       if k == L:
         if t < T and V[t]:
           c = jax.grad(lambda oo: loss_fn(oo, targets[:, t]) / n)(o)
@@ -152,9 +178,10 @@ def ref_sideways(graph, params, video, targets, loss_fn, mask=None):
       g, d_inputs = vjp(c)
       grads[k - 1] = jax.tree_util.tree_map(jnp.add, grads[k - 1], g)
       g_t.append(g)
-      for (j, _), m in zip(graph.edges[k], d_inputs):
+      for (j, d), m in zip(graph.edges[k], d_inputs):
         if j >= 1:
-          cot[(j, t + 1)] = cot.get((j, t + 1), 0.0) + m
+          arrive = t + 1 + max(0, s[j] - s[k] - d - 2)
+          cot[(j, arrive)] = cot.get((j, arrive), 0.0) + m
     per_tick.append(g_t)
   return tuple(grads), per_tick
 

@@ -1,7 +1,9 @@
 """The engines against references, finite differences and the theorems of docs/design.md §5."""
 
 import functools
+import re
 
+import haiku as hk
 import jax
 from jax.flatten_util import ravel_pytree
 import jax.numpy as jnp
@@ -48,7 +50,8 @@ def test_exact_methods_match_unrolled_reference(kind):
   graph, params, video, targets = setup(kind)
   T = video.shape[1]
   mask = np.arange(T) != T - 3
-  for method, mode in [("backprop", "synchronous"), ("pipelined_exact", "pipelined")]:
+  for method, mode in [("backprop", "synchronous"), ("bptt", "pipelined"),
+                       ("pipelined_exact", "pipelined")]:
     grads, info = sl.gradients(graph, params, video, targets, mse, method=method, mask=mask)
     ref = ref_exact_grads(graph, params, video, targets, mse, mode, mask)
     assert_trees_close(grads, ref, rtol=1e-4, atol=1e-6)
@@ -78,7 +81,7 @@ def test_sideways_matches_direct_reference(kind):
 def test_exact_methods_against_finite_differences_float64(kind):
   with jax.enable_x64(True):
     graph, params, video, targets = setup(kind, L=3, T=5, B=1, dtype=jnp.float64)
-    for method, mode in [("backprop", "synchronous"), ("pipelined_exact", "pipelined")]:
+    for method in ("backprop", "bptt", "pipelined_exact"):
       grads, info = sl.gradients(graph, params, video, targets, mse, method=method)
       assert info["loss"].dtype == jnp.float64
       flat, unravel = ravel_pytree(params)
@@ -94,6 +97,82 @@ def test_exact_methods_against_finite_differences_float64(kind):
 
 
 # -- the theorems of docs/design.md §5 ----------------------------------------------------------
+
+THEOREM_KINDS = ["chain", "skip", "dense", "temporal"]   # the four graph kinds of docs/design.md §5
+
+
+@pytest.mark.parametrize("kind", THEOREM_KINDS)
+def test_exact_forward_in_time_equals_bptt_and_stash_full_float64(kind):
+  """pipelined_exact (forward in time, stashed inputs) = bptt (reverse mode through the unrolled
+  pipeline) to float64 round-off, with a mask; sideways(stash="full") is pipelined_exact and
+  sideways(stash=0) is Sideways, which differs."""
+  with jax.enable_x64(True):
+    graph, params, video, targets = setup(kind, B=1, dtype=jnp.float64)
+    T = video.shape[1]
+    mask = np.arange(T) != T - 2
+    run = lambda method, stash=0, per_tick=False: sl.gradients(
+        graph, params, video, targets, mse, method=method, mask=mask, stash=stash,
+        per_tick=per_tick)
+    exact, info = run("pipelined_exact", per_tick=True)
+    bptt, info_bptt = run("bptt")
+    assert max_abs(bptt) > 1e-3
+    assert max_abs_diff(exact, bptt) < 1e-12
+    np.testing.assert_allclose(info["loss"], info_bptt["loss"], rtol=1e-14)
+    full, _ = run("sideways", "full")
+    assert max_abs_diff(full, exact) < 1e-14
+    drain = sl.schedule.drain_ticks(graph, "full")
+    assert jax.tree_util.tree_leaves(info["per_tick_grads"])[0].shape[0] == T + drain
+    sideways, _ = run("sideways", 0)
+    plain, _ = sl.gradients(graph, params, video, targets, mse, method="sideways", mask=mask)
+    assert max_abs_diff(sideways, plain) == 0.0
+    assert max_abs_diff(sideways, exact) > 1e-3
+
+
+@pytest.mark.parametrize("kind,stash", [("chain", 2), ("skip", 3), ("dense", 3),
+                                        ("temporal", 3), ("mixed", "full")])
+def test_stash_matches_the_direct_reference_tick_by_tick(kind, stash):
+  """An intermediate stash (some messages wait in delay lines) by the letter of docs/design.md §5."""
+  graph, params, video, targets = setup(kind, B=1)
+  mask = np.arange(video.shape[1]) != 5
+  grads, info = sl.gradients(graph, params, video, targets, mse, method="sideways", mask=mask,
+                             stash=stash, per_tick=True)
+  ref, ref_ticks = ref_sideways(graph, params, video, targets, mse, mask, stash=stash)
+  assert_trees_close(grads, ref, rtol=1e-4, atol=1e-6)
+  per = info["per_tick_grads"]
+  num_ticks = jax.tree_util.tree_leaves(per)[0].shape[0]
+  assert num_ticks == video.shape[1] + sl.schedule.drain_ticks(graph, stash) >= len(ref_ticks)
+  for t in range(num_ticks):
+    expect = tuple(ref_ticks[t]) if t < len(ref_ticks) else jax.tree_util.tree_map(
+        jnp.zeros_like, params)
+    assert_trees_close(jax.tree_util.tree_map(lambda a: a[t], per), expect, rtol=1e-4, atol=1e-6)
+
+
+def test_pipelined_exact_memory_is_flat_in_T_and_bptt_grows():
+  """Compiled temporary memory at T=64 vs T=8: flat for the forward-in-time engine."""
+  graph, params, video, targets = setup("skip")
+  def temp(method, T):
+    v = jax.ShapeDtypeStruct((2, T) + video.shape[2:], video.dtype)
+    y = jax.ShapeDtypeStruct((2, T, 2), targets.dtype)
+    f = jax.jit(lambda v, y: sl.gradients(graph, params, v, y, mse, method=method,
+                                          check_finite=False)[0])
+    return f.lower(v, y).compile().memory_analysis().temp_size_in_bytes
+  assert temp("pipelined_exact", 64) <= 1.2 * temp("pipelined_exact", 8)
+  assert temp("bptt", 64) > 2 * temp("bptt", 8)
+
+
+def test_unit_step_is_the_forward_and_its_vjp():
+  graph, params, video, _ = setup("skip")
+  k = 3
+  inputs = [jnp.tanh(video[:, 0].reshape(2, -1)[:, :3]), jnp.cos(video[:, 1].reshape(2, -1)[:, :3])]
+  cot = jnp.array([[1.0, -2.0, 0.5], [0.3, 0.0, 1.0]])
+  out, g, msgs = sl.engine.unit_step(graph, k, params[k - 1], inputs, cot)
+  np.testing.assert_allclose(out, graph.apply_unit(k, params[k - 1], inputs), rtol=1e-6)
+  J = lambda p, ins: jnp.sum(cot * graph.apply_unit(k, p, ins))
+  g_ref, m_ref = jax.grad(J, argnums=(0, 1))(params[k - 1], inputs)
+  assert_trees_close(g, g_ref)
+  assert len(msgs) == len(graph.edges[k])
+  assert_trees_close(msgs, m_ref)
+
 
 @pytest.mark.parametrize("edges", [[(0, 0)], [(0, 0), (0, 2)]])
 def test_single_unit_sideways_equals_pipelined_exact(edges):
@@ -187,3 +266,47 @@ def test_value_checks_do_not_break_jit():
   graph, params, video, targets = setup("chain")
   f = jax.jit(lambda v, y: sl.gradients(graph, params, v, y, mse)[1]["loss"])
   assert np.isfinite(f(video, targets))
+
+
+# -- any Haiku unit at full speed on the CPU ------------------------------------------------------
+
+CONVS = {
+    "conv2d_stride2": lambda x: hk.Conv2D(4, 3, stride=2)(x),
+    "conv2d_groups": lambda x: hk.Conv2D(4, 3, feature_group_count=2)(x),
+    "conv1d_dilated": lambda x: hk.Conv1D(3, 2, rate=2)(x.reshape(x.shape[0], x.shape[1], -1)),
+    "conv2d_transpose": lambda x: hk.Conv2DTranspose(3, 3, stride=2)(x),
+}
+
+
+@pytest.mark.parametrize("conv", list(CONVS))
+def test_unit_step_with_canonical_convs_equals_plain_autodiff(conv):
+  """The XLA:CPU rewrite of the unit step's convolutions changes no number."""
+  x = jax.random.normal(jax.random.PRNGKey(0), (2, 6, 6, 4))
+  graph = sl.UnitGraph([lambda ins: jnp.tanh(CONVS[conv](ins[0]))], None)
+  params = graph.init(jax.random.PRNGKey(1), x)
+  out = graph.apply_unit(1, params[0], [x])
+  cot = jax.random.normal(jax.random.PRNGKey(2), out.shape)
+  _, vjp = jax.vjp(lambda p, ins: graph.apply_unit(1, p, ins), params[0], [x])
+  g_ref, m_ref = vjp(cot)
+  o, g, m = jax.jit(functools.partial(sl.engine.unit_step, graph, 1))(params[0], [x], cot)
+  np.testing.assert_allclose(o, out, rtol=1e-5, atol=1e-6)
+  assert_trees_close(g, g_ref, rtol=1e-4, atol=1e-5)
+  assert_trees_close(m, m_ref, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.skipif(jax.default_backend() != "cpu", reason="the rewrite is for XLA:CPU")
+def test_every_convolution_in_the_scan_is_in_the_fast_form():
+  """hk.Conv2D's VJP inside the engine's scan uses only b01f_01io->b01f convolutions."""
+  def unit(ins):
+    return jax.nn.relu(hk.Conv2D(4, 3)(ins[0]))
+  def head(ins):
+    return hk.Linear(2)(jnp.mean(ins[0], axis=(1, 2)))
+  graph = sl.chain([unit, unit, head])
+  video = jax.random.normal(jax.random.PRNGKey(0), (2, 5, 8, 8, 3))
+  targets = jnp.zeros((2, 5, 2))
+  params = graph.init(jax.random.PRNGKey(1), video[:, 0])
+  for method in ("sideways", "pipelined_exact", "backprop"):
+    f = jax.jit(lambda v, y, m=method: sl.gradients(graph, params, v, y, mse, method=m)[0])
+    hlo = f.lower(video, targets).compile().as_text()
+    labels = set(re.findall(r"dim_labels=(\S+?),", hlo))
+    assert labels == {"b01f_01io->b01f"}, (method, labels)

@@ -8,6 +8,7 @@ import pytest
 
 import sideways_lab as sl
 from core_helpers import make_graph, mse, setup
+from sideways_lab import schedule
 
 
 def tracer_unit(inputs):
@@ -132,3 +133,40 @@ def test_latency_counts_agree_with_the_engine():
 def test_schedule_rejects_bad_mode():
   with pytest.raises(ValueError, match="mode"):
     sl.schedule.first_valid_ticks(sl.chain_edges(2), "sideways")
+
+
+# -- the stash (docs/design.md §5) -------------------------------------------------------------------
+
+@pytest.mark.parametrize("L", [1, 3, 5])
+def test_exact_lags_on_a_chain_are_the_sideways_mismatch(L):
+  edges = sl.chain_edges(L)
+  assert schedule.exact_lags(edges)[1:] == [2 * (L - k) for k in range(1, L + 1)]
+  assert schedule.stash_depths(edges, 1)[1:] == [min(1, 2 * (L - k)) for k in range(1, L + 1)]
+  assert schedule.drain_ticks(edges, "full") == max(L - 1, 2 * (L - 1))
+
+
+def test_exact_lags_and_waits_by_hand_on_dense_and_temporal():
+  dense = sl.dense_edges(4)
+  assert schedule.exact_lags(dense) == [0, 6, 4, 2, 0]
+  # unit 4 reads unit 1 directly: its message waits s_1 - s_4 - 0 - 2 = 4 ticks
+  assert schedule.message_waits(dense, "full")[(4, 2)] == 4
+  assert schedule.message_lines(dense, "full") == [0, 4, 2, 0, 0]
+  temporal = sl.temporal_edges(4, (1,))
+  assert schedule.exact_lags(temporal) == [0, 9, 6, 3, 0]      # r_j = r_{j+1} + 1 + 2
+  # an intermediate stash whose waiting message makes the drain longer than max(L-1, max s_j)
+  assert schedule.stash_depths(temporal, 3) == [0, 3, 3, 3, 0]
+  assert schedule.drain_ticks(temporal, 3) == 4
+
+
+@pytest.mark.parametrize("edges", [sl.chain_edges(4), sl.skip_edges(5, 2), sl.dense_edges(4),
+                                   sl.temporal_edges(3, (1, 2))])
+def test_stash_zero_is_sideways_in_the_schedule(edges):
+  graph = sl.UnitGraph([lambda ins: ins[0]] * len(edges), edges)
+  L = graph.num_units
+  assert set(schedule.message_waits(graph, 0).values()) <= {0}
+  assert schedule.gradient_arrivals(graph, 0) == tuple(
+      [0] + h[1:] for h in schedule.message_hops(graph))
+  assert schedule.buffer_depths(graph, 0) == [max(graph.history(j), 1) for j in range(L)]
+  assert schedule.drain_ticks(graph, 0) == L - 1
+  with pytest.raises(ValueError, match="stash"):
+    schedule.stash_depths(graph, -1)

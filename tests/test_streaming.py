@@ -60,6 +60,36 @@ def test_stream_gradients_in_chunks_equal_whole_clip_tick_by_tick(kind):
     assert_trees_close(total, whole, rtol=1e-5, atol=1e-7)
 
 
+@pytest.mark.parametrize("kind,stash", [("dense", "full"), ("temporal", 3)])
+def test_stream_with_a_stash_in_chunks_equals_whole_clip(kind, stash):
+  """The state carries the stash (deeper buffers) and the message delay lines across chunks."""
+  graph, params, video, targets = setup(kind, T=12)
+  T = 12
+  _, info = sl.gradients(graph, params, video, targets, mse, method="sideways", stash=stash,
+                         per_tick=True)
+  w = 1.0 / int(info["num_loss_ticks"])
+  state = sl.init_state(graph, params, video, stash=stash)
+  assert state.delayed        # both cases have messages that wait in delay lines
+  total, per = None, []
+  for chunk, tgt in zip(split(video, (5, 7)), split(targets, (5, 7))):
+    g, inf, state = sl.stream_gradients(graph, params, chunk, tgt, mse, state, loss_weight=w,
+                                        stash=stash, per_tick=True)
+    total = g if total is None else jax.tree_util.tree_map(jnp.add, total, g)
+    per.append(inf["per_tick_grads"])
+  per = jax.tree_util.tree_map(lambda *a: jnp.concatenate(a), *per)
+  assert_trees_close(per, jax.tree_util.tree_map(lambda a: a[:T], info["per_tick_grads"]),
+                     rtol=1e-5, atol=1e-7)
+  drain = sl.schedule.drain_ticks(graph, stash)
+  g, _, state = sl.stream_gradients(graph, params, jnp.repeat(video[:, -1:], drain, axis=1),
+                                    targets[:, :drain], mse, state, mask=np.zeros(drain, bool),
+                                    loss_weight=w, stash=stash)
+  total = jax.tree_util.tree_map(jnp.add, total, g)
+  whole, _ = sl.gradients(graph, params, video, targets, mse, method="sideways", stash=stash)
+  assert_trees_close(total, whole, rtol=1e-5, atol=1e-7)
+  with pytest.raises(ValueError, match="stash"):
+    sl.stream_gradients(graph, params, video, targets, mse, state, stash=0)
+
+
 def test_online_updates_with_a_carried_state():
   """An update every K ticks: the stream keeps its buffers and messages across updates."""
   graph, params, video, targets = setup("skip", T=12)

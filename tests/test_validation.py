@@ -72,7 +72,23 @@ def test_bad_video_targets_mask_and_method():
   with pytest.raises(ValueError, match="loss_fn must return a scalar"):
     sl.gradients(graph, params, video, targets, lambda o, y: (o - y) ** 2)
   with pytest.raises(ValueError, match="per_tick"):
-    sl.gradients(graph, params, video, targets, mse, method="pipelined_exact", per_tick=True)
+    sl.gradients(graph, params, video, targets, mse, method="bptt", per_tick=True)
+
+
+@pytest.mark.parametrize("stash", [-1, 1.5, "all", True, None])
+def test_bad_stash(stash):
+  graph, params, video, targets = setup("chain")
+  with pytest.raises(ValueError, match="stash"):
+    sl.gradients(graph, params, video, targets, mse, method="sideways", stash=stash)
+
+
+@pytest.mark.parametrize("method", ["backprop", "bptt", "pipelined_exact"])
+def test_stash_only_with_sideways(method):
+  graph, params, video, targets = setup("chain")
+  with pytest.raises(ValueError, match="stash.*only meaningful for method='sideways'"):
+    sl.gradients(graph, params, video, targets, mse, method=method, stash=2)
+  with pytest.raises(ValueError, match="stash"):
+    sl.init_state(graph, params, video, stash=-2)
 
 
 def test_non_finite_values_are_rejected_when_concrete():
