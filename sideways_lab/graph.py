@@ -94,8 +94,8 @@ class UnitGraph:
       that builds Haiku modules. ``inputs`` follows the order of ``edges[k]``. The graph
       transforms each one with ``hk.transform``; units must not create Haiku state.
     edges: maps ``k = 1..L`` to a list of ``(j, d)``. A missing key means the chain
-      edge ``[(k-1, 0)]``; ``None`` means a chain. Every list must contain the main edge
-      ``(k-1, 0)``.
+      edge ``[(k-1, 0)]``; ``None`` means a chain. Every list must contain a main edge
+      ``(k-1, d)`` (usually d = 0; the delayed twin of :func:`delayed_twin` has d = 1).
     name: an optional label used in reprs and figures.
 
   The graph is immutable and hashable (by identity), so it can be a static argument of
@@ -124,9 +124,9 @@ class UnitGraph:
       if isinstance(es, tuple) and len(es) == 2 and all(isinstance(v, int) for v in es):
         raise TypeError(f"edges[{k}] must be a list of (j, d) pairs, got the single pair {es!r}")
       es = tuple(_as_edge(k, e) for e in es)
-      if (k - 1, 0) not in es:
-        raise ValueError(f"edges[{k}] = {list(es)} lacks the main edge ({k - 1}, 0); every unit "
-                         f"reads the unit below it (or the frame, for unit 1) without delay")
+      if not any(j == k - 1 for j, _ in es):
+        raise ValueError(f"edges[{k}] = {list(es)} lacks the main edge ({k - 1}, d); every unit "
+                         f"reads the unit below it (or the frame, for unit 1)")
       if len(set(es)) != len(es):
         raise ValueError(f"edges[{k}] = {list(es)} repeats an edge")
       norm[k] = es
@@ -233,3 +233,15 @@ def temporal(units: Sequence[UnitFn], delays: Sequence[int] = (1,),
              name: str | None = "temporal") -> UnitGraph:
   """A graph with delayed (temporal) edges."""
   return UnitGraph(units, temporal_edges(len(units), delays), name=name)
+
+
+def delayed_twin(graph: UnitGraph, name: str | None = None) -> UnitGraph:
+  """The delayed twin G⁺ of ``graph``: the same units, every edge ``(j, d)`` with ``j >= 1``
+  becoming ``(j, d + 1)`` (edges from the frame unchanged).
+
+  The synchronous forward of G⁺ is the pipelined forward of G (``out_j^{t-1-d}`` either way),
+  so ``backprop`` on G⁺ — blocking BP of a temporal network — computes the exact pipelined
+  gradient of G (``pipelined_exact``; docs/design.md §5).
+  """
+  edges = {k: [(j, d + 1 if j >= 1 else d) for j, d in es] for k, es in graph.edges.items()}
+  return UnitGraph(graph.units, edges, name=name or f"{graph.name or 'graph'}+")

@@ -310,3 +310,21 @@ def test_every_convolution_in_the_scan_is_in_the_fast_form():
     hlo = f.lower(video, targets).compile().as_text()
     labels = set(re.findall(r"dim_labels=(\S+?),", hlo))
     assert labels == {"b01f_01io->b01f"}, (method, labels)
+
+
+@pytest.mark.parametrize("kind", ["chain", "skip", "temporal", "mixed"])
+def test_pipelined_exact_is_backprop_of_the_delayed_twin(kind):
+  """docs/design.md §5: the pipelined forward of G is the synchronous forward of G⁺ (every
+  edge from a unit one tick later), so the exact pipelined gradient of G is blocking BP of G⁺."""
+  graph, params, video, targets = setup(kind)
+  twin = sl.delayed_twin(graph)
+  assert all(d >= 1 for k in twin.edges for j, d in twin.edges[k] if j >= 1)
+  out_g, valid_g = sl.forward(graph, params, video, mode="pipelined")
+  out_t, valid_t = sl.forward(twin, params, video, mode="synchronous")
+  np.testing.assert_array_equal(valid_g, valid_t)
+  np.testing.assert_allclose(out_g, out_t, atol=1e-6)
+  a, info_a = sl.gradients(graph, params, video, targets, mse, method="pipelined_exact")
+  b, info_b = sl.gradients(twin, params, video, targets, mse, method="backprop")
+  np.testing.assert_array_equal(info_a["loss_ticks"], info_b["loss_ticks"])
+  assert max_abs(a) > 1e-3
+  assert_trees_close(a, b, rtol=1e-5, atol=1e-7)
