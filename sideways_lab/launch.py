@@ -124,6 +124,7 @@ def initialize(coordinator: str | None = None, num_processes: int | None = None,
     raise ValueError(f"num_processes must be a positive int, got {num_processes}")
   if not 0 <= process_id < num_processes:
     raise ValueError(f"process_id must be in 0..{num_processes - 1}, got {process_id}")
+  _split_address(coordinator)
   jax.config.update("jax_cpu_collectives_implementation", "gloo")
   if process_id == 0:
     _check_port_free(coordinator)
