@@ -105,6 +105,10 @@ def _cmd_train(args) -> int:
   from pathlib import Path
 
   from sideways_lab import training
+  if args.processes:
+    from sideways_lab import launch     # launch imports cli (the train flags): a cycle
+    return launch.launch_local(["train", *launch.without_option(args.argv[1:], "--processes")],
+                               args.processes)
   if args.resume and (Path(args.out) / "config.json").exists() and args.task is None:
     cfg = training.TrainConfig.from_dict(json.loads((Path(args.out) / "config.json").read_text()))
     if args.steps is not None:
@@ -178,6 +182,9 @@ def build_parser() -> argparse.ArgumentParser:
   p.add_argument("--scheme", choices=tuple(SCHEMES), default=None)
   p.add_argument("--out", required=True, help="run directory (checkpoints, metrics.jsonl)")
   p.add_argument("--resume", action="store_true", help="continue from the newest checkpoint")
+  p.add_argument("--processes", type=_positive_int,
+                 help="train on N local JAX processes, units split over them "
+                      "(python -m sideways_lab.launch --processes N train ...)")
   p.add_argument("--steps", type=_non_negative_int)
   p.add_argument("--batch-size", type=_positive_int)
   p.add_argument("--learning-rate", type=_positive_float)
@@ -222,7 +229,9 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
   """Entry point of the ``sideways-lab`` console script; returns the exit status."""
   parser = build_parser()
+  argv = list(sys.argv[1:] if argv is None else argv)
   args = parser.parse_args(argv)
+  args.argv = argv
   try:
     return args.func(args)
   except (ValueError, TypeError, FileExistsError, FileNotFoundError,

@@ -42,8 +42,8 @@ import optax
 
 from sideways_lab import cli, parallel, training
 
-__all__ = ["initialize", "launch_local", "free_port", "main", "train_main", "LaunchError",
-           "EXIT_PEER_FAILED", "EXIT_INTERRUPTED"]
+__all__ = ["initialize", "launch_local", "free_port", "main", "train_main", "without_option",
+           "LaunchError", "EXIT_PEER_FAILED", "EXIT_INTERRUPTED"]
 
 EXIT_PEER_FAILED = 3         # this process failed, or a collective lost another process
 EXIT_INTERRUPTED = 130       # Ctrl-C (128 + SIGINT)
@@ -219,6 +219,19 @@ def launch_local(program: Sequence[str], processes: int, *, port: int | None = N
 # One process: join, then run the program
 # ---------------------------------------------------------------------------------------------
 
+def without_option(argv: Sequence[str], name: str) -> list:
+  """``argv`` without the option ``name`` and its value (``name V`` or ``name=V``)."""
+  out, skip = [], False
+  for a in argv:
+    if skip:
+      skip = False
+    elif a == name:
+      skip = True
+    elif not a.startswith(name + "="):
+      out.append(a)
+  return out
+
+
 def _run_program(program: Sequence[str]) -> int:
   if not program:
     raise ValueError("no program given: pass `train ...`, `-m MODULE ...` or a script path")
@@ -330,6 +343,8 @@ def train_main(argv: Sequence[str]) -> int:
   args = cli.build_parser().parse_args(["train", *argv])
   if args.task is None or args.scheme is None:
     raise ValueError("train needs --task and --scheme")
+  if args.processes or args.resume:
+    raise ValueError("inside a launch, train takes neither --processes nor --resume")
   cfg = cli._config_from_args(args)
   trainer = training.Trainer(cfg)
   if trainer.method != "sideways":
@@ -356,7 +371,7 @@ def train_main(argv: Sequence[str]) -> int:
     if out:
       with open(os.path.join(out, "metrics.jsonl"), "a") as f:
         f.write(json.dumps({"step": step + 1, "loss": loss}) + "\n")
-  result = {"task": cfg.task, "scheme": cfg.scheme, "steps": cfg.steps, "loss": loss,
+  result = {"task": cfg.task, "scheme": cfg.scheme, "steps": cfg.steps, "train_loss": loss,
             "processes": jax.process_count(), "devices": eng.num_devices,
             "assignment": list(eng.assignment),
             "train_time_s": round(time.perf_counter() - t0, 2)}

@@ -185,3 +185,7 @@ def test_launcher_arguments_are_checked():
     launch.initialize("no-port", 2, 1)
   with pytest.raises(ValueError, match="process_id"):
     launch.initialize("127.0.0.1:1", 2, 2)
+  # `sideways-lab train --processes N ...` hands the other flags to the launched processes
+  assert launch.without_option(["--task", "t", "--processes", "2", "--quick"],
+                               "--processes") == ["--task", "t", "--quick"]
+  assert launch.without_option(["--processes=2", "--out", "d"], "--processes") == ["--out", "d"]
