@@ -735,11 +735,12 @@ def _sharded_scan(plan, mesh, loss_fn, num_ticks, params, carry, video, targets,
       state, up, down, g, loss_t = lax.switch(
           s, branches, params, state, recv_up, recv_down, _engine._frame(video, i),
           _engine._target(targets, i), weights[i])
-      return (state, up, down, acc + g), lax.psum(loss_t, STAGE)
+      return (state, up, down, acc + g), loss_t          # zero below the top stage
 
     state, up, down = carry
     (state, up, down, acc), losses = lax.scan(
         body, (state, up, down, jnp.zeros_like(params)), jnp.arange(num_ticks))
+    losses = lax.psum(losses, STAGE)                      # one collective per clip, not tick
     loss = jnp.sum(jnp.where(weights > 0, weights * losses, 0.0))
     expand = lambda t: jax.tree_util.tree_map(lambda a: a[None], t)
     return expand(acc), expand((state, up, down)), losses, loss
