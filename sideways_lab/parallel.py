@@ -720,6 +720,10 @@ def _sharded_scan(plan, mesh, loss_fn, num_ticks, params, carry, video, targets,
   """
   D = mesh.shape[STAGE]
   branches = [functools.partial(_stage_tick, plan, s, loss_fn) for s in range(D)]
+  # the pairs that carry something: stage q sends up (down) by δ only if it has a payload
+  ups = [[(q, q + δ) for q in range(D - δ) if plan.stages[q].up[δ].size] for δ in plan.deltas]
+  downs = [[(q + δ, q) for q in range(D - δ) if plan.stages[q + δ].down[δ].size]
+           for δ in plan.deltas]
 
   def per_device(params, carry, video, targets, weights):
     params = params[0]
@@ -728,10 +732,8 @@ def _sharded_scan(plan, mesh, loss_fn, num_ticks, params, carry, video, targets,
 
     def body(c, i):
       state, up, down, acc = c
-      recv_up = tuple(lax.ppermute(u, STAGE, [(q, q + δ) for q in range(D - δ)])
-                      for δ, u in zip(plan.deltas, up))
-      recv_down = tuple(lax.ppermute(m, STAGE, [(q + δ, q) for q in range(D - δ)])
-                        for δ, m in zip(plan.deltas, down))
+      recv_up = tuple(lax.ppermute(u, STAGE, perm) for perm, u in zip(ups, up))
+      recv_down = tuple(lax.ppermute(m, STAGE, perm) for perm, m in zip(downs, down))
       state, up, down, g, loss_t = lax.switch(
           s, branches, params, state, recv_up, recv_down, _engine._frame(video, i),
           _engine._target(targets, i), weights[i])
