@@ -42,8 +42,8 @@ import optax
 
 from sideways_lab import cli, parallel, training
 
-__all__ = ["initialize", "launch_local", "free_port", "main", "train_main", "without_option",
-           "LaunchError", "EXIT_PEER_FAILED", "EXIT_INTERRUPTED"]
+__all__ = ["EXIT_INTERRUPTED", "EXIT_PEER_FAILED", "LaunchError", "free_port", "initialize",
+           "launch_local", "main", "train_main", "without_option"]
 
 EXIT_PEER_FAILED = 3         # this process failed, or a collective lost another process
 EXIT_INTERRUPTED = 130       # Ctrl-C (128 + SIGINT)
@@ -115,9 +115,9 @@ def initialize(coordinator: str | None = None, num_processes: int | None = None,
   """
   coordinator = coordinator or os.environ.get(ENV["coordinator"])
   num_processes = int(num_processes if num_processes is not None else
-                      os.environ.get(ENV["num_processes"], 0))
+                      os.environ.get(ENV["num_processes"], "0"))
   process_id = int(process_id if process_id is not None else
-                   os.environ.get(ENV["process_id"], -1))
+                   os.environ.get(ENV["process_id"], "-1"))
   if not coordinator:
     raise ValueError(f"coordinator is required (HOST:PORT, or set {ENV['coordinator']})")
   if num_processes < 1:

@@ -35,14 +35,16 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-from typing import NamedTuple, Sequence
+from collections.abc import Sequence
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 from jax import lax
 from jax.experimental import multihost_utils
-from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+from jax.sharding import Mesh, NamedSharding
+from jax.sharding import PartitionSpec as P
 
 from sideways_lab import engine as _engine
 from sideways_lab import partition as _partition
@@ -50,9 +52,9 @@ from sideways_lab import schedule
 from sideways_lab.engine import PipelineState
 from sideways_lab.graph import UnitGraph
 
-__all__ = ["partition", "DevicePipeline", "ShardedGraph", "ShardedChain", "ParallelState",
-           "ShardedState", "engine_for", "gradients", "stream_gradients", "tick_time_model",
-           "message_bytes"]
+__all__ = ["DevicePipeline", "ParallelState", "ShardedChain", "ShardedGraph", "ShardedState",
+           "engine_for", "gradients", "message_bytes", "partition", "stream_gradients",
+           "tick_time_model"]
 
 STAGE = "stage"      # the mesh axis of the sharded route
 
@@ -629,9 +631,9 @@ def _make_plan(graph: UnitGraph, assignment: tuple, params, frame) -> _Plan:
   for s in range(D):
     units = tuple(k for k in range(1, L + 1) if owner[k] == s)
     reads = [(j, d) for k in units for j, d in graph.edges[k]]
-    depth = lambda which: {j: 1 + max(d for jj, d in reads if jj == j)
-                           for j in sorted({j for j, _ in reads if j >= 1 and which(j)})}
-    local, mirrors = depth(lambda j: owner[j] == s), depth(lambda j: owner[j] != s)
+    depth = {j: 1 + max(d for jj, d in reads if jj == j) for j, _ in reads if j >= 1}
+    local = {j: depth[j] for j in sorted(depth) if owner[j] == s}
+    mirrors = {j: depth[j] for j in sorted(depth) if owner[j] != s}
     frame_depth = 1 + max((d for j, d in reads if j == 0), default=-1)
     items = ([(("x",), (frame_depth,) + shape[0])] if frame_depth else [])
     items += [(("b", j), (n,) + shape[j]) for j, n in local.items()]
@@ -815,11 +817,12 @@ class ShardedGraph(_Route):
     """The units (1-based) of stage ``s``."""
     return tuple(k for k, p in enumerate(self.assignment, 1) if p == s)
 
-  def _sharding(self, spec=P(STAGE)):
-    return NamedSharding(self.mesh, spec)
+  def _sharding(self, spec: P | None = None):
+    return NamedSharding(self.mesh, P(STAGE) if spec is None else spec)
 
-  def _global(self, x, spec=P(STAGE)):
-    """A global array from a host value that every process holds in full."""
+  def _global(self, x, spec: P | None = None):
+    """A global array from a host value that every process holds in full (sharded over
+    ``stage`` by default)."""
     x = np.asarray(x)
     return jax.make_array_from_callback(x.shape, self._sharding(spec), lambda idx: x[idx])
 

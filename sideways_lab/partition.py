@@ -13,7 +13,7 @@ a per-unit device index. Plain NumPy; used by ``sl.parallel`` (placement) and by
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 

@@ -15,10 +15,10 @@ import time
 import jax
 import numpy as np
 import optax
+from core_helpers import mse, setup
 
 import sideways_lab as sl
 from sideways_lab import parallel as par
-from core_helpers import mse, setup
 
 TRAIN_STEPS = 3
 LEARNING_RATE = 0.1

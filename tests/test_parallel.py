@@ -18,12 +18,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from core_helpers import assert_trees_close, mse, setup
 
 import sideways_lab as sl
 from sideways_lab import analysis as an
 from sideways_lab import parallel as par
 from sideways_lab import partition as part
-from core_helpers import assert_trees_close, mse, setup
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TESTS = os.path.dirname(os.path.abspath(__file__))
