@@ -5,6 +5,10 @@ Usage:
   python benchmarks/bench_parallel.py --quick         # a smoke run (tiny sizes)
   python benchmarks/bench_parallel.py --real-devices  # GPUs (or whatever jax.devices() has):
                                                       # D = 1, 2, 4, ... up to all of them
+  python benchmarks/bench_parallel.py --processes 1 2 # real JAX processes on this machine
+      [--task next-frame --scheme skip_sideways]      # (sideways_lab.launch, gloo on CPU):
+                                                      # the default training model on the
+                                                      # sharded route, one stage per process
 Options: --units L (4) --width C (16) --size S (32) --batch B (8) --frames T (16)
          --repeats N (3) --devices 1 2 (CPU mode) --threads single|default
 
@@ -115,9 +119,7 @@ def measure(a, num_devices_list, want_costs):
     d = devs[:D]
     info[f"comm_s_{D}"] = comm_cost(d, video[:, 0].shape)
     for route, eng in (("devices", par.DevicePipeline(graph, d)),
-                       ("sharded", par.ShardedChain(graph, d))):
-      if route == "sharded" and L % D:
-        continue
+                       ("sharded", par.ShardedGraph(graph, d))):
       t, disp = timed(lambda: eng.gradients(params, video, targets, mse)[0], a.repeats)
       rows.append(dict(route=route, D=D, tick_ms=1e3 * t / ticks, clip_s=t,
                        dispatch_ms_per_tick=1e3 * disp / ticks))
@@ -169,6 +171,66 @@ def run_real(a):
   return {"rows": rows, "info": info}
 
 
+def dist_worker(a):
+  """One process of a ``--processes P`` run: the default training model of ``--task`` /
+  ``--scheme`` on the sharded route over every process's devices."""
+  import jax
+  import sideways_lab as sl
+  from sideways_lab import parallel as par
+  from sideways_lab import training
+  tr = training.Trainer(training.default_config(a.task, a.scheme))
+  params, _ = tr.init()
+  video, targets, _ = tr.batch(0)
+  loss_fn, mask = tr.task.loss_fn, tr.task.mask
+  eng = par.ShardedGraph(tr.graph)
+  L, T = tr.graph.num_units, video.shape[1]
+  ticks = T + L - 1
+  t, _ = timed(lambda: eng.gradients(params, video, targets, loss_fn, mask)[0], a.repeats)
+  row = dict(route="sharded", processes=jax.process_count(), D=eng.num_devices,
+             tick_ms=1e3 * t / ticks, clip_s=t, assignment=list(eng.assignment))
+  rows = [row]
+  if jax.process_count() == 1:
+    t, _ = timed(lambda: sl.gradients(tr.graph, params, video, targets, loss_fn, "sideways",
+                                      mask=mask)[0], a.repeats)
+    rows.append(dict(route="reference", processes=1, D=1, tick_ms=1e3 * t / ticks, clip_s=t))
+  frame = video[:, 0]
+  info = {"model": f"{a.task}/{a.scheme} default: L={L}, video {tuple(video.shape)}",
+          "edges": {k: list(v) for k, v in tr.graph.edges.items()},
+          "message_bytes": {str(D): par.message_bytes(tr.graph, params, frame, D)
+                            for D in sorted({2, L})}}
+  if jax.process_index() == 0:
+    print("RESULT" + json.dumps({"rows": rows, "info": info}))
+
+
+def run_processes(a):
+  """``--processes P ...``: one launch of P local processes per P."""
+  rows, info = [], {}
+  for n in a.processes:
+    env = dict(os.environ, JAX_PLATFORMS="cpu",
+               PYTHONPATH=os.pathsep.join([ROOT, os.environ.get("PYTHONPATH", "")]))
+    env.pop("XLA_FLAGS", None)
+    args = [sys.executable, "-m", "sideways_lab.launch", "--processes", str(n),
+            os.path.abspath(__file__), "--dist-worker", "--task", a.task, "--scheme", a.scheme,
+            "--repeats", str(a.repeats)]
+    p = subprocess.run(args, env=env, capture_output=True, text=True)
+    if p.returncode:
+      sys.exit(f"launch of {n} processes failed:\n{p.stderr[-3000:]}")
+    r = json.loads([l for l in p.stdout.splitlines() if l.startswith("RESULT")][-1][6:])
+    rows += r["rows"]
+    info.update(r["info"])
+  print(f"\nmodel: {info['model']}; edges {info['edges']}; one CPU device per process, "
+        f"median of {a.repeats}; load average {os.getloadavg()[0]:.1f}")
+  print("bytes per tick and stage boundary (up: outputs, down: messages), by stage distance:")
+  for D, b in info["message_bytes"].items():
+    print(f"  D={D}: up {b['up']}  down {b['down']}")
+  print("\n| route | processes | tick (ms) | clip (s) |\n|---|---:|---:|---:|")
+  for r in rows:
+    print(f"| {r['route']} | {r['processes']} | {r['tick_ms']:.1f} | {r['clip_s']:.2f} |")
+  if a.json:
+    with open(a.json, "w") as f:
+      json.dump({"rows": rows, "info": info}, f, indent=1)
+
+
 def report(a, res):
   rows, info = res["rows"], res["info"]
   ref = next((r for r in rows if r["route"] == "reference"), None)
@@ -208,8 +270,17 @@ def main():
   ap.add_argument("--real-devices", action="store_true")
   ap.add_argument("--quick", action="store_true")
   ap.add_argument("--json", default=None, help="also write the results to this file")
+  ap.add_argument("--processes", type=int, nargs="+", default=None,
+                  help="real local processes (sideways_lab.launch), e.g. 1 2")
+  ap.add_argument("--task", default="next-frame", help="with --processes: the default model of")
+  ap.add_argument("--scheme", default="skip_sideways")
   ap.add_argument("--worker", type=int, default=0, help=argparse.SUPPRESS)
+  ap.add_argument("--dist-worker", action="store_true", help=argparse.SUPPRESS)
   a = ap.parse_args()
+  if a.dist_worker:
+    return dist_worker(a)
+  if a.processes:
+    return run_processes(a)
   if a.quick:
     a.width, a.size, a.batch, a.frames, a.repeats = 4, 8, 2, 6, 2
   a.passthrough = ["--units", str(a.units), "--width", str(a.width), "--size", str(a.size),

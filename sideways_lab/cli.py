@@ -221,6 +221,11 @@ def _progress(args: argparse.Namespace) -> bool | None:
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
+  if args.processes:
+    from sideways_lab import launch  # launch imports cli (the train flags): a cycle
+
+    argv = launch.without_option(args.argv[1:], "--processes")
+    return launch.launch_local(["train", *argv], args.processes)
   saved = Path(args.out) / "config.json"
   if args.resume and saved.exists() and args.task is None:
     cfg = TrainConfig.from_dict(json.loads(saved.read_text()))
@@ -289,6 +294,9 @@ def _add_train(sub) -> None:
   p.add_argument("--scheme", choices=tuple(SCHEMES), default=None)
   p.add_argument("--out", required=True, help="run directory (checkpoints, metrics.jsonl)")
   p.add_argument("--resume", action="store_true", help="continue from the newest checkpoint")
+  p.add_argument("--processes", type=_positive_int, default=None,
+                 help="train on N local JAX processes, units split over them "
+                      "(python -m sideways_lab.launch --processes N train ...)")
   add_training_flags(p)
   p.set_defaults(func=_cmd_train)
 
@@ -348,7 +356,9 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
   """Entry point of the ``sideways-lab`` console script; returns the exit status."""
   parser = build_parser()
+  argv = list(sys.argv[1:] if argv is None else argv)
   args = parser.parse_args(argv)
+  args.argv = argv
   try:
     return args.func(args)
   except (ValueError, TypeError, FileExistsError, FileNotFoundError, NotADirectoryError) as e:

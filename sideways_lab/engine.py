@@ -798,3 +798,29 @@ def stream_gradients(graph: UnitGraph, params, chunk, targets, loss_fn: LossFn,
   if per_tick:
     info["per_tick_grads"] = per
   return grads, info, state
+
+
+# ---------------------------------------------------------------------------------------------
+# One unit step (shared by the parallel routes)
+# ---------------------------------------------------------------------------------------------
+
+def unit_step(graph: UnitGraph, k: int, params_k, inputs: list, cotangent):
+  """One Sideways step of unit k: its forward and the VJP at the same inputs (DESIGN.md §5).
+
+  ``out_k = f_k(θ_k; inputs)`` and ``(g_k, messages) = VJP of f_k at (θ_k, inputs)`` applied
+  to ``cotangent`` (shaped like ``out_k``).
+
+  Args:
+    graph: the unit graph; k: the unit, 1-based.
+    params_k: unit k's parameter dict.
+    inputs: list of arrays in the order of ``graph.edges[k]``.
+    cotangent: the cotangent of ``out_k``.
+
+  Returns:
+    ``(out_k, grads_k, messages)``: ``grads_k`` is shaped like ``params_k``; ``messages`` holds
+    one cotangent per edge of unit k, in the order of ``graph.edges[k]`` (the one of a frame
+    edge, j = 0, is unused and removed under ``jax.jit``).
+  """
+  out, vjp = jax.vjp(lambda p, xs: graph.apply_unit(k, p, xs), params_k, list(inputs))
+  grads, messages = vjp(cotangent)
+  return out, grads, list(messages)

@@ -4,53 +4,59 @@ Sideways (docs/design.md §1, §5) is depth-parallel: at tick t unit k needs onl
 produced at tick t-1 and the messages its readers sent at tick t-1. So units can live on
 different devices, every device steps its units at every tick, and between ticks each
 device sends the outputs of its units up (to the devices of their readers) and the gradient
-messages down (to the devices of their sources). This module gives two engines for that, both
+messages down (to the devices of their sources). This module gives two routes for that, both
 computing *exactly* the single-device ``sl.gradients(..., method="sideways")`` estimate
 
-    Ĝ_k = Σ_t g_k^t,   (g_k^t, messages_k^t) = VJP of f_k at (θ_k, inputs_k^t) applied to c_k^t
+    Ĝ_k = Σ_t g_k^t,   (out_k^t, g_k^t, messages_k^t) = engine.unit_step(k, θ_k, inputs_k^t, c_k^t)
 
 with ``c_L^t = w_t ∂loss_t/∂out_L^t`` (same tick), ``c_k^t`` = the sum of the messages sent to
-unit k at tick t-1, ``w_t = 1{t∈V}/|V|`` and L-1 drain ticks (see ``engine._sideways_scan``).
+unit k at tick t-1, ``w_t = 1{t∈V}/|V|`` and L-1 drain ticks.
 
-:class:`DevicePipeline` — the general route (any graph: heterogeneous units, skips, delays).
-  Units are assigned to devices (:func:`partition` gives a balanced contiguous partition; any
-  assignment works). Each device has one jitted *step* that advances all its units by one
-  tick; parameters and pipeline state are committed to that device. A Python loop over ticks
-  dispatches, per tick, one step per device and the ``jax.device_put`` of the outputs and
-  messages that cross devices. Dispatch is asynchronous: the loop runs ahead of the devices,
-  which compute concurrently; the host cost is ~D dispatches + transfers per tick.
+:class:`ShardedGraph` — the SPMD route, for any graph (chains, skips, dense and delayed edges,
+  units of different shapes) on the devices of one process *or of several processes*
+  (``jax.distributed``; see :mod:`sideways_lab.launch`). Units are split contiguously over a
+  ``stage`` mesh axis (:func:`partition`). One jitted ``lax.scan`` over ticks runs a
+  ``jax.shard_map`` in which, per tick, every stage runs *its own* units through
+  ``lax.switch`` on the stage index, on flat padded vectors (parameters, state and messages),
+  and ``lax.ppermute`` moves the packed outputs up and the packed messages down over every
+  stage distance that an edge spans. No host loop.
 
-:class:`ShardedChain` — the SPMD route for a chain of *identical* units (same function, same
-  parameter shapes, output shape = frame shape), L divisible by D. The L parameter sets are
-  stacked and sharded over a ``stage`` mesh axis (L/D contiguous units per device); one jitted
-  ``lax.scan`` over ticks runs ``jax.shard_map``: per tick each device applies its units
-  (``vmap``: within a tick the units of a pipelined chain are independent) and exchanges one
-  activation up and one message down with ``jax.lax.ppermute``. No host loop; the same
-  program spans several hosts under ``jax.distributed`` (see docs/parallel.md).
+:class:`DevicePipeline` — the per-device route (one process): each device has one jitted
+  *step* that advances its units by one tick; a Python loop dispatches, per tick, one step per
+  device and the ``jax.device_put`` of the outputs and messages that cross devices. It allows
+  any assignment of units to devices, including non-contiguous ones.
 
-Both accept and produce the single-device :class:`sl.PipelineState` for streaming (via
-``gather_state``/``scatter_state``), so a stream can move between engines.
+Both routes share :class:`_Route` (validation, loss weights, the clip and streaming drivers)
+and :func:`_unit_tick` (one unit's work in one tick); both accept and produce the
+single-device :class:`sl.PipelineState` for streaming (``gather_state``/``scatter_state``).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import functools
-from typing import Any, NamedTuple, Sequence
+from collections.abc import Sequence
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 from jax import lax
-from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+from jax.experimental import multihost_utils
+from jax.sharding import Mesh, NamedSharding
+from jax.sharding import PartitionSpec as P
 
 from sideways_lab import engine as _engine
+from sideways_lab import partition as _partition
 from sideways_lab import schedule
 from sideways_lab.engine import PipelineState
 from sideways_lab.graph import UnitGraph
 
-__all__ = ["partition", "DevicePipeline", "ShardedChain", "ParallelState", "ShardedState",
-           "gradients", "stream_gradients", "tick_time_model", "identical_units"]
+__all__ = ["DevicePipeline", "ParallelState", "ShardedChain", "ShardedGraph", "ShardedState",
+           "engine_for", "gradients", "message_bytes", "partition", "stream_gradients",
+           "tick_time_model"]
+
+STAGE = "stage"      # the mesh axis of the sharded route
 
 
 # ---------------------------------------------------------------------------------------------
@@ -61,21 +67,12 @@ def partition(num_units: int, num_devices: int, costs: Sequence[float] | None = 
               ) -> tuple[int, ...]:
   """A contiguous partition of units 1..L over devices that minimises the slowest device.
 
-  With per-tick unit costs ``c_k`` (forward + backward time of unit k; all 1 by default) it
-  returns ``assignment`` with ``assignment[k-1]`` the device index of unit k, non-decreasing,
-  minimising ``max_p Σ_{k on p} c_k`` (the compute part of the tick time). With
-  ``num_devices >= L`` it is one unit per device (devices ``0..L-1``).
+  ``assignment[k-1]`` is the device index of unit k, non-decreasing, minimising
+  ``max_p Σ_{k on p} c_k`` for per-tick unit costs ``c_k`` (forward + backward time of unit
+  k; all 1 by default). With ``num_devices >= L`` it is one unit per device. See
+  :func:`sideways_lab.partition.assignment`.
   """
-  if not isinstance(num_units, int) or num_units < 1:
-    raise ValueError(f"num_units must be a positive int, got {num_units!r}")
-  if not isinstance(num_devices, int) or num_devices < 1:
-    raise ValueError(f"num_devices must be a positive int, got {num_devices!r}")
-  L = num_units
-  c = np.ones(L) if costs is None else np.asarray(costs, float)
-  if c.shape != (L,) or not np.all(np.isfinite(c)) or np.any(c < 0):
-    raise ValueError(f"costs must be {L} finite non-negative numbers, got {costs!r}")
-  from sideways_lab.analysis.latency import partition as groups_of   # the same min-max DP
-  return tuple(p for p, group in enumerate(groups_of(c, min(num_devices, L))) for _ in group)
+  return _partition.assignment(num_units, num_devices, costs)
 
 
 def tick_time_model(costs: Sequence[float], assignment: Sequence[int],
@@ -103,15 +100,18 @@ def _shape_key(params, video) -> tuple:
           tuple((a.shape, str(a.dtype)) for a in jax.tree_util.tree_leaves(params)))
 
 
-def _resolve_devices(devices) -> list:
+def _resolve_devices(devices, pool: list | None = None) -> list:
+  """``devices`` as a list: ``None`` is all of ``pool`` (default ``jax.devices()``, every
+  process's), an int the first n."""
+  pool = list(jax.devices()) if pool is None else pool
   if devices is None:
-    return list(jax.devices())
+    return pool
   if isinstance(devices, int):
-    if devices < 1 or devices > len(jax.devices()):
-      raise ValueError(f"devices={devices}: this process has {len(jax.devices())} device(s) "
+    if devices < 1 or devices > len(pool):
+      raise ValueError(f"devices={devices}: this process has {len(pool)} device(s) "
                        f"(set XLA_FLAGS=--xla_force_host_platform_device_count=N before JAX "
                        f"starts to simulate N CPU devices)")
-    return list(jax.devices()[:devices])
+    return pool[:devices]
   devices = list(devices)
   if not devices or not all(isinstance(d, jax.Device) for d in devices):
     raise TypeError("devices must be None, an int or a non-empty list of jax.Device")
@@ -138,7 +138,7 @@ def _resolve_assignment(graph: UnitGraph, devices: list, assignment, costs) -> t
 
 
 # ---------------------------------------------------------------------------------------------
-# Shared validation (the engine's own checks, so errors read the same)
+# What both routes share: validation, loss weights, one unit's tick, the drivers
 # ---------------------------------------------------------------------------------------------
 
 def _check_inputs(graph, params, video, targets, loss_fn, mask, name="video"):
@@ -152,6 +152,11 @@ def _check_inputs(graph, params, video, targets, loss_fn, mask, name="video"):
 
 
 def _stream_weights(graph, T, tick, mask, loss_weight, dtype):
+  """Per-tick loss weights of a streaming chunk starting at global tick ``tick``.
+
+  ``V_t = (tick + t >= v_L) ∧ mask_t``; ``w_t = V_t / |V|`` for ``loss_weight="mean"``, else
+  ``V_t · loss_weight``. Returns ``(w (T,), V (T,) bool)`` as NumPy arrays.
+  """
   v_L = schedule.first_valid_ticks(graph)[-1]
   V = tick + np.arange(T) >= v_L
   if mask is not None:
@@ -165,8 +170,75 @@ def _stream_weights(graph, T, tick, mask, loss_weight, dtype):
   return w.astype(dtype), V
 
 
+def _unit_tick(graph: UnitGraph, k: int, params_k, inputs: list, cotangent, loss_fn=None,
+               y=None, w=None):
+  """Unit k's work in one tick: ``engine.unit_step`` with its cotangent.
+
+  Below the top the cotangent is the sum of the messages of the previous tick; for the top
+  unit (k = L) it is the same tick's ``c_L^t = w_t ∂loss_fn(out_L^t, y^t)/∂out_L^t`` (zero
+  where ``w_t = 0``). Returns ``(out_k, g_k, messages, loss_t)`` (``loss_t`` is ``None``
+  below the top). The top unit's extra forward is the VJP's own, merged by XLA's CSE.
+  """
+  loss = None
+  if k == graph.num_units:
+    out = graph.apply_unit(k, params_k, inputs)
+    loss, dl = jax.value_and_grad(functools.partial(_engine._tick_loss, loss_fn))(out, y)
+    cotangent = jnp.where(w > 0, w * dl, 0.0).astype(out.dtype)
+  out, grads, messages = _engine.unit_step(graph, k, params_k, inputs, cotangent)
+  return out, grads, messages, loss
+
+
+class _Route:
+  """The common driver of both routes: a clip (T ticks + L-1 drain ticks from an empty
+  pipeline) and a streaming chunk (T ticks, state carried). A route implements
+  ``init_state``, ``scatter_state``, ``gather_state`` and
+  ``_run(params, video, targets, weights, loss_fn, state, num_ticks) -> (grads, loss,
+  tick_loss, new_state)`` where ``loss = Σ_{w_t > 0} w_t loss_t`` and ``tick_loss`` covers
+  ``num_ticks`` ticks."""
+
+  graph: UnitGraph
+  _state_type: type
+
+  def gradients(self, params, video, targets, loss_fn, mask=None):
+    """``sl.gradients(graph, params, video, targets, loss_fn, method="sideways", mask)`` on
+    several devices: T ticks then L-1 drain ticks from an empty pipeline.
+
+    Returns ``(grads, info)`` as the single-device call; ``info`` has ``"loss"``,
+    ``"loss_ticks"``, ``"tick_loss"`` (T,) and ``"num_loss_ticks"``.
+    """
+    video, mask = _check_inputs(self.graph, params, video, targets, loss_fn, mask)
+    T = video.shape[1]
+    L = self.graph.num_units
+    weights, V = _engine._loss_weights(self.graph, T, mask, "pipelined", video.dtype)
+    weights = np.asarray(weights)
+    w = np.concatenate([weights, np.zeros(L - 1, weights.dtype)])
+    state = self.init_state(params, video)
+    grads, loss, tick_loss, _ = self._run(params, video, targets, w, loss_fn, state, T + L - 1)
+    return grads, {"loss": loss, "loss_ticks": V, "tick_loss": tick_loss[:T],
+                   "num_loss_ticks": V.sum()}
+
+  def stream_gradients(self, params, chunk, targets, loss_fn, state, mask=None, *,
+                       loss_weight="mean"):
+    """``sl.stream_gradients`` on several devices: one chunk, no drain, state carried over.
+
+    ``state`` is this route's state (from :meth:`init_state` or a previous call) or a
+    single-device :class:`sl.PipelineState` (scattered first). Returns
+    ``(grads, info, new state)``; :meth:`gather_state` turns it back.
+    """
+    chunk, mask = _check_inputs(self.graph, params, chunk, targets, loss_fn, mask, "chunk")
+    if isinstance(state, PipelineState):
+      state = self.scatter_state(state, params)
+    if not isinstance(state, self._state_type):
+      raise TypeError(f"state must be a {self._state_type.__name__} or sl.PipelineState, got "
+                      f"{type(state).__name__}")
+    T = chunk.shape[1]
+    w, V = _stream_weights(self.graph, T, state.tick, mask, loss_weight, np.dtype(chunk.dtype))
+    grads, loss, tick_loss, state = self._run(params, chunk, targets, w, loss_fn, state, T)
+    return grads, {"loss": loss, "loss_ticks": V, "tick_loss": tick_loss}, state
+
+
 # ---------------------------------------------------------------------------------------------
-# The general route: per-device jitted steps
+# The per-device route: per-device jitted steps and a host loop (one process)
 # ---------------------------------------------------------------------------------------------
 
 # Small jitted helpers: eager ops would compile one program per shape *and device*.
@@ -280,25 +352,14 @@ def _device_step(graph, spec, loss_fn, params, carry, pending_outs, pending_msgs
   for n, k in enumerate(spec.units):
     edges = graph.edges[k]
     inputs = [bufs[j][d] for j, d in edges]               # x_{t-d} or out_j^{t-1-d}
-    unit_idx = [e for e, (j, _) in enumerate(edges) if j >= 1]
-
-    def f(p, unit_inputs, k=k, inputs=inputs, unit_idx=unit_idx):
-      full = list(inputs)
-      for e, a in zip(unit_idx, unit_inputs):
-        full[e] = a
-      return graph.apply_unit(k, p, full)
-
-    out, vjp = jax.vjp(f, params[n], [inputs[e] for e in unit_idx])
+    out, g, ms, loss = _unit_tick(graph, k, params[n], inputs, cot_in.get(k), loss_fn, y_t, w)
     outs[k] = out
     if k == L:
-      loss_t, dl = jax.value_and_grad(functools.partial(_engine._tick_loss, loss_fn))(out, y_t)
-      cot = jnp.where(w > 0, w * dl, 0.0).astype(out.dtype)
-    else:
-      cot = cot_in[k]
-    g, ms = vjp(cot)
+      loss_t = loss
     grads.append(g)
-    for e, m in zip(unit_idx, ms):
-      j = edges[e][0]
+    for (j, _), m in zip(edges, ms):
+      if j == 0:
+        continue
       if j in new_cots:
         new_cots[j] = new_cots[j] + m
       else:
@@ -312,7 +373,7 @@ def _device_step(graph, spec, loss_fn, params, carry, pending_outs, pending_msgs
           tuple(sent_msgs[j] for j in spec.send_msgs), loss_t)
 
 
-class DevicePipeline:
+class DevicePipeline(_Route):
   """Sideways with the units of ``graph`` spread over several devices (the general route).
 
   Args:
@@ -328,11 +389,13 @@ class DevicePipeline:
   asynchronously, so the devices compute their ticks concurrently.
   """
 
+  _state_type = ParallelState
+
   def __init__(self, graph: UnitGraph, devices=None, assignment="contiguous", costs=None):
     if not isinstance(graph, UnitGraph):
       raise TypeError(f"graph must be a sl.UnitGraph, got {type(graph).__name__}")
     self.graph = graph
-    devices = _resolve_devices(devices)
+    devices = _resolve_devices(devices, jax.local_devices())
     self.assignment = _resolve_assignment(graph, devices, assignment, costs)
     used = sorted(set(self.assignment))
     remap = {p: n for n, p in enumerate(used)}          # drop devices without units
@@ -371,8 +434,9 @@ class DevicePipeline:
     params = self.place_params(params)
     return [tuple(params[k - 1] for k in spec.units) for spec in self.specs]
 
-  def scatter_state(self, state: PipelineState) -> ParallelState:
-    """Spreads a single-device :class:`sl.PipelineState` over the devices."""
+  def scatter_state(self, state: PipelineState, params=None) -> ParallelState:
+    """Spreads a single-device :class:`sl.PipelineState` over the devices (``params`` is
+    unused: the per-device layout does not depend on it)."""
     _engine._check_state(self.graph, state)
     buffers = [np.asarray(b) for b in state.buffers]      # a one-off move, through the host
     messages = [np.asarray(m) for m in state.messages]
@@ -432,7 +496,7 @@ class DevicePipeline:
 
   # -- running -------------------------------------------------------------------------------
   def _run(self, params, video, targets, weights, loss_fn, state: ParallelState, num_ticks):
-    """The tick loop. Returns ``(grads, per-tick losses (num_ticks,), new ParallelState)``."""
+    """The tick loop. Returns ``(grads, loss, per-tick losses (num_ticks,), new ParallelState)``."""
     dparams = self._device_params(params)
     L = self.graph.num_units
     top = self._owner[L]
@@ -476,279 +540,461 @@ class DevicePipeline:
         grads[k - 1] = g
       per.append((bufs, cots, pend_outs[p], pend_msgs[p]))
     tick_loss = _stack_list(losses) if losses else jnp.zeros((0,), jnp.float32)
-    return tuple(grads), tick_loss, ParallelState(tuple(per), state.tick + num_ticks)
-
-  def gradients(self, params, video, targets, loss_fn, mask=None):
-    """``sl.gradients(graph, params, video, targets, loss_fn, method="sideways", mask)`` on
-    several devices: T ticks then L-1 drain ticks from an empty pipeline.
-
-    Returns ``(grads, info)`` as the single-device call: ``grads[k-1]`` lives on the device
-    of unit k; ``info`` has ``"loss"``, ``"loss_ticks"``, ``"tick_loss"``, ``"num_loss_ticks"``.
-    """
-    video, mask = _check_inputs(self.graph, params, video, targets, loss_fn, mask)
-    T = video.shape[1]
-    L = self.graph.num_units
-    weights, V = _engine._loss_weights(self.graph, T, mask, "pipelined", video.dtype)
-    w = np.concatenate([np.asarray(weights), np.zeros(L - 1, np.asarray(weights).dtype)])
-    state = self.init_state(params, video)
-    grads, tick_loss, _ = self._run(params, video, targets, w, loss_fn, state, T + L - 1)
-    loss, tick_loss = _clip_loss(jnp.asarray(weights), tick_loss)
-    return grads, {"loss": loss, "loss_ticks": V, "tick_loss": tick_loss,
-                   "num_loss_ticks": V.sum()}
-
-  def stream_gradients(self, params, chunk, targets, loss_fn, state, mask=None, *,
-                       loss_weight="mean"):
-    """``sl.stream_gradients`` on several devices: one chunk, no drain, state carried over.
-
-    ``state`` is a :class:`ParallelState` (from :meth:`init_state` or a previous call) or a
-    single-device :class:`sl.PipelineState` (scattered first). Returns
-    ``(grads, info, new ParallelState)``; :meth:`gather_state` turns it back.
-    """
-    chunk, mask = _check_inputs(self.graph, params, chunk, targets, loss_fn, mask, "chunk")
-    if isinstance(state, PipelineState):
-      state = self.scatter_state(state)
-    if not isinstance(state, ParallelState):
-      raise TypeError(f"state must be a ParallelState or sl.PipelineState, got "
-                      f"{type(state).__name__}")
-    T = chunk.shape[1]
-    w, V = _stream_weights(self.graph, T, state.tick, mask, loss_weight,
-                           np.dtype(chunk.dtype))
-    grads, tick_loss, state = self._run(params, chunk, targets, w, loss_fn, state, T)
-    loss, tick_loss = _clip_loss(w, tick_loss)
-    return grads, {"loss": loss, "loss_ticks": V, "tick_loss": tick_loss}, state
+    loss, _ = _clip_loss(jax.device_put(np.asarray(weights), tdev), tick_loss)
+    return tuple(grads), loss, tick_loss, ParallelState(tuple(per), state.tick + num_ticks)
 
 
 # ---------------------------------------------------------------------------------------------
-# The SPMD route: shard_map + ppermute over a `stage` mesh axis
+# The SPMD route: shard_map + lax.switch + ppermute over a `stage` mesh axis
 # ---------------------------------------------------------------------------------------------
 
-def identical_units(graph: UnitGraph, params, frame, atol: float = 1e-6) -> str | None:
-  """Why ``graph`` is *not* a stack of identical units, or ``None`` when it is.
+class _Layout:
+  """Named arrays packed into one flat vector: ``name -> (offset, shape)``, ``size`` entries."""
 
-  Identical means: a chain; every unit's parameters have unit 1's tree structure, shapes and
-  dtypes; unit 1's function applied with unit k's parameters gives unit k's output on a probe
-  input (so one program can run every unit); and a unit's output has the frame's shape.
+  def __init__(self, items: Sequence[tuple]):
+    self.slots, offset = {}, 0
+    for name, shape in items:
+      n = int(np.prod(shape, dtype=int))
+      self.slots[name] = (offset, tuple(shape))
+      offset += n
+    self.size = offset
+
+  def unpack(self, vec) -> dict:
+    """The named arrays of ``vec`` (views by static slices; works on jax and NumPy arrays)."""
+    return {name: vec[o:o + int(np.prod(shape, dtype=int))].reshape(shape)
+            for name, (o, shape) in self.slots.items()}
+
+  def pack(self, arrays: dict, size: int, dtype, xp=jnp):
+    """The flat vector of ``size`` entries (zeros past ``self.size``; missing names are zero)."""
+    parts = [xp.ravel(arrays[name]).astype(dtype) if name in arrays else
+             xp.zeros(int(np.prod(shape, dtype=int)), dtype)
+             for name, (_, shape) in self.slots.items()]
+    parts.append(xp.zeros(size - self.size, dtype))
+    return xp.concatenate(parts)
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class _Stage:
+  """What one stage holds and sends (static).
+
+  ``state`` packs ``("x",)`` its frame buffer (newest first, before this tick's frame),
+  ``("b", j)`` the buffers of local units j read locally (``[0] = out_j^{t-1}``), ``("m", j)``
+  mirrors of remote sources j (``[0] = out_j^{t-2}``: the newest arrives this tick) and
+  ``("c", j)`` the messages local units sent to local unit j at t-1. ``up[δ]`` packs
+  ``("o", j)``: outputs of local units read on stage s+δ; ``down[δ]`` packs ``("g", j)``: the
+  messages of local units to unit j on stage s-δ. ``params`` packs ``(k, leaf)``.
   """
-  if not graph.is_chain:
-    return "the graph is not a chain"
-  s0 = jax.tree_util.tree_structure(params[0])
-  shapes0 = [(a.shape, a.dtype) for a in jax.tree_util.tree_leaves(params[0])]
-  for k in range(2, graph.num_units + 1):
-    if (jax.tree_util.tree_structure(params[k - 1]) != s0 or
-        [(a.shape, a.dtype) for a in jax.tree_util.tree_leaves(params[k - 1])] != shapes0):
-      return f"unit {k}'s parameters differ in structure or shape from unit 1's"
-  frame = jax.ShapeDtypeStruct(tuple(frame.shape), frame.dtype)
-  out1 = jax.eval_shape(lambda p, x: graph.apply_unit(1, p, [x]), params[0], frame)
-  if out1.shape != frame.shape or out1.dtype != frame.dtype:
-    return (f"a unit maps the frame shape {frame.shape} to {out1.shape} ({out1.dtype}); the "
-            f"SPMD route needs units that keep the frame's shape and dtype")
-  probe = np.random.default_rng(0).normal(size=frame.shape).astype(frame.dtype)
+  units: tuple
+  frame_depth: int
+  local: dict          # j -> depth of its local buffer
+  mirrors: dict        # j -> depth of its mirror
+  state: _Layout
+  up: dict             # δ -> _Layout
+  down: dict           # δ -> _Layout
+  params: _Layout
 
-  @jax.jit
-  def gaps(params, x):   # |f_k(θ_k; x) - f_1(θ_k; x)| for every k, in one program
-    return jnp.stack([jnp.max(jnp.abs(graph.apply_unit(k, params[k - 1], [x]) -
-                                      graph.apply_unit(1, params[k - 1], [x])))
-                      for k in range(1, graph.num_units + 1)])
 
-  bad = np.flatnonzero(np.asarray(gaps(tuple(params), probe)) > atol)
-  if bad.size:
-    return f"unit {bad[0] + 1} computes a different function than unit 1"
-  return None
+@dataclasses.dataclass(frozen=True, eq=False)
+class _Plan:
+  """The static layout of a :class:`ShardedGraph` for one clip and parameter shape (hashable
+  by identity: a static argument of the jitted scan)."""
+  graph: UnitGraph
+  owner: dict          # k -> stage
+  stages: tuple        # of _Stage
+  deltas: tuple        # stage distances spanned by some edge, ascending
+  state_size: int
+  up_size: dict        # δ -> padded size
+  down_size: dict
+  param_size: int
+  treedefs: tuple      # per unit
+  dtype: np.dtype
+
+
+def _make_plan(graph: UnitGraph, assignment: tuple, params, frame) -> _Plan:
+  """Layouts of every stage from the unit output shapes (``engine._out_structs``)."""
+  L, D = graph.num_units, max(assignment) + 1
+  owner = {k: assignment[k - 1] for k in range(1, L + 1)}
+  structs = _engine._out_structs(graph, params, frame)
+  dtype = np.dtype(frame.dtype)
+  bad = [f"unit {k}'s output ({structs[k].dtype})" for k in range(1, L + 1)
+         if structs[k].dtype != dtype]
+  bad += [f"unit {k}'s parameters" for k in range(1, L + 1)
+          if any(a.dtype != dtype for a in jax.tree_util.tree_leaves(params[k - 1]))]
+  if bad:
+    raise TypeError(f"the sharded route packs everything into {dtype} vectors (the video's "
+                    f"dtype); {', '.join(bad)} differ: cast the parameters or use "
+                    f"DevicePipeline")
+  shape = {j: tuple(structs[j].shape) for j in range(L + 1)}
+  deltas = sorted({owner[k] - owner[j] for k in range(1, L + 1) for j, _ in graph.edges[k]
+                   if j >= 1 and owner[k] != owner[j]})
+  stages = []
+  for s in range(D):
+    units = tuple(k for k in range(1, L + 1) if owner[k] == s)
+    reads = [(j, d) for k in units for j, d in graph.edges[k]]
+    depth = {j: 1 + max(d for jj, d in reads if jj == j) for j, _ in reads if j >= 1}
+    local = {j: depth[j] for j in sorted(depth) if owner[j] == s}
+    mirrors = {j: depth[j] for j in sorted(depth) if owner[j] != s}
+    frame_depth = 1 + max((d for j, d in reads if j == 0), default=-1)
+    items = ([(("x",), (frame_depth,) + shape[0])] if frame_depth else [])
+    items += [(("b", j), (n,) + shape[j]) for j, n in local.items()]
+    items += [(("m", j), (n,) + shape[j]) for j, n in mirrors.items()]
+    items += [(("c", j), shape[j]) for j in units if j < L]
+    up = {δ: _Layout([(("o", j), shape[j]) for j in units
+                      if any(owner[k] == s + δ for k, _, _ in graph.readers(j))])
+          for δ in deltas}
+    down = {δ: _Layout([(("g", j), shape[j]) for j in sorted({j for j, _ in reads if j >= 1})
+                        if owner[j] == s - δ]) for δ in deltas}
+    par = _Layout([((k, n), a.shape) for k in units
+                   for n, a in enumerate(jax.tree_util.tree_leaves(params[k - 1]))])
+    stages.append(_Stage(units, frame_depth, local, mirrors, _Layout(items), up, down, par))
+  size = lambda f: max(max(f(st) for st in stages), 1)
+  return _Plan(graph, owner, tuple(stages), tuple(deltas), size(lambda st: st.state.size),
+               {δ: size(lambda st, δ=δ: st.up[δ].size) for δ in deltas},
+               {δ: size(lambda st, δ=δ: st.down[δ].size) for δ in deltas},
+               size(lambda st: st.params.size),
+               tuple(jax.tree_util.tree_structure(p) for p in params), dtype)
+
+
+def _stage_tick(plan: _Plan, s: int, loss_fn, params, state, recv_up, recv_down, x_t, y_t, w):
+  """One tick of stage s on flat vectors (a branch of ``lax.switch``).
+
+  Receives ``recv_up[δ]`` (outputs from stage s-δ, of tick t-1) and ``recv_down[δ]``
+  (messages from stage s+δ, sent at t-1); returns ``(state, up, down, g, loss_t)`` with
+  ``up``/``down`` what this stage sends at the start of the next tick and ``g`` this tick's
+  gradients, packed like ``params``.
+  """
+  graph, st, L = plan.graph, plan.stages[s], plan.graph.num_units
+  dtype = plan.dtype
+  cur = st.state.unpack(state)
+  flat = st.params.unpack(params)
+  theta = {k: jax.tree_util.tree_unflatten(
+      plan.treedefs[k - 1], [flat[(k, n)] for n in range(plan.treedefs[k - 1].num_leaves)])
+      for k in st.units}
+  bufs = {j: cur[("b", j)] for j in st.local}
+  if st.frame_depth:
+    bufs[0] = _engine._push(cur[("x",)], x_t)
+  for j in st.mirrors:                                    # out_j^{t-1} from stage owner[j]
+    δ = s - plan.owner[j]
+    got = plan.stages[s - δ].up[δ].unpack(recv_up[plan.deltas.index(δ)])
+    bufs[j] = _engine._push(cur[("m", j)], got[("o", j)])
+  cots = {j: cur[("c", j)] for j in st.units if j < L}
+  for δ in plan.deltas:                                   # messages from stage s+δ
+    if s + δ < len(plan.stages):
+      got = plan.stages[s + δ].down[δ].unpack(recv_down[plan.deltas.index(δ)])
+      for (_, j), m in got.items():
+        cots[j] = cots[j] + m
+  new_cots = {j: jnp.zeros_like(c) for j, c in cots.items()}
+  down = {δ: {} for δ in plan.deltas}
+  outs, grads, loss_t = {}, {}, jnp.zeros((), dtype)
+  for k in st.units:
+    inputs = [bufs[j][d] for j, d in graph.edges[k]]      # x_{t-d} or out_j^{t-1-d}
+    out, g, ms, loss = _unit_tick(graph, k, theta[k], inputs, cots.get(k), loss_fn, y_t, w)
+    outs[k], grads[k] = out, g
+    if loss is not None:
+      loss_t = loss.astype(dtype)
+    for (j, _), m in zip(graph.edges[k], ms):
+      if j == 0:
+        continue
+      if plan.owner[j] == s:
+        new_cots[j] = new_cots[j] + m
+      else:
+        box = down[s - plan.owner[j]]
+        box[("g", j)] = box[("g", j)] + m if ("g", j) in box else m
+  new = {("b", j): _engine._push(bufs[j], outs[j]) for j in st.local}
+  new.update({("m", j): bufs[j] for j in st.mirrors})
+  new.update({("c", j): c for j, c in new_cots.items()})
+  if st.frame_depth:
+    new[("x",)] = bufs[0]
+  g_flat = {(k, n): a for k in st.units
+            for n, a in enumerate(jax.tree_util.tree_leaves(grads[k]))}
+  return (st.state.pack(new, plan.state_size, dtype),
+          tuple(st.up[δ].pack({("o", j): outs[j] for j in st.units}, plan.up_size[δ], dtype)
+                for δ in plan.deltas),
+          tuple(st.down[δ].pack(down[δ], plan.down_size[δ], dtype) for δ in plan.deltas),
+          st.params.pack(g_flat, plan.param_size, dtype), loss_t)
+
+
+@functools.partial(jax.jit, static_argnames=("plan", "mesh", "loss_fn", "num_ticks"))
+def _sharded_scan(plan, mesh, loss_fn, num_ticks, params, carry, video, targets, weights):
+  """One jitted scan over ticks; each tick is SPMD over the ``stage`` axis of ``mesh``.
+
+  Returns ``(Σ_t g^t packed (D, P), new carry, tick losses (num_ticks,), clip loss)``.
+  """
+  D = mesh.shape[STAGE]
+  branches = [functools.partial(_stage_tick, plan, s, loss_fn) for s in range(D)]
+  # the pairs that carry something: stage q sends up (down) by δ only if it has a payload
+  ups = [[(q, q + δ) for q in range(D - δ) if plan.stages[q].up[δ].size] for δ in plan.deltas]
+  downs = [[(q + δ, q) for q in range(D - δ) if plan.stages[q + δ].down[δ].size]
+           for δ in plan.deltas]
+
+  def per_device(params, carry, video, targets, weights):
+    params = params[0]
+    carry = jax.tree_util.tree_map(lambda a: a[0], carry)
+    s = lax.axis_index(STAGE)
+
+    def body(c, i):
+      state, up, down, acc = c
+      recv_up = tuple(lax.ppermute(u, STAGE, perm) for perm, u in zip(ups, up))
+      recv_down = tuple(lax.ppermute(m, STAGE, perm) for perm, m in zip(downs, down))
+      state, up, down, g, loss_t = lax.switch(
+          s, branches, params, state, recv_up, recv_down, _engine._frame(video, i),
+          _engine._target(targets, i), weights[i])
+      return (state, up, down, acc + g), loss_t          # zero below the top stage
+
+    state, up, down = carry
+    (state, up, down, acc), losses = lax.scan(
+        body, (state, up, down, jnp.zeros_like(params)), jnp.arange(num_ticks))
+    losses = lax.psum(losses, STAGE)                      # one collective per clip, not tick
+    loss = jnp.sum(jnp.where(weights > 0, weights * losses, 0.0))
+    expand = lambda t: jax.tree_util.tree_map(lambda a: a[None], t)
+    return expand(acc), expand((state, up, down)), losses, loss
+
+  stage = P(STAGE)
+  f = jax.shard_map(per_device, mesh=mesh, in_specs=(stage, stage, P(), P(), P()),
+                    out_specs=(stage, stage, P(), P()), check_vma=False)
+  return f(params, carry, video, targets, weights)
 
 
 class ShardedState(NamedTuple):
-  """The pipeline state of a :class:`ShardedChain`: global arrays sharded over ``stage``.
-
-  ``acts[k-1] = out_k^{t-1}`` and ``sent[k-1]`` = the message unit k sent to unit k-1 at tick
-  t-1 (``sent[0]``, the message to the frame, is unused), both (L, B, ...); ``frame`` is the
-  last frame pushed (for :meth:`ShardedChain.gather_state`); ``tick`` a Python int.
-  """
-  acts: jax.Array
-  sent: jax.Array
-  frame: jax.Array
+  """The pipeline state of a :class:`ShardedGraph`: global (D, ·) arrays sharded over
+  ``stage``, row s the flat vectors of stage s (see ``_Stage``): ``state``, ``up`` and
+  ``down`` (tuples over the stage distances δ, what each stage sends at the next tick);
+  ``tick`` is the global tick of the next frame (a Python int); ``plan`` the layouts."""
+  state: jax.Array
+  up: tuple
+  down: tuple
   tick: int
+  plan: _Plan
 
 
-def _stack(trees):
-  return jax.tree_util.tree_map(lambda *a: jnp.stack(a), *trees)
-
-
-def _unstack(tree, n):
-  return tuple(jax.tree_util.tree_map(lambda a: a[i], tree) for i in range(n))
-
-
-@functools.partial(jax.jit, static_argnames=("graph", "mesh", "loss_fn", "num_ticks"))
-def _sharded_scan(graph, mesh, loss_fn, num_ticks, stacked, acts, sent, video, targets, weights):
-  """One jitted scan over ticks; each tick is SPMD over the ``stage`` axis of ``mesh``."""
-  D = mesh.shape["stage"]
-  apply = lambda p, x: graph.apply_unit(1, p, [x])
-  up = [(s, s + 1) for s in range(D - 1)]
-  down = [(s + 1, s) for s in range(D - 1)]
-
-  def per_device(stacked, acts, sent, video, targets, weights):
-    s = lax.axis_index("stage")
-    zero = jax.tree_util.tree_map(jnp.zeros_like, stacked)
-
-    def body(carry, i):
-      acts, sent, acc = carry
-      below = lax.ppermute(acts[-1], "stage", up)        # out of the unit below, tick t-1
-      above = lax.ppermute(sent[0], "stage", down)       # message from the unit above, t-1
-      x_t = _engine._frame(video, i)
-      first = jnp.where(s == 0, x_t, below)
-      inputs = jnp.concatenate([first[None], acts[:-1]], axis=0)
-      outs, vjp = jax.vjp(jax.vmap(apply), stacked, inputs)
-      w = weights[i]
-      loss_t, dl = jax.value_and_grad(functools.partial(_engine._tick_loss, loss_fn))(
-          outs[-1], _engine._target(targets, i))
-      top = jnp.where((s == D - 1) & (w > 0), w * dl, jnp.where(s == D - 1, 0.0, above))
-      cots = jnp.concatenate([sent[1:], top.astype(outs.dtype)[None]], axis=0)
-      g, msgs = vjp(cots)
-      acc = jax.tree_util.tree_map(jnp.add, acc, g)
-      loss_t = lax.psum(jnp.where(s == D - 1, loss_t, 0.0), "stage")
-      return (outs, msgs, acc), loss_t
-
-    (acts, sent, acc), losses = lax.scan(body, (acts, sent, zero), jnp.arange(num_ticks))
-    return acc, acts, sent, losses, _engine._frame(video, num_ticks - 1)
-
-  stage = P("stage")
-  f = jax.shard_map(per_device, mesh=mesh,
-                    in_specs=(stage, stage, stage, P(), P(), P()),
-                    out_specs=(stage, stage, stage, P(), P()))
-  return f(stacked, acts, sent, video, targets, weights)
-
-
-class ShardedChain:
-  """Sideways on a chain of identical units with ``jax.shard_map`` (the SPMD route).
+class ShardedGraph(_Route):
+  """Sideways on any graph with ``jax.shard_map`` over a ``stage`` mesh (the SPMD route).
 
   Args:
-    graph: a chain whose units are identical (see :func:`identical_units`; checked on the
-      first call) and whose length L is a multiple of the number of devices D.
-    devices: ``None`` (all), an int or a list of devices; or pass ``mesh``.
-    mesh: a :class:`jax.sharding.Mesh` with a ``"stage"`` axis (e.g. spanning hosts).
+    graph: any unit graph (chains, skips, dense and delayed edges, units of any shapes).
+    devices: ``None`` (all of ``jax.devices()``, every process's), an int or a list; or
+    mesh: a :class:`jax.sharding.Mesh` with the single axis ``"stage"`` (e.g. over hosts).
+    costs: per-unit costs for the contiguous split (:func:`partition`; default all equal).
 
-  Units ``s·L/D + 1 .. (s+1)·L/D`` live on stage s. The whole clip is one jitted ``lax.scan``;
-  every tick each stage applies its L/D units (vmapped) and ``lax.ppermute`` moves one
-  activation to stage s+1 and one message to stage s-1.
+  Stage s owns a contiguous block of units. Per tick each stage runs its own units (the
+  branch ``s`` of a ``lax.switch``: every stage compiles every branch, runs one) on flat
+  vectors padded to the largest stage; for each stage distance δ that some edge spans, one
+  ``ppermute`` sends the outputs read δ stages up (packed) and one sends the messages to
+  units δ stages down (summed per unit, packed). A chain uses δ = 1 only; a span-2 skip with
+  one unit per stage adds δ = 2. Parameters, state and gradients stay on their stage;
+  :meth:`gradients` returns every unit's gradients replicated on every device (one
+  all-gather per clip), as per-unit dicts like the single-device call.
   """
 
-  def __init__(self, graph: UnitGraph, devices=None, mesh: Mesh | None = None):
+  _state_type = ShardedState
+
+  def __init__(self, graph: UnitGraph, devices=None, mesh: Mesh | None = None, costs=None):
     if not isinstance(graph, UnitGraph):
       raise TypeError(f"graph must be a sl.UnitGraph, got {type(graph).__name__}")
-    if not graph.is_chain:
-      raise ValueError("ShardedChain needs a chain graph; use DevicePipeline for skips/delays")
     if mesh is None:
-      mesh = Mesh(np.array(_resolve_devices(devices)), ("stage",))
-    if "stage" not in mesh.axis_names or len(mesh.axis_names) != 1:
-      raise ValueError(f"mesh must have the single axis 'stage', got {mesh.axis_names}")
-    D = mesh.shape["stage"]
-    if graph.num_units % D:
-      raise ValueError(f"ShardedChain needs L={graph.num_units} to be a multiple of the number "
-                       f"of devices {D}; use DevicePipeline for an uneven split")
+      mesh = Mesh(np.array(_resolve_devices(devices)), (STAGE,))
+    if not isinstance(mesh, Mesh) or tuple(mesh.axis_names) != (STAGE,):
+      raise ValueError(f"mesh must be a jax.sharding.Mesh with the single axis 'stage', got "
+                       f"{getattr(mesh, 'axis_names', mesh)!r}")
+    D, L = mesh.shape[STAGE], graph.num_units
+    if L < D:
+      raise ValueError(f"the graph has L={L} units but the mesh has {D} devices: every "
+                       f"device (stage) needs at least one unit; use at most {L} devices "
+                       f"(processes x local devices)")
     self.graph, self.mesh = graph, mesh
-    self._checked = set()
-    self._empty = {}
-    self._stack_fn = jax.jit(lambda ps: _stack(ps), out_shardings=self._sharding())
-    self._unstack_fn = jax.jit(lambda t: _unstack(t, graph.num_units))
+    self.assignment = partition(L, D, costs)
+    self._plans, self._empty, self._unpack_fns = {}, {}, {}
 
   def __repr__(self):
-    return f"ShardedChain(L={self.graph.num_units}, stages={self.num_devices})"
+    return (f"ShardedGraph(L={self.graph.num_units}, stages={self.num_devices}, "
+            f"assignment={self.assignment})")
 
   @property
   def num_devices(self) -> int:
-    return self.mesh.shape["stage"]
+    return self.mesh.shape[STAGE]
 
-  def _sharding(self, spec=P("stage")):
-    return NamedSharding(self.mesh, spec)
+  def units_on(self, s: int) -> tuple:
+    """The units (1-based) of stage ``s``."""
+    return tuple(k for k, p in enumerate(self.assignment, 1) if p == s)
 
-  def _check(self, params, frame):
-    key = (tuple(frame.shape), str(frame.dtype))
-    if key in self._checked:
-      return
-    why = identical_units(self.graph, params, frame)
-    if why is not None:
-      raise ValueError(f"ShardedChain needs identical units: {why}; use DevicePipeline")
-    self._checked.add(key)
+  def _sharding(self, spec: P | None = None):
+    return NamedSharding(self.mesh, P(STAGE) if spec is None else spec)
 
-  def place_params(self, params):
-    """The L parameter dicts stacked on a leading axis, sharded over ``stage``."""
+  def _global(self, x, spec: P | None = None):
+    """A global array from a host value that every process holds in full (sharded over
+    ``stage`` by default)."""
+    x = np.asarray(x)
+    return jax.make_array_from_callback(x.shape, self._sharding(spec), lambda idx: x[idx])
+
+  def plan(self, params, frame) -> _Plan:
+    """The static layout for clips whose frames are shaped like ``frame`` (cached)."""
+    frame = jax.ShapeDtypeStruct(tuple(frame.shape), frame.dtype)
+    key = _shape_key(params, frame)
+    if key not in self._plans:
+      self._plans[key] = _make_plan(self.graph, self.assignment, params, frame)
+    return self._plans[key]
+
+  def _plan_for(self, params, video):
+    return self.plan(params, jax.ShapeDtypeStruct((video.shape[0],) + tuple(video.shape[2:]),
+                                                  video.dtype))
+
+  def place_params(self, params, video) -> jax.Array:
+    """The parameters packed per stage for clips shaped like ``video``: a (D, P) array
+    sharded over ``stage`` (row s: the units of stage s, flattened and zero-padded)."""
     _engine._check_graph_params(self.graph, params)
-    return self._stack_fn(tuple(params))
+    plan = self._plan_for(params, video)
+    leaves = [[np.asarray(a) for a in jax.tree_util.tree_leaves(p)] for p in params]
+    rows = [st.params.pack({(k, n): a for k in st.units for n, a in enumerate(leaves[k - 1])},
+                           plan.param_size, plan.dtype, np) for st in plan.stages]
+    return self._global(np.stack(rows))
 
-  def scatter_state(self, state: PipelineState) -> ShardedState:
-    _engine._check_state(self.graph, state)
-    bufs = [np.asarray(b) for b in state.buffers]        # a one-off move, through the host
-    zero = np.zeros_like(bufs[0][0])
-    acts = np.stack([b[0] for b in bufs[1:]] + [zero])
-    sent = np.stack([zero] + [np.asarray(m) for m in state.messages])
-    put = lambda a: jax.device_put(a, self._sharding())
-    return ShardedState(put(acts), put(sent), bufs[0][0], int(state.tick))
-
-  def gather_state(self, state: ShardedState, device=None) -> PipelineState:
-    dev = jax.devices()[0] if device is None else device
-    acts, sent = np.asarray(state.acts), np.asarray(state.sent)
-    L = self.graph.num_units
-    put = functools.partial(jax.device_put, device=dev)
-    buffers = (put(np.asarray(state.frame)[None]),) + tuple(put(acts[k][None])
-                                                          for k in range(L - 1))
-    return PipelineState(buffers, tuple(put(sent[j]) for j in range(1, L)),
-                         put(np.int32(state.tick)))
-
+  # -- state -----------------------------------------------------------------------------------
   def init_state(self, params, video) -> ShardedState:
     """An empty pipeline sharded over ``stage`` (see :func:`sl.init_state`)."""
     key = _shape_key(params, video)
     if key not in self._empty:
-      state = _engine.init_state(self.graph, params, video)
-      self._check(params, state.buffers[0][0])
-      self._empty[key] = self.scatter_state(state)
+      self._empty[key] = self.scatter_state(_engine.init_state(self.graph, params, video),
+                                            params)
     return self._empty[key]
 
-  def _run(self, params, video, targets, weights, loss_fn, state, num_ticks):
-    self._check(params, jax.ShapeDtypeStruct((video.shape[0],) + tuple(video.shape[2:]),
-                                             video.dtype))
-    stacked = self.place_params(params)
-    rep = self._sharding(P())
-    video_r = jax.device_put(video, rep)
-    acc, acts, sent, losses, frame = _sharded_scan(
-        self.graph, self.mesh, loss_fn, num_ticks, stacked, state.acts, state.sent, video_r,
-        jax.device_put(targets, rep), jax.device_put(jnp.asarray(weights), rep))
-    return (self._unstack_fn(acc), losses,
-            ShardedState(acts, sent, frame, state.tick + num_ticks))
+  def scatter_state(self, state: PipelineState, params=None) -> ShardedState:
+    """Spreads a single-device :class:`sl.PipelineState` over the stages (every process
+    passes the same state; ``params`` give the layout)."""
+    _engine._check_state(self.graph, state)
+    if params is None:
+      raise ValueError("ShardedGraph.scatter_state needs params (the layout of the stages "
+                       "depends on the parameter shapes)")
+    bufs = [np.asarray(b) for b in state.buffers]          # a one-off move, through the host
+    msgs = [np.asarray(m) for m in state.messages]
+    plan = self.plan(params, jax.ShapeDtypeStruct(bufs[0].shape[1:], bufs[0].dtype))
+    rows, ups, downs = [], {δ: [] for δ in plan.deltas}, {δ: [] for δ in plan.deltas}
+    for st in plan.stages:
+      named = {}
+      if st.frame_depth:
+        named[("x",)] = bufs[0][:st.frame_depth]
+      for j, n in st.local.items():
+        named[("b", j)] = bufs[j][:n]
+      for j, n in st.mirrors.items():      # without the newest, which arrives this tick
+        named[("m", j)] = np.concatenate([bufs[j][1:n], np.zeros_like(bufs[j][:1])])
+      for j in st.units:
+        if j < self.graph.num_units:
+          named[("c", j)] = msgs[j - 1]
+      rows.append(st.state.pack(named, plan.state_size, plan.dtype, np))
+      for δ in plan.deltas:
+        ups[δ].append(st.up[δ].pack({("o", j): bufs[j][0] for j in st.units
+                                     if j < self.graph.num_units}, plan.up_size[δ],
+                                    plan.dtype, np))
+        downs[δ].append(np.zeros(plan.down_size[δ], plan.dtype))
+    return ShardedState(self._global(np.stack(rows)),
+                        tuple(self._global(np.stack(ups[δ])) for δ in plan.deltas),
+                        tuple(self._global(np.stack(downs[δ])) for δ in plan.deltas),
+                        int(state.tick), plan)
 
-  gradients = DevicePipeline.gradients
-
-  def stream_gradients(self, params, chunk, targets, loss_fn, state, mask=None, *,
-                       loss_weight="mean"):
-    """As :meth:`DevicePipeline.stream_gradients`, with a :class:`ShardedState`."""
-    chunk, mask = _check_inputs(self.graph, params, chunk, targets, loss_fn, mask, "chunk")
-    if isinstance(state, PipelineState):
-      state = self.scatter_state(state)
+  def gather_state(self, state: ShardedState, device=None) -> PipelineState:
+    """The single-device :class:`sl.PipelineState` of a :class:`ShardedState` (on every
+    process; through the host), placed on ``device`` (default: this process's first)."""
     if not isinstance(state, ShardedState):
-      raise TypeError(f"state must be a ShardedState or sl.PipelineState, got "
-                      f"{type(state).__name__}")
-    T = chunk.shape[1]
-    w, V = _stream_weights(self.graph, T, state.tick, mask, loss_weight, np.dtype(chunk.dtype))
-    grads, tick_loss, state = self._run(params, chunk, targets, w, loss_fn, state, T)
-    loss, tick_loss = _clip_loss(w, tick_loss)
-    return grads, {"loss": loss, "loss_ticks": V, "tick_loss": tick_loss}, state
+      raise TypeError(f"state must be a sl.parallel.ShardedState, got {type(state).__name__}")
+    plan = state.plan
+    fetch = lambda a: np.asarray(multihost_utils.process_allgather(a, tiled=True))
+    rows = fetch(state.state)
+    downs = {δ: fetch(d) for δ, d in zip(plan.deltas, state.down)}
+    L = self.graph.num_units
+    named = [st.state.unpack(rows[s]) for s, st in enumerate(plan.stages)]
+    shape = {j: None for j in range(L)}
+    hist = {j: max(self.graph.history(j), 1) for j in range(L)}
+    buffers = [None] * L
+    for j in range(L):
+      rows_j = {}
+      for s, st in enumerate(plan.stages):
+        if j == 0 and st.frame_depth:
+          rows_j.update({d: named[s][("x",)][d] for d in range(st.frame_depth)})
+        elif j in st.local:
+          rows_j.update({d: named[s][("b", j)][d] for d in range(st.local[j])})
+        elif j in st.mirrors:
+          rows_j.update({d + 1: named[s][("m", j)][d] for d in range(st.mirrors[j] - 1)})
+      if j >= 1 and 0 not in rows_j:                       # read only remotely: the outbox
+        s = plan.owner[j]
+        δ = min(δ for δ in plan.deltas if ("o", j) in plan.stages[s].up[δ].slots)
+        rows_j[0] = plan.stages[s].up[δ].unpack(fetch(state.up[plan.deltas.index(δ)])[s])[
+            ("o", j)]
+      shape[j] = rows_j[0].shape
+      buffers[j] = np.stack([rows_j.get(d, np.zeros(shape[j], plan.dtype))
+                             for d in range(hist[j])])
+    messages = []
+    for j in range(1, L):
+      m = named[plan.owner[j]][("c", j)].copy()
+      for δ in plan.deltas:
+        s = plan.owner[j] + δ
+        if s < len(plan.stages) and ("g", j) in plan.stages[s].down[δ].slots:
+          m = m + plan.stages[s].down[δ].unpack(downs[δ][s])[("g", j)]
+      messages.append(m)
+    dev = jax.local_devices()[0] if device is None else device
+    put = functools.partial(jax.device_put, device=dev)
+    return PipelineState(tuple(put(b) for b in buffers), tuple(put(m) for m in messages),
+                         put(np.int32(state.tick)))
+
+  # -- running ---------------------------------------------------------------------------------
+  def _run(self, params, video, targets, weights, loss_fn, state, num_ticks):
+    plan = self._plan_for(params, video)
+    placed = self.place_params(params, video)
+    acc, (st, up, down), losses, loss = _sharded_scan(
+        plan, self.mesh, loss_fn, num_ticks, placed, (state.state, state.up, state.down),
+        self._global(video, P()), jax.tree_util.tree_map(lambda y: self._global(y, P()),
+                                                         targets),
+        self._global(np.asarray(weights), P()))
+    grads = self._unpack(plan, acc)
+    return (grads, np.asarray(loss), np.asarray(losses),
+            ShardedState(st, tuple(up), tuple(down), state.tick + num_ticks, plan))
+
+  def _unpack(self, plan, acc):
+    """Per-unit gradient dicts from the packed (D, P) array, replicated on every device."""
+    fn = self._unpack_fns.get(plan)
+    if fn is None:
+      def unpack(acc):
+        out = []
+        for k in range(1, self.graph.num_units + 1):
+          s = plan.owner[k]
+          flat = plan.stages[s].params.unpack(acc[s])
+          leaves = [flat[(k, n)] for n in range(plan.treedefs[k - 1].num_leaves)]
+          out.append(jax.tree_util.tree_unflatten(plan.treedefs[k - 1], leaves))
+        return tuple(out)
+      fn = jax.jit(unpack, out_shardings=self._sharding(P()))
+      self._unpack_fns[plan] = fn
+    return fn(acc)
+
+
+ShardedChain = ShardedGraph      # the earlier name; the sharded route now takes any graph
+
+
+def message_bytes(graph: UnitGraph, params, frame, num_devices: int, costs=None) -> dict:
+  """Bytes each stage boundary carries per tick on the sharded route with ``num_devices``
+  stages: ``{"up": {δ: bytes}, "down": {δ: bytes}}`` (each ppermute's padded vector; every
+  stage sends one of each per tick), from the plan's layouts."""
+  L = graph.num_units
+  plan = _make_plan(graph, partition(L, min(num_devices, L), costs), params,
+                    jax.ShapeDtypeStruct(tuple(frame.shape), frame.dtype))
+  item = plan.dtype.itemsize
+  return {"up": {δ: plan.up_size[δ] * item for δ in plan.deltas},
+          "down": {δ: plan.down_size[δ] * item for δ in plan.deltas}}
 
 
 # ---------------------------------------------------------------------------------------------
 # Convenience
 # ---------------------------------------------------------------------------------------------
 
-def engine_for(graph: UnitGraph, params, frame, devices=None, route: str = "auto", **kwargs):
-  """The engine for ``graph``: ``route="sharded"`` (:class:`ShardedChain`), ``"devices"``
-  (:class:`DevicePipeline`) or ``"auto"`` (sharded when the graph is a chain of identical
-  units whose length is a multiple of the number of devices, else per-device steps)."""
+def engine_for(graph: UnitGraph, params=None, frame=None, devices=None, route: str = "auto",
+               **kwargs):
+  """The engine for ``graph``: ``route="sharded"`` (:class:`ShardedGraph`), ``"devices"``
+  (:class:`DevicePipeline`) or ``"auto"`` (sharded: one compiled program per clip, and the
+  only route across processes; per-device steps when an explicit ``assignment`` is given)."""
   if route not in ("auto", "sharded", "devices"):
     raise ValueError(f"route must be 'auto', 'sharded' or 'devices', got {route!r}")
-  devs = _resolve_devices(devices)
   if route == "auto":
-    ok = (graph.num_units % len(devs) == 0 and identical_units(graph, params, frame) is None)
-    route = "sharded" if ok else "devices"
+    route = "devices" if "assignment" in kwargs else "sharded"
   if route == "sharded":
-    return ShardedChain(graph, devs, **kwargs)
-  return DevicePipeline(graph, devs, **kwargs)
+    return ShardedGraph(graph, devices, **kwargs)
+  return DevicePipeline(graph, devices, **kwargs)
 
 
 def gradients(graph: UnitGraph, params, video, targets, loss_fn, mask=None, *, devices=None,
@@ -756,22 +1002,20 @@ def gradients(graph: UnitGraph, params, video, targets, loss_fn, mask=None, *, d
   """``sl.gradients(..., method="sideways")`` with the units spread over ``devices``.
 
   A one-shot helper; for training build the engine once (:func:`engine_for`,
-  :class:`DevicePipeline` or :class:`ShardedChain`) and call its ``gradients``.
+  :class:`ShardedGraph` or :class:`DevicePipeline`) and call its ``gradients``.
   """
-  video = _engine._check_video(video)
-  eng = engine_for(graph, params, video[:, 0], devices, route, **kwargs)
+  eng = engine_for(graph, params, None, devices, route, **kwargs)
   return eng.gradients(params, video, targets, loss_fn, mask)
 
 
 def stream_gradients(graph: UnitGraph, params, chunk, targets, loss_fn, state, mask=None, *,
-                     devices=None, route: str = "devices", loss_weight="mean", **kwargs):
+                     devices=None, route: str = "auto", loss_weight="mean", **kwargs):
   """One streaming chunk on several devices; ``state`` may be a :class:`sl.PipelineState`.
 
   Returns ``(grads, info, new_state)`` with ``new_state`` gathered back to a
   :class:`sl.PipelineState` (convenient, but it moves the state each call; keep an engine and
   its distributed state for speed)."""
-  chunk = _engine._check_video(chunk, "chunk")
-  eng = engine_for(graph, params, chunk[:, 0], devices, route, **kwargs)
+  eng = engine_for(graph, params, None, devices, route, **kwargs)
   grads, info, st = eng.stream_gradients(params, chunk, targets, loss_fn, state, mask,
                                          loss_weight=loss_weight)
   return grads, info, eng.gather_state(st)

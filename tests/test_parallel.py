@@ -2,9 +2,11 @@
 
 The multi-device checks run in one subprocess with 4 simulated CPU devices
 (``XLA_FLAGS=--xla_force_host_platform_device_count=4``; this pytest process has already
-started JAX with one device); it prints a JSON report that the tests below assert on.
+started JAX with one device); it prints a JSON report that the tests below assert on. Two
+real processes: tests/test_distributed.py.
 """
 
+import ast
 import json
 import os
 import subprocess
@@ -16,10 +18,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from core_helpers import assert_trees_close, mse, setup
 
 import sideways_lab as sl
+from sideways_lab import analysis as an
 from sideways_lab import parallel as par
-from core_helpers import assert_trees_close, mse, setup
+from sideways_lab import partition as part
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TESTS = os.path.dirname(os.path.abspath(__file__))
@@ -54,6 +58,31 @@ def test_partition_is_contiguous_and_balanced():
   a = par.partition(6, 3, costs)
   assert list(a) == sorted(a) and set(a) == {0, 1, 2}
   assert par.tick_time_model(costs, a) == 6.0                # the optimum: [1,5] [2,2,1] [4]
+
+
+def test_one_partition_shared_by_the_core_and_the_analysis():
+  loads = [1.0, 5.0, 2.0, 2.0, 1.0, 4.0]
+  assert an.partition(loads, 3) == part.groups(loads, 3) == ((1, 2), (3, 4), (5, 6))
+  assert par.partition(6, 3, loads) == part.assignment(6, 3, loads) == (0, 0, 1, 1, 2, 2)
+  # the core does not depend on the analysis layer
+  tree = ast.parse(open(os.path.join(ROOT, "sideways_lab", "parallel.py")).read())
+  imported = {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)}
+  imported |= {a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
+  assert not any(m.startswith("sideways_lab.analysis") for m in imported if m)
+
+
+def test_unit_step_is_the_vjp_of_one_unit():
+  graph, params, video, _ = setup("skip")
+  k = 3                                        # reads unit 2 and unit 1
+  x = [jax.random.normal(jax.random.PRNGKey(i), (2, 3)) for i in range(2)]
+  cot = jnp.ones((2, 3))
+  out, g, msgs = sl.engine.unit_step(graph, k, params[k - 1], x, cot)
+  f = lambda p, xs: jnp.sum(graph.apply_unit(k, p, xs) * cot)
+  g_ref, m_ref = jax.grad(f, argnums=(0, 1))(params[k - 1], x)
+  np.testing.assert_allclose(out, graph.apply_unit(k, params[k - 1], x), rtol=1e-6)
+  assert_trees_close(g, g_ref, rtol=1e-6, atol=1e-7)
+  assert_trees_close(msgs, m_ref, rtol=1e-6, atol=1e-7)
+  assert len(msgs) == len(graph.edges[k])
 
 
 def test_partition_rejects_bad_arguments():
@@ -95,18 +124,24 @@ def test_device_pipeline_on_one_device_equals_sideways():
                              rinfo["tick_loss"][rinfo["loss_ticks"]], rtol=1e-6)
 
 
-def test_sharded_chain_on_one_device_equals_sideways():
-  graph, params, video, targets = conv_setup()
-  ref, rinfo = sl.gradients(graph, params, video, targets, mse, method="sideways")
-  grads, info = par.ShardedChain(graph, 1).gradients(params, video, targets, mse)
+def test_sharded_graph_on_one_device_equals_sideways():
+  graph, params, video, targets = setup("mixed", T=8)      # skips, delays, a different top
+  mask = np.array([True] * 7 + [False])
+  ref, rinfo = sl.gradients(graph, params, video, targets, mse, method="sideways", mask=mask)
+  eng = par.ShardedGraph(graph, 1)
+  assert eng.num_devices == 1 and eng.units_on(0) == (1, 2, 3, 4)
+  grads, info = eng.gradients(params, video, targets, mse, mask=mask)
   assert_trees_close(grads, ref, rtol=1e-5, atol=1e-7)
   np.testing.assert_allclose(info["loss"], rinfo["loss"], rtol=1e-6)
+  np.testing.assert_array_equal(info["loss_ticks"], rinfo["loss_ticks"])
 
 
 def test_bad_arguments_are_named():
   graph, params, video, targets = setup("skip")
-  with pytest.raises(ValueError, match="needs a chain"):
-    par.ShardedChain(graph, 1)
+  with pytest.raises(ValueError, match="single axis 'stage'"):
+    par.ShardedGraph(graph, mesh=jax.sharding.Mesh(np.array(jax.devices()), ("x",)))
+  with pytest.raises(TypeError, match="graph"):
+    par.ShardedGraph("not a graph")
   with pytest.raises(ValueError, match="devices=3"):
     par.DevicePipeline(graph, 3)                   # this process has one device
   with pytest.raises(ValueError, match="assignment"):
@@ -124,18 +159,21 @@ def test_bad_arguments_are_named():
     eng.stream_gradients(params, video, targets, mse, state=None)
 
 
-def test_non_identical_units_are_refused_by_the_sharded_route():
-  chain_graph, params, video, targets = setup("chain")       # MLP units; the top one differs
-  why = par.identical_units(chain_graph, params, video[:, 0])
-  assert why is not None
-  with pytest.raises(ValueError, match="identical units"):
-    par.ShardedChain(chain_graph, 1).gradients(params, video, targets, mse)
-  # "auto" falls back to the general route, which still gives the Sideways gradients
-  eng = par.engine_for(chain_graph, params, video[:, 0], devices=1)
-  assert isinstance(eng, par.DevicePipeline)
-  graph, cparams, cvideo, _ = conv_setup()
-  assert par.identical_units(graph, cparams, cvideo[:, 0]) is None
-  assert isinstance(par.engine_for(graph, cparams, cvideo[:, 0], devices=1), par.ShardedChain)
+def test_engine_for_picks_the_sharded_route_unless_given_an_assignment():
+  graph, params, video, _ = setup("skip")
+  assert isinstance(par.engine_for(graph, devices=1), par.ShardedGraph)
+  assert isinstance(par.engine_for(graph, devices=1, assignment="contiguous"),
+                    par.DevicePipeline)
+  assert par.ShardedChain is par.ShardedGraph                # the earlier name
+
+
+def test_message_bytes_of_a_skip_graph():
+  graph, params, video, _ = setup("skip")      # outputs (B=2, 3) float32 below the top
+  b = par.message_bytes(graph, params, video[:, 0], 4)
+  one = 2 * 3 * 4                              # one output: B x width x 4 bytes
+  assert b["up"] == {1: one, 2: one} and b["down"] == {1: one, 2: one}
+  b = par.message_bytes(graph, params, video[:, 0], 2)   # units (1, 2) | (3, 4)
+  assert b["up"] == {1: 2 * one} and b["down"] == {1: 2 * one}
 
 
 # -- four simulated devices, in a subprocess ----------------------------------------------------
@@ -204,11 +242,20 @@ WORKER = textwrap.dedent(r"""
   check_stream("skip/stream", par.DevicePipeline(graph, 4), graph, params, video, targets,
                [0, 3, 6])
 
+  for kind in ["skip", "mixed"]:                     # one unit per stage
+      graph, params, video, targets = setup(kind, T=6)
+      check(f"sharded/{kind}/4", par.ShardedGraph(graph, 4), graph, params, video, targets)
+  graph, params, video, targets = setup("dense", T=6)
+  check("sharded/dense/3", par.ShardedGraph(graph, 3), graph, params, video, targets)  # uneven
   graph, params, video, targets = conv_setup()
-  for D in (2, 4):
-      check(f"sharded/{D}", par.ShardedChain(graph, D), graph, params, video, targets)
-  check_stream("sharded/stream", par.ShardedChain(graph, 2), graph, params, video, targets,
+  check("sharded/conv/2", par.ShardedGraph(graph, 2), graph, params, video, targets)
+  graph, params, video, targets = setup("skip", T=6)
+  check_stream("sharded/stream", par.ShardedGraph(graph, 4), graph, params, video, targets,
                [0, 3, 6])
+  try:
+      par.ShardedGraph(setup("chain", L=3)[0], 4)
+  except ValueError as e:
+      report["too_few_units"] = str(e)
   print("REPORT" + json.dumps(report))
 """)
 
@@ -240,11 +287,15 @@ def test_device_pipeline_equals_sideways_on_several_devices(report, name):
   assert r["devices"] == (2 if name == "skip/interleaved" else 4)
 
 
-@pytest.mark.parametrize("D", [2, 4])
-def test_sharded_chain_equals_sideways_on_several_devices(report, D):
-  r = report[f"sharded/{D}"]
-  assert r["devices"] == D and r["grad_norm"] > 1e-4
+@pytest.mark.parametrize("name", ["skip/4", "mixed/4", "dense/3", "conv/2"])
+def test_sharded_graph_equals_sideways_on_several_devices(report, name):
+  r = report[f"sharded/{name}"]
+  assert r["devices"] == int(name.split("/")[1]) and r["grad_norm"] > 1e-4
   assert r["rel_err"] < 1e-5 and r["loss_err"] < 1e-6
+
+
+def test_sharded_graph_needs_a_unit_per_device(report):
+  assert "L=3 units but the mesh has 4 devices" in report["too_few_units"]
 
 
 @pytest.mark.parametrize("name", ["skip/stream", "sharded/stream"])

@@ -31,6 +31,7 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 
+from sideways_lab import partition as _partition
 from sideways_lab import schedule
 from sideways_lab.graph import chain_edges, skip_edges
 
@@ -71,37 +72,9 @@ def _per_unit(x, L: int, name: str) -> np.ndarray:
 
 
 def partition(loads: Sequence[float], devices: int) -> tuple[tuple[int, ...], ...]:
-  """A contiguous split of units 1..L onto ``devices`` groups minimising the largest load.
-
-  Args:
-    loads: per-unit loads (e.g. ``F_k + B_k``), length L.
-    devices: D, 1 <= D <= L.
-  Returns:
-    D tuples of 1-based unit indices, in order (every group non-empty).
-  """
-  loads = np.asarray(loads, float)
-  L = len(loads)
-  if not isinstance(devices, (int, np.integer)) or not 1 <= devices <= L:
-    raise ValueError(f"devices must be an int in 1..{L} (the number of units), got {devices!r}")
-  D = int(devices)
-  pre = np.concatenate([[0.0], np.cumsum(loads)])
-  INF = float("inf")
-  # best[d][i]: minimal max load splitting the first i units onto d devices.
-  best = np.full((D + 1, L + 1), INF)
-  cut = np.zeros((D + 1, L + 1), int)
-  best[0][0] = 0.0
-  for d in range(1, D + 1):
-    for i in range(d, L + 1):
-      for j in range(d - 1, i):
-        v = max(best[d - 1][j], pre[i] - pre[j])
-        if v < best[d][i] - 1e-12:
-          best[d][i], cut[d][i] = v, j
-  groups, i = [], L
-  for d in range(D, 0, -1):
-    j = cut[d][i]
-    groups.append(tuple(range(j + 1, i + 1)))
-    i = j
-  return tuple(reversed(groups))
+  """A contiguous split of units 1..L onto ``devices`` groups minimising the largest load
+  (:func:`sideways_lab.partition.groups`, which the core's placement shares)."""
+  return _partition.groups(loads, devices)
 
 
 def _check_partition(part, L: int):
