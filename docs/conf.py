@@ -70,6 +70,8 @@ os.environ["SIDEWAYS_LAB_QUICK"] = "1"
 os.environ["SIDEWAYS_LAB_STATIC"] = "1"
 os.environ["MPLBACKEND"] = "module://matplotlib_inline.backend_inline"
 os.environ.setdefault("SIDEWAYS_LAB_CACHE", str(BUILD_CACHE))
+# compiled XLA programs are shared between the notebooks (they build the same small models)
+os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", str(DOCS / "_build" / "jax_cache"))
 os.environ["PYTHONPATH"] = os.pathsep.join(
     [str(ROOT)] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p])
 
@@ -84,6 +86,7 @@ nb_merge_streams = True
 # A widget view needs the widget JavaScript from the network; the explorers render static
 # figures here (SIDEWAYS_LAB_STATIC), and any other widget falls back to its text form.
 nb_mime_priority_overrides = [("html", "application/vnd.jupyter.widget-view+json", None)]
+nb_ipywidgets_js = {}  # and no widget manager script (it would come from a CDN)
 
 myst_enable_extensions = ["dollarmath", "amsmath", "colon_fence", "deflist"]
 myst_heading_anchors = 3
@@ -145,7 +148,12 @@ html_static_path = []
 html_last_updated_fmt = None
 # MathJax from the jupyter-server-mathjax package, copied into _static/mathjax (see setup).
 mathjax_path = "mathjax/MathJax.js?config=TeX-AMS-MML_HTMLorMML-full"
-mathjax2_config = {"tex2jax": {"processClass": "math|output_area", "ignoreClass": "document"}}
+# That package ships the STIX-Web fonts only (MathJax's default web font is TeX).
+mathjax2_config = {
+    "tex2jax": {"processClass": "math|output_area", "ignoreClass": "document"},
+    "HTML-CSS": {"availableFonts": [], "preferredFont": None, "webFont": "STIX-Web",
+                 "imageFont": None},
+}
 suppress_warnings = []
 
 
