@@ -153,6 +153,7 @@ def _add_figures(sub) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
+  """The ``sideways-lab`` argument parser: one subparser per subcommand, ``func`` its handler."""
   parser = argparse.ArgumentParser(
       prog="sideways-lab",
       description="Sideways and Skip-Sideways: depth-parallel training of video networks.")

@@ -42,6 +42,7 @@ def motion_classes(batch_size, num_frames, *, size=(16, 16), speed=1.0, seed=0):
 
 
 def num_motion_classes() -> int:
+  """The number of motion classes, ``len(data.MOTION_CLASS_NAMES)``."""
   return len(data.MOTION_CLASS_NAMES)
 
 
@@ -222,7 +223,7 @@ class Classification(Task):
   def metrics(self, outputs, targets, loss_ticks, extras) -> dict:
     """Clip accuracy from the mean logits over V; per-tick accuracy over V; the loss; and
     ``confusion`` (K, K) int counts of clips, rows the true class, columns the predicted one
-    (an array: :meth:`Trainer.evaluate` sums it over batches instead of averaging)."""
+    (an array: :meth:`~sideways_lab.training.Trainer.evaluate` sums it over batches instead of averaging)."""
     logits = np.asarray(outputs, np.float64)[:, np.asarray(loss_ticks, bool)]   # (B, |V|, K)
     labels = np.asarray(extras["labels"])
     clip_pred = logits.mean(axis=1).argmax(-1)

@@ -29,6 +29,7 @@ SCHEMES = ("sideways", "skip_sideways")
 
 
 def check_scheme(scheme) -> str:
+  """Returns ``scheme`` or raises a ValueError naming the toy schemes."""
   if scheme not in SCHEMES:
     raise ValueError(f"scheme must be one of {SCHEMES}, got {scheme!r}")
   return scheme
