@@ -32,6 +32,8 @@ import sys
 from pathlib import Path
 
 import jupyter_server_mathjax
+from sphinx.errors import PycodeError
+from sphinx.pycode import ModuleAnalyzer
 from sphinx.util import logging
 
 DOCS = Path(__file__).resolve().parent
@@ -273,6 +275,30 @@ def _assign_canonical(modules: dict[str, object]) -> None:
         CANONICAL[id(obj)] = f"{modname}.{name}"
 
 
+MAX_VALUE_CHARS = 100  # a constant's value is shown when its repr is at most this long
+
+
+def _data_entry(modname: str, name: str, value) -> list[str]:
+  """A ``py:data`` entry: the value (or its type) and the ``#:`` comment above it, if any.
+
+  (autodoc would show the docstring of the value's type, e.g. ``dict``'s, for a constant.)
+  """
+  shown = repr(value)
+  if len(shown) <= MAX_VALUE_CHARS and "\n" not in shown:
+    lines = [f".. py:data:: {name}", f"   :value: {shown}", ""]
+  elif isinstance(value, dict):
+    keys = ", ".join(f"``{k!r}``" for k in value)
+    lines = [f".. py:data:: {name}", f"   :type: {type(value).__name__}", "", f"   Keys: {keys}."]
+  else:
+    lines = [f".. py:data:: {name}", f"   :type: {type(value).__name__}", "",
+             f"   ``{shown[:MAX_VALUE_CHARS]} ...``"]
+  try:
+    comments = ModuleAnalyzer.for_module(modname).find_attr_docs()
+  except PycodeError:
+    comments = {}
+  return lines + [""] + ["   " + line for line in comments.get(("", name), [])]
+
+
 def write_api_pages() -> list[str]:
   """Writes ``api/_generated/<module>.rst`` for every public module; returns the problems."""
   problems = []
@@ -305,7 +331,10 @@ def write_api_pages() -> list[str]:
       if kind != "data" and CANONICAL[id(obj)] != here:
         lines += [_heading(name, "-"), f"Documented as :py:obj:`{CANONICAL[id(obj)]}`.", ""]
         continue
-      if kind != "data" and not has_docstring(obj):
+      if kind == "data":
+        lines += [_heading(name, "-")] + _data_entry(modname, name, obj) + [""]
+        continue
+      if not has_docstring(obj):
         problems.append(f"public name {here} has no docstring")
       lines += [_heading(name, "-"), f".. auto{kind}:: {name}"]
       if kind == "class":
