@@ -158,6 +158,6 @@ def test_readme_python_snippet_runs(index, tmp_path):
              PYTHONPATH=os.pathsep.join([str(ROOT)] + [
                  p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]))
   done = subprocess.run([sys.executable, "-c", README_SNIPPETS[index]], cwd=tmp_path, env=env,
-                        capture_output=True, text=True, timeout=SNIPPET_TIMEOUT_S)
+                        capture_output=True, text=True, timeout=SNIPPET_TIMEOUT_S, check=False)
   assert done.returncode == 0, (
       f"README.md Python snippet {index} fails:\n{README_SNIPPETS[index]}\n{done.stderr[-3000:]}")
