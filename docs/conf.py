@@ -128,12 +128,14 @@ _EXTERNAL = (r"(builtins|typing|collections|abc|os|pathlib|argparse|dataclasses|
              r"functools|itertools|io|concurrent|threading|queue|json|numbers|contextlib|"
              r"jax|jaxlib|jnp|np|numpy|haiku|hk|optax|matplotlib|mpl|plt|pandas|pd|ipywidgets|"
              r"IPython|imageio|av|sklearn|tqdm|PIL)(\..+)?")
-_BUILTIN = (r"[A-Z]\d?|[a-z_][a-z0-9_]*|(int|float|str|bool|bytes|complex|object|type|tuple|list|dict|set|frozenset|"
-            r"Callable|Sequence|Mapping|Iterable|Iterator|Any|Literal|Optional|Union|"
-            r"NamedTuple|Path|Array|ArrayLike|DTypeLike|Params|PRNGKey|ndarray|Figure|Axes|"
-            r"ellipsis|NoneType|optional|callable|array|array-like|iterable|sequence)")
+# Napoleon reads the shapes and prose of "Args:" entries ("video (B, T, H, W, C)") as types:
+# a single capital letter or an all-lowercase word is never a class of this package. The rest
+# are the typing and array names that annotations use.
+_NOT_A_CLASS = (r"[A-Z]\d?|[a-z_][a-z0-9_-]*|Callable|Sequence|Mapping|Iterable|Iterator|Any|"
+                r"Literal|Optional|Union|NamedTuple|Path|Array|ArrayLike|DTypeLike|Params|PRNGKey|"
+                r"Figure|Axes|NoneType")
 nitpicky = True
-nitpick_ignore_regex = [(r"py:.*", _EXTERNAL), (r"py:.*", _BUILTIN)]
+nitpick_ignore_regex = [(r"py:.*", _EXTERNAL), (r"py:class", _NOT_A_CLASS)]
 
 # -- HTML ------------------------------------------------------------------------------------
 
@@ -456,7 +458,8 @@ def _resolve_reexport(app, env, node, contnode):
 
 
 _LOCAL_REF = re.compile(r'(?:href|src)="([^"#?:]+)(?:[#?][^"]*)?"')
-_REMOTE_ASSET = re.compile(r'<(?:script|link|img|iframe)[^>]+(?:src|href)="(https?:)?//', re.IGNORECASE)
+_REMOTE_ASSET = re.compile(r'<(?:script|link|img|iframe)[^>]+(?:src|href)="(https?:)?//',
+                           re.IGNORECASE)
 
 
 def _check_html(app, exception) -> None:
