@@ -204,7 +204,7 @@ def public_names(module) -> list[str]:
   for name, obj in vars(module).items():
     if name.startswith("_") or name in imported:
       continue
-    if inspect.isfunction(obj) or inspect.isclass(obj):
+    if callable(obj) and not inspect.ismodule(obj):  # functions (also lru_cache'd) and classes
       if getattr(obj, "__module__", None) == module.__name__:
         names.append(name)
     elif name.isupper() and not inspect.ismodule(obj):
@@ -305,6 +305,10 @@ def write_api_pages() -> list[str]:
   for name in found:
     if name not in _api_modules():
       problems.append(f"public module {name} is in no layer of API_LAYERS in docs/conf.py")
+      module = importlib.import_module(name)
+      problems += [f"public name {name}.{n} has no docstring" for n in public_names(module)
+                   if _kind(getattr(module, n, None)) in ("class", "function")
+                   and not has_docstring(getattr(module, n))]
   for name in _api_modules():
     if name not in found:
       problems.append(f"API_LAYERS in docs/conf.py names {name}, which is not a public module")
@@ -378,10 +382,16 @@ def write_figures_page() -> None:
   _write_if_changed(DOCS / "_generated" / "figures.md", "\n".join(lines))
 
 
+_RELATIVE_IMAGE = re.compile(r"(!\[[^\]]*\]\()(?!https?:|/)([^)\s]+)")
+
+
 def write_claims_page() -> None:
-  """Writes ``_generated/claims.md``: ``figures/claims.md`` or a note that it is not there yet."""
-  if (ROOT / "figures" / "claims.md").exists():
-    text = "```{include} ../../figures/claims.md\n:heading-offset: 1\n:relative-images:\n```\n"
+  """Writes ``_generated/claims.md``: a copy of ``figures/claims.md`` whose image paths are
+  made relative to ``docs/`` (where ``figures.md`` includes it), or a note that it is absent."""
+  claims = ROOT / "figures" / "claims.md"
+  if claims.exists():
+    text = _RELATIVE_IMAGE.sub(r"\1../figures/\2", claims.read_text(encoding="utf-8"))
+    text = "% A copy of figures/claims.md made by docs/conf.py; do not edit.\n\n" + text
   else:
     text = ("*The claims report (`figures/claims.md`, written by `sideways-lab figures`) is "
             "not in this tree yet.*\n")

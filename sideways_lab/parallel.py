@@ -755,7 +755,7 @@ def gradients(graph: UnitGraph, params, video, targets, loss_fn, mask=None, *, d
               route: str = "auto", **kwargs):
   """``sl.gradients(..., method="sideways")`` with the units spread over ``devices``.
 
-  A one-shot helper; for training build the engine once (:func:`engine_for`,
+  A one-shot helper; for training build the engine once (``engine_for``,
   :class:`DevicePipeline` or :class:`ShardedChain`) and call its ``gradients``.
   """
   video = _engine._check_video(video)
