@@ -10,8 +10,11 @@ What the build generates before Sphinx reads the sources (all under git-ignored 
 * ``tutorials/NN_*.ipynb`` -- copies of ``notebooks/``; myst-nb executes them in quick mode
   (``SIDEWAYS_LAB_QUICK=1``) and renders their outputs.
 * ``api/_generated/*.rst`` -- one page per public module, an entry for every public name (its
-  ``__all__``, or the functions and classes it defines when it has none), grouped by layer.
-* ``_generated/figures.md`` -- the figures with their captions from ``figures/manifest.json``.
+  ``__all__``, or the functions, classes and UPPER_CASE constants it defines when it has none),
+  grouped by layer; each function or class is documented once, where it is defined, and the
+  other modules that export it link there (``_resolve_reexport`` makes ``sl.forward`` work).
+* ``_generated/figures.md`` -- the figures with their captions from ``figures/manifest.json``;
+  ``_generated/claims.md`` -- ``figures/claims.md``, or a note while it does not exist.
 
 With ``-W`` a broken cross-reference (``nitpicky``), a public name without a docstring, a
 public module that belongs to no layer, a notebook that raises, or a dead link fails the build.
@@ -149,7 +152,6 @@ html_theme_options = {
     "navigation_with_keys": False,
 }
 html_static_path = []
-html_last_updated_fmt = None
 # MathJax from the jupyter-server-mathjax package, copied into _static/mathjax (see setup).
 mathjax_path = "mathjax/MathJax.js?config=TeX-AMS-MML_HTMLorMML-full"
 # That package ships the STIX-Web fonts only (MathJax's default web font is TeX).
@@ -158,7 +160,6 @@ mathjax2_config = {
     "HTML-CSS": {"availableFonts": [], "preferredFont": None, "webFont": "STIX-Web",
                  "imageFont": None},
 }
-suppress_warnings = []
 
 
 # -- generated sources -----------------------------------------------------------------------
