@@ -32,7 +32,7 @@ ROOT = Path(__file__).resolve().parents[1]
 PROGRAM = "sideways-lab"
 GENERATED_DOCS = ("_build", "_generated")  # build outputs under docs/, not written by hand
 PLACEHOLDER_VALUES = {"N": "1"}  # what a reader types for a numeric placeholder
-SNIPPET_TIMEOUT_S = 120
+SNIPPET_TIMEOUT_S = 600  # a guard against a hang; ~20 s of CPU on an idle machine
 
 _FENCE = re.compile(r"^(```+|~~~+)[^\n]*\n(.*?)^\1\s*$", re.MULTILINE | re.DOTALL)
 _INLINE = re.compile(r"(`+)(.+?)\1", re.DOTALL)
