@@ -79,6 +79,7 @@ def atomic_write_text(path, text: str) -> None:
 
 
 def checkpoint_path(directory, step: int) -> Path:
+  """The file of the checkpoint of ``step`` in ``directory``: ``ckpt_<step, 8 digits>.npz``."""
   return Path(directory) / f"ckpt_{int(step):08d}.npz"
 
 

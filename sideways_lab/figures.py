@@ -48,6 +48,8 @@ SEED = 0
 
 @dataclasses.dataclass
 class FigureSpec:
+  """One figure of :data:`FIGURES`: its name, the sentence that says what it shows, and
+  ``make(ctx) -> matplotlib Figure``."""
   name: str
   sentence: str           # one sentence on what the figure shows (README)
   make: Callable          # make(ctx) -> matplotlib Figure
@@ -59,6 +61,9 @@ FIGURES: dict[str, FigureSpec] = {}
 
 def _figure(name: str, sentence: str, sweeps: tuple = ()):
   def deco(fn):
+    if fn.__doc__ is None:
+      fn.__doc__ = (f"Draws the ``{name}`` figure from ``ctx`` (a :class:`Context`); returns the "
+                    f"matplotlib Figure.\n\n{sentence}")
     FIGURES[name] = FigureSpec(name, sentence, fn, tuple(sweeps))
     return fn
   return deco

@@ -72,6 +72,7 @@ def check_scheme(scheme: Any) -> str:
 
 
 def check_task(task: Any) -> str:
+  """Returns ``task`` or raises a ValueError naming the known tasks."""
   if task not in TASKS:
     raise ValueError(f"task must be one of {TASKS}, got {task!r}")
   return task

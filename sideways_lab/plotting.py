@@ -132,6 +132,7 @@ def scheme_color(scheme: str) -> str:
 
 
 def scheme_label(scheme: str) -> str:
+  """The legend label of a scheme (``"sideways"`` -> ``"Sideways"``); unknown names as given."""
   return SCHEME_LABELS.get(scheme, str(scheme))
 
 

@@ -281,7 +281,8 @@ class Classification(Task):
   def metrics(self, outputs, targets, loss_ticks, extras) -> dict:
     """Clip accuracy from the mean logits over V; per-tick accuracy over V; the loss; and
     ``confusion`` (K, K) int counts of clips, rows the true class, columns the predicted one
-    (an array: :meth:`Trainer.evaluate` sums it over batches instead of averaging)."""
+    (an array: :meth:`~sideways_lab.training.Trainer.evaluate` sums it over batches instead of
+    averaging)."""
     logits = jnp.asarray(outputs, jnp.float32)[:, np.asarray(loss_ticks, bool)]  # (B, |V|, K)
     labels = np.asarray(extras["labels"])
     clip_pred = np.asarray(logits.mean(axis=1).argmax(-1))

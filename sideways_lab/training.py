@@ -321,7 +321,12 @@ class Trainer:
   Runs that differ only in seed, speed, stride or bookkeeping share one compiled program.
 
   Attributes:
-    config, task, graph, method, mode, optimizer.
+    config: the :class:`TrainConfig` of the run.
+    task: the task built from ``config.data`` (clips, targets, loss, metrics).
+    graph: the :class:`~sideways_lab.graph.UnitGraph` of ``config.model`` and the scheme.
+    method: the gradient method of the scheme (``sl.gradients``' ``method``).
+    mode: the forward mode of the scheme (``"pipelined"`` or ``"synchronous"``).
+    optimizer: the optax transformation (clipping, then Adam, SGD or momentum).
   """
 
   def __init__(self, config: TrainConfig):

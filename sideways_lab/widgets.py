@@ -101,7 +101,10 @@ class Explorer:
     if has_frontend():
       display(self.widget)
     else:
-      display(self.fig)
+      # the PNG itself, not the Figure: a Figure made without pyplot has no PNG formatter until
+      # the inline backend is loaded, so it would show as text if it is a notebook's first
+      display({"image/png": P.figure_to_png(self.fig, dpi=self.dpi), "text/plain": repr(self.fig)},
+              raw=True)
 
 
 def _int_slider(description, lo, hi, value=None, play: bool = False):

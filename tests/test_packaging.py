@@ -19,7 +19,8 @@ def _pyproject():
 
 def test_environment_yml_names_the_same_dependencies_as_pyproject():
   project = _pyproject()["project"]
-  wanted = {_name(r): r for r in project["dependencies"] + project["optional-dependencies"]["test"]}
+  extras = project["optional-dependencies"]
+  wanted = {_name(r): r for r in project["dependencies"] + extras["test"] + extras["docs"]}
   lines = (ROOT / "environment.yml").read_text().splitlines()
   start = lines.index("dependencies:")
   conda = {}

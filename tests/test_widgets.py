@@ -64,3 +64,17 @@ def test_frames_explorer_shows_the_indexed_frames():
   assert "no valid prediction" in ex.fig._suptitle.get_text()
   with pytest.raises(ValueError, match="predictions"):
     W.frames_explorer(truth, {"sideways": truth[:3]})
+
+
+def test_static_display_publishes_a_png(monkeypatch):
+  # a docs build (SIDEWAYS_LAB_STATIC) shows the figure even when no pyplot figure came before
+  from IPython.core.interactiveshell import InteractiveShell
+  from IPython.utils.capture import capture_output
+  monkeypatch.setenv("SIDEWAYS_LAB_STATIC", "1")
+  InteractiveShell.instance()
+  ex = W.schedule_explorer({"sideways": sl.chain_edges(3)}, num_ticks=6, tick=3)
+  with capture_output() as captured:
+    ex._ipython_display_()
+  (output,) = captured.outputs
+  assert output.data["image/png"][:4] == b"\x89PNG"
+  assert output.data["text/plain"].startswith("<Figure")

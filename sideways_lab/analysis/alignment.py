@@ -2,7 +2,7 @@
 
 For two gradient pytrees ``g`` (the estimate, e.g. Sideways' Ĝ) and ``r`` (the reference,
 e.g. the exact gradient of ``pipelined_exact``) flattened into vectors — per unit ``k`` (the
-k-th element of a tuple of L per-unit parameter dicts) and overall (all units concatenated):
+k-th element of a tuple of L per-unit parameter dicts) and overall (all units concatenated)::
 
     cosine          = <g, r> / (|g| |r|)            (1 when both are zero, 0 when one is)
     angle_deg       = arccos(cosine) in degrees (computed as 2 atan2(|u-v|, |u+v|) of the

@@ -7,7 +7,7 @@ float32 arrays ``(B, T, H, W, 1)`` in ``[0, 1]``.
 
 **Moving digits** (``moving_digits``): ``num_digits`` digits, upsampled to
 ``digit_size`` pixels, move in straight lines at ``speed`` pixels per frame and
-bounce off the canvas walls.  Digit ``k`` of clip ``b`` has top-left corner
+bounce off the canvas walls.  Digit ``k`` of clip ``b`` has top-left corner::
 
     p(t) = reflect_L(p0 + speed * t * (sin phi, cos phi)),
     reflect_L(x) = L - | (x mod 2L) - L |,   L = (H or W) - digit_size - 1,
