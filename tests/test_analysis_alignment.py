@@ -260,10 +260,13 @@ def test_stride_sweep_on_video_files(tmp_path):
 
 
 def test_skip_sideways_zero_speed_equality():
-  video = np.repeat(_digits(1, 2, (8, 8), speed=0.0, seed=2)[:, :1], 6, axis=1)
+  frame = _digits(1, 2, (8, 8), speed=0.0, seed=2)[:, :1]
+  frame = np.concatenate([frame, frame[:, :, ::-1], 1 - frame], axis=-1)   # colour: C = 3
+  video = np.repeat(frame, 6, axis=1)
   rows = an.measure("skip_sideways", video[None], num_units=3, width=8, seeds=[0],
                     conditions=[{"speed": 0}])
   assert len(rows) == 4 and rows["unit"].iloc[-1] == "all"
+  assert rows["cosine"].notna().all()
   np.testing.assert_allclose(rows["cosine"], 1.0, atol=1e-4)
   np.testing.assert_allclose(rows["norm_ratio"], 1.0, atol=1e-3)
 

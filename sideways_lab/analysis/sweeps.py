@@ -51,6 +51,7 @@ CLIP_SEED_OFFSET = 1000
 TRAIN_SEED_OFFSET = 50_000
 TRAIN_SEED_STRIDE = 1000
 
+# Default sizes: full, and quick (tiny: for tests and notebooks under SIDEWAYS_LAB_QUICK=1).
 _FULL = dict(size=(32, 32), batch_size=4, num_frames=12, seeds=4, width=64, num_units=4)
 _QUICK = dict(size=(8, 8), batch_size=1, num_frames=6, seeds=1, width=8, num_units=3)
 
@@ -84,9 +85,11 @@ def _check_reference(reference) -> str:
   return reference
 
 
-def model_config(num_units: int, width: int) -> ModelConfig:
-  """The network of the sweeps: ``sl.models``' next-frame units, L = ``num_units``."""
-  return ModelConfig(task="next-frame", num_units=int(num_units), width=int(width))
+def model_config(num_units: int, width: int, channels: int = 1) -> ModelConfig:
+  """The network of the sweeps: ``sl.models``' next-frame units, L = ``num_units``, predicting
+  frames of ``channels`` channels."""
+  return ModelConfig(task="next-frame", num_units=int(num_units), width=int(width),
+                     channels=int(channels))
 
 
 @functools.lru_cache(maxsize=64)
@@ -95,10 +98,11 @@ def _graph(config: ModelConfig, scheme: str) -> UnitGraph:
   return build_graph(config, scheme)
 
 
-def _task(cfg: dict, speed: float, num_frames: int | None = None):
-  """The next-frame task of the sweep's sizes (``sl.tasks.NextFrame``)."""
-  return make_task(TaskConfig(task="next-frame", num_frames=int(num_frames or cfg["num_frames"]),
-                              size=tuple(cfg["size"]), speed=float(speed), horizon=HORIZON))
+def _task(num_frames: int, size, speed: float = DEFAULT_SPEED):
+  """The next-frame task (``sl.tasks.NextFrame``): its clips, targets, mask and loss."""
+  return make_task(TaskConfig(task="next-frame", num_frames=int(num_frames),
+                              size=tuple(int(s) for s in size), speed=float(speed),
+                              horizon=HORIZON))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -153,7 +157,7 @@ def measure(scheme: str, videos, *, num_units: int, width: int, seeds: Sequence[
   """Alignment of one scheme for a stack of clips, one (params seed, clip batch) per condition.
 
   The targets are ``y^t = x_{t+1}`` (``sl.tasks.shift_targets``), the last tick masked; the
-  network is :func:`model_config` ``(num_units, width)`` wired for ``scheme``.
+  network is :func:`model_config` ``(num_units, width, C)`` wired for ``scheme``.
 
   Args:
     scheme: "sideways" (chain) or "skip_sideways" (skips of span 2).
@@ -175,9 +179,9 @@ def measure(scheme: str, videos, *, num_units: int, width: int, seeds: Sequence[
   if videos.ndim != 6 or len(videos) != len(conditions):
     raise ValueError(f"videos must be (N, B, T, H, W, C) with N = len(conditions) = "
                      f"{len(conditions)}, got shape {videos.shape}")
-  graph = _graph(model_config(num_units, width), scheme)
+  graph = _graph(model_config(num_units, width, videos.shape[-1]), scheme)
   targets = np.stack([shift_targets(v, HORIZON) for v in videos])
-  mask = np.arange(videos.shape[2]) + HORIZON < videos.shape[2]
+  mask = _task(videos.shape[2], videos.shape[3:5]).mask
   if params is None:
     params = init_params(graph, seeds, videos[0, :, 0])
   al = _aligned(graph, mse, reference, params, jnp.asarray(videos), jnp.asarray(targets),
@@ -196,9 +200,10 @@ def _measure_all(schemes, videos, cfg, seeds, conditions, reference, num_units=N
                     for s in schemes], ignore_index=True)
 
 
-def _attrs(sweep: str, x: str, reference: str, cfg: dict, **extra) -> dict:
+def _attrs(sweep: str, x: str, reference: str, cfg: dict, channels: int = 1, **extra) -> dict:
   """The sweep's settings, for ``DataFrame.attrs``."""
-  model = model_config(cfg.get("num_units", ModelConfig.num_units), cfg["width"]).to_dict()
+  model = model_config(cfg.get("num_units", ModelConfig.num_units), cfg["width"],
+                       channels).to_dict()
   return dict(sweep=sweep, x=x, reference=reference, task="next-frame prediction (MSE)",
               model={k: v for k, v in model.items() if k != "num_units"}, **cfg, **extra)
 
@@ -209,7 +214,8 @@ def _attrs(sweep: str, x: str, reference: str, cfg: dict, **extra) -> dict:
 
 def _digits(cfg: dict, speed: float, seed: int, num_frames: int | None = None) -> np.ndarray:
   """(B, T, H, W, 1) moving digits of the next-frame task, data seed CLIP_SEED_OFFSET + seed."""
-  video, _, _ = _task(cfg, speed, num_frames).batch(cfg["batch_size"], CLIP_SEED_OFFSET + seed)
+  task = _task(num_frames or cfg["num_frames"], cfg["size"], speed)
+  video, _, _ = task.batch(cfg["batch_size"], CLIP_SEED_OFFSET + seed)
   return video
 
 
@@ -323,7 +329,7 @@ def sweep_stride(strides: Sequence[int] = (1, 2, 3, 4), *, video=None, speed: fl
     df = _measure_all(schemes, videos, cfg, [s for _ in strides for s in seeds_], conds,
                       reference)
     source = dict(source="moving digits", speed=speed) if src is None else dict(source="video")
-    df.attrs = _attrs("sweep_stride", "stride", reference, cfg, **source)
+    df.attrs = _attrs("sweep_stride", "stride", reference, cfg, videos.shape[-1], **source)
     return df
   return cached("sweep_stride", args, compute, cache)
 
@@ -431,7 +437,7 @@ def _train_and_measure(scheme, steps, eval_videos, seeds, cfg, speed, learning_r
                        reference) -> pd.DataFrame:
   """Trains one network per seed with Sideways and Adam, measuring at every step of ``steps``."""
   graph = _graph(model_config(cfg["num_units"], cfg["width"]), scheme)
-  task = _task(cfg, speed)
+  task = _task(cfg["num_frames"], cfg["size"], speed)
   mask = jnp.asarray(task.mask)
   opt = optax.adam(learning_rate)
   params = init_params(graph, seeds, eval_videos[0, :, 0])
