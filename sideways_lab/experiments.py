@@ -34,8 +34,8 @@ import json
 import math
 import os
 import tempfile
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Callable, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -45,9 +45,49 @@ from tqdm.auto import tqdm
 
 from sideways_lab import checkpoint as ckpt
 from sideways_lab import engine, schedule, training
-from sideways_lab.models import (EXACT_TWIN, SCHEMES, check_scheme,
-                                 check_task, graph_of, method_of, mode_of)
+from sideways_lab.models import (
+  EXACT_TWIN,
+  SCHEMES,
+  check_scheme,
+  check_task,
+  graph_of,
+  method_of,
+  mode_of,
+)
 from sideways_lab.tasks import ANCHORS, frame_metrics, grad_cosine, newest_frames
+
+__all__ = [
+  "KNOBS",
+  "BASELINES",
+  "ID_COLUMNS",
+  "BUDGETS",
+  "QUICK_BUDGET",
+  "budget",
+  "is_quick",
+  "check_knob",
+  "check_values",
+  "check_schemes",
+  "run_config",
+  "run_key",
+  "train_run",
+  "mean_frame",
+  "baseline_rows",
+  "default_schemes",
+  "sweep",
+  "read_results",
+  "summarize",
+  "paired_difference",
+  "runs_at",
+  "predictions",
+  "gradient_alignment",
+  "alignment",
+  "Claim",
+  "CLAIMS",
+  "claims",
+  "claims_report",
+  "add_sweep_arguments",
+  "run_sweep",
+]
 
 KNOBS = ("speed", "stride")
 BASELINES = ("copy_newest", "mean_frame")
@@ -75,15 +115,21 @@ def is_quick(quick: bool | None = None) -> bool:
 #: The full-mode budget of each task on top of :func:`training.default_config` (measured in
 #: benchmarks/README.md "Experiments").
 BUDGETS = {
-    "digits": dict(steps=500, learning_rate=1e-2, model=dict(width=32, groups=8),
-                   data=dict(num_frames=8)),
-    "motion-classes": dict(steps=800),
-    "next-frame": dict(steps=400),
+  "digits": dict(
+    steps=500, learning_rate=1e-2, model=dict(width=32, groups=8), data=dict(num_frames=8)
+  ),
+  "motion-classes": dict(steps=800),
+  "next-frame": dict(steps=400),
 }
 #: Quick mode (tests, notebooks): seconds per run.
-QUICK_BUDGET = dict(steps=4, batch_size=2, eval_clips=8, log_every=1,
-                    model=dict(num_units=3, width=8, groups=4, downsample=(1,)),
-                    data=dict(num_frames=6, size=(12, 12)))
+QUICK_BUDGET = dict(
+  steps=4,
+  batch_size=2,
+  eval_clips=8,
+  log_every=1,
+  model=dict(num_units=3, width=8, groups=4, downsample=(1,)),
+  data=dict(num_frames=6, size=(12, 12)),
+)
 
 
 def budget(task: str, quick: bool = False) -> dict:
@@ -96,7 +142,9 @@ def budget(task: str, quick: bool = False) -> dict:
 # Validation
 # ---------------------------------------------------------------------------------------------
 
+
 def check_knob(knob) -> str:
+  """Returns ``knob`` ("speed" or "stride") or raises a ValueError naming the knobs."""
   if knob not in KNOBS:
     raise ValueError(f"knob must be one of {KNOBS}, got {knob!r}")
   return knob
@@ -158,9 +206,19 @@ def _check_int(v, name: str, minimum: int = 1) -> int:
 # One run
 # ---------------------------------------------------------------------------------------------
 
-def run_config(task: str, scheme: str, knob: str, value, seed: int, *, steps: int | None = None,
-               anchor: str = "newest", quick: bool = False,
-               overrides: dict | None = None) -> training.TrainConfig:
+
+def run_config(
+  task: str,
+  scheme: str,
+  knob: str,
+  value,
+  seed: int,
+  *,
+  steps: int | None = None,
+  anchor: str = "newest",
+  quick: bool = False,
+  overrides: dict | None = None,
+) -> training.TrainConfig:
   """The :class:`~sideways_lab.training.TrainConfig` of one run of a sweep.
 
   The task's budget (:func:`budget`), then ``overrides`` (fields of TrainConfig; ``model=`` /
@@ -193,10 +251,17 @@ def run_key(config: training.TrainConfig) -> str:
 
 def _row_ids(config: training.TrainConfig, knob: str) -> dict:
   d = config.data
-  return {"task": config.task, "scheme": config.scheme, "graph": graph_of(config.scheme),
-          "method": method_of(config.scheme), "knob": knob, "value": getattr(d, knob),
-          "seed": config.seed, "steps": config.steps,
-          "anchor": d.anchor if config.task == "next-frame" else ""}
+  return {
+    "task": config.task,
+    "scheme": config.scheme,
+    "graph": graph_of(config.scheme),
+    "method": method_of(config.scheme),
+    "knob": knob,
+    "value": getattr(d, knob),
+    "seed": config.seed,
+    "steps": config.steps,
+    "anchor": d.anchor if config.task == "next-frame" else "",
+  }
 
 
 def _test_columns(trainer: training.Trainer, test: dict) -> dict:
@@ -212,8 +277,7 @@ def _test_columns(trainer: training.Trainer, test: dict) -> dict:
   return {m: test[m] for m in PREDICTION_METRICS}
 
 
-def train_run(config: training.TrainConfig, run_dir, knob: str,
-              progress: bool = False) -> dict:
+def train_run(config: training.TrainConfig, run_dir, knob: str, progress: bool = False) -> dict:
   """Trains one run into ``run_dir`` (resuming a checkpoint an interrupted run left there) and
   returns its row: the ids of :data:`ID_COLUMNS`, the test metrics, the final training loss
   and the training time."""
@@ -224,14 +288,18 @@ def train_run(config: training.TrainConfig, run_dir, knob: str,
   losses = [h["loss"] for h in result.history if "loss" in h]
   row = _row_ids(config, knob)
   row.update(_test_columns(trainer, result.test))
-  row.update(final_train_loss=losses[-1] if losses else float("nan"),
-             train_time_s=round(result.train_time_s, 2), run=run_dir.name)
+  row.update(
+    final_train_loss=losses[-1] if losses else float("nan"),
+    train_time_s=round(result.train_time_s, 2),
+    run=run_dir.name,
+  )
   return row
 
 
 # ---------------------------------------------------------------------------------------------
 # Baselines of next-frame prediction
 # ---------------------------------------------------------------------------------------------
+
 
 def _timings(schemes) -> dict:
   """The distinct (graph, forward mode) pairs of ``schemes``, each with one scheme."""
@@ -271,8 +339,7 @@ def baseline_rows(config: training.TrainConfig, knob: str) -> list[dict]:
   while count < config.eval_clips:
     b = min(64, config.eval_clips - count)
     video, targets, _ = task.batch(b, training.test_seed(config.seed, i))
-    preds = {"copy_newest": video[:, newest],
-             "mean_frame": np.broadcast_to(mean, video.shape)}
+    preds = {"copy_newest": video[:, newest], "mean_frame": np.broadcast_to(mean, video.shape)}
     for name, pred in preds.items():
       for k, v in frame_metrics(pred, targets, V).items():
         totals[name][k] = totals[name].get(k, 0.0) + v * b
@@ -296,6 +363,7 @@ def _newest(trainer: training.Trainer) -> np.ndarray:
 # Sweeps
 # ---------------------------------------------------------------------------------------------
 
+
 def default_schemes(task: str) -> tuple:
   """All five schemes, plus the two baselines for next-frame."""
   return tuple(SCHEMES) + (BASELINES if task == "next-frame" else ())
@@ -317,10 +385,22 @@ def _order(df: pd.DataFrame) -> pd.DataFrame:
   return df[first + [c for c in df.columns if c not in first]]
 
 
-def sweep(task: str, knob: str, values, *, schemes=None, seeds: int = 3,
-          steps: int | None = None, anchor: str = "newest", quick: bool | None = None,
-          out=None, runs=None, overrides: dict | None = None, progress: bool | None = None,
-          log: Callable[[str], None] | None = None) -> pd.DataFrame:
+def sweep(
+  task: str,
+  knob: str,
+  values,
+  *,
+  schemes=None,
+  seeds: int = 3,
+  steps: int | None = None,
+  anchor: str = "newest",
+  quick: bool | None = None,
+  out=None,
+  runs=None,
+  overrides: dict | None = None,
+  progress: bool | None = None,
+  log: Callable[[str], None] | None = None,
+) -> pd.DataFrame:
   """Trains every (scheme, knob value, seed) of ``task`` and returns one row per run.
 
   Args:
@@ -369,12 +449,40 @@ def sweep(task: str, knob: str, values, *, schemes=None, seeds: int = 3,
   for value in values:
     for seed in range(seeds):
       for s in trained:
-        jobs.append(("train", run_config(task, s, knob, value, seed, steps=steps, anchor=anchor,
-                                         quick=quick, overrides=overrides)))
+        jobs.append(
+          (
+            "train",
+            run_config(
+              task,
+              s,
+              knob,
+              value,
+              seed,
+              steps=steps,
+              anchor=anchor,
+              quick=quick,
+              overrides=overrides,
+            ),
+          )
+        )
       if baselines:
         for s in timing_of.values():
-          jobs.append(("baseline", run_config(task, s, knob, value, seed, steps=steps,
-                                              anchor=anchor, quick=quick, overrides=overrides)))
+          jobs.append(
+            (
+              "baseline",
+              run_config(
+                task,
+                s,
+                knob,
+                value,
+                seed,
+                steps=steps,
+                anchor=anchor,
+                quick=quick,
+                overrides=overrides,
+              ),
+            )
+          )
   tmp = None
   if out is None:
     tmp = tempfile.TemporaryDirectory(prefix="sideways_sweep_")
@@ -405,9 +513,13 @@ def sweep(task: str, knob: str, values, *, schemes=None, seeds: int = 3,
         run_dir.mkdir(parents=True, exist_ok=True)
         ckpt.atomic_write_text(run_dir / "row.json", json.dumps(new, indent=1))
         cached = new
-      for r in cached:   # a run is shared by sweeps of other knobs and anchors: label it here
-        r.update(knob=knob, value=getattr(cfg.data, knob), run=os.path.relpath(run_dir, out),
-                 anchor=anchor if task == "next-frame" else "")
+      for r in cached:  # a run is shared by sweeps of other knobs and anchors: label it here
+        r.update(
+          knob=knob,
+          value=getattr(cfg.data, knob),
+          run=os.path.relpath(run_dir, out),
+          anchor=anchor if task == "next-frame" else "",
+        )
       rows.extend(cached)
       bar.update(1)
       ckpt.atomic_write_text(out / "results.csv", _order(pd.DataFrame(rows)).to_csv(index=False))
@@ -425,15 +537,30 @@ def read_results(path) -> pd.DataFrame:
     path = path / "results.csv"
   if not path.exists():
     raise FileNotFoundError(f"no sweep results at {str(path)!r} (run `sideways-lab sweep`)")
-  return pd.read_csv(path, dtype={"anchor": str}, keep_default_na=False,
-                     na_values={c: ["", "nan", "NaN"] for c in ("accuracy", "tick_accuracy",
-                                                                "loss", "mse", "psnr", "ssim",
-                                                                "final_train_loss", "chance")})
+  return pd.read_csv(
+    path,
+    dtype={"anchor": str},
+    keep_default_na=False,
+    na_values={
+      c: ["", "nan", "NaN"]
+      for c in (
+        "accuracy",
+        "tick_accuracy",
+        "loss",
+        "mse",
+        "psnr",
+        "ssim",
+        "final_train_loss",
+        "chance",
+      )
+    },
+  )
 
 
 # ---------------------------------------------------------------------------------------------
 # Summaries
 # ---------------------------------------------------------------------------------------------
+
 
 def summarize(df: pd.DataFrame, metric: str, by=("scheme", "value")) -> pd.DataFrame:
   """Mean, standard deviation, min, max and count of ``metric`` over seeds, per ``by``."""
@@ -442,8 +569,7 @@ def summarize(df: pd.DataFrame, metric: str, by=("scheme", "value")) -> pd.DataF
   return g.agg(["mean", "std", "min", "max", "count"]).reset_index()
 
 
-def paired_difference(df: pd.DataFrame, a: str, b: str, metric: str,
-                      by=("value",)) -> pd.DataFrame:
+def paired_difference(df: pd.DataFrame, a: str, b: str, metric: str, by=("value",)) -> pd.DataFrame:
   """``metric(a) - metric(b)`` per seed (runs of one seed share clips and init), then its
   mean, std, min and max over seeds, per ``by``. A difference smaller than its spread is no
   difference."""
@@ -454,13 +580,15 @@ def paired_difference(df: pd.DataFrame, a: str, b: str, metric: str,
   diff = (left - right).dropna().rename("diff").reset_index()
   if diff.empty:
     raise ValueError(f"no paired runs of {a!r} and {b!r} with {metric!r}")
-  return diff.groupby(by, sort=False)["diff"].agg(["mean", "std", "min", "max",
-                                                   "count"]).reset_index()
+  return (
+    diff.groupby(by, sort=False)["diff"].agg(["mean", "std", "min", "max", "count"]).reset_index()
+  )
 
 
 # ---------------------------------------------------------------------------------------------
 # Predictions of trained runs
 # ---------------------------------------------------------------------------------------------
+
 
 def predictions(runs, num_clips: int = 1):
   """Predicted frames of trained next-frame runs on the same held-out clips.
@@ -475,8 +603,7 @@ def predictions(runs, num_clips: int = 1):
     config, trainer, params, _ = training.load_run(run_dir)
     video, tgt, _ = trainer.task.batch(num_clips, training.test_seed(config.seed, 0))
     outputs, _ = engine.forward(trainer.graph, params, video, trainer.mode)
-    ticks[s] = schedule.loss_ticks(trainer.graph, video.shape[1], trainer.task.mask,
-                                   trainer.mode)
+    ticks[s] = schedule.loss_ticks(trainer.graph, video.shape[1], trainer.task.mask, trainer.mode)
     preds[s] = np.clip(np.asarray(outputs), 0.0, 1.0)
     targets = tgt if targets is None else targets
   return video, targets, preds, ticks
@@ -507,9 +634,13 @@ def _run_checkpoints(run_dir: Path, trainer: training.Trainer):
   return out
 
 
-def gradient_alignment(trainer: training.Trainer, params, seed: int,
-                       num_clips: int = EXPECTED_CLIPS,
-                       single_clips: int = SINGLE_CLIPS) -> list[dict]:
+def gradient_alignment(
+  trainer: training.Trainer,
+  params,
+  seed: int,
+  num_clips: int = EXPECTED_CLIPS,
+  single_clips: int = SINGLE_CLIPS,
+) -> list[dict]:
   """Per-unit cosine between the run's approximate gradient (``sideways``) and the exact one
   (``pipelined_exact``) of the same graph at ``params``.
 
@@ -519,25 +650,41 @@ def gradient_alignment(trainer: training.Trainer, params, seed: int,
   Returns rows ``{"kind", "unit", "cosine", "cosine_std"}`` (units 1..L).
   """
   task, graph = trainer.task, trainer.graph
-  video, targets, _ = task.batch(num_clips, training.data_seed(seed, training.ANALYSIS_STREAM,
-                                                                0))
+  video, targets, _ = task.batch(num_clips, training.data_seed(seed, training.ANALYSIS_STREAM, 0))
 
   def cos(v, y):
-    g = [engine.gradients(graph, params, v, y, task.loss_fn, m, mask=task.mask)[0]
-         for m in ("sideways", "pipelined_exact")]
+    g = [
+      engine.gradients(graph, params, v, y, task.loss_fn, m, mask=task.mask)[0]
+      for m in ("sideways", "pipelined_exact")
+    ]
     return grad_cosine(*g)
 
-  rows = [{"kind": "expected", "unit": k + 1, "cosine": float(c), "cosine_std": 0.0}
-          for k, c in enumerate(cos(video, targets))]
-  per_clip = np.stack([cos(video[i:i + 1], targets[i:i + 1]) for i in range(single_clips)])
-  rows += [{"kind": "clip", "unit": k + 1, "cosine": float(np.nanmean(per_clip[:, k])),
-            "cosine_std": float(np.nanstd(per_clip[:, k]))} for k in range(per_clip.shape[1])]
+  rows = [
+    {"kind": "expected", "unit": k + 1, "cosine": float(c), "cosine_std": 0.0}
+    for k, c in enumerate(cos(video, targets))
+  ]
+  per_clip = np.stack([cos(video[i : i + 1], targets[i : i + 1]) for i in range(single_clips)])
+  rows += [
+    {
+      "kind": "clip",
+      "unit": k + 1,
+      "cosine": float(np.nanmean(per_clip[:, k])),
+      "cosine_std": float(np.nanstd(per_clip[:, k])),
+    }
+    for k in range(per_clip.shape[1])
+  ]
   return rows
 
 
-def alignment(results_dir, *, value=None, schemes=tuple(EXACT_TWIN),
-              num_clips: int = EXPECTED_CLIPS, single_clips: int = SINGLE_CLIPS,
-              progress: bool | None = None) -> pd.DataFrame:
+def alignment(
+  results_dir,
+  *,
+  value=None,
+  schemes=tuple(EXACT_TWIN),
+  num_clips: int = EXPECTED_CLIPS,
+  single_clips: int = SINGLE_CLIPS,
+  progress: bool | None = None,
+) -> pd.DataFrame:
   """Alignment along training of a sweep's own runs of the approximate ``schemes``.
 
   For every run of ``results_dir`` (a :func:`sweep` directory) whose scheme is in ``schemes``
@@ -551,8 +698,10 @@ def alignment(results_dir, *, value=None, schemes=tuple(EXACT_TWIN),
   if value is not None:
     runs = runs[np.isclose(runs.value.astype(float), float(value))]
   if runs.empty:
-    raise ValueError(f"no runs of {tuple(schemes)} in {str(results_dir)!r}"
-                     + (f" at value {value}" if value is not None else ""))
+    raise ValueError(
+      f"no runs of {tuple(schemes)} in {str(results_dir)!r}"
+      + (f" at value {value}" if value is not None else "")
+    )
   if progress is None:
     progress = os.isatty(2)
   rows = []
@@ -562,8 +711,16 @@ def alignment(results_dir, *, value=None, schemes=tuple(EXACT_TWIN),
     trainer = training.Trainer(config)
     for step, params in _run_checkpoints(run_dir, trainer):
       for a in gradient_alignment(trainer, params, config.seed, num_clips, single_clips):
-        rows.append({"task": config.task, "scheme": config.scheme, "value": r.value,
-                     "seed": config.seed, "step": step, **a})
+        rows.append(
+          {
+            "task": config.task,
+            "scheme": config.scheme,
+            "value": r.value,
+            "seed": config.seed,
+            "step": step,
+            **a,
+          }
+        )
   return pd.DataFrame(rows)
 
 
@@ -578,18 +735,23 @@ MOTION_MARGIN = 0.5
 
 #: The papers' claims (docs/design.md §9).
 CLAIMS = {
-    "C1": "Sideways trains close to BP on smooth video (digit identity)",
-    "C2": "Sideways degrades as the video gets less smooth (speed, frame stride)",
-    "C3": "Skip-Sideways integrates time: it learns motion classes that Sideways cannot",
-    "C4": "Skip-Sideways predicts future frames better than Sideways",
+  "C1": "Sideways trains close to BP on smooth video (digit identity)",
+  "C2": "Sideways degrades as the video gets less smooth (speed, frame stride)",
+  "C3": "Skip-Sideways integrates time: it learns motion classes that Sideways cannot",
+  "C4": "Skip-Sideways predicts future frames better than Sideways",
 }
-REPRODUCED, PARTLY, NOT_REPRODUCED, NOT_MEASURED = ("reproduced", "partly", "not reproduced",
-                                                    "not measured")
+REPRODUCED, PARTLY, NOT_REPRODUCED, NOT_MEASURED = (
+  "reproduced",
+  "partly",
+  "not reproduced",
+  "not measured",
+)
 
 
 @dataclasses.dataclass
 class Claim:
   """One row of the claims report."""
+
   id: str
   claim: str
   measurement: str
@@ -628,10 +790,12 @@ def claim_c1(digits: pd.DataFrame) -> Claim:
   gap = _diff_at(digits, "sideways", "backprop", "accuracy", v)
   delay = _diff_at(digits, "sideways_exact", "backprop", "accuracy", v)
   estimate = _diff_at(digits, "sideways", "sideways_exact", "accuracy", v)
-  numbers = (f"speed {v:g}: BP {_acc(digits, 'backprop', v)}, Sideways "
-             f"{_acc(digits, 'sideways', v)}, exact twin {_acc(digits, 'sideways_exact', v)}; "
-             f"paired Sideways − BP {_pm(gap)} (delay: exact twin − BP {_pm(delay)}; "
-             f"estimate: Sideways − exact twin {_pm(estimate)})")
+  numbers = (
+    f"speed {v:g}: BP {_acc(digits, 'backprop', v)}, Sideways "
+    f"{_acc(digits, 'sideways', v)}, exact twin {_acc(digits, 'sideways_exact', v)}; "
+    f"paired Sideways − BP {_pm(gap)} (delay: exact twin − BP {_pm(delay)}; "
+    f"estimate: Sideways − exact twin {_pm(estimate)})"
+  )
   if gap["mean"] >= -CLOSE or not _significant(gap):
     verdict, why = REPRODUCED, ""
   elif gap["mean"] >= -3 * CLOSE:
@@ -640,10 +804,19 @@ def claim_c1(digits: pd.DataFrame) -> Claim:
     verdict = NOT_REPRODUCED
   if verdict != REPRODUCED:
     part = "the gradient estimate" if estimate["mean"] < delay["mean"] else "the pipeline's delay"
-    why = (f"the gap exceeds {CLOSE:.2f}; most of it is {part} (paired differences above, "
-           f"same clips and initial parameters per seed)")
-  return Claim("C1", CLAIMS["C1"], f"test clip accuracy after training, smoothest speed of the digits sweep, "
-               f"{digits.seed.nunique()} seeds", numbers, verdict, why)
+    why = (
+      f"the gap exceeds {CLOSE:.2f}; most of it is {part} (paired differences above, "
+      f"same clips and initial parameters per seed)"
+    )
+  return Claim(
+    "C1",
+    CLAIMS["C1"],
+    f"test clip accuracy after training, smoothest speed of the digits sweep, "
+    f"{digits.seed.nunique()} seeds",
+    numbers,
+    verdict,
+    why,
+  )
 
 
 def _at(df, scheme, value, metric="accuracy") -> pd.Series:
@@ -663,13 +836,16 @@ def _degrades(df) -> tuple[bool, str]:
   gap_lo = _at(df, "sideways", lo) - _at(df, "sideways_exact", lo)
   gap_hi = _at(df, "sideways", hi) - _at(df, "sideways_exact", hi)
   widening = _stats(gap_lo - gap_hi)
-  drops = {s: _stats(_at(df, s, lo) - _at(df, s, hi))
-           for s in ("sideways", "sideways_exact", "backprop")}
+  drops = {
+    s: _stats(_at(df, s, lo) - _at(df, s, hi)) for s in ("sideways", "sideways_exact", "backprop")
+  }
   knob = df.knob.iloc[0]
-  text = (f"{knob} {lo:g} → {hi:g}: Sideways − exact twin {_pm(_stats(gap_lo))} → "
-          f"{_pm(_stats(gap_hi))} (widens by {_pm(widening)}); accuracy drop Sideways "
-          f"{_pm(drops['sideways'])}, exact twin {_pm(drops['sideways_exact'])}, BP "
-          f"{_pm(drops['backprop'])}")
+  text = (
+    f"{knob} {lo:g} → {hi:g}: Sideways − exact twin {_pm(_stats(gap_lo))} → "
+    f"{_pm(_stats(gap_hi))} (widens by {_pm(widening)}); accuracy drop Sideways "
+    f"{_pm(drops['sideways'])}, exact twin {_pm(drops['sideways_exact'])}, BP "
+    f"{_pm(drops['backprop'])}"
+  )
   return widening["mean"] > widening["std"], text
 
 
@@ -684,12 +860,24 @@ def claim_c2(speed: pd.DataFrame, stride: pd.DataFrame | None) -> Claim:
   numbers = "; ".join(t for _, t in results)
   hits = sum(ok for ok, _ in results)
   verdict = REPRODUCED if hits == len(results) else PARTLY if hits else NOT_REPRODUCED
-  why = "" if verdict == REPRODUCED else (
+  why = (
+    ""
+    if verdict == REPRODUCED
+    else (
       "the gap between Sideways and its exact twin does not widen beyond the spread over "
-      "seeds in " + ("any sweep" if not hits else "every sweep"))
-  return Claim("C2", CLAIMS["C2"], "digits: paired accuracy gap Sideways − exact twin at the "
-               "smoothest and the roughest setting (the exact twin controls for the data and the "
-               "pipeline's delay), and each scheme's own drop", numbers, verdict, why)
+      "seeds in " + ("any sweep" if not hits else "every sweep")
+    )
+  )
+  return Claim(
+    "C2",
+    CLAIMS["C2"],
+    "digits: paired accuracy gap Sideways − exact twin at the "
+    "smoothest and the roughest setting (the exact twin controls for the data and the "
+    "pipeline's delay), and each scheme's own drop",
+    numbers,
+    verdict,
+    why,
+  )
 
 
 def claim_c3(motion: pd.DataFrame) -> Claim:
@@ -698,10 +886,12 @@ def claim_c3(motion: pd.DataFrame) -> Claim:
   gain = _diff_at(motion, "skip_sideways", "sideways", "accuracy", v)
   twin = _diff_at(motion, "skip_sideways", "skip_exact", "accuracy", v)
   chance = float(motion.chance.dropna().iloc[0])
-  numbers = (f"chance {chance:.3f}; BP {_acc(motion, 'backprop', v)}, Sideways "
-             f"{_acc(motion, 'sideways', v)}, Skip-Sideways {_acc(motion, 'skip_sideways', v)}, "
-             f"its exact twin {_acc(motion, 'skip_exact', v)}; paired Skip − Sideways "
-             f"{_pm(gain)}, Skip − exact twin {_pm(twin)}")
+  numbers = (
+    f"chance {chance:.3f}; BP {_acc(motion, 'backprop', v)}, Sideways "
+    f"{_acc(motion, 'sideways', v)}, Skip-Sideways {_acc(motion, 'skip_sideways', v)}, "
+    f"its exact twin {_acc(motion, 'skip_exact', v)}; paired Skip − Sideways "
+    f"{_pm(gain)}, Skip − exact twin {_pm(twin)}"
+  )
   if gain["mean"] >= MOTION_MARGIN:
     verdict, why = REPRODUCED, ""
   elif gain["mean"] > 0 and _significant(gain):
@@ -715,8 +905,14 @@ def claim_c3(motion: pd.DataFrame) -> Claim:
     gaps = (per.mean().loc["skip_exact"] - per.mean().loc["skip_sideways"]).sort_values()
     worst = ", ".join(f"{c[6:]} {g:+.2f}" for c, g in gaps[::-1].head(3).items())
     why = (why + "; " if why else "") + f"largest per-class gaps to the exact twin: {worst}"
-  return Claim("C3", CLAIMS["C3"], f"motion classes, test clip accuracy at speed {v:g}, "
-               f"{motion.seed.nunique()} seeds", numbers, verdict, why)
+  return Claim(
+    "C3",
+    CLAIMS["C3"],
+    f"motion classes, test clip accuracy at speed {v:g}, {motion.seed.nunique()} seeds",
+    numbers,
+    verdict,
+    why,
+  )
 
 
 def claim_c4(next_frame: dict) -> Claim:
@@ -729,9 +925,11 @@ def claim_c4(next_frame: dict) -> Claim:
     at = mse[np.isclose(mse.value, v)].set_index("scheme")["mean"]
     copy = df[(df.scheme == "copy_newest") & np.isclose(df.value, v)]
     copy_mse = float(copy[copy.graph == "skip"].mse.mean()) if len(copy) else float("nan")
-    parts.append(f"anchor {anchor}, speed {v:g}: MSE Skip-Sideways {at['skip_sideways']:.4f}, "
-                 f"Sideways {at['sideways']:.4f}, BP {at['backprop']:.4f}, copy-newest "
-                 f"(skip pipeline) {copy_mse:.4f}; paired Skip − Sideways {_pm(d, 4)}")
+    parts.append(
+      f"anchor {anchor}, speed {v:g}: MSE Skip-Sideways {at['skip_sideways']:.4f}, "
+      f"Sideways {at['sideways']:.4f}, BP {at['backprop']:.4f}, copy-newest "
+      f"(skip pipeline) {copy_mse:.4f}; paired Skip − Sideways {_pm(d, 4)}"
+    )
     wins += d["mean"] < 0 and _significant(d)
     beats_copy += at["skip_sideways"] < copy_mse
   n = len(next_frame)
@@ -739,13 +937,20 @@ def claim_c4(next_frame: dict) -> Claim:
     verdict, why = REPRODUCED, ""
   elif wins:
     verdict = PARTLY
-    why = ("Skip-Sideways has the lower MSE, but " +
-           ("does not beat copying the newest frame it sees" if beats_copy < n else
-            "not at every anchor"))
+    why = "Skip-Sideways has the lower MSE, but " + (
+      "does not beat copying the newest frame it sees" if beats_copy < n else "not at every anchor"
+    )
   else:
     verdict, why = NOT_REPRODUCED, "Skip-Sideways' MSE is not lower beyond the spread"
-  return Claim("C4", CLAIMS["C4"], "next-frame prediction, test MSE at the smoothest speed, both anchors, with the "
-               "copy-newest baseline", "; ".join(parts), verdict, why)
+  return Claim(
+    "C4",
+    CLAIMS["C4"],
+    "next-frame prediction, test MSE at the smoothest speed, both anchors, with the "
+    "copy-newest baseline",
+    "; ".join(parts),
+    verdict,
+    why,
+  )
 
 
 def claims(results: dict) -> list[Claim]:
@@ -753,18 +958,22 @@ def claims(results: dict) -> list[Claim]:
   ``"digits-stride"``, ``"motion-classes"``, ``"next-frame-newest"``, ``"next-frame-input"``
   to DataFrames of :func:`sweep`; a claim whose sweep is missing is "not measured"."""
   digits, motion = results.get("digits-speed"), results.get("motion-classes")
-  next_frame = {a: results[f"next-frame-{a}"] for a in ANCHORS
-                if results.get(f"next-frame-{a}") is not None}
+  next_frame = {
+    a: results[f"next-frame-{a}"] for a in ANCHORS if results.get(f"next-frame-{a}") is not None
+  }
 
   def unmeasured(cid: str, what: str) -> Claim:
     return Claim(cid, CLAIMS[cid], "", "", NOT_MEASURED, f"no {what} sweep")
 
   return [
-      claim_c1(digits) if digits is not None else unmeasured("C1", "digits-speed"),
-      (claim_c2(digits, results.get("digits-stride")) if digits is not None
-       else unmeasured("C2", "digits-speed")),
-      claim_c3(motion) if motion is not None else unmeasured("C3", "motion-classes"),
-      claim_c4(next_frame) if next_frame else unmeasured("C4", "next-frame"),
+    claim_c1(digits) if digits is not None else unmeasured("C1", "digits-speed"),
+    (
+      claim_c2(digits, results.get("digits-stride"))
+      if digits is not None
+      else unmeasured("C2", "digits-speed")
+    ),
+    claim_c3(motion) if motion is not None else unmeasured("C3", "motion-classes"),
+    claim_c4(next_frame) if next_frame else unmeasured("C4", "next-frame"),
   ]
 
 
@@ -773,11 +982,14 @@ def claims_report(claim_list: Sequence[Claim], header: str = "") -> str:
   lines = ["# Claims of the papers, tested", ""]
   if header:
     lines += [header, ""]
-  lines += ["| claim | measurement | numbers (mean ± std over seeds) | verdict | why |",
-            "| --- | --- | --- | --- | --- |"]
+  lines += [
+    "| claim | measurement | numbers (mean ± std over seeds) | verdict | why |",
+    "| --- | --- | --- | --- | --- |",
+  ]
   for c in claim_list:
-    lines.append(f"| **{c.id}** {c.claim} | {c.measurement} | {c.numbers} | **{c.verdict}** | "
-                 f"{c.why} |")
+    lines.append(
+      f"| **{c.id}** {c.claim} | {c.measurement} | {c.numbers} | **{c.verdict}** | {c.why} |"
+    )
   return "\n".join(lines) + "\n"
 
 
@@ -785,19 +997,25 @@ def claims_report(claim_list: Sequence[Claim], header: str = "") -> str:
 # Command line: sideways-lab sweep
 # ---------------------------------------------------------------------------------------------
 
+
 def add_sweep_arguments(parser: argparse.ArgumentParser) -> None:
   """The options of ``sideways-lab sweep``."""
   parser.add_argument("--task", required=True, help="digits, motion-classes or next-frame")
   parser.add_argument("--knob", required=True, help="speed (pixels per frame) or stride")
   parser.add_argument("--values", required=True, help="comma-separated knob values, e.g. 0.5,1,2")
-  parser.add_argument("--schemes", default=None,
-                      help="comma-separated schemes (default: backprop, sideways, sideways_exact, "
-                           "skip_sideways, skip_exact; next-frame adds copy_newest, mean_frame)")
+  parser.add_argument(
+    "--schemes",
+    default=None,
+    help="comma-separated schemes (default: backprop, sideways, sideways_exact, "
+    "skip_sideways, skip_exact; next-frame adds copy_newest, mean_frame)",
+  )
   parser.add_argument("--seeds", type=int, default=3, help="seeds per setting (default 3)")
-  parser.add_argument("--steps", type=int, default=None,
-                      help="training steps per run (default: the task's budget)")
-  parser.add_argument("--anchor", default="newest",
-                      help="next-frame: newest (default) or input (latency counts)")
+  parser.add_argument(
+    "--steps", type=int, default=None, help="training steps per run (default: the task's budget)"
+  )
+  parser.add_argument(
+    "--anchor", default="newest", help="next-frame: newest (default) or input (latency counts)"
+  )
   parser.add_argument("--quick", action="store_true", help="tiny budgets (seconds per run)")
   parser.add_argument("--no-progress", action="store_true", help="no progress bar")
   parser.add_argument("--out", required=True, help="directory of results.csv and the runs")
@@ -805,9 +1023,19 @@ def add_sweep_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run_sweep(args: argparse.Namespace) -> int:
   """``sideways-lab sweep``: runs :func:`sweep` and prints the mean ± std table."""
-  df = sweep(args.task, args.knob, args.values, schemes=args.schemes, seeds=args.seeds,
-             steps=args.steps, anchor=args.anchor, quick=args.quick or None, out=args.out,
-             progress=False if args.no_progress else None, log=print)
+  df = sweep(
+    args.task,
+    args.knob,
+    args.values,
+    schemes=args.schemes,
+    seeds=args.seeds,
+    steps=args.steps,
+    anchor=args.anchor,
+    quick=args.quick or None,
+    out=args.out,
+    progress=False if args.no_progress else None,
+    log=print,
+  )
   metric = "accuracy" if "accuracy" in df.columns else "mse"
   table = summarize(df, metric).pivot(index="scheme", columns="value", values="mean")
   print(f"{metric} (mean over {df.seed.nunique()} seeds):")

@@ -27,8 +27,8 @@ import os
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import jax
 import numpy as np
@@ -50,10 +50,11 @@ SEED = 0
 class FigureSpec:
   """One figure of :data:`FIGURES`: its name, the sentence that says what it shows, and
   ``make(ctx) -> matplotlib Figure``."""
+
   name: str
-  sentence: str           # one sentence on what the figure shows (README)
-  make: Callable          # make(ctx) -> matplotlib Figure
-  sweeps: tuple = ()      # the sweeps (names of SWEEPS) it draws from
+  sentence: str  # one sentence on what the figure shows (README)
+  make: Callable  # make(ctx) -> matplotlib Figure
+  sweeps: tuple = ()  # the sweeps (names of SWEEPS) it draws from
 
 
 FIGURES: dict[str, FigureSpec] = {}
@@ -62,30 +63,36 @@ FIGURES: dict[str, FigureSpec] = {}
 def _figure(name: str, sentence: str, sweeps: tuple = ()):
   def deco(fn):
     if fn.__doc__ is None:
-      fn.__doc__ = (f"Draws the ``{name}`` figure from ``ctx`` (a :class:`Context`); returns the "
-                    f"matplotlib Figure.\n\n{sentence}")
+      fn.__doc__ = (
+        f"Draws the ``{name}`` figure from ``ctx`` (a :class:`Context`); returns the "
+        f"matplotlib Figure.\n\n{sentence}"
+      )
     FIGURES[name] = FigureSpec(name, sentence, fn, tuple(sweeps))
     return fn
+
   return deco
 
 
 #: The sweeps behind the figures and the claims report (full mode; seeds per setting).
 SWEEPS: dict[str, dict] = {
-    "digits-speed": dict(task="digits", knob="speed", values=(0.25, 1.0, 4.0)),
-    # stride s at speed v shows the clips of speed s·v (tests/test_experiments.py): strides
-    # 1 and 4 at 0.25 px/frame span the smooth half of the speed sweep; stride 1 is its run
-    "digits-stride": dict(task="digits", knob="stride", values=(1, 4),
-                          overrides=dict(data=dict(speed=0.25))),
-    "motion-classes": dict(task="motion-classes", knob="speed", values=(2.0,)),
-    "next-frame-newest": dict(task="next-frame", knob="speed", values=(0.5, 2.0),
-                              anchor="newest"),
-    "next-frame-input": dict(task="next-frame", knob="speed", values=(0.5, 2.0),
-                             anchor="input"),
+  "digits-speed": dict(task="digits", knob="speed", values=(0.25, 1.0, 4.0)),
+  # stride s at speed v shows the clips of speed s·v (tests/test_experiments.py): strides
+  # 1 and 4 at 0.25 px/frame span the smooth half of the speed sweep; stride 1 is its run
+  "digits-stride": dict(
+    task="digits", knob="stride", values=(1, 4), overrides=dict(data=dict(speed=0.25))
+  ),
+  "motion-classes": dict(task="motion-classes", knob="speed", values=(2.0,)),
+  "next-frame-newest": dict(task="next-frame", knob="speed", values=(0.5, 2.0), anchor="newest"),
+  "next-frame-input": dict(task="next-frame", knob="speed", values=(0.5, 2.0), anchor="input"),
 }
 SEEDS = 3
 #: Quick mode: two values per sweep, two seeds, tiny budgets.
-QUICK_VALUES = {"digits-speed": (0.5, 2.0), "digits-stride": (1, 4),
-                "next-frame-newest": (0.5, 2.0), "next-frame-input": (0.5, 2.0)}
+QUICK_VALUES = {
+  "digits-speed": (0.5, 2.0),
+  "digits-stride": (1, 4),
+  "next-frame-newest": (0.5, 2.0),
+  "next-frame-input": (0.5, 2.0),
+}
 QUICK_SEEDS = 2
 #: The runs whose checkpoints the alignment figure measures: (sweep, knob value).
 ALIGNMENT_RUNS = (("digits-speed", 1.0), ("next-frame-newest", 0.5))
@@ -102,8 +109,10 @@ def results(name: str) -> pd.DataFrame:
     raise ValueError(f"name must be one of {list(SWEEPS) + ['alignment']}, got {name!r}")
   path = RESULTS_DIR / f"{name}.csv"
   if not path.exists():
-    raise FileNotFoundError(f"{str(path)!r} does not exist: regenerate the figures with "
-                            f"`sideways-lab figures` in a checkout of the repository")
+    raise FileNotFoundError(
+      f"{str(path)!r} does not exist: regenerate the figures with "
+      f"`sideways-lab figures` in a checkout of the repository"
+    )
   return pd.read_csv(path) if name == "alignment" else experiments.read_results(path)
 
 
@@ -124,9 +133,11 @@ def figure_config(name: str, quick: bool = False) -> dict:
     args = sweep_spec(sw, quick)
     out[sw] = {**json.loads(json.dumps(args)), "budget": experiments.budget(args["task"], quick)}
   if name == "alignment_training":
-    out["alignment"] = {"runs": [list(r) for r in _alignment_runs(quick)],
-                        "expected_clips": experiments.EXPECTED_CLIPS,
-                        "single_clips": experiments.SINGLE_CLIPS}
+    out["alignment"] = {
+      "runs": [list(r) for r in _alignment_runs(quick)],
+      "expected_clips": experiments.EXPECTED_CLIPS,
+      "single_clips": experiments.SINGLE_CLIPS,
+    }
   return out
 
 
@@ -137,6 +148,7 @@ def _alignment_runs(quick: bool) -> list:
 @dataclasses.dataclass
 class Context:
   """What the figure functions share: the mode, a work dir, the sweeps run so far."""
+
   quick: bool
   seed: int
   work_dir: Path
@@ -150,9 +162,13 @@ class Context:
     if name not in self.results:
       spec = sweep_spec(name, self.quick)
       self.log(f"  sweep {name}: {spec}")
-      self.results[name] = experiments.sweep(**spec, quick=self.quick,
-                                             out=self.work_dir / name,
-                                             runs=self.work_dir / "runs", progress=False)
+      self.results[name] = experiments.sweep(
+        **spec,
+        quick=self.quick,
+        out=self.work_dir / name,
+        runs=self.work_dir / "runs",
+        progress=False,
+      )
     return self.results[name]
 
   def alignment(self) -> pd.DataFrame:
@@ -162,11 +178,15 @@ class Context:
       for name, value in _alignment_runs(self.quick):
         self.sweep(name)
         self.log(f"  alignment of {name} at {value:g}")
-        parts.append(experiments.alignment(self.work_dir / name, value=value,
-                                           single_clips=2 if self.quick else
-                                           experiments.SINGLE_CLIPS,
-                                           num_clips=8 if self.quick else
-                                           experiments.EXPECTED_CLIPS, progress=False))
+        parts.append(
+          experiments.alignment(
+            self.work_dir / name,
+            value=value,
+            single_clips=2 if self.quick else experiments.SINGLE_CLIPS,
+            num_clips=8 if self.quick else experiments.EXPECTED_CLIPS,
+            progress=False,
+          )
+        )
       self._alignment = pd.concat(parts, ignore_index=True)
     return self._alignment
 
@@ -175,28 +195,41 @@ class Context:
 # The figures
 # ---------------------------------------------------------------------------------------------
 
-@_figure("schedule", "The schedule of BP, Sideways and Skip-Sideways on four units: every cell "
-         "is coloured by the frame its activation comes from and its lower strip by the frame "
-         "of the loss whose gradient it uses; arrows are gradient messages, grey cells are "
-         "blocked BP units and hatched frames are dropped by BP.")
+
+@_figure(
+  "schedule",
+  "The schedule of BP, Sideways and Skip-Sideways on four units: every cell "
+  "is coloured by the frame its activation comes from and its lower strip by the frame "
+  "of the loss whose gradient it uses; arrows are gradient messages, grey cells are "
+  "blocked BP units and hatched frames are dropped by BP.",
+)
 def fig_schedule(ctx: Context):
   L, T = 4, 13
   fig, axes = P.new_figure(3, 1, figsize=(9.5, 9.6))
-  for ax, (scheme, edges) in zip(axes[:, 0], [("backprop", chain_edges(L)),
-                                             ("sideways", chain_edges(L)),
-                                             ("skip_sideways", skip_edges(L, 2))]):
+  for ax, (scheme, edges) in zip(
+    axes[:, 0],
+    [
+      ("backprop", chain_edges(L)),
+      ("sideways", chain_edges(L)),
+      ("skip_sideways", skip_edges(L, 2)),
+    ],
+  ):
     d = P.schedule_data(edges, T, scheme)
-    sub = {"backprop": "blocking: one frame in flight, 2L-1 ticks per frame",
-           "sideways": "every unit busy every tick; gradient 2(L-k) frames older than the "
-                       "activation",
-           "skip_sideways": "skips (span 2) bring newer frames and shorter gradient paths"}
+    sub = {
+      "backprop": "blocking: one frame in flight, 2L-1 ticks per frame",
+      "sideways": "every unit busy every tick; gradient 2(L-k) frames older than the activation",
+      "skip_sideways": "skips (span 2) bring newer frames and shorter gradient paths",
+    }
     P.draw_schedule(ax, d, tick=None, title=f"{P.scheme_label(scheme)} — {sub[scheme]}")
   return fig
 
 
-@_figure("latency", "Latency counts from the symbolic schedule against depth L: ticks from a "
-         "frame to the first output that sees it, ticks until the gradient of a loss reaches "
-         "the first unit, and frames processed per tick with one unit per device.")
+@_figure(
+  "latency",
+  "Latency counts from the symbolic schedule against depth L: ticks from a "
+  "frame to the first output that sees it, ticks until the gradient of a loss reaches "
+  "the first unit, and frames processed per tick with one unit per device.",
+)
 def fig_latency(ctx: Context):
   Ls = list(range(2, 13))
   rows = {s: [] for s in ("backprop", "sideways", "skip_sideways")}
@@ -206,14 +239,33 @@ def fig_latency(ctx: Context):
     rows["skip_sideways"].append(schedule.latency(skip_edges(L, 2), "skip_sideways"))
   fig, axes = P.new_figure(1, 3, figsize=(11, 3.2))
   a1, a2, a3 = axes[0]
-  P.plot_curves(a1, {s: (Ls, [r.output_latency for r in v]) for s, v in rows.items()},
-                xlabel="units L", ylabel="ticks", title="frame → first output", marker=True)
-  P.plot_curves(a2, {s: (Ls, [r.gradient_delay[0] for r in v]) for s, v in rows.items()},
-                xlabel="units L", ylabel="ticks", title="loss → gradient at unit 1",
-                marker=True, legend=False)
-  P.plot_curves(a3, {s: (Ls, [r.frames_per_tick for r in v]) for s, v in rows.items()},
-                xlabel="units L", ylabel="frames per tick", title="throughput (L devices)",
-                marker=True, legend=False, logy=True)
+  P.plot_curves(
+    a1,
+    {s: (Ls, [r.output_latency for r in v]) for s, v in rows.items()},
+    xlabel="units L",
+    ylabel="ticks",
+    title="frame → first output",
+    marker=True,
+  )
+  P.plot_curves(
+    a2,
+    {s: (Ls, [r.gradient_delay[0] for r in v]) for s, v in rows.items()},
+    xlabel="units L",
+    ylabel="ticks",
+    title="loss → gradient at unit 1",
+    marker=True,
+    legend=False,
+  )
+  P.plot_curves(
+    a3,
+    {s: (Ls, [r.frames_per_tick for r in v]) for s, v in rows.items()},
+    xlabel="units L",
+    ylabel="frames per tick",
+    title="throughput (L devices)",
+    marker=True,
+    legend=False,
+    logy=True,
+  )
   return fig
 
 
@@ -224,20 +276,33 @@ def _sweep_figure(ctx: Context, name: str, chance_from=None):
   knob = df.knob.iloc[0]
   xlabel = {"speed": "speed (pixels per frame)", "stride": "frame stride"}[knob]
   chance = float(df.chance.dropna().iloc[0]) if "chance" in df else None
-  P.plot_sweep(a1, df, "accuracy", xlabel=xlabel, ylabel="test clip accuracy", chance=chance,
-               title=f"trained ({df.seed.nunique()} seeds; thin: each seed)")
-  pairs = [("sideways", "backprop", "Sideways − BP"),
-           ("sideways_exact", "backprop", "exact twin − BP (the delay)"),
-           ("sideways", "sideways_exact", "Sideways − exact twin (the estimate)"),
-           ("skip_sideways", "skip_exact", "Skip − its exact twin (the estimate)")]
+  P.plot_sweep(
+    a1,
+    df,
+    "accuracy",
+    xlabel=xlabel,
+    ylabel="test clip accuracy",
+    chance=chance,
+    title=f"trained ({df.seed.nunique()} seeds; thin: each seed)",
+  )
+  pairs = [
+    ("sideways", "backprop", "Sideways − BP"),
+    ("sideways_exact", "backprop", "exact twin − BP (the delay)"),
+    ("sideways", "sideways_exact", "Sideways − exact twin (the estimate)"),
+    ("skip_sideways", "skip_exact", "Skip − its exact twin (the estimate)"),
+  ]
   for i, (x, y, label) in enumerate(pairs):
     d = experiments.paired_difference(df, x, y, "accuracy")
     kw = P.scheme_kwargs(x, marker=True)
     kw.update(label=label, capsize=3)
     if y == "backprop" and x == "sideways_exact":
       kw.update(color="#555555", markerfacecolor="white")
-    a2.errorbar(d.value + 0.02 * (i - 1.5) * (d.value.max() - d.value.min() + 1e-9),
-                d["mean"], yerr=d["std"].fillna(0), **kw)
+    a2.errorbar(
+      d.value + 0.02 * (i - 1.5) * (d.value.max() - d.value.min() + 1e-9),
+      d["mean"],
+      yerr=d["std"].fillna(0),
+      **kw,
+    )
   a2.axhline(0, color="#999999", lw=0.8)
   a2.set_xlabel(xlabel)
   a2.set_ylabel("paired accuracy difference")
@@ -246,34 +311,50 @@ def _sweep_figure(ctx: Context, name: str, chance_from=None):
   return fig
 
 
-@_figure("digits_speed", sweeps=("digits-speed",), sentence= "Digit identity on moving digits: test accuracy of the five schemes "
-         "after training against the speed of the digits (left), and the paired differences "
-         "that split Sideways' gap to BP into the pipeline's delay and the gradient estimate "
-         "(right); tests claims C1 and C2.")
+@_figure(
+  "digits_speed",
+  sweeps=("digits-speed",),
+  sentence="Digit identity on moving digits: test accuracy of the five schemes "
+  "after training against the speed of the digits (left), and the paired differences "
+  "that split Sideways' gap to BP into the pipeline's delay and the gradient estimate "
+  "(right); tests claims C1 and C2.",
+)
 def fig_digits_speed(ctx: Context):
   return _sweep_figure(ctx, "digits-speed")
 
 
-@_figure("digits_stride", sweeps=("digits-stride",), sentence= "Digit identity against the frame stride (every s-th frame kept, at "
-         "the default speed): the same five schemes and paired differences; tests claim C2.")
+@_figure(
+  "digits_stride",
+  sweeps=("digits-stride",),
+  sentence="Digit identity against the frame stride (every s-th frame kept, at "
+  "the default speed): the same five schemes and paired differences; tests claim C2.",
+)
 def fig_digits_stride(ctx: Context):
   return _sweep_figure(ctx, "digits-stride")
 
 
-@_figure("motion_classes", sweeps=("motion-classes",), sentence= "Motion classes (the label is a motion no single frame shows): test "
-         "accuracy of every scheme over seeds (dots) against chance, and per true class; only "
-         "the skip graph integrates frames, so only Skip-Sideways and its exact twin beat "
-         "chance; tests claim C3.")
+@_figure(
+  "motion_classes",
+  sweeps=("motion-classes",),
+  sentence="Motion classes (the label is a motion no single frame shows): test "
+  "accuracy of every scheme over seeds (dots) against chance, and per true class; only "
+  "the skip graph integrates frames, so only Skip-Sideways and its exact twin beat "
+  "chance; tests claim C3.",
+)
 def fig_motion_classes(ctx: Context):
   df = ctx.sweep("motion-classes")
-  fig, ax = P.new_figure(figsize=(11, 6.4), mosaic=[["bars", "classes"]],
-                         width_ratios=[1, 2.2])
+  fig, ax = P.new_figure(figsize=(11, 6.4), mosaic=[["bars", "classes"]], width_ratios=[1, 2.2])
   a1, a2 = ax["bars"], ax["classes"]
   stats = experiments.summarize(df, "accuracy", by=["scheme"]).set_index("scheme")
   chance = float(df.chance.dropna().iloc[0])
-  P.plot_bars(a1, stats["mean"].to_dict(), errors=stats["std"].fillna(0).to_dict(),
-              ylabel="test clip accuracy", title=f"held-out clips ({df.seed.nunique()} seeds)",
-              chance=chance)
+  P.plot_bars(
+    a1,
+    stats["mean"].to_dict(),
+    errors=stats["std"].fillna(0).to_dict(),
+    ylabel="test clip accuracy",
+    title=f"held-out clips ({df.seed.nunique()} seeds)",
+    chance=chance,
+  )
   order = P.order_schemes(stats.index)
   for i, s in enumerate(order):
     acc = df[df.scheme == s].accuracy
@@ -282,34 +363,52 @@ def fig_motion_classes(ctx: Context):
   a1.tick_params(axis="x", labelrotation=35)
   cols = [c for c in df.columns if c.startswith("class_")]
   per = df.groupby("scheme")[cols].mean()
-  P.plot_grouped_bars(a2, {s: {c[6:]: per.loc[s, c] for c in cols} for s in order},
-                      ylabel="test clip accuracy", title="per true class (mean over seeds)",
-                      chance=chance)
+  P.plot_grouped_bars(
+    a2,
+    {s: {c[6:]: per.loc[s, c] for c in cols} for s in order},
+    ylabel="test clip accuracy",
+    title="per true class (mean over seeds)",
+    chance=chance,
+  )
   a2.set_ylim(0, 1.05)
   a2.legend(fontsize=7.5, ncols=3)
   a2.tick_params(axis="x", labelrotation=25)
   return fig
 
 
-@_figure("next_frame", sweeps=("next-frame-input", "next-frame-newest"), sentence= "Next-frame prediction on moving digits: test MSE after training "
-         "against the speed, with the target counted from the input (left: the pipeline's "
-         "latency counts) and from the newest frame that reaches the output (right: every "
-         "scheme forecasts the same horizon), beside copying that newest frame and the mean "
-         "frame (grey); tests claim C4.")
+@_figure(
+  "next_frame",
+  sweeps=("next-frame-input", "next-frame-newest"),
+  sentence="Next-frame prediction on moving digits: test MSE after training "
+  "against the speed, with the target counted from the input (left: the pipeline's "
+  "latency counts) and from the newest frame that reaches the output (right: every "
+  "scheme forecasts the same horizon), beside copying that newest frame and the mean "
+  "frame (grey); tests claim C4.",
+)
 def fig_next_frame(ctx: Context):
   fig, axes = P.new_figure(1, 2, figsize=(11, 3.8), sharey=True)
   for ax, anchor in zip(axes[0], ("input", "newest")):
     df = ctx.sweep(f"next-frame-{anchor}")
-    P.plot_sweep(ax, df, "mse", xlabel="speed (pixels per frame)", ylabel="test MSE",
-                 title=f"anchor = {anchor!r} ({df.seed.nunique()} seeds)",
-                 legend=anchor == "input")
+    P.plot_sweep(
+      ax,
+      df,
+      "mse",
+      xlabel="speed (pixels per frame)",
+      ylabel="test MSE",
+      title=f"anchor = {anchor!r} ({df.seed.nunique()} seeds)",
+      legend=anchor == "input",
+    )
   return fig
 
 
-@_figure("future_frames", sweeps=("next-frame-newest",), sentence= "Frames predicted by every trained scheme (anchor 'newest', seed 0) "
-         "on a held-out clip at a smooth and at a rough speed, each column the frame the "
-         "scheme targets at that tick: at the smooth speed a digit stays visible, at the rough "
-         "one the models blur towards the mean frame.")
+@_figure(
+  "future_frames",
+  sweeps=("next-frame-newest",),
+  sentence="Frames predicted by every trained scheme (anchor 'newest', seed 0) "
+  "on a held-out clip at a smooth and at a rough speed, each column the frame the "
+  "scheme targets at that tick: at the smooth speed a digit stays visible, at the rough "
+  "one the models blur towards the mean frame.",
+)
 def fig_future_frames(ctx: Context):
   df = ctx.sweep("next-frame-newest")
   speeds = sorted(df.value.unique())
@@ -329,22 +428,28 @@ def fig_future_frames(ctx: Context):
       grid[0, 0].set_ylabel("frame", fontsize=8)
       for i, s in enumerate(schemes):
         P.show_frames(grid[1 + i], preds[s][0, shown], titles=[f"tick {t}" for t in shown])
-        grid[1 + i, 0].set_ylabel(P.scheme_label(s).replace(", ", "\n"), fontsize=7.5,
-                                  color=P.scheme_color(s))
+        grid[1 + i, 0].set_ylabel(
+          P.scheme_label(s).replace(", ", "\n"), fontsize=7.5, color=P.scheme_color(s)
+        )
   return fig
 
 
-@_figure("alignment_training", sweeps=("digits-speed", "next-frame-newest"), sentence= "Cosine between the approximate gradient and the exact gradient "
-         "of the same graph, per unit, at checkpoints along the experiment's own training runs "
-         "(digits and next-frame; solid: the expected gradient over 64 clips, dotted: single "
-         "clips; mean over seeds): negative values mean the estimate points away from the "
-         "true gradient.")
+@_figure(
+  "alignment_training",
+  sweeps=("digits-speed", "next-frame-newest"),
+  sentence="Cosine between the approximate gradient and the exact gradient "
+  "of the same graph, per unit, at checkpoints along the experiment's own training runs "
+  "(digits and next-frame; solid: the expected gradient over 64 clips, dotted: single "
+  "clips; mean over seeds): negative values mean the estimate points away from the "
+  "true gradient.",
+)
 def fig_alignment_training(ctx: Context):
   al = ctx.alignment()
   tasks = list(dict.fromkeys(al.task))
   schemes = P.order_schemes(dict.fromkeys(al.scheme))
-  fig, axes = P.new_figure(len(tasks), len(schemes), figsize=(5.2 * len(schemes),
-                                                               3.2 * len(tasks)), sharey=True)
+  fig, axes = P.new_figure(
+    len(tasks), len(schemes), figsize=(5.2 * len(schemes), 3.2 * len(tasks)), sharey=True
+  )
   for i, task in enumerate(tasks):
     for j, s in enumerate(schemes):
       ax = axes[i, j]
@@ -354,9 +459,16 @@ def fig_alignment_training(ctx: Context):
         shade = 0.35 + 0.65 * (u / max(units))
         for kind, ls in (("expected", "-"), ("clip", ":")):
           m = part[(part.unit == u) & (part.kind == kind)].groupby("step").cosine.mean()
-          ax.plot(m.index, m.values, ls=ls, marker="o" if kind == "expected" else None, ms=3,
-                  color=P.scheme_color(s), alpha=shade,
-                  label=f"unit {u}" if kind == "expected" else None)
+          ax.plot(
+            m.index,
+            m.values,
+            ls=ls,
+            marker="o" if kind == "expected" else None,
+            ms=3,
+            color=P.scheme_color(s),
+            alpha=shade,
+            label=f"unit {u}" if kind == "expected" else None,
+          )
       ax.axhline(0, color="#999999", lw=0.8)
       ax.set_title(f"{task}: {P.scheme_label(s)}")
       ax.set_xlabel("training step")
@@ -369,19 +481,27 @@ def fig_alignment_training(ctx: Context):
 def measured_costs(quick: bool):
   """Per-unit forward/backward costs measured on the next-frame model (L = 8 units)."""
   L = 4 if quick else 8
-  cfg = training.default_config("next-frame", "sideways", quick=quick,
-                       model=dict(num_units=L, width=4 if quick else 16),
-                       data=dict(size=(8, 8) if quick else (32, 32)), batch_size=2 if quick else 8)
+  cfg = training.default_config(
+    "next-frame",
+    "sideways",
+    quick=quick,
+    model=dict(num_units=L, width=4 if quick else 16),
+    data=dict(size=(8, 8) if quick else (32, 32)),
+    batch_size=2 if quick else 8,
+  )
   tr = training.Trainer(cfg)
   params, _ = tr.init()
   video, _, _ = tr.batch(0)
   return timing.unit_costs(tr.graph, params, video[:, 0], repeats=3 if quick else 20), L
 
 
-@_figure("speedup", "Projected training throughput against the number of devices, relative to "
-         "BP on one device, from the latency model with per-unit forward and backward costs "
-         "measured on the next-frame model: pipelined schemes scale with the devices, blocking "
-         "BP does not.")
+@_figure(
+  "speedup",
+  "Projected training throughput against the number of devices, relative to "
+  "BP on one device, from the latency model with per-unit forward and backward costs "
+  "measured on the next-frame model: pipelined schemes scale with the devices, blocking "
+  "BP does not.",
+)
 def fig_speedup(ctx: Context):
   costs, L = measured_costs(ctx.quick)
   devices = list(range(1, L + 1))
@@ -392,8 +512,14 @@ def fig_speedup(ctx: Context):
   for s in ("backprop", "sideways", "skip_sideways"):
     rows = table[table.scheme == s].sort_values("num_devices")
     curves[s] = (rows.num_devices.to_numpy(), rows.speedup_vs_one_device.to_numpy())
-  P.plot_curves(a1, curves, xlabel="devices D", ylabel="speed-up over BP on 1 device",
-                title=f"projected speed-up (L = {L})", marker=True)
+  P.plot_curves(
+    a1,
+    curves,
+    xlabel="devices D",
+    ylabel="speed-up over BP on 1 device",
+    title=f"projected speed-up (L = {L})",
+    marker=True,
+  )
   a1.plot(devices, devices, color="#999999", ls=":", lw=1, label="ideal")
   a1.legend()
   x = np.arange(1, L + 1)
@@ -408,9 +534,12 @@ def fig_speedup(ctx: Context):
   return fig
 
 
-@_figure("timelines", "What each of four devices does at each tick under BP, Sideways and "
-         "Skip-Sideways (forward steps coloured by their frame, hatched backward steps by the "
-         "frame of their loss): BP leaves devices blocked, the pipelined schemes keep all busy.")
+@_figure(
+  "timelines",
+  "What each of four devices does at each tick under BP, Sideways and "
+  "Skip-Sideways (forward steps coloured by their frame, hatched backward steps by the "
+  "frame of their loss): BP leaves devices blocked, the pipelined schemes keep all busy.",
+)
 def fig_timelines(ctx: Context):
   L, T = 4, 12
   fig, axes = P.new_figure(3, 1, figsize=(9.5, 6.0))
@@ -424,15 +553,22 @@ def fig_timelines(ctx: Context):
 # generate / main
 # ---------------------------------------------------------------------------------------------
 
+
 def _git_commit(root: Path) -> str | None:
   try:
-    r = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True,
-                       timeout=10)
+    r = subprocess.run(
+      ["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, timeout=10
+    )
     if r.returncode != 0:
       return None
     commit = r.stdout.strip()
-    d = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root,
-                       capture_output=True, text=True, timeout=10)
+    d = subprocess.run(
+      ["git", "status", "--porcelain", "--untracked-files=no"],
+      cwd=root,
+      capture_output=True,
+      text=True,
+      timeout=10,
+    )
     return commit + ("-dirty" if d.returncode == 0 and d.stdout.strip() else "")
   except (OSError, subprocess.SubprocessError):
     return None
@@ -440,8 +576,14 @@ def _git_commit(root: Path) -> str | None:
 
 def _versions() -> dict:
   out = {}
-  for name, dist in (("jax", "jax"), ("jaxlib", "jaxlib"), ("haiku", "dm-haiku"),
-                     ("optax", "optax"), ("numpy", "numpy"), ("matplotlib", "matplotlib")):
+  for name, dist in (
+    ("jax", "jax"),
+    ("jaxlib", "jaxlib"),
+    ("haiku", "dm-haiku"),
+    ("optax", "optax"),
+    ("numpy", "numpy"),
+    ("matplotlib", "matplotlib"),
+  ):
     try:
       out[name] = md.version(dist)
     except md.PackageNotFoundError:
@@ -454,8 +596,15 @@ def _device() -> str:
   return f"{d.platform}: {getattr(d, 'device_kind', str(d))} (x{jax.device_count()})"
 
 
-def generate(out_dir="figures", quick: bool = False, *, only=None, seed: int = SEED,
-             log: Callable[[str], None] | None = print, work_dir=None) -> dict:
+def generate(
+  out_dir="figures",
+  quick: bool = False,
+  *,
+  only=None,
+  seed: int = SEED,
+  log: Callable[[str], None] | None = print,
+  work_dir=None,
+) -> dict:
   """Regenerates the figures (PNG and PDF), their results and the claims report.
 
   Args:
@@ -493,32 +642,38 @@ def generate(out_dir="figures", quick: bool = False, *, only=None, seed: int = S
     log(f"[figures] {n}...")
     files = P.save_figure(spec.make(ctx), out / n)
     dt = time.perf_counter() - t1
-    figures[n] = {"files": [Path(f).name for f in files], "sentence": spec.sentence,
-                  "config": figure_config(n, quick), "time_s": round(dt, 2)}
+    figures[n] = {
+      "files": [Path(f).name for f in files],
+      "sentence": spec.sentence,
+      "config": figure_config(n, quick),
+      "time_s": round(dt, 2),
+    }
     log(f"  wrote {', '.join(Path(f).name for f in files)} ({dt:.1f} s)")
   _write_results(out, ctx, quick)
   manifest = {
-      "package_version": sideways_lab.__version__,
-      "git_commit": _git_commit(Path(__file__).resolve().parent.parent),
-      "mode": mode,
-      "seeds": {"sweeps": f"0..{(QUICK_SEEDS if quick else SEEDS) - 1} per setting",
-                "figures": seed},
-      "versions": _versions(),
-      "device": _device(),
-      "python": sys.version.split()[0],
-      "figures": figures,
-      "total_time_s": round(time.perf_counter() - t0, 2),
-      # the training time of every run behind the figures (runs read from the cache of an
-      # earlier, interrupted or identical run count too, so this is the cost from scratch)
-      "sweeps_train_time_s": {n: round(float(df.train_time_s.sum()), 1)
-                              for n, df in ctx.results.items()},
-      "command": "sideways-lab figures" + (" --quick" if quick else "") + f" --out {out_dir}",
+    "package_version": sideways_lab.__version__,
+    "git_commit": _git_commit(Path(__file__).resolve().parent.parent),
+    "mode": mode,
+    "seeds": {"sweeps": f"0..{(QUICK_SEEDS if quick else SEEDS) - 1} per setting", "figures": seed},
+    "versions": _versions(),
+    "device": _device(),
+    "python": sys.version.split()[0],
+    "figures": figures,
+    "total_time_s": round(time.perf_counter() - t0, 2),
+    # the training time of every run behind the figures (runs read from the cache of an
+    # earlier, interrupted or identical run count too, so this is the cost from scratch)
+    "sweeps_train_time_s": {
+      n: round(float(df.train_time_s.sum()), 1) for n, df in ctx.results.items()
+    },
+    "command": "sideways-lab figures" + (" --quick" if quick else "") + f" --out {out_dir}",
   }
   old = _read_manifest(out / "manifest.json") if only is not None else None
   if old is not None and old.get("mode") == manifest["mode"]:
     # regenerating some figures keeps the others' entries (their files are still there)
-    manifest["figures"] = {**{n: f for n, f in old.get("figures", {}).items()
-                              if n not in figures}, **figures}
+    manifest["figures"] = {
+      **{n: f for n, f in old.get("figures", {}).items() if n not in figures},
+      **figures,
+    }
     manifest["command"] += " --only " + " ".join(names)
   ckpt.atomic_write_text(out / "manifest.json", json.dumps(manifest, indent=1) + "\n")
   return manifest
@@ -532,20 +687,22 @@ def _write_results(out: Path, ctx: Context, quick: bool) -> None:
   for name, df in ctx.results.items():
     ckpt.atomic_write_text(out / "results" / f"{name}.csv", df.to_csv(index=False))
   if ctx._alignment is not None:
-    ckpt.atomic_write_text(out / "results" / "alignment.csv",
-                           ctx._alignment.to_csv(index=False))
+    ckpt.atomic_write_text(out / "results" / "alignment.csv", ctx._alignment.to_csv(index=False))
   results = dict(ctx.results)
-  for name in SWEEPS:   # claims read every sweep this output directory has
+  for name in SWEEPS:  # claims read every sweep this output directory has
     path = out / "results" / f"{name}.csv"
     if name not in results and path.exists():
       results[name] = experiments.read_results(path)
-  header = (f"Generated by `sideways-lab figures{' --quick' if quick else ''}` "
-            f"({'quick mode: tiny budgets, the verdicts mean nothing' if quick else 'full mode'}"
-            f", commit {_git_commit(Path(__file__).resolve().parent.parent)}); every number is "
-            f"a mean ± std over seeds; differences are paired by seed (same clips and initial "
-            f"parameters). Results: `results/*.csv`.")
-  ckpt.atomic_write_text(out / "claims.md",
-                         experiments.claims_report(experiments.claims(results), header))
+  header = (
+    f"Generated by `sideways-lab figures{' --quick' if quick else ''}` "
+    f"({'quick mode: tiny budgets, the verdicts mean nothing' if quick else 'full mode'}"
+    f", commit {_git_commit(Path(__file__).resolve().parent.parent)}); every number is "
+    f"a mean ± std over seeds; differences are paired by seed (same clips and initial "
+    f"parameters). Results: `results/*.csv`."
+  )
+  ckpt.atomic_write_text(
+    out / "claims.md", experiments.claims_report(experiments.claims(results), header)
+  )
 
 
 def _read_manifest(path: Path) -> dict | None:
@@ -560,32 +717,44 @@ def _read_manifest(path: Path) -> dict | None:
 def add_arguments(parser: argparse.ArgumentParser) -> None:
   """The options of ``sideways-lab figures`` (also used by ``python -m sideways_lab.figures``)."""
   parser.add_argument("--out", default="figures", help="output directory (default: figures)")
-  parser.add_argument("--quick", action="store_true",
-                      help="tiny budgets (about a minute on a laptop CPU; also "
-                           "SIDEWAYS_LAB_QUICK=1)")
+  parser.add_argument(
+    "--quick",
+    action="store_true",
+    help="tiny budgets (about a minute on a laptop CPU; also SIDEWAYS_LAB_QUICK=1)",
+  )
   parser.add_argument("--only", nargs="+", choices=list(FIGURES), help="only these figures")
   parser.add_argument("--seed", type=int, default=SEED)
-  parser.add_argument("--work-dir", default=None,
-                      help="where the sweeps' runs are cached (default: "
-                           ".sideways_cache/figures-<mode>; a rerun reuses finished runs)")
+  parser.add_argument(
+    "--work-dir",
+    default=None,
+    help="where the sweeps' runs are cached (default: "
+    ".sideways_cache/figures-<mode>; a rerun reuses finished runs)",
+  )
 
 
 def run(args: argparse.Namespace) -> int:
   """Runs :func:`generate` for parsed :func:`add_arguments` options; returns 0."""
   quick = args.quick or os.environ.get("SIDEWAYS_LAB_QUICK", "").strip().lower() in (
-      "1", "true", "yes", "on")
+    "1",
+    "true",
+    "yes",
+    "on",
+  )
   m = generate(args.out, quick=quick, only=args.only, seed=args.seed, work_dir=args.work_dir)
   skipped = [n for n, f in m["figures"].items() if "skipped" in f]
-  print(f"wrote {len(m['figures']) - len(skipped)} figures to {args.out} in "
-        f"{m['total_time_s']:.0f} s" + (f"; skipped {skipped}" if skipped else ""))
+  print(
+    f"wrote {len(m['figures']) - len(skipped)} figures to {args.out} in "
+    f"{m['total_time_s']:.0f} s" + (f"; skipped {skipped}" if skipped else "")
+  )
   return 0
 
 
 def main(argv=None) -> int:
   """``python -m sideways_lab.figures [--quick] [--out DIR] [--only NAME ...] [--seed N]``."""
-  parser = argparse.ArgumentParser(prog="sideways-lab figures",
-                                   description="Regenerate every figure (PNG + PDF) and "
-                                               "figures/manifest.json.")
+  parser = argparse.ArgumentParser(
+    prog="sideways-lab figures",
+    description="Regenerate every figure (PNG + PDF) and figures/manifest.json.",
+  )
   add_arguments(parser)
   return run(parser.parse_args(argv))
 

@@ -16,7 +16,8 @@ Presets:
 
 from __future__ import annotations
 
-from typing import Any, Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
 
 import haiku as hk
 import jax
@@ -27,19 +28,24 @@ UnitFn = Callable[[list], Any]
 
 
 def _as_edge(k: int, e: Any) -> Edge:
-  if (not isinstance(e, (tuple, list)) or len(e) != 2
-      or not all(isinstance(v, int) and not isinstance(v, bool) for v in e)):
-    raise TypeError(
-        f"edges[{k}]: every edge must be a pair of ints (source j, delay d), got {e!r}")
+  if (
+    not isinstance(e, (tuple, list))
+    or len(e) != 2
+    or not all(isinstance(v, int) and not isinstance(v, bool) for v in e)
+  ):
+    raise TypeError(f"edges[{k}]: every edge must be a pair of ints (source j, delay d), got {e!r}")
   j, d = int(e[0]), int(e[1])
   if d < 0:
     raise ValueError(f"edges[{k}]: edge {e!r} has a negative delay d={d}; delays must be >= 0")
   if j < 0:
-    raise ValueError(f"edges[{k}]: edge {e!r} reads source j={j}; sources are 0 (the frame) "
-                     f"or a unit 1..{k - 1}")
+    raise ValueError(
+      f"edges[{k}]: edge {e!r} reads source j={j}; sources are 0 (the frame) or a unit 1..{k - 1}"
+    )
   if j >= k:
-    raise ValueError(f"edges[{k}]: edge {e!r} reads unit {j}, which is not below unit {k}; "
-                     f"a unit may only read the frame (j=0) or units j < k")
+    raise ValueError(
+      f"edges[{k}]: edge {e!r} reads unit {j}, which is not below unit {k}; "
+      f"a unit may only read the frame (j=0) or units j < k"
+    )
   return (j, d)
 
 
@@ -68,8 +74,7 @@ def skip_edges(num_units: int, span: int = 2) -> dict[int, list[Edge]]:
 def dense_edges(num_units: int) -> dict[int, list[Edge]]:
   """Dense skips: unit k reads ``(k-1, 0)`` then every other source ``j < k-1``."""
   _check_num_units(num_units)
-  return {k: [(k - 1, 0)] + [(j, 0) for j in range(k - 2, -1, -1)]
-          for k in range(1, num_units + 1)}
+  return {k: [(k - 1, 0)] + [(j, 0) for j in range(k - 2, -1, -1)] for k in range(1, num_units + 1)}
 
 
 def temporal_edges(num_units: int, delays: Sequence[int] = (1,)) -> dict[int, list[Edge]]:
@@ -102,8 +107,12 @@ class UnitGraph:
   ``jax.jit``.
   """
 
-  def __init__(self, units: Sequence[UnitFn], edges: Mapping[int, Sequence[Edge]] | None = None,
-               name: str | None = None):
+  def __init__(
+    self,
+    units: Sequence[UnitFn],
+    edges: Mapping[int, Sequence[Edge]] | None = None,
+    name: str | None = None,
+  ):
     if callable(units) or not isinstance(units, Sequence) or len(units) == 0:
       raise TypeError(f"units must be a non-empty list of functions, got {type(units).__name__}")
     for i, f in enumerate(units):
@@ -116,8 +125,10 @@ class UnitGraph:
       raise TypeError(f"edges must be a dict k -> [(j, d), ...], got {type(edges).__name__}")
     for k in edges:
       if not isinstance(k, int) or not 1 <= k <= L:
-        raise ValueError(f"edges has key {k!r}, but units are numbered 1..{L} "
-                         f"(an edge to a unit that does not exist)")
+        raise ValueError(
+          f"edges has key {k!r}, but units are numbered 1..{L} "
+          f"(an edge to a unit that does not exist)"
+        )
     norm: dict[int, tuple[Edge, ...]] = {}
     for k in range(1, L + 1):
       es = edges.get(k, [(k - 1, 0)])
@@ -125,8 +136,10 @@ class UnitGraph:
         raise TypeError(f"edges[{k}] must be a list of (j, d) pairs, got the single pair {es!r}")
       es = tuple(_as_edge(k, e) for e in es)
       if not any(j == k - 1 for j, _ in es):
-        raise ValueError(f"edges[{k}] = {list(es)} lacks the main edge ({k - 1}, d); every unit "
-                         f"reads the unit below it (or the frame, for unit 1)")
+        raise ValueError(
+          f"edges[{k}] = {list(es)} lacks the main edge ({k - 1}, d); every unit "
+          f"reads the unit below it (or the frame, for unit 1)"
+        )
       if len(set(es)) != len(es):
         raise ValueError(f"edges[{k}] = {list(es)} repeats an edge")
       norm[k] = es
@@ -179,7 +192,9 @@ class UnitGraph:
 
   def __repr__(self) -> str:
     name = f"{self.name!r}, " if self.name else ""
-    return f"UnitGraph({name}L={self.num_units}, edges={ {k: list(v) for k, v in self._edges.items()} })"
+    return (
+      f"UnitGraph({name}L={self.num_units}, edges={ {k: list(v) for k, v in self._edges.items()} })"
+    )
 
   # -- Haiku -----------------------------------------------------------------------------------
   def apply_unit(self, k: int, params: Any, inputs: list) -> jax.Array:
@@ -207,8 +222,9 @@ class UnitGraph:
       p, state = self._with_state[k - 1].init(keys[k - 1], inputs)
       if jax.tree_util.tree_leaves(state):
         raise ValueError(
-            f"units[{k - 1}] (unit {k}) creates Haiku state {list(state)}; units must be "
-            f"stateless (use GroupNorm/LayerNorm, not BatchNorm)")
+          f"units[{k - 1}] (unit {k}) creates Haiku state {list(state)}; units must be "
+          f"stateless (use GroupNorm/LayerNorm, not BatchNorm)"
+        )
       outs[k] = self.apply_unit(k, p, inputs)
       params.append(p)
     return tuple(params)
@@ -229,8 +245,9 @@ def dense(units: Sequence[UnitFn], name: str | None = "dense") -> UnitGraph:
   return UnitGraph(units, dense_edges(len(units)), name=name)
 
 
-def temporal(units: Sequence[UnitFn], delays: Sequence[int] = (1,),
-             name: str | None = "temporal") -> UnitGraph:
+def temporal(
+  units: Sequence[UnitFn], delays: Sequence[int] = (1,), name: str | None = "temporal"
+) -> UnitGraph:
   """A graph with delayed (temporal) edges."""
   return UnitGraph(units, temporal_edges(len(units), delays), name=name)
 

@@ -32,7 +32,8 @@ from __future__ import annotations
 
 import dataclasses
 import warnings
-from typing import Any, Callable, Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import haiku as hk
 import jax
@@ -45,11 +46,11 @@ TASKS = ("digits", "motion-classes", "next-frame")
 CLASSIFICATION_TASKS = ("digits", "motion-classes")
 SKIP_KINDS = ("span", "dense", "span_head")
 SCHEMES = {
-    "backprop": ("chain", "backprop"),
-    "sideways": ("chain", "sideways"),
-    "sideways_exact": ("chain", "pipelined_exact"),
-    "skip_sideways": ("skip", "sideways"),
-    "skip_exact": ("skip", "pipelined_exact"),
+  "backprop": ("chain", "backprop"),
+  "sideways": ("chain", "sideways"),
+  "sideways_exact": ("chain", "pipelined_exact"),
+  "skip_sideways": ("skip", "sideways"),
+  "skip_exact": ("skip", "pipelined_exact"),
 }
 #: The exact twin of each approximate scheme: the same graph, method "pipelined_exact".
 EXACT_TWIN = {"sideways": "sideways_exact", "skip_sideways": "skip_exact"}
@@ -62,9 +63,12 @@ def check_scheme(scheme: Any) -> str:
   a ValueError naming the known schemes otherwise."""
   if scheme in DEPRECATED_SCHEMES:
     new = DEPRECATED_SCHEMES[scheme]
-    warnings.warn(f"scheme {scheme!r} is deprecated: it is {new!r} (the exact twin of "
-                  f"skip_sideways on the skip graph); use {new!r}", DeprecationWarning,
-                  stacklevel=2)
+    warnings.warn(
+      f"scheme {scheme!r} is deprecated: it is {new!r} (the exact twin of "
+      f"skip_sideways on the skip graph); use {new!r}",
+      DeprecationWarning,
+      stacklevel=2,
+    )
     return new
   if scheme not in SCHEMES:
     raise ValueError(f"scheme must be one of {tuple(SCHEMES)}, got {scheme!r}")
@@ -103,6 +107,7 @@ class ModelConfig:
       halve the resolution in the encoder (prediction: unit 1 by default; the last unit
       upsamples by the same total factor).
   """
+
   task: str = "motion-classes"
   num_units: int = 4
   width: int = 16
@@ -116,14 +121,14 @@ class ModelConfig:
 
   def __post_init__(self):
     check_task(self.task)
-    for name in ("num_units", "width", "num_classes", "channels", "span", "skip_kernel",
-                 "groups"):
+    for name in ("num_units", "width", "num_classes", "channels", "span", "skip_kernel", "groups"):
       v = getattr(self, name)
       if not isinstance(v, int) or isinstance(v, bool) or v < 1:
         raise ValueError(f"{name} must be a positive int, got {v!r}")
     if self.num_units < 2:
-      raise ValueError(f"num_units must be >= 2 (a head and at least one unit), got "
-                       f"{self.num_units}")
+      raise ValueError(
+        f"num_units must be >= 2 (a head and at least one unit), got {self.num_units}"
+      )
     if not 2 <= self.span <= self.num_units:
       raise ValueError(f"span must be in 2..num_units={self.num_units}, got {self.span}")
     if self.skips not in SKIP_KINDS:
@@ -145,7 +150,7 @@ class ModelConfig:
     return d
 
   @classmethod
-  def from_dict(cls, d: dict) -> "ModelConfig":
+  def from_dict(cls, d: dict) -> ModelConfig:
     d = dict(d)
     if "downsample" in d:
       d["downsample"] = tuple(d["downsample"])
@@ -155,6 +160,7 @@ class ModelConfig:
 # ---------------------------------------------------------------------------------------------
 # Merging extra inputs
 # ---------------------------------------------------------------------------------------------
+
 
 def resize_to(x: jax.Array, hw: Sequence[int]) -> jax.Array:
   """Resizes (B, H, W, C) to (B, h, w, C): average pooling for integer down-factors,
@@ -174,8 +180,9 @@ def resize_to(x: jax.Array, hw: Sequence[int]) -> jax.Array:
   return jax.image.resize(x, (B, h, w, C), method="linear")
 
 
-def merge_extras(h: jax.Array, extras: Sequence[jax.Array], name: str = "skip",
-                 kernel: int = 1) -> jax.Array:
+def merge_extras(
+  h: jax.Array, extras: Sequence[jax.Array], name: str = "skip", kernel: int = 1
+) -> jax.Array:
   """``h + Σ_e proj_e(resize(extras[e]))``: the projections a skip graph adds.
 
   ``proj_e`` is a ``kernel``×``kernel`` convolution to ``h``'s channels (a 1×1 convolution is
@@ -206,8 +213,11 @@ def conv2d(x: jax.Array, w: jax.Array, stride: int = 1) -> jax.Array:
   ph = max((Ho - 1) * stride + kh - H, 0)
   pw = max((Wo - 1) * stride + kw - W, 0)
   xp = jnp.pad(x, ((0, 0), (ph // 2, ph - ph // 2), (pw // 2, pw - pw // 2), (0, 0)))
-  cols = [xp[:, i:i + (Ho - 1) * stride + 1:stride, j:j + (Wo - 1) * stride + 1:stride, :]
-          for i in range(kh) for j in range(kw)]
+  cols = [
+    xp[:, i : i + (Ho - 1) * stride + 1 : stride, j : j + (Wo - 1) * stride + 1 : stride, :]
+    for i in range(kh)
+    for j in range(kw)
+  ]
   patches = cols[0] if len(cols) == 1 else jnp.concatenate(cols, axis=-1)
   return patches @ w.reshape(kh * kw * C, cout)
 
@@ -223,8 +233,12 @@ class Conv(hk.Module):
   def __call__(self, x: jax.Array) -> jax.Array:
     cin = x.shape[-1]
     fan_in = self.kernel * self.kernel * cin
-    w = hk.get_parameter("w", (self.kernel, self.kernel, cin, self.channels), x.dtype,
-                         init=hk.initializers.TruncatedNormal(1.0 / np.sqrt(fan_in)))
+    w = hk.get_parameter(
+      "w",
+      (self.kernel, self.kernel, cin, self.channels),
+      x.dtype,
+      init=hk.initializers.TruncatedNormal(1.0 / np.sqrt(fan_in)),
+    )
     b = hk.get_parameter("b", (self.channels,), x.dtype, init=jnp.zeros)
     return conv2d(x, w, self.stride) + b
 
@@ -241,14 +255,17 @@ def _norm_relu(h, groups, name):
   return jax.nn.relu(hk.GroupNorm(groups, name=name)(h))
 
 
-def _conv_unit(k: int, width: int, groups: int, downsample: tuple, name: str,
-               skip_kernel: int = 1) -> Callable:
+def _conv_unit(
+  k: int, width: int, groups: int, downsample: tuple, name: str, skip_kernel: int = 1
+) -> Callable:
   """Unit k: ``relu(GroupNorm(conv3x3_s(inputs[0]) + merged extras))``, stride 2 if k in
   ``downsample``."""
+
   def unit(inputs):
     x, extras = inputs[0], list(inputs[1:])
     h = Conv(width, 3, stride=2 if k in downsample else 1, name="conv")(x)
     return _norm_relu(merge_extras(h, extras, kernel=skip_kernel), groups, "norm")
+
   unit.__name__ = f"{name}_{k}"
   return unit
 
@@ -257,8 +274,15 @@ def _conv_unit(k: int, width: int, groups: int, downsample: tuple, name: str,
 # Units
 # ---------------------------------------------------------------------------------------------
 
-def classifier_units(num_units: int = 4, width: int = 16, num_classes: int = 4, groups: int = 4,
-                     downsample: Sequence[int] = (1,), skip_kernel: int = 1) -> list[Callable]:
+
+def classifier_units(
+  num_units: int = 4,
+  width: int = 16,
+  num_classes: int = 4,
+  groups: int = 4,
+  downsample: Sequence[int] = (1,),
+  skip_kernel: int = 1,
+) -> list[Callable]:
   """Conv units for classification; unit L is the head.
 
   Units 1..L-1: ``relu(GroupNorm(conv3x3_s(inputs[0]) + merged extras))`` with stride 2 on
@@ -273,18 +297,26 @@ def classifier_units(num_units: int = 4, width: int = 16, num_classes: int = 4, 
       logits = logits + hk.Linear(num_classes, name=f"skip_proj_{e + 1}")(jnp.mean(x, axis=(1, 2)))
     return logits
 
-  return [_conv_unit(k, width, groups, downsample, "conv_unit", skip_kernel)
-          for k in range(1, num_units)] + [head]
+  return [
+    _conv_unit(k, width, groups, downsample, "conv_unit", skip_kernel) for k in range(1, num_units)
+  ] + [head]
 
 
-def predictor_units(num_units: int = 4, width: int = 16, channels: int = 1, groups: int = 4,
-                    downsample: Sequence[int] = (1,), skip_kernel: int = 1) -> list[Callable]:
+def predictor_units(
+  num_units: int = 4,
+  width: int = 16,
+  channels: int = 1,
+  groups: int = 4,
+  downsample: Sequence[int] = (1,),
+  skip_kernel: int = 1,
+) -> list[Callable]:
   """Encoder–decoder units for next-frame prediction; unit L outputs a frame.
 
   Units in ``downsample`` are stride-2 3×3 convolutions (the encoder), the others 3×3
   convolutions at their input's resolution; each is followed by GroupNorm and ReLU. Unit L
   (the decoder) is a 3×3 convolution to ``f·f·channels`` channels followed by a pixel shuffle
-  that upsamples by ``f = 2**len(downsample)`` (a sub-pixel convolution), then a sigmoid: ``out_L ∈ [0, 1]^{B×H×W×C}``.
+  that upsamples by ``f = 2**len(downsample)`` (a sub-pixel convolution), then a sigmoid:
+  ``out_L ∈ [0, 1]^{B×H×W×C}``.
   """
   downsample = tuple(downsample)
   factor = 2 ** len(downsample)
@@ -295,17 +327,31 @@ def predictor_units(num_units: int = 4, width: int = 16, channels: int = 1, grou
     h = merge_extras(h, extras, kernel=skip_kernel)
     return jax.nn.sigmoid(h)
 
-  return ([_conv_unit(k, width, groups, downsample, "encoder_unit", skip_kernel)
-           for k in range(1, num_units)] + [decoder])
+  return [
+    _conv_unit(k, width, groups, downsample, "encoder_unit", skip_kernel)
+    for k in range(1, num_units)
+  ] + [decoder]
 
 
 def units_for(config: ModelConfig) -> list[Callable]:
   """The unit functions of ``config`` (shared by every scheme)."""
   if config.task in CLASSIFICATION_TASKS:
-    return classifier_units(config.num_units, config.width, config.num_classes, config.groups,
-                            config.downsample, config.skip_kernel)
-  return predictor_units(config.num_units, config.width, config.channels, config.groups,
-                         config.downsample, config.skip_kernel)
+    return classifier_units(
+      config.num_units,
+      config.width,
+      config.num_classes,
+      config.groups,
+      config.downsample,
+      config.skip_kernel,
+    )
+  return predictor_units(
+    config.num_units,
+    config.width,
+    config.channels,
+    config.groups,
+    config.downsample,
+    config.skip_kernel,
+  )
 
 
 def build_graph(config: ModelConfig, scheme: str) -> UnitGraph:

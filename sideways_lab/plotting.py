@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-from typing import Mapping, Sequence
+from collections.abc import Mapping, Sequence
 
 import cycler
 import numpy as np
@@ -33,35 +33,43 @@ import numpy as np
 #: One colour per scheme, everywhere (Okabe–Ito); an exact twin has its scheme's colour and
 #: a dashed line (a hatched bar); baselines are grey.
 SCHEME_COLORS: dict[str, str] = {
-    "backprop": "#0072B2",         # blue
-    "sideways": "#E69F00",         # orange
-    "sideways_exact": "#E69F00",   # the exact twin of Sideways: its colour, dashed
-    "skip_sideways": "#009E73",    # bluish green
-    "skip_exact": "#009E73",       # the exact twin of Skip-Sideways: its colour, dashed
-    "copy_newest": "#6E6E6E",      # baselines: grey
-    "mean_frame": "#A8A8A8",
+  "backprop": "#0072B2",  # blue
+  "sideways": "#E69F00",  # orange
+  "sideways_exact": "#E69F00",  # the exact twin of Sideways: its colour, dashed
+  "skip_sideways": "#009E73",  # bluish green
+  "skip_exact": "#009E73",  # the exact twin of Skip-Sideways: its colour, dashed
+  "copy_newest": "#6E6E6E",  # baselines: grey
+  "mean_frame": "#A8A8A8",
 }
 
 #: Display names of the schemes.
 SCHEME_LABELS: dict[str, str] = {
-    "backprop": "BP",
-    "sideways": "Sideways",
-    "sideways_exact": "Sideways, exact twin",
-    "skip_sideways": "Skip-Sideways",
-    "skip_exact": "Skip-Sideways, exact twin",
-    "copy_newest": "copy newest frame",
-    "mean_frame": "mean frame",
+  "backprop": "BP",
+  "sideways": "Sideways",
+  "sideways_exact": "Sideways, exact twin",
+  "skip_sideways": "Skip-Sideways",
+  "skip_exact": "Skip-Sideways, exact twin",
+  "copy_newest": "copy newest frame",
+  "mean_frame": "mean frame",
 }
 
 #: Exact twins are dashed, baselines dotted; everything else solid.
 SCHEME_LINESTYLES: dict[str, str] = {
-    "sideways_exact": "--", "skip_exact": "--", "copy_newest": ":", "mean_frame": ":",
+  "sideways_exact": "--",
+  "skip_exact": "--",
+  "copy_newest": ":",
+  "mean_frame": ":",
 }
 
 #: Markers per scheme (an exact twin shares its scheme's marker).
 SCHEME_MARKERS: dict[str, str] = {
-    "backprop": "o", "sideways": "s", "sideways_exact": "s", "skip_sideways": "^",
-    "skip_exact": "^", "copy_newest": "", "mean_frame": "",
+  "backprop": "o",
+  "sideways": "s",
+  "sideways_exact": "s",
+  "skip_sideways": "^",
+  "skip_exact": "^",
+  "copy_newest": "",
+  "mean_frame": "",
 }
 
 #: Exact twins (hatched bars, hollow markers).
@@ -70,8 +78,15 @@ EXACT_SCHEMES = ("sideways_exact", "skip_exact")
 BASELINE_SCHEMES = ("copy_newest", "mean_frame")
 
 #: The order in which schemes appear in legends and panels.
-SCHEME_ORDER: tuple[str, ...] = ("backprop", "sideways", "sideways_exact", "skip_sideways",
-                                 "skip_exact", "copy_newest", "mean_frame")
+SCHEME_ORDER: tuple[str, ...] = (
+  "backprop",
+  "sideways",
+  "sideways_exact",
+  "skip_sideways",
+  "skip_exact",
+  "copy_newest",
+  "mean_frame",
+)
 
 #: Colour of blocked (idle) units in BP diagrams and of "nothing here" cells.
 BLOCKED_COLOR = "#BDBDBD"
@@ -79,36 +94,37 @@ EMPTY_COLOR = "#F4F4F4"
 
 #: The rc parameters of every figure.
 STYLE: dict[str, object] = {
-    "figure.dpi": 100,
-    "savefig.dpi": 150,
-    "savefig.bbox": "tight",
-    "savefig.pad_inches": 0.05,
-    "figure.facecolor": "white",
-    "axes.facecolor": "white",
-    "axes.edgecolor": "#333333",
-    "axes.linewidth": 0.8,
-    "axes.grid": True,
-    "grid.color": "#E0E0E0",
-    "grid.linewidth": 0.6,
-    "axes.spines.top": False,
-    "axes.spines.right": False,
-    "axes.titlesize": 11,
-    "axes.titleweight": "bold",
-    "axes.labelsize": 10,
-    "axes.prop_cycle": cycler.cycler(
-        color=["#0072B2", "#E69F00", "#009E73", "#CC79A7", "#56B4E9", "#D55E00", "#F0E442"]),
-    "font.size": 9.5,
-    "font.family": "DejaVu Sans",
-    "legend.fontsize": 8.5,
-    "legend.frameon": False,
-    "lines.linewidth": 1.8,
-    "lines.markersize": 5,
-    "xtick.labelsize": 8.5,
-    "ytick.labelsize": 8.5,
-    "image.cmap": "gray",
-    "image.interpolation": "nearest",
-    "pdf.fonttype": 42,
-    "svg.fonttype": "none",
+  "figure.dpi": 100,
+  "savefig.dpi": 150,
+  "savefig.bbox": "tight",
+  "savefig.pad_inches": 0.05,
+  "figure.facecolor": "white",
+  "axes.facecolor": "white",
+  "axes.edgecolor": "#333333",
+  "axes.linewidth": 0.8,
+  "axes.grid": True,
+  "grid.color": "#E0E0E0",
+  "grid.linewidth": 0.6,
+  "axes.spines.top": False,
+  "axes.spines.right": False,
+  "axes.titlesize": 11,
+  "axes.titleweight": "bold",
+  "axes.labelsize": 10,
+  "axes.prop_cycle": cycler.cycler(
+    color=["#0072B2", "#E69F00", "#009E73", "#CC79A7", "#56B4E9", "#D55E00", "#F0E442"]
+  ),
+  "font.size": 9.5,
+  "font.family": "DejaVu Sans",
+  "legend.fontsize": 8.5,
+  "legend.frameon": False,
+  "lines.linewidth": 1.8,
+  "lines.markersize": 5,
+  "xtick.labelsize": 8.5,
+  "ytick.labelsize": 8.5,
+  "image.cmap": "gray",
+  "image.interpolation": "nearest",
+  "pdf.fonttype": 42,
+  "svg.fonttype": "none",
 }
 
 
@@ -116,6 +132,7 @@ STYLE: dict[str, object] = {
 def style():
   """Context manager that applies :data:`STYLE` (``with sl.plotting.style(): ...``)."""
   import matplotlib as mpl
+
   with mpl.rc_context(STYLE):
     yield
 
@@ -123,6 +140,7 @@ def style():
 def use_style() -> None:
   """Applies :data:`STYLE` globally (for notebooks)."""
   import matplotlib as mpl
+
   mpl.rcParams.update(STYLE)
 
 
@@ -138,8 +156,11 @@ def scheme_label(scheme: str) -> str:
 
 def scheme_kwargs(scheme: str, marker: bool = False) -> dict:
   """``plot`` keyword arguments (colour, label, line style, marker) of a scheme."""
-  kw = dict(color=scheme_color(scheme), label=scheme_label(scheme),
-            linestyle=SCHEME_LINESTYLES.get(scheme, "-"))
+  kw = dict(
+    color=scheme_color(scheme),
+    label=scheme_label(scheme),
+    linestyle=SCHEME_LINESTYLES.get(scheme, "-"),
+  )
   if marker:
     kw["marker"] = SCHEME_MARKERS.get(scheme, "o")
     if scheme in EXACT_SCHEMES:
@@ -161,6 +182,7 @@ def new_figure(nrows: int = 1, ncols: int = 1, figsize=None, *, mosaic=None, **k
   ``Figure.subplot_mosaic``, e.g. ``[["a", "b"], ["c", "c"]]``), a dict from label to axes.
   """
   from matplotlib.figure import Figure
+
   with style():
     fig = Figure(figsize=figsize or (4.0 * ncols, 3.0 * nrows), layout="constrained")
     if mosaic is not None:
@@ -172,11 +194,14 @@ def new_figure(nrows: int = 1, ncols: int = 1, figsize=None, *, mosaic=None, **k
 def save_figure(fig, path_stem, formats: Sequence[str] = ("png", "pdf")) -> list[str]:
   """Saves ``fig`` as ``<path_stem>.png`` and ``.pdf``; returns the paths written."""
   import os
+
   out = []
   with style():
     for fmt in formats:
       p = f"{os.fspath(path_stem)}.{fmt}"
-      kw = {"metadata": {"CreationDate": None}} if fmt == "pdf" else {"metadata": {"Software": None}}
+      kw = (
+        {"metadata": {"CreationDate": None}} if fmt == "pdf" else {"metadata": {"Software": None}}
+      )
       fig.savefig(p, format=fmt, **kw)
       out.append(p)
   return out
@@ -185,6 +210,7 @@ def save_figure(fig, path_stem, formats: Sequence[str] = ("png", "pdf")) -> list
 def figure_to_png(fig, dpi: int = 90) -> bytes:
   """Renders a figure to PNG bytes (used by the widgets)."""
   import io
+
   buf = io.BytesIO()
   with style():
     fig.savefig(buf, format="png", dpi=dpi)
@@ -196,8 +222,19 @@ def figure_to_png(fig, dpi: int = 90) -> bytes:
 # ---------------------------------------------------------------------------------------------
 
 # matplotlib's Set3 without its grey (grey means "blocked").
-_FRAME_PALETTE = ("#8DD3C7", "#FFED6F", "#BEBADA", "#FB8072", "#80B1D3", "#FDB462",
-                  "#B3DE69", "#FCCDE5", "#BC80BD", "#CCEBC5", "#FFFFB3")
+_FRAME_PALETTE = (
+  "#8DD3C7",
+  "#FFED6F",
+  "#BEBADA",
+  "#FB8072",
+  "#80B1D3",
+  "#FDB462",
+  "#B3DE69",
+  "#FCCDE5",
+  "#BC80BD",
+  "#CCEBC5",
+  "#FFFFB3",
+)
 
 
 def frame_color(f: int) -> str:
@@ -207,6 +244,7 @@ def frame_color(f: int) -> str:
 
 def _darken(color: str, factor: float = 0.62) -> tuple:
   from matplotlib.colors import to_rgb
+
   r, g, b = to_rgb(color)
   return (r * factor, g * factor, b * factor)
 
@@ -219,6 +257,7 @@ def frame_line_color(f: int) -> tuple:
 # ---------------------------------------------------------------------------------------------
 # The schedule diagram
 # ---------------------------------------------------------------------------------------------
+
 
 @dataclasses.dataclass(frozen=True)
 class ScheduleData:
@@ -241,6 +280,7 @@ class ScheduleData:
     dropped: (T,) bool: frames that arrive while BP is busy and are never used (BP only).
     loss_ticks: (T,) bool: ticks at which the top unit emits a loss.
   """
+
   scheme: str
   num_units: int
   num_ticks: int
@@ -268,7 +308,9 @@ def _edges_of(graph_or_edges) -> dict:
     return {k: tuple(tuple(e) for e in v) for k, v in graph_or_edges.edges.items()}
   if isinstance(graph_or_edges, Mapping):
     return {int(k): tuple(tuple(e) for e in v) for k, v in graph_or_edges.items()}
-  raise TypeError(f"graph must be a UnitGraph or a dict of edges, got {type(graph_or_edges).__name__}")
+  raise TypeError(
+    f"graph must be a UnitGraph or a dict of edges, got {type(graph_or_edges).__name__}"
+  )
 
 
 def schedule_data(graph, num_ticks: int, scheme: str | None = None) -> ScheduleData:
@@ -290,6 +332,7 @@ def schedule_data(graph, num_ticks: int, scheme: str | None = None) -> ScheduleD
       "sideways" for a chain and "skip_sideways" otherwise.
   """
   from sideways_lab import schedule as S
+
   if not isinstance(num_ticks, (int, np.integer)) or num_ticks < 1:
     raise ValueError(f"num_ticks must be a positive int, got {num_ticks!r}")
   num_ticks = int(num_ticks)
@@ -324,8 +367,18 @@ def schedule_data(graph, num_ticks: int, scheme: str | None = None) -> ScheduleD
             messages.append((k, t, k - 1, (f,)))
         blocked[k, t] = not (fwd or bwd)
       loss[t] = p == L - 1
-    return ScheduleData(scheme, L, T, edges, tuple(map(tuple, act)), tuple(map(tuple, grad)),
-                        tuple(messages), blocked, dropped, loss)
+    return ScheduleData(
+      scheme,
+      L,
+      T,
+      edges,
+      tuple(map(tuple, act)),
+      tuple(map(tuple, grad)),
+      tuple(messages),
+      blocked,
+      dropped,
+      loss,
+    )
 
   v = S.first_valid_ticks(edges, S.PIPELINED)
   frames = S.frames_integrated(edges, T, S.PIPELINED)
@@ -333,8 +386,9 @@ def schedule_data(graph, num_ticks: int, scheme: str | None = None) -> ScheduleD
   src = S.gradient_sources(edges, T)
   act = []
   for k in range(L + 1):
-    act.append(tuple(tuple(sorted(f for f in frames[k][t] if f >= 0)) if t >= v[k] else ()
-                     for t in range(T)))
+    act.append(
+      tuple(tuple(sorted(f for f in frames[k][t] if f >= 0)) if t >= v[k] else () for t in range(T))
+    )
   grad = []
   for k in range(L + 1):
     if k == 0:
@@ -349,20 +403,40 @@ def schedule_data(graph, num_ticks: int, scheme: str | None = None) -> ScheduleD
       for t in range(T - 1):
         if grad[m][t]:
           messages.append((m, t, j, grad[m][t]))
-  return ScheduleData(scheme, L, T, edges, tuple(act), tuple(grad), tuple(messages), blocked,
-                      dropped, V.copy())
+  return ScheduleData(
+    scheme, L, T, edges, tuple(act), tuple(grad), tuple(messages), blocked, dropped, V.copy()
+  )
 
 
 def _stripes(ax, x, y, w, h, frames, alpha=1.0, hatch=None, z=1):
   from matplotlib.patches import Rectangle
+
   n = max(len(frames), 1)
   for i, f in enumerate(frames):
-    ax.add_patch(Rectangle((x + i * w / n, y), w / n, h, facecolor=frame_color(f),
-                           edgecolor="none", alpha=alpha, hatch=hatch, zorder=z))
+    ax.add_patch(
+      Rectangle(
+        (x + i * w / n, y),
+        w / n,
+        h,
+        facecolor=frame_color(f),
+        edgecolor="none",
+        alpha=alpha,
+        hatch=hatch,
+        zorder=z,
+      )
+    )
 
 
-def draw_schedule(ax, data: ScheduleData, tick: int | None = None, *, title: str | None = None,
-                  show_messages: bool = True, show_forward: bool = True, labels: bool = True):
+def draw_schedule(
+  ax,
+  data: ScheduleData,
+  tick: int | None = None,
+  *,
+  title: str | None = None,
+  show_messages: bool = True,
+  show_forward: bool = True,
+  labels: bool = True,
+):
   """Draws the schedule diagram of :func:`schedule_data` on ``ax``.
 
   Rows are the incoming frame (bottom) and units 1..L (upwards), columns are ticks. The
@@ -380,11 +454,12 @@ def draw_schedule(ax, data: ScheduleData, tick: int | None = None, *, title: str
     title: the axes title (default: the scheme's display name and L).
   """
   from matplotlib.patches import FancyArrowPatch, Rectangle
+
   L, T = data.num_units, data.num_ticks
   if tick is not None and not 0 <= int(tick) < T:
     raise ValueError(f"tick must be in [0, {T - 1}], got {tick!r}")
-  cw, ch = 0.92, 0.84         # cell size (1 x 1 grid)
-  ah = 0.56                   # activation part of a cell (the rest is the gradient strip)
+  cw, ch = 0.92, 0.84  # cell size (1 x 1 grid)
+  ah = 0.56  # activation part of a cell (the rest is the gradient strip)
   ax.set_xlim(-0.6, T - 0.4)
   ax.set_ylim(-0.6, L + 0.6)
   ax.set_aspect("auto")
@@ -402,21 +477,55 @@ def draw_schedule(ax, data: ScheduleData, tick: int | None = None, *, title: str
       frames = data.act_frames[k][t]
       if k == 0:
         if data.dropped[t]:
-          ax.add_patch(Rectangle((x0, y0), cw, ch, facecolor=EMPTY_COLOR, edgecolor="none",
-                                 hatch="////", hatchcolor="#AAAAAA", lw=0, alpha=a, zorder=1))
+          ax.add_patch(
+            Rectangle(
+              (x0, y0),
+              cw,
+              ch,
+              facecolor=EMPTY_COLOR,
+              edgecolor="none",
+              hatch="////",
+              hatchcolor="#AAAAAA",
+              lw=0,
+              alpha=a,
+              zorder=1,
+            )
+          )
         else:
           _stripes(ax, x0, y0, cw, ch, frames, alpha=a)
         if labels:
-          ax.text(t, k, f"x{t}", ha="center", va="center", fontsize=7.5, alpha=a,
-                  color="#666666" if data.dropped[t] else "black", zorder=3)
+          ax.text(
+            t,
+            k,
+            f"x{t}",
+            ha="center",
+            va="center",
+            fontsize=7.5,
+            alpha=a,
+            color="#666666" if data.dropped[t] else "black",
+            zorder=3,
+          )
         continue
       if data.blocked[k, t]:
-        ax.add_patch(Rectangle((x0, y0), cw, ch, facecolor=BLOCKED_COLOR, edgecolor="none",
-                               hatch="xx", hatchcolor="#8A8A8A", alpha=0.6 * a, lw=0, zorder=1))
+        ax.add_patch(
+          Rectangle(
+            (x0, y0),
+            cw,
+            ch,
+            facecolor=BLOCKED_COLOR,
+            edgecolor="none",
+            hatch="xx",
+            hatchcolor="#8A8A8A",
+            alpha=0.6 * a,
+            lw=0,
+            zorder=1,
+          )
+        )
         continue
       if not frames:
-        ax.add_patch(Rectangle((x0, y0), cw, ch, facecolor=EMPTY_COLOR, edgecolor="none",
-                               alpha=a, zorder=1))
+        ax.add_patch(
+          Rectangle((x0, y0), cw, ch, facecolor=EMPTY_COLOR, edgecolor="none", alpha=a, zorder=1)
+        )
         continue
       ya = y0 + ch * (1 - ah)
       _stripes(ax, x0, ya, cw, ch * ah, frames, alpha=a)
@@ -425,33 +534,63 @@ def draw_schedule(ax, data: ScheduleData, tick: int | None = None, *, title: str
         _stripes(ax, x0 + 0.08, y0 + 0.04, cw - 0.16, ch * (1 - ah) - 0.1, gf, alpha=a, z=2)
       if labels:
         txt = ",".join(str(f) for f in frames) if len(frames) <= 3 else f"{frames[0]}..{frames[-1]}"
-        ax.text(t, ya + ch * ah / 2, txt, ha="center", va="center", alpha=a,
-                fontsize=7.5 if len(frames) == 1 else 6.2, zorder=3)
-      ax.add_patch(Rectangle((x0, y0), cw, ch, facecolor="none", edgecolor="#555555", lw=0.4,
-                             alpha=a, zorder=3))
+        ax.text(
+          t,
+          ya + ch * ah / 2,
+          txt,
+          ha="center",
+          va="center",
+          alpha=a,
+          fontsize=7.5 if len(frames) == 1 else 6.2,
+          zorder=3,
+        )
+      ax.add_patch(
+        Rectangle(
+          (x0, y0), cw, ch, facecolor="none", edgecolor="#555555", lw=0.4, alpha=a, zorder=3
+        )
+      )
       if k == L and data.loss_ticks[t]:
-        ax.plot([t], [k + ch / 2 + 0.1], marker="v", ms=4.5, color="#222222", alpha=a,
-                zorder=5, clip_on=False)
+        ax.plot(
+          [t],
+          [k + ch / 2 + 0.1],
+          marker="v",
+          ms=4.5,
+          color="#222222",
+          alpha=a,
+          zorder=5,
+          clip_on=False,
+        )
 
   if show_messages:
     gy = -ch / 2 + 0.04 + (ch * (1 - ah) - 0.1) / 2  # centre of the gradient strip, rel. to row
-    for (m, t, j, frames) in data.messages:
+    for m, t, j, frames in data.messages:
       if t + 1 >= T:
         continue
       a = fade(t + 1)
       n = len(frames)
       for i, f in enumerate(frames):
         off = (i - (n - 1) / 2) * 0.07
-        arr = FancyArrowPatch((t + 0.12, m + gy + off), (t + 1 - 0.12, j + gy + off),
-                              arrowstyle="-|>", mutation_scale=7, lw=1.3,
-                              color=frame_line_color(f), alpha=a, zorder=4,
-                              shrinkA=0, shrinkB=0)
+        arr = FancyArrowPatch(
+          (t + 0.12, m + gy + off),
+          (t + 1 - 0.12, j + gy + off),
+          arrowstyle="-|>",
+          mutation_scale=7,
+          lw=1.3,
+          color=frame_line_color(f),
+          alpha=a,
+          zorder=4,
+          shrinkA=0,
+          shrinkB=0,
+        )
         ax.add_patch(arr)
 
   if tick is not None:
     t = int(tick)
-    ax.add_patch(Rectangle((t - 0.5, -0.55), 1.0, L + 1.1, facecolor="none", edgecolor="black",
-                           lw=1.6, zorder=5))
+    ax.add_patch(
+      Rectangle(
+        (t - 0.5, -0.55), 1.0, L + 1.1, facecolor="none", edgecolor="black", lw=1.6, zorder=5
+      )
+    )
     if show_forward and data.scheme != "backprop":
       ay = ch / 2 - ch * ah / 2  # centre of the activation part
       for k in range(1, L + 1):
@@ -461,10 +600,19 @@ def draw_schedule(ax, data: ScheduleData, tick: int | None = None, *, title: str
           src_t = t - d if j == 0 else t - 1 - d
           if src_t < 0:
             continue
-          arr = FancyArrowPatch((src_t + 0.3, j + (0 if j == 0 else ay)), (t - 0.3, k + ay),
-                                arrowstyle="-|>", mutation_scale=7, lw=0.9, color="#444444",
-                                alpha=0.8, zorder=4, connectionstyle="arc3,rad=0.0",
-                                shrinkA=0, shrinkB=0)
+          arr = FancyArrowPatch(
+            (src_t + 0.3, j + (0 if j == 0 else ay)),
+            (t - 0.3, k + ay),
+            arrowstyle="-|>",
+            mutation_scale=7,
+            lw=0.9,
+            color="#444444",
+            alpha=0.8,
+            zorder=4,
+            connectionstyle="arc3,rad=0.0",
+            shrinkA=0,
+            shrinkB=0,
+          )
           ax.add_patch(arr)
 
   ax.set_xticks(range(T))
@@ -481,8 +629,9 @@ def draw_schedule(ax, data: ScheduleData, tick: int | None = None, *, title: str
 
 def schedule_caption(data: ScheduleData, tick: int) -> str:
   """One line per unit describing what it works on at ``tick`` (used under the widget)."""
-  lines = [f"tick {tick}: frame x{tick} arrives" + (" (dropped: BP is busy)"
-                                                    if data.dropped[tick] else "")]
+  lines = [
+    f"tick {tick}: frame x{tick} arrives" + (" (dropped: BP is busy)" if data.dropped[tick] else "")
+  ]
   for k in range(1, data.num_units + 1):
     if data.blocked[k, tick]:
       lines.append(f"unit {k}: blocked (waiting for BP)")
@@ -494,8 +643,10 @@ def schedule_caption(data: ScheduleData, tick: int) -> str:
     s = f"unit {k}: activation of frame(s) {', '.join(map(str, a))}"
     if g:
       mm = data.mismatch(k, tick)
-      s += (f"; gradient of the loss on frame(s) {', '.join(map(str, g))}"
-            f" (mismatch {', '.join(map(str, mm))} frames)")
+      s += (
+        f"; gradient of the loss on frame(s) {', '.join(map(str, g))}"
+        f" (mismatch {', '.join(map(str, mm))} frames)"
+      )
     else:
       s += "; no gradient yet"
     lines.append(s)
@@ -506,9 +657,19 @@ def schedule_caption(data: ScheduleData, tick: int) -> str:
 # Generic plots (plain arrays in, an Axes out)
 # ---------------------------------------------------------------------------------------------
 
-def plot_curves(ax, curves: Mapping[str, tuple], *, xlabel: str = "step", ylabel: str = "",
-                title: str | None = None, logy: bool = False, marker: bool = False,
-                smooth: int = 1, legend: bool = True):
+
+def plot_curves(
+  ax,
+  curves: Mapping[str, tuple],
+  *,
+  xlabel: str = "step",
+  ylabel: str = "",
+  title: str | None = None,
+  logy: bool = False,
+  marker: bool = False,
+  smooth: int = 1,
+  legend: bool = True,
+):
   """Plots one curve per scheme: ``curves[scheme] = (x, y)`` (or just ``y``).
 
   ``smooth > 1`` applies a running mean of that width (the raw curve is drawn faintly).
@@ -524,7 +685,7 @@ def plot_curves(ax, curves: Mapping[str, tuple], *, xlabel: str = "step", ylabel
     if smooth > 1 and len(y) > smooth:
       ax.plot(x, y, color=kw["color"], alpha=0.2, lw=1)
       ys = np.convolve(y, np.ones(smooth) / smooth, mode="valid")
-      ax.plot(x[smooth - 1:], ys, **kw)
+      ax.plot(x[smooth - 1 :], ys, **kw)
     else:
       ax.plot(x, y, **kw)
   if logy:
@@ -538,16 +699,30 @@ def plot_curves(ax, curves: Mapping[str, tuple], *, xlabel: str = "step", ylabel
   return ax
 
 
-def plot_bars(ax, values: Mapping[str, float], *, errors: Mapping[str, float] | None = None,
-              ylabel: str = "", title: str | None = None, chance: float | None = None,
-              fmt: str = "{:.2f}"):
+def plot_bars(
+  ax,
+  values: Mapping[str, float],
+  *,
+  errors: Mapping[str, float] | None = None,
+  ylabel: str = "",
+  title: str | None = None,
+  chance: float | None = None,
+  fmt: str = "{:.2f}",
+):
   """One bar per scheme in its colour, value written on top; optional chance line."""
   schemes = order_schemes(values)
   x = np.arange(len(schemes))
   vals = [float(values[s]) for s in schemes]
   err = [float(errors[s]) for s in schemes] if errors else None
-  bars = ax.bar(x, vals, yerr=err, color=[scheme_color(s) for s in schemes], width=0.65,
-                capsize=3, edgecolor="white")
+  bars = ax.bar(
+    x,
+    vals,
+    yerr=err,
+    color=[scheme_color(s) for s in schemes],
+    width=0.65,
+    capsize=3,
+    edgecolor="white",
+  )
   for bar, s in zip(bars, schemes):
     if s in EXACT_SCHEMES:
       bar.set_hatch("///")
@@ -565,8 +740,14 @@ def plot_bars(ax, values: Mapping[str, float], *, errors: Mapping[str, float] | 
   return ax
 
 
-def plot_grouped_bars(ax, values: Mapping[str, Mapping[str, float]], *, ylabel: str = "",
-                      title: str | None = None, chance: float | None = None):
+def plot_grouped_bars(
+  ax,
+  values: Mapping[str, Mapping[str, float]],
+  *,
+  ylabel: str = "",
+  title: str | None = None,
+  chance: float | None = None,
+):
   """Grouped bars: ``values[scheme][group]``, one group per key (e.g. a class), one bar per
   scheme in its colour inside each group; an optional chance line."""
   schemes = order_schemes(values)
@@ -576,9 +757,15 @@ def plot_grouped_bars(ax, values: Mapping[str, Mapping[str, float]], *, ylabel: 
   x = np.arange(len(groups))
   w = 0.8 / len(schemes)
   for i, s in enumerate(schemes):
-    ax.bar(x - 0.4 + (i + 0.5) * w, [float(values[s][g]) for g in groups], width=w,
-           color=scheme_color(s), edgecolor="white", label=scheme_label(s),
-           hatch="///" if s in EXACT_SCHEMES else None)
+    ax.bar(
+      x - 0.4 + (i + 0.5) * w,
+      [float(values[s][g]) for g in groups],
+      width=w,
+      color=scheme_color(s),
+      edgecolor="white",
+      label=scheme_label(s),
+      hatch="///" if s in EXACT_SCHEMES else None,
+    )
   ax.set_xticks(x)
   ax.set_xticklabels(groups)
   if chance is not None:
@@ -590,8 +777,14 @@ def plot_grouped_bars(ax, values: Mapping[str, Mapping[str, float]], *, ylabel: 
   return ax
 
 
-def plot_per_unit(ax, values: Mapping[str, np.ndarray], *, ylabel: str = "cosine",
-                  title: str | None = None, ref: float | None = 1.0):
+def plot_per_unit(
+  ax,
+  values: Mapping[str, np.ndarray],
+  *,
+  ylabel: str = "cosine",
+  title: str | None = None,
+  ref: float | None = 1.0,
+):
   """Plots a per-unit quantity (e.g. cosine with the exact gradient) against depth k = 1..L."""
   for s in order_schemes(values):
     v = np.asarray(values[s], float)
@@ -608,8 +801,9 @@ def plot_per_unit(ax, values: Mapping[str, np.ndarray], *, ylabel: str = "cosine
   return ax
 
 
-def show_frames(axes, frames, *, titles: Sequence[str] | None = None, vmin=0.0, vmax=1.0,
-                cmap="gray"):
+def show_frames(
+  axes, frames, *, titles: Sequence[str] | None = None, vmin=0.0, vmax=1.0, cmap="gray"
+):
   """Shows frames (N, H, W[, C]) in a row of axes (axes off); returns the AxesImages."""
   frames = np.asarray(frames)
   ims = []
@@ -620,8 +814,9 @@ def show_frames(axes, frames, *, titles: Sequence[str] | None = None, vmin=0.0, 
     f = frames[i]
     if f.ndim == 3 and f.shape[-1] == 1:
       f = f[..., 0]
-    ims.append(ax.imshow(np.clip(f, vmin, vmax), vmin=vmin, vmax=vmax,
-                         cmap=cmap if f.ndim == 2 else None))
+    ims.append(
+      ax.imshow(np.clip(f, vmin, vmax), vmin=vmin, vmax=vmax, cmap=cmap if f.ndim == 2 else None)
+    )
     ax.set_xticks([])
     ax.set_yticks([])
     ax.grid(False)
@@ -635,8 +830,9 @@ def color_title(ax, text: str, scheme: str | None = None, **kw):
   return ax.set_title(text, color=scheme_color(scheme) if scheme else "black", **kw)
 
 
-def plot_timeline(ax, tl, *, time: bool = False, annotate: bool | None = None,
-                  title: str | None = None):
+def plot_timeline(
+  ax, tl, *, time: bool = False, annotate: bool | None = None, title: str | None = None
+):
   """Draws a ``sideways_lab.analysis.latency.Timeline`` (a Gantt chart) in the frame colours.
 
   One row per device. A forward step is coloured by the frame it works on; a backward step
@@ -646,6 +842,7 @@ def plot_timeline(ax, tl, *, time: bool = False, annotate: bool | None = None,
   ``time=True`` uses the items' measured start/duration.
   """
   from matplotlib.patches import Rectangle
+
   L, D = tl.num_units, tl.num_devices
   annotate = len(tl.items) < 200 if annotate is None else annotate
   xmax = 0.0
@@ -667,31 +864,44 @@ def plot_timeline(ax, tl, *, time: bool = False, annotate: bool | None = None,
       frames = tuple(s - L + 1 for s in it["loss_ticks"]) or (it["frame"],)
     n = len(frames)
     for i, f in enumerate(frames):
-      ax.add_patch(Rectangle((x0, d - 0.38 + i * 0.76 / n), w, 0.76 / n,
-                             facecolor=frame_color(f) if f >= 0 else EMPTY_COLOR,
-                             alpha=1.0 if it["valid"] else 0.25, lw=0,
-                             hatch="///" if it["kind"] == "backward" else None,
-                             hatchcolor="#555555"))
+      ax.add_patch(
+        Rectangle(
+          (x0, d - 0.38 + i * 0.76 / n),
+          w,
+          0.76 / n,
+          facecolor=frame_color(f) if f >= 0 else EMPTY_COLOR,
+          alpha=1.0 if it["valid"] else 0.25,
+          lw=0,
+          hatch="///" if it["kind"] == "backward" else None,
+          hatchcolor="#555555",
+        )
+      )
     ax.add_patch(Rectangle((x0, d - 0.38), w, 0.76, facecolor="none", edgecolor="white", lw=0.6))
     if annotate and it["valid"] and not time:
-      label = (f"{it['frame']}" if it["kind"] == "forward"
-               else ",".join(str(f) for f in frames))
+      label = f"{it['frame']}" if it["kind"] == "forward" else ",".join(str(f) for f in frames)
       ax.text(x0 + w / 2, d, label, ha="center", va="center", fontsize=6.5)
   if tl.scheme == "backprop" and not time:
     for d in range(D):
       for t in range(tl.num_ticks):
         if not tl.busy[d, t]:
-          ax.add_patch(Rectangle((t, d - 0.38), 1.0, 0.76, facecolor=BLOCKED_COLOR, alpha=0.5,
-                                 lw=0, zorder=0))
+          ax.add_patch(
+            Rectangle((t, d - 0.38), 1.0, 0.76, facecolor=BLOCKED_COLOR, alpha=0.5, lw=0, zorder=0)
+          )
   ax.set_xlim(0, xmax if time else tl.num_ticks)
   ax.set_ylim(D - 0.5, -0.5)
   ax.set_yticks(range(D))
-  ax.set_yticklabels([f"device {d + 1}: unit{'s' if len(g) > 1 else ''} "
-                      + ",".join(map(str, g)) for d, g in enumerate(tl.partition)])
+  ax.set_yticklabels(
+    [
+      f"device {d + 1}: unit{'s' if len(g) > 1 else ''} " + ",".join(map(str, g))
+      for d, g in enumerate(tl.partition)
+    ]
+  )
   ax.grid(False)
   ax.set_xlabel("time (s)" if time else "tick")
-  ax.set_title(title if title is not None else f"{scheme_label(tl.scheme)}: L = {L}, D = {D}",
-               color=scheme_color(tl.scheme))
+  ax.set_title(
+    title if title is not None else f"{scheme_label(tl.scheme)}: L = {L}, D = {D}",
+    color=scheme_color(tl.scheme),
+  )
   return ax
 
 
@@ -699,9 +909,20 @@ def plot_timeline(ax, tl, *, time: bool = False, annotate: bool | None = None,
 # Sweeps (tidy DataFrames of sideways_lab.experiments)
 # ---------------------------------------------------------------------------------------------
 
-def plot_sweep(ax, df, metric: str, *, schemes=None, xlabel: str | None = None,
-               ylabel: str | None = None, title: str | None = None, chance: float | None = None,
-               legend: bool = True, logx: bool = False):
+
+def plot_sweep(
+  ax,
+  df,
+  metric: str,
+  *,
+  schemes=None,
+  xlabel: str | None = None,
+  ylabel: str | None = None,
+  title: str | None = None,
+  chance: float | None = None,
+  legend: bool = True,
+  logx: bool = False,
+):
   """``metric`` against the knob value, one colour per scheme: every seed as a thin line, the
   mean over seeds bold with markers; baselines (``copy_newest``, ``mean_frame``) as grey
   lines (their mean over seeds); an optional chance line.
@@ -719,20 +940,38 @@ def plot_sweep(ax, df, metric: str, *, schemes=None, xlabel: str | None = None,
     if s in BASELINE_SCHEMES:
       for (graph, method), part in rows.groupby(["graph", "method"], sort=False):
         mean = part.groupby("value")[metric].mean()
-        ax.plot(mean.index, mean.values, color=kw["color"], lw=1.2,
-                ls=":" if method == "synchronous" else "--" if graph == "chain" else "-.",
-                label=f"{scheme_label(s)} ({'BP' if method == 'synchronous' else graph})")
+        ax.plot(
+          mean.index,
+          mean.values,
+          color=kw["color"],
+          lw=1.2,
+          ls=":" if method == "synchronous" else "--" if graph == "chain" else "-.",
+          label=f"{scheme_label(s)} ({'BP' if method == 'synchronous' else graph})",
+        )
       continue
     for _, seed_rows in rows.groupby("seed"):
       seed_rows = seed_rows.sort_values("value")
-      ax.plot(seed_rows["value"], seed_rows[metric], color=kw["color"], lw=0.7, alpha=0.35,
-              ls=kw["linestyle"])
+      ax.plot(
+        seed_rows["value"],
+        seed_rows[metric],
+        color=kw["color"],
+        lw=0.7,
+        alpha=0.35,
+        ls=kw["linestyle"],
+      )
     mean = rows.groupby("value")[metric].mean()
     ax.plot(mean.index, mean.values, lw=2.0, **kw)
   if chance is not None:
     ax.axhline(chance, color="#777777", ls=":", lw=1.2)
-    ax.annotate("chance", (1.0, chance), xycoords=("axes fraction", "data"), ha="right",
-                va="bottom", fontsize=8, color="#555555")
+    ax.annotate(
+      "chance",
+      (1.0, chance),
+      xycoords=("axes fraction", "data"),
+      ha="right",
+      va="bottom",
+      fontsize=8,
+      color="#555555",
+    )
   if logx:
     ax.set_xscale("symlog", linthresh=0.25)
   ax.set_xlabel(xlabel if xlabel is not None else str(df["knob"].iloc[0]))

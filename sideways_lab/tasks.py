@@ -38,10 +38,12 @@ DIGIT_NAMES = tuple(str(i) for i in range(10))
 # Data (sideways_lab.data)
 # ---------------------------------------------------------------------------------------------
 
+
 def moving_digits(batch_size, num_frames, *, size=(16, 16), speed=1.0, seed=0):
   """Moving digits (``sl.data.moving_digits``): (B, T, H, W, 1) float32 in [0, 1]."""
-  return np.asarray(data.moving_digits(batch_size, num_frames, size=tuple(size), speed=speed,
-                                       seed=seed), np.float32)
+  return np.asarray(
+    data.moving_digits(batch_size, num_frames, size=tuple(size), speed=speed, seed=seed), np.float32
+  )
 
 
 def motion_classes(batch_size, num_frames, *, size=(16, 16), speed=1.0, seed=0):
@@ -65,13 +67,16 @@ def class_accuracy(confusion, names=None) -> dict:
   confusion = np.asarray(confusion)
   names = data.MOTION_CLASS_NAMES if names is None else names
   totals = confusion.sum(axis=1)
-  return {name: float(confusion[i, i] / totals[i]) if totals[i] else float("nan")
-          for i, name in enumerate(names)}
+  return {
+    name: float(confusion[i, i] / totals[i]) if totals[i] else float("nan")
+    for i, name in enumerate(names)
+  }
 
 
 # ---------------------------------------------------------------------------------------------
 # Losses and metrics
 # ---------------------------------------------------------------------------------------------
+
 
 def cross_entropy(logits: jax.Array, labels: jax.Array) -> jax.Array:
   """``mean_b -log softmax(logits_b)[label_b]``; logits (B, K), labels int (B,) (optax)."""
@@ -94,8 +99,13 @@ def ssim(a, b, *, window: int = 7, sigma: float = 1.5, data_range: float = 1.0) 
   a = jnp.asarray(a, jnp.float32)
   b = jnp.asarray(b, jnp.float32)
   lead, (H, W, C) = a.shape[:-3], a.shape[-3:]
-  per = dm_pix.ssim(a.reshape((-1, H, W, C)), b.reshape((-1, H, W, C)), max_val=data_range,
-                    filter_size=min(window, H, W), filter_sigma=sigma)
+  per = dm_pix.ssim(
+    a.reshape((-1, H, W, C)),
+    b.reshape((-1, H, W, C)),
+    max_val=data_range,
+    filter_size=min(window, H, W),
+    filter_sigma=sigma,
+  )
   return np.asarray(per).reshape(lead)
 
 
@@ -105,7 +115,7 @@ def psnr_from_mse(m, data_range: float = 1.0):
   From an MSE rather than from frames (``dm_pix.psnr``), because callers average the MSE over
   ticks or clips first.
   """
-  return 10.0 * np.log10(data_range ** 2 / np.maximum(np.asarray(m, np.float64), 1e-10))
+  return 10.0 * np.log10(data_range**2 / np.maximum(np.asarray(m, np.float64), 1e-10))
 
 
 def grad_cosine(g1, g2, eps: float = 1e-12) -> np.ndarray:
@@ -114,8 +124,7 @@ def grad_cosine(g1, g2, eps: float = 1e-12) -> np.ndarray:
   ``cos_k = <g1_k, g2_k> / (|g1_k| |g2_k|)`` over all of unit k's parameters (NaN where
   either gradient of the unit is zero)."""
   if len(g1) != len(g2):
-    raise ValueError(f"g1 and g2 must have the same number of units, got {len(g1)} and "
-                     f"{len(g2)}")
+    raise ValueError(f"g1 and g2 must have the same number of units, got {len(g1)} and {len(g2)}")
   out = []
   for a, b in zip(g1, g2):
     va = np.concatenate([np.ravel(np.asarray(x, np.float64)) for x in jax.tree_util.tree_leaves(a)])
@@ -150,6 +159,7 @@ class TaskConfig:
       ``x_{n(t)+h}``, n(t) the newest frame that reaches the output at tick t
       (:func:`newest_frames`), so every scheme forecasts h frames past what it has seen.
   """
+
   task: str = "motion-classes"
   num_frames: int = 12
   size: tuple = (16, 16)
@@ -160,8 +170,11 @@ class TaskConfig:
 
   def __post_init__(self):
     check_task(self.task)
-    if not isinstance(self.num_frames, int) or isinstance(self.num_frames, bool) \
-        or self.num_frames < 2:
+    if (
+      not isinstance(self.num_frames, int)
+      or isinstance(self.num_frames, bool)
+      or self.num_frames < 2
+    ):
       raise ValueError(f"num_frames must be an int >= 2, got {self.num_frames!r}")
     size = tuple(self.size)
     if len(size) != 2 or any((not isinstance(s, int)) or s < 4 for s in size):
@@ -172,8 +185,9 @@ class TaskConfig:
     if not isinstance(self.stride, int) or isinstance(self.stride, bool) or self.stride < 1:
       raise ValueError(f"stride must be an int >= 1, got {self.stride!r}")
     if not isinstance(self.horizon, int) or self.horizon < 1 or self.horizon >= self.num_frames:
-      raise ValueError(f"horizon must be an int in 1..num_frames-1={self.num_frames - 1}, got "
-                       f"{self.horizon!r}")
+      raise ValueError(
+        f"horizon must be an int in 1..num_frames-1={self.num_frames - 1}, got {self.horizon!r}"
+      )
     if self.anchor not in ANCHORS:
       raise ValueError(f"anchor must be one of {ANCHORS}, got {self.anchor!r}")
 
@@ -183,7 +197,7 @@ class TaskConfig:
     return d
 
   @classmethod
-  def from_dict(cls, d: dict) -> "TaskConfig":
+  def from_dict(cls, d: dict) -> TaskConfig:
     d = dict(d)
     if "size" in d:
       d["size"] = tuple(d["size"])
@@ -263,13 +277,15 @@ class Classification(Task):
     if c.task == "digits":
       if labels is not None:
         raise ValueError("labels can be forced only for motion-classes")
-      video, y = data.moving_digits(batch_size, n, size=c.size, speed=c.speed, seed=seed,
-                                    return_labels=True)
+      video, y = data.moving_digits(
+        batch_size, n, size=c.size, speed=c.speed, seed=seed, return_labels=True
+      )
       y = y[:, 0]
     else:
-      video, y = data.motion_classes(batch_size, n, size=c.size, speed=c.speed, seed=seed,
-                                     labels=labels)
-    video = _strided(video, c.stride)[:, :c.num_frames]
+      video, y = data.motion_classes(
+        batch_size, n, size=c.size, speed=c.speed, seed=seed, labels=labels
+      )
+    video = _strided(video, c.stride)[:, : c.num_frames]
     return np.asarray(video, np.float32), np.asarray(y, np.int32)
 
   def batch(self, batch_size: int, seed: int):
@@ -288,13 +304,16 @@ class Classification(Task):
     clip_pred = np.asarray(logits.mean(axis=1).argmax(-1))
     tick_correct = np.asarray(logits.argmax(-1)) == labels[:, None]
     ce = optax.softmax_cross_entropy_with_integer_labels(
-        logits, jnp.broadcast_to(jnp.asarray(labels)[:, None], logits.shape[:2]))
+      logits, jnp.broadcast_to(jnp.asarray(labels)[:, None], logits.shape[:2])
+    )
     K = logits.shape[-1]
     confusion = np.bincount(labels * K + clip_pred, minlength=K * K).reshape(K, K)
-    return {"accuracy": float((clip_pred == labels).mean()),
-            "tick_accuracy": float(tick_correct.mean()),
-            "loss": float(ce.mean()),
-            "confusion": confusion}
+    return {
+      "accuracy": float((clip_pred == labels).mean()),
+      "tick_accuracy": float(tick_correct.mean()),
+      "loss": float(ce.mean()),
+      "confusion": confusion,
+    }
 
 
 class NextFrame(Task):
@@ -316,7 +335,7 @@ class NextFrame(Task):
       anchor = np.arange(T)
     index = anchor + config.horizon
     self._mask = (anchor >= 0) & (index < T)
-    self.target_index = np.where(self._mask, index, 0)   # (T,) frame index of each target
+    self.target_index = np.where(self._mask, index, 0)  # (T,) frame index of each target
 
   @property
   def mask(self):
@@ -325,9 +344,10 @@ class NextFrame(Task):
   def clips(self, batch_size: int, seed: int):
     """Moving digits (B, T, H, W, 1) at the configured speed and stride."""
     c = self.config
-    video = data.moving_digits(batch_size, c.num_frames * c.stride, size=c.size, speed=c.speed,
-                               seed=seed)
-    return np.asarray(_strided(video, c.stride)[:, :c.num_frames], np.float32)
+    video = data.moving_digits(
+      batch_size, c.num_frames * c.stride, size=c.size, speed=c.speed, seed=seed
+    )
+    return np.asarray(_strided(video, c.stride)[:, : c.num_frames], np.float32)
 
   def batch(self, batch_size: int, seed: int):
     """``(video, targets (B,T,H,W,C), {})``: ``targets[:, t] = x_{target_index[t]}`` (zeros
@@ -348,17 +368,19 @@ def frame_metrics(outputs, targets, loss_ticks) -> dict:
   out = np.asarray(outputs, np.float32)[:, V]
   tgt = np.asarray(targets, np.float32)[:, V]
   per_frame = np.mean((out - tgt) ** 2, axis=(2, 3, 4))
-  return {"mse": float(per_frame.mean()),
-          "psnr": float(psnr_from_mse(per_frame).mean()),
-          "ssim": float(np.mean(ssim(out, tgt))),
-          "loss": float(per_frame.mean())}
+  return {
+    "mse": float(per_frame.mean()),
+    "psnr": float(psnr_from_mse(per_frame).mean()),
+    "ssim": float(np.mean(ssim(out, tgt))),
+    "loss": float(per_frame.mean()),
+  }
 
 
 def shift_targets(video, horizon: int = 1) -> np.ndarray:
   """``targets[:, t] = x_{t+h}`` for ``t + h < T``, zeros after: (B, T, ...)."""
   video = np.asarray(video)
   targets = np.zeros_like(video)
-  targets[:, :video.shape[1] - horizon] = video[:, horizon:]
+  targets[:, : video.shape[1] - horizon] = video[:, horizon:]
   return targets
 
 

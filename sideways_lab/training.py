@@ -32,8 +32,9 @@ import json
 import math
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -41,23 +42,48 @@ import numpy as np
 import optax
 
 from sideways_lab import checkpoint as ckpt
-from sideways_lab import engine
-from sideways_lab import schedule
-from sideways_lab.models import (CLASSIFICATION_TASKS, SCHEMES, ModelConfig, build_graph,
-                                 check_scheme, check_task, edges_of, method_of, mode_of)
+from sideways_lab import engine, schedule
+from sideways_lab.models import (
+  CLASSIFICATION_TASKS,
+  SCHEMES,
+  ModelConfig,
+  build_graph,
+  check_scheme,
+  check_task,
+  edges_of,
+  method_of,
+  mode_of,
+)
 from sideways_lab.tasks import TaskConfig, class_accuracy, grad_cosine, make_task, num_classes
 
 OPTIMIZERS = ("adam", "sgd", "momentum")
 SCHEDULES = ("constant", "cosine")
 COMPARE_SCHEMES = tuple(SCHEMES)
 
-__all__ = ["TrainConfig", "Trainer", "TrainResult", "train", "evaluate", "compare",
-           "default_config", "grad_cosine", "alignment", "OPTIMIZERS", "COMPARE_SCHEMES"]
+__all__ = [
+  "TrainConfig",
+  "Trainer",
+  "TrainResult",
+  "train",
+  "evaluate",
+  "compare",
+  "default_config",
+  "grad_cosine",
+  "alignment",
+  "OPTIMIZERS",
+  "COMPARE_SCHEMES",
+  "history",
+  "load_run",
+  "data_seed",
+  "train_seed",
+  "test_seed",
+]
 
 
 # ---------------------------------------------------------------------------------------------
 # Configuration
 # ---------------------------------------------------------------------------------------------
+
 
 def _pos_int(v, name, minimum=1):
   if not isinstance(v, (int, np.integer)) or isinstance(v, bool) or v < minimum:
@@ -87,6 +113,7 @@ class TrainConfig:
     keep: checkpoints kept.
     log_every: write a training-metrics line every this many steps.
   """
+
   scheme: str = "skip_sideways"
   model: ModelConfig = dataclasses.field(default_factory=ModelConfig)
   data: TaskConfig = dataclasses.field(default_factory=TaskConfig)
@@ -111,8 +138,7 @@ class TrainConfig:
     if not isinstance(self.data, TaskConfig):
       raise TypeError(f"data must be a TaskConfig, got {type(self.data).__name__}")
     if self.model.task != self.data.task:
-      raise ValueError(f"model.task={self.model.task!r} differs from data.task="
-                       f"{self.data.task!r}")
+      raise ValueError(f"model.task={self.model.task!r} differs from data.task={self.data.task!r}")
     _pos_int(self.steps, "steps", 0)
     _pos_int(self.batch_size, "batch_size")
     _pos_int(self.eval_clips, "eval_clips")
@@ -120,11 +146,17 @@ class TrainConfig:
     _pos_int(self.log_every, "log_every")
     for name in ("update_every", "eval_every", "checkpoint_every", "seed"):
       _pos_int(getattr(self, name), name, 0)
-    if not (isinstance(self.learning_rate, (int, float)) and math.isfinite(self.learning_rate)
-            and self.learning_rate > 0):
+    if not (
+      isinstance(self.learning_rate, (int, float))
+      and math.isfinite(self.learning_rate)
+      and self.learning_rate > 0
+    ):
       raise ValueError(f"learning_rate must be a finite number > 0, got {self.learning_rate!r}")
-    if not (isinstance(self.clip_norm, (int, float)) and math.isfinite(self.clip_norm)
-            and self.clip_norm >= 0):
+    if not (
+      isinstance(self.clip_norm, (int, float))
+      and math.isfinite(self.clip_norm)
+      and self.clip_norm >= 0
+    ):
       raise ValueError(f"clip_norm must be a finite number >= 0, got {self.clip_norm!r}")
     if self.schedule not in SCHEDULES:
       raise ValueError(f"schedule must be one of {SCHEDULES}, got {self.schedule!r}")
@@ -132,22 +164,27 @@ class TrainConfig:
       raise ValueError(f"optimizer must be one of {OPTIMIZERS}, got {self.optimizer!r}")
     T = self.data.num_frames
     if self.update_every > T:
-      raise ValueError(f"update_every={self.update_every} exceeds the clip length "
-                       f"num_frames={T}")
+      raise ValueError(f"update_every={self.update_every} exceeds the clip length num_frames={T}")
     if self.update_every and method_of(self.scheme) == "pipelined_exact":
-      raise ValueError("update_every (online updates) needs a method without BPTT through the "
-                       "stream: use scheme backprop, sideways or skip_sideways")
+      raise ValueError(
+        "update_every (online updates) needs a method without BPTT through the "
+        "stream: use scheme backprop, sideways or skip_sideways"
+      )
     # a clip must have at least one loss tick for the scheme's graph
     edges, mode = edges_of(self.model, self.scheme), mode_of(self.scheme)
     graph_v = schedule.first_valid_ticks(edges, mode)[-1]
     mask = make_task(self.data, edges, mode).mask
     if not (np.ones(T, bool) if mask is None else mask)[graph_v:].any():
-      raise ValueError(f"num_frames={T} is too short: the first valid output of the "
-                       f"{self.scheme} pipeline with {self.model.num_units} units is at tick "
-                       f"{graph_v}, so no tick has a target")
+      raise ValueError(
+        f"num_frames={T} is too short: the first valid output of the "
+        f"{self.scheme} pipeline with {self.model.num_units} units is at tick "
+        f"{graph_v}, so no tick has a target"
+      )
     if self.task in CLASSIFICATION_TASKS and self.model.num_classes != num_classes(self.task):
-      raise ValueError(f"model.num_classes={self.model.num_classes} differs from the "
-                       f"{num_classes(self.task)} classes of the {self.task} data")
+      raise ValueError(
+        f"model.num_classes={self.model.num_classes} differs from the "
+        f"{num_classes(self.task)} classes of the {self.task} data"
+      )
 
   @property
   def task(self) -> str:
@@ -160,7 +197,7 @@ class TrainConfig:
     return d
 
   @classmethod
-  def from_dict(cls, d: dict) -> "TrainConfig":
+  def from_dict(cls, d: dict) -> TrainConfig:
     d = dict(d)
     d["model"] = ModelConfig.from_dict(d["model"])
     d["data"] = TaskConfig.from_dict(d["data"])
@@ -170,31 +207,48 @@ class TrainConfig:
       raise ValueError(f"unknown configuration fields {sorted(unknown)}")
     return cls(**d)
 
-  def replace(self, **kw) -> "TrainConfig":
+  def replace(self, **kw) -> TrainConfig:
     return dataclasses.replace(self, **kw)
 
 
 # The default configurations of `compare` (measured in benchmarks/README.md "## Training").
 _DEFAULTS = {
-    "digits": dict(
-        model=dict(num_units=4, width=16, span=2, downsample=(1,)),
-        data=dict(num_frames=12, size=(16, 16), speed=1.0),
-        steps=600, batch_size=16, learning_rate=3e-3, schedule="cosine"),
-    "motion-classes": dict(
-        model=dict(num_units=4, width=16, span=2, downsample=()),
-        data=dict(num_frames=12, size=(16, 16), speed=2.0),
-        steps=1200, batch_size=16, learning_rate=3e-3, schedule="cosine"),
-    "next-frame": dict(
-        model=dict(num_units=4, width=16, span=2, downsample=(1,)),
-        data=dict(num_frames=12, size=(16, 16), speed=1.0, horizon=1),
-        steps=1200, batch_size=16, learning_rate=3e-3),
+  "digits": dict(
+    model=dict(num_units=4, width=16, span=2, downsample=(1,)),
+    data=dict(num_frames=12, size=(16, 16), speed=1.0),
+    steps=600,
+    batch_size=16,
+    learning_rate=3e-3,
+    schedule="cosine",
+  ),
+  "motion-classes": dict(
+    model=dict(num_units=4, width=16, span=2, downsample=()),
+    data=dict(num_frames=12, size=(16, 16), speed=2.0),
+    steps=1200,
+    batch_size=16,
+    learning_rate=3e-3,
+    schedule="cosine",
+  ),
+  "next-frame": dict(
+    model=dict(num_units=4, width=16, span=2, downsample=(1,)),
+    data=dict(num_frames=12, size=(16, 16), speed=1.0, horizon=1),
+    steps=1200,
+    batch_size=16,
+    learning_rate=3e-3,
+  ),
 }
-_QUICK = dict(steps=6, batch_size=4, eval_clips=8, model=dict(width=8, downsample=(1,)),
-              data=dict(num_frames=8, size=(12, 12)))
+_QUICK = dict(
+  steps=6,
+  batch_size=4,
+  eval_clips=8,
+  model=dict(width=8, downsample=(1,)),
+  data=dict(num_frames=8, size=(12, 12)),
+)
 
 
-def default_config(task: str, scheme: str = "skip_sideways", *, quick: bool = False,
-                   seed: int = 0, **overrides) -> TrainConfig:
+def default_config(
+  task: str, scheme: str = "skip_sideways", *, quick: bool = False, seed: int = 0, **overrides
+) -> TrainConfig:
   """The default configuration of ``task`` for ``scheme`` (``quick``: a tiny budget).
 
   ``overrides`` replace top-level fields; ``model=`` and ``data=`` may be dicts of fields.
@@ -231,8 +285,9 @@ TRAIN_STREAM, TEST_STREAM, ANALYSIS_STREAM = 0, 1, 2
 
 def data_seed(seed: int, stream: int, index: int) -> int:
   """A 31-bit seed for clip batch ``index`` of ``stream`` (TRAIN_STREAM or TEST_STREAM)."""
-  return int(np.random.SeedSequence([int(seed), int(stream), int(index)]).generate_state(1)[0]
-             & 0x7FFFFFFF)
+  return int(
+    np.random.SeedSequence([int(seed), int(stream), int(index)]).generate_state(1)[0] & 0x7FFFFFFF
+  )
 
 
 def train_seed(seed: int, step: int) -> int:
@@ -248,8 +303,15 @@ def test_seed(seed: int, index: int) -> int:
 def _core(config: TrainConfig) -> TrainConfig:
   """``config`` without the fields that do not change the compiled program: the seed, the
   data's speed and stride, evaluation, checkpoint and logging fields."""
-  return config.replace(seed=0, data=dataclasses.replace(config.data, speed=0.0, stride=1),
-                        eval_every=0, eval_clips=1, checkpoint_every=0, keep=1, log_every=1)
+  return config.replace(
+    seed=0,
+    data=dataclasses.replace(config.data, speed=0.0, stride=1),
+    eval_every=0,
+    eval_clips=1,
+    checkpoint_every=0,
+    keep=1,
+    log_every=1,
+  )
 
 
 def _optimizer(config: TrainConfig) -> optax.GradientTransformation:
@@ -287,25 +349,36 @@ class _Program:
     self.online_step = jax.jit(self._online_step_impl)
 
   def _step_impl(self, params, opt_state, video, targets):
-    grads, info = engine.gradients(self.graph, params, video, targets, self.loss_fn,
-                                   self.method, mask=self.mask, check_finite=False)
+    grads, info = engine.gradients(
+      self.graph,
+      params,
+      video,
+      targets,
+      self.loss_fn,
+      self.method,
+      mask=self.mask,
+      check_finite=False,
+    )
     updates, opt_state = self.optimizer.update(grads, opt_state, params)
     return optax.apply_updates(params, updates), opt_state, info["loss"]
 
   def _online_step_impl(self, params, opt_state, chunk, targets, state, mask):
     if self.method == "sideways":
-      grads, info, state = engine.stream_gradients(self.graph, params, chunk, targets,
-                                                   self.loss_fn, state, mask=mask,
-                                                   check_finite=False)
+      grads, info, state = engine.stream_gradients(
+        self.graph, params, chunk, targets, self.loss_fn, state, mask=mask, check_finite=False
+      )
     else:  # per-frame BP needs no pipeline state
-      grads, info = engine.gradients(self.graph, params, chunk, targets, self.loss_fn,
-                                     "backprop", mask=mask, check_finite=False)
+      grads, info = engine.gradients(
+        self.graph, params, chunk, targets, self.loss_fn, "backprop", mask=mask, check_finite=False
+      )
     has_loss = jnp.any(info["loss_ticks"])
     updates, new_opt = self.optimizer.update(grads, opt_state, params)
     new_params = optax.apply_updates(params, updates)
+
     # a chunk without a loss tick (the pipeline is still filling) makes no update
     def pick(a, b):
       return jax.tree_util.tree_map(lambda x, y: jnp.where(has_loss, x, y), a, b)
+
     loss = jnp.where(has_loss, info["loss"], jnp.nan)
     return pick(new_params, params), pick(new_opt, opt_state), state, loss
 
@@ -376,14 +449,16 @@ class Trainer:
     losses = []
     for s in range(0, T, K):
       params, opt_state, state, loss = self._online_step(
-          params, opt_state, video[:, s:s + K], targets[:, s:s + K], state, mask[s:s + K])
+        params, opt_state, video[:, s : s + K], targets[:, s : s + K], state, mask[s : s + K]
+      )
       losses.append(float(loss))
     losses = [x for x in losses if np.isfinite(x)]
     return params, opt_state, float(np.mean(losses)) if losses else float("nan")
 
   # -- evaluation ------------------------------------------------------------------------------
-  def evaluate(self, params, num_clips: int | None = None, batch_size: int = 64,
-               seed: int | None = None) -> dict:
+  def evaluate(
+    self, params, num_clips: int | None = None, batch_size: int = 64, seed: int | None = None
+  ) -> dict:
     """Metrics on held-out clips (a test stream disjoint from the training seeds).
 
     Classification: ``accuracy`` (clip accuracy from mean logits over V), ``tick_accuracy``,
@@ -401,7 +476,7 @@ class Trainer:
       video, targets, extras = self.task.batch(b, test_seed(seed, i))
       outputs, _ = engine.forward(self.graph, params, video, self.mode)
       m = self.task.metrics(outputs, targets, V, extras)
-      for k, v in m.items():   # arrays (a confusion matrix) are counts: summed, not averaged
+      for k, v in m.items():  # arrays (a confusion matrix) are counts: summed, not averaged
         totals[k] = totals.get(k, 0) + (v if isinstance(v, np.ndarray) else v * b)
       count += b
       i += 1
@@ -412,9 +487,11 @@ class Trainer:
 # train / evaluate
 # ---------------------------------------------------------------------------------------------
 
+
 @dataclasses.dataclass
 class TrainResult:
   """What :func:`train` returns."""
+
   params: Any
   opt_state: Any
   step: int
@@ -454,16 +531,22 @@ def _manifest(config: TrainConfig, extra: dict | None = None) -> dict:
 def _comparable(cfg: dict) -> dict:
   """A config dict without the fields a resumed run may change (budget and logging)."""
   cfg = dict(cfg)
-  if cfg.get("schedule") != "cosine":    # a cosine schedule depends on the number of steps
+  if cfg.get("schedule") != "cosine":  # a cosine schedule depends on the number of steps
     cfg.pop("steps", None)
   for k in ("eval_every", "eval_clips", "checkpoint_every", "keep", "log_every"):
     cfg.pop(k, None)
   return cfg
 
 
-def train(config: TrainConfig, out_dir=None, *, resume: bool = False,
-          progress: bool | None = None, callback: Callable[[int, float], None] | None = None,
-          evaluate_at_end: bool = True) -> TrainResult:
+def train(
+  config: TrainConfig,
+  out_dir=None,
+  *,
+  resume: bool = False,
+  progress: bool | None = None,
+  callback: Callable[[int, float], None] | None = None,
+  evaluate_at_end: bool = True,
+) -> TrainResult:
   """Trains ``config`` and returns the final parameters and test metrics.
 
   Args:
@@ -497,18 +580,25 @@ def train(config: TrainConfig, out_dir=None, *, resume: bool = False,
       params, opt_state, man = ckpt.load(existing[-1][1], params, opt_state)
       old = man.get("config", {})
       if _comparable(old) != _comparable(config.to_dict()):
-        diff = sorted(k for k in set(_comparable(old)) | set(_comparable(config.to_dict()))
-                      if _comparable(old).get(k) != _comparable(config.to_dict()).get(k))
-        raise ValueError(f"the checkpoint in {str(out)!r} was written with another "
-                         f"configuration (differs in {diff}); resume with the same one")
+        diff = sorted(
+          k
+          for k in set(_comparable(old)) | set(_comparable(config.to_dict()))
+          if _comparable(old).get(k) != _comparable(config.to_dict()).get(k)
+        )
+        raise ValueError(
+          f"the checkpoint in {str(out)!r} was written with another "
+          f"configuration (differs in {diff}); resume with the same one"
+        )
       params = jax.tree_util.tree_map(jnp.asarray, params)
       opt_state = jax.tree_util.tree_map(jnp.asarray, opt_state)
       start = resumed_from = int(man["step"])
       _truncate_jsonl(metrics_path, start)
     elif existing:
-      raise FileExistsError(f"{str(out)!r} already holds checkpoints (newest: "
-                            f"{existing[-1][1].name}); pass resume=True (--resume) to continue "
-                            f"or choose another directory")
+      raise FileExistsError(
+        f"{str(out)!r} already holds checkpoints (newest: "
+        f"{existing[-1][1].name}); pass resume=True (--resume) to continue "
+        f"or choose another directory"
+      )
     out.mkdir(parents=True, exist_ok=True)
     ckpt.atomic_write_text(out / "config.json", json.dumps(config.to_dict(), indent=1))
   if start > config.steps:
@@ -517,15 +607,22 @@ def train(config: TrainConfig, out_dir=None, *, resume: bool = False,
   if progress is None:
     progress = sys.stderr.isatty()
   from tqdm.auto import tqdm
-  bar = tqdm(total=config.steps, initial=start, disable=not progress,
-             desc=f"{config.task}/{config.scheme}", leave=False)
+
+  bar = tqdm(
+    total=config.steps,
+    initial=start,
+    disable=not progress,
+    desc=f"{config.task}/{config.scheme}",
+    leave=False,
+  )
   history: list = []
   done = {"params": params, "opt_state": opt_state, "step": start}
 
   def save(step):
     if out is not None:
-      ckpt.save(out, step, done["params"], done["opt_state"], manifest=_manifest(config),
-                keep=config.keep)
+      ckpt.save(
+        out, step, done["params"], done["opt_state"], manifest=_manifest(config), keep=config.keep
+      )
 
   t0 = time.perf_counter()
   last_saved = start
@@ -543,8 +640,10 @@ def train(config: TrainConfig, out_dir=None, *, resume: bool = False,
       if logged or saving or evaluating or callback is not None:
         loss = float(loss)
         if not math.isfinite(loss) and config.update_every == 0:
-          raise FloatingPointError(f"the training loss became {loss} by step {n}; "
-                                   f"lower learning_rate (now {config.learning_rate})")
+          raise FloatingPointError(
+            f"the training loss became {loss} by step {n}; "
+            f"lower learning_rate (now {config.learning_rate})"
+          )
       if logged:
         bar.set_postfix(loss=f"{loss:.4f}")
         rec = {"step": n, "loss": loss, "time_s": round(time.perf_counter() - t0, 3)}
@@ -575,8 +674,22 @@ def train(config: TrainConfig, out_dir=None, *, resume: bool = False,
     rec = {"step": done["step"], "test": test}
     history.append(rec)
     _write_jsonl(metrics_path, rec)
-  return TrainResult(params, opt_state, done["step"], test, train_time, history, config,
-                     resumed_from)
+  return TrainResult(
+    params, opt_state, done["step"], test, train_time, history, config, resumed_from
+  )
+
+
+def history(run_dir) -> tuple[np.ndarray, np.ndarray]:
+  """``(steps, training losses)`` from a run directory's ``metrics.jsonl``."""
+  steps, losses = [], []
+  p = Path(run_dir) / "metrics.jsonl"
+  if p.exists():
+    for line in p.read_text().splitlines():
+      r = json.loads(line)
+      if "loss" in r and "test" not in r and "eval" not in r:
+        steps.append(r["step"])
+        losses.append(r["loss"])
+  return np.asarray(steps), np.asarray(losses)
 
 
 def load_run(path):
@@ -607,14 +720,20 @@ def evaluate(path, num_clips: int | None = None, seed: int | None = None) -> dic
 # compare
 # ---------------------------------------------------------------------------------------------
 
+
 def _markdown(results: dict) -> str:
   task = results["task"]
   if task in CLASSIFICATION_TASKS:
-    cols = [("test_accuracy", "test clip accuracy", "{:.3f}"),
-            ("test_tick_accuracy", "test per-tick accuracy", "{:.3f}")]
+    cols = [
+      ("test_accuracy", "test clip accuracy", "{:.3f}"),
+      ("test_tick_accuracy", "test per-tick accuracy", "{:.3f}"),
+    ]
   else:
-    cols = [("test_mse", "test MSE", "{:.5f}"), ("test_psnr", "test PSNR (dB)", "{:.2f}"),
-            ("test_ssim", "test SSIM", "{:.3f}")]
+    cols = [
+      ("test_mse", "test MSE", "{:.5f}"),
+      ("test_psnr", "test PSNR (dB)", "{:.2f}"),
+      ("test_ssim", "test SSIM", "{:.3f}"),
+    ]
   cols += [("steps", "steps", "{}"), ("train_time_s", "train time (s)", "{:.1f}")]
   lines = [f"# compare: {task}", ""]
   if results.get("chance") is not None:
@@ -622,23 +741,42 @@ def _markdown(results: dict) -> str:
   lines.append("| scheme | graph | method | " + " | ".join(c[1] for c in cols) + " |")
   lines.append("| --- | --- | --- | " + " | ".join("---" for _ in cols) + " |")
   for name, r in results["schemes"].items():
-    lines.append(f"| {name} | {r['graph']} | {r['method']} | " +
-                 " | ".join(c[2].format(r[c[0]]) if c[0] in r else "" for c in cols) + " |")
-  per_class = {n: r["test_class_accuracy"] for n, r in results["schemes"].items()
-               if "test_class_accuracy" in r}
+    lines.append(
+      f"| {name} | {r['graph']} | {r['method']} | "
+      + " | ".join(c[2].format(r[c[0]]) if c[0] in r else "" for c in cols)
+      + " |"
+    )
+  per_class = {
+    n: r["test_class_accuracy"] for n, r in results["schemes"].items() if "test_class_accuracy" in r
+  }
   if per_class:
     names = list(next(iter(per_class.values())))
-    lines += ["", "Test clip accuracy per true class:", "",
-              "| scheme | " + " | ".join(names) + " |",
-              "| --- | " + " | ".join("---" for _ in names) + " |"]
-    lines += [f"| {n} | " + " | ".join(f"{acc[c]:.2f}" for c in names) + " |"
-              for n, acc in per_class.items()]
+    lines += [
+      "",
+      "Test clip accuracy per true class:",
+      "",
+      "| scheme | " + " | ".join(names) + " |",
+      "| --- | " + " | ".join("---" for _ in names) + " |",
+    ]
+    lines += [
+      f"| {n} | " + " | ".join(f"{acc[c]:.2f}" for c in names) + " |"
+      for n, acc in per_class.items()
+    ]
   return "\n".join(lines) + "\n"
 
 
-def compare(task: str, out_dir, quick: bool = False, seed: int = 0,
-            schemes=COMPARE_SCHEMES, *, overwrite: bool = False, progress: bool | None = None,
-            log: Callable[[str], None] | None = None, **overrides) -> dict:
+def compare(
+  task: str,
+  out_dir,
+  quick: bool = False,
+  seed: int = 0,
+  schemes=COMPARE_SCHEMES,
+  *,
+  overwrite: bool = False,
+  progress: bool | None = None,
+  log: Callable[[str], None] | None = None,
+  **overrides,
+) -> dict:
   """Trains every scheme on the same data, seed and budget; writes results.json and .md.
 
   Args:
@@ -662,14 +800,26 @@ def compare(task: str, out_dir, quick: bool = False, seed: int = 0,
   if out.exists() and not out.is_dir():
     raise NotADirectoryError(f"out_dir {str(out)!r} exists and is not a directory")
   if (out / "results.json").exists() and not overwrite:
-    raise FileExistsError(f"{str(out / 'results.json')!r} exists; pass overwrite=True "
-                          f"(--overwrite) or choose another directory")
-  configs = {s: default_config(task, s, quick=quick, seed=seed, **json.loads(json.dumps(
-      overrides, default=list))) for s in schemes}   # validates everything before training
+    raise FileExistsError(
+      f"{str(out / 'results.json')!r} exists; pass overwrite=True "
+      f"(--overwrite) or choose another directory"
+    )
+  configs = {
+    s: default_config(
+      task, s, quick=quick, seed=seed, **json.loads(json.dumps(overrides, default=list))
+    )
+    for s in schemes
+  }  # validates everything before training
   out.mkdir(parents=True, exist_ok=True)
   log = log or (lambda msg: None)
-  results = {"task": task, "chance": None, "quick": bool(quick), "seed": seed,
-             "config": configs[schemes[0]].to_dict(), "schemes": {}}
+  results = {
+    "task": task,
+    "chance": None,
+    "quick": bool(quick),
+    "seed": seed,
+    "config": configs[schemes[0]].to_dict(),
+    "schemes": {},
+  }
   results["config"].pop("scheme")
   for s in schemes:
     cfg = configs[s]
@@ -684,19 +834,25 @@ def compare(task: str, out_dir, quick: bool = False, seed: int = 0,
     trainer_task = make_task(cfg.data, edges_of(cfg.model, s), mode_of(s))
     if task in CLASSIFICATION_TASKS:
       results["chance"] = trainer_task.chance
-      res = {"test_accuracy": r.test["accuracy"], "test_tick_accuracy": r.test["tick_accuracy"],
-             "test_loss": r.test["loss"],
-             "test_class_accuracy": class_accuracy(r.test["confusion"],
-                                                   trainer_task.class_names),
-             "test_confusion": r.test["confusion"]}
+      res = {
+        "test_accuracy": r.test["accuracy"],
+        "test_tick_accuracy": r.test["tick_accuracy"],
+        "test_loss": r.test["loss"],
+        "test_class_accuracy": class_accuracy(r.test["confusion"], trainer_task.class_names),
+        "test_confusion": r.test["confusion"],
+      }
     else:
       res = {"test_mse": r.test["mse"], "test_psnr": r.test["psnr"], "test_ssim": r.test["ssim"]}
     losses = [h["loss"] for h in r.history if "loss" in h]
-    res.update(final_train_loss=losses[-1] if losses else None, train_time_s=r.train_time_s,
-               steps=r.step, graph=SCHEMES[s][0], method=SCHEMES[s][1])
+    res.update(
+      final_train_loss=losses[-1] if losses else None,
+      train_time_s=r.train_time_s,
+      steps=r.step,
+      graph=SCHEMES[s][0],
+      method=SCHEMES[s][1],
+    )
     results["schemes"][s] = res
-    log(f"  {s}: " + ", ".join(f"{k}={v:.4g}" for k, v in res.items()
-                               if isinstance(v, float)))
+    log(f"  {s}: " + ", ".join(f"{k}={v:.4g}" for k, v in res.items() if isinstance(v, float)))
   ckpt.atomic_write_text(out / "results.json", json.dumps(results, indent=1))
   ckpt.atomic_write_text(out / "results.md", _markdown(results))
   return results
@@ -706,9 +862,18 @@ def compare(task: str, out_dir, quick: bool = False, seed: int = 0,
 # Gradient alignment (the demo)
 # ---------------------------------------------------------------------------------------------
 
-def alignment(task: str = "next-frame", *, num_units: int = 4, width: int = 8,
-              num_frames: int = 12, size=(16, 16), batch_size: int = 4, speed: float = 1.0,
-              seed: int = 0) -> dict:
+
+def alignment(
+  task: str = "next-frame",
+  *,
+  num_units: int = 4,
+  width: int = 8,
+  num_frames: int = 12,
+  size=(16, 16),
+  batch_size: int = 4,
+  speed: float = 1.0,
+  seed: int = 0,
+) -> dict:
   """Per-unit cosine between the ``sideways`` and ``pipelined_exact`` gradients at init.
 
   For the chain graph (Sideways) and the skip graph (Skip-Sideways) of ``task``'s model, on
@@ -716,15 +881,22 @@ def alignment(task: str = "next-frame", *, num_units: int = 4, width: int = 8,
   """
   out = {}
   for scheme in ("sideways", "skip_sideways"):
-    cfg = default_config(task, scheme, seed=seed, batch_size=batch_size,
-                         model=dict(num_units=num_units, width=width),
-                         data=dict(num_frames=num_frames, size=tuple(size), speed=speed))
+    cfg = default_config(
+      task,
+      scheme,
+      seed=seed,
+      batch_size=batch_size,
+      model=dict(num_units=num_units, width=width),
+      data=dict(num_frames=num_frames, size=tuple(size), speed=speed),
+    )
     tr = Trainer(cfg)
     params, _ = tr.init()
     video, targets, _ = tr.batch(0)
-    g_sw, _ = engine.gradients(tr.graph, params, video, targets, tr.task.loss_fn, "sideways",
-                               mask=tr.task.mask)
-    g_ex, _ = engine.gradients(tr.graph, params, video, targets, tr.task.loss_fn,
-                               "pipelined_exact", mask=tr.task.mask)
+    g_sw, _ = engine.gradients(
+      tr.graph, params, video, targets, tr.task.loss_fn, "sideways", mask=tr.task.mask
+    )
+    g_ex, _ = engine.gradients(
+      tr.graph, params, video, targets, tr.task.loss_fn, "pipelined_exact", mask=tr.task.mask
+    )
     out[scheme] = grad_cosine(g_sw, g_ex)
   return out

@@ -10,10 +10,10 @@ import sideways_lab as sl
 from sideways_lab import experiments as ex
 from sideways_lab import graph, tasks, training
 
-
 # ---------------------------------------------------------------------------------------------
 # Data and tasks
 # ---------------------------------------------------------------------------------------------
+
 
 def test_moving_digits_labels_leave_the_video_unchanged():
   plain = sl.data.moving_digits(64, 3, size=(12, 12), seed=5)
@@ -33,18 +33,24 @@ def test_digit_task_labels_every_tick_with_the_digit():
 
 def test_frame_stride_on_moving_digits_is_a_faster_speed():
   """Keeping every s-th frame at speed v shows the clips of speed s·v (straight-line motion)."""
+
   def clips(**kw):
-    return tasks.make_task(tasks.TaskConfig("digits", num_frames=5, size=(12, 12),
-                                            **kw)).batch(4, seed=2)[0]
+    return tasks.make_task(tasks.TaskConfig("digits", num_frames=5, size=(12, 12), **kw)).batch(
+      4, seed=2
+    )[0]
+
   np.testing.assert_allclose(clips(speed=0.5, stride=3), clips(speed=1.5), atol=1e-5)
   assert not np.allclose(clips(speed=0.5, stride=3), clips(speed=0.5))
 
 
-@pytest.mark.parametrize("edges, mode, newest", [
+@pytest.mark.parametrize(
+  "edges, mode, newest",
+  [
     (graph.chain_edges(4), "pipelined", [-1, -1, -1, 0, 1, 2]),
     (graph.chain_edges(4), "synchronous", [0, 1, 2, 3, 4, 5]),
     (graph.skip_edges(4, 2), "pipelined", [-1, 0, 1, 2, 3, 4]),
-])
+  ],
+)
 def test_newest_frame_at_the_output(edges, mode, newest):
   np.testing.assert_array_equal(tasks.newest_frames(edges, 6, mode), newest)
 
@@ -54,7 +60,7 @@ def test_next_frame_anchors():
   chain = graph.chain_edges(3)
   t_in = tasks.make_task(tasks.TaskConfig(**cfg), chain, "pipelined")
   video, targets, _ = t_in.batch(2, seed=0)
-  np.testing.assert_array_equal(targets[:, :5], video[:, 2:])          # x_{t+h}
+  np.testing.assert_array_equal(targets[:, :5], video[:, 2:])  # x_{t+h}
   np.testing.assert_array_equal(t_in.mask, [1, 1, 1, 1, 1, 0, 0])
   t_new = tasks.make_task(tasks.TaskConfig(**cfg, anchor="newest"), chain, "pipelined")
   _, targets, _ = t_new.batch(2, seed=0)
@@ -70,7 +76,7 @@ def test_next_frame_anchors():
 def test_copy_baseline_is_exact_on_a_static_video():
   cfg = ex.run_config("next-frame", "sideways", "speed", 0.0, 0, quick=True, anchor="input")
   rows = {r["scheme"]: r for r in ex.baseline_rows(cfg, "speed")}
-  assert rows["copy_newest"]["mse"] == 0.0       # every frame equal: copying is perfect
+  assert rows["copy_newest"]["mse"] == 0.0  # every frame equal: copying is perfect
   assert rows["mean_frame"]["mse"] > 0.0
   moving = ex.run_config("next-frame", "sideways", "speed", 2.0, 0, quick=True, anchor="input")
   assert {r["scheme"]: r for r in ex.baseline_rows(moving, "speed")}["copy_newest"]["mse"] > 0
@@ -87,6 +93,7 @@ def test_old_scheme_name_still_trains_as_skip_exact():
 # is under test)
 # ---------------------------------------------------------------------------------------------
 
+
 def _fake_train_run(calls, fail_at=None):
   def fake(config, run_dir, knob, progress=False):
     if fail_at is not None and len(calls) == fail_at:
@@ -95,21 +102,30 @@ def _fake_train_run(calls, fail_at=None):
     row = ex._row_ids(config, knob)
     row.update(accuracy=0.5 + 0.01 * config.seed, run=run_dir.name)
     return row
+
   return fake
 
 
 def test_sweep_rows_cache_and_one_more_value(tmp_path, monkeypatch):
   calls = []
   monkeypatch.setattr(ex, "train_run", _fake_train_run(calls))
-  df = ex.sweep("digits", "speed", [0.5, 2], schemes=["backprop", "sideways"], seeds=2,
-                quick=True, out=tmp_path)
+  df = ex.sweep(
+    "digits", "speed", [0.5, 2], schemes=["backprop", "sideways"], seeds=2, quick=True, out=tmp_path
+  )
   assert len(df) == 8 and len(calls) == 8
-  assert list(df.columns[:len(ex.ID_COLUMNS)]) == list(ex.ID_COLUMNS)
+  assert list(df.columns[: len(ex.ID_COLUMNS)]) == list(ex.ID_COLUMNS)
   assert set(df.scheme) == {"backprop", "sideways"} and set(df.seed) == {0, 1}
   pd.testing.assert_frame_equal(ex.read_results(tmp_path), df, check_dtype=False)
-  df2 = ex.sweep("digits", "speed", [0.5, 2, 4], schemes=["backprop", "sideways"], seeds=2,
-                 quick=True, out=tmp_path)
-  assert len(df2) == 12 and len(calls) == 12                  # only the new value trained
+  df2 = ex.sweep(
+    "digits",
+    "speed",
+    [0.5, 2, 4],
+    schemes=["backprop", "sideways"],
+    seeds=2,
+    quick=True,
+    out=tmp_path,
+  )
+  assert len(df2) == 12 and len(calls) == 12  # only the new value trained
   assert sorted(c[1] for c in calls[8:]) == [4.0] * 4
 
 
@@ -120,12 +136,13 @@ def test_interrupted_sweep_loses_no_finished_run(tmp_path, monkeypatch):
     ex.sweep("digits", "stride", "1,2", schemes=["sideways"], seeds=2, quick=True, out=tmp_path)
   assert len(ex.read_results(tmp_path)) == 3
   monkeypatch.setattr(ex, "train_run", _fake_train_run(calls))
-  df = ex.sweep("digits", "stride", "1,2", schemes=["sideways"], seeds=2, quick=True,
-                out=tmp_path)
-  assert len(df) == 4 and len(calls) == 4                    # 3 before, 1 after the restart
+  df = ex.sweep("digits", "stride", "1,2", schemes=["sideways"], seeds=2, quick=True, out=tmp_path)
+  assert len(df) == 4 and len(calls) == 4  # 3 before, 1 after the restart
 
 
-@pytest.mark.parametrize("kw, match", [
+@pytest.mark.parametrize(
+  "kw, match",
+  [
     (dict(task="cifar"), "task must be one of"),
     (dict(knob="size"), "knob must be one of"),
     (dict(values=[]), "values must list at least one"),
@@ -138,7 +155,8 @@ def test_interrupted_sweep_loses_no_finished_run(tmp_path, monkeypatch):
     (dict(seeds=0), "seeds must be an int >= 1"),
     (dict(steps=0), "steps must be an int >= 1"),
     (dict(anchor="later"), "anchor must be one of"),
-])
+  ],
+)
 def test_sweep_bad_input(kw, match, tmp_path):
   args = dict(task="digits", knob="speed", values=[1.0], quick=True, out=tmp_path)
   args.update(kw)
@@ -147,11 +165,16 @@ def test_sweep_bad_input(kw, match, tmp_path):
 
 
 def test_paired_difference():
-  df = pd.DataFrame({"scheme": ["a", "a", "b", "b"], "value": [1.0] * 4, "seed": [0, 1, 0, 1],
-                     "accuracy": [0.9, 0.7, 0.8, 0.5]})
+  df = pd.DataFrame(
+    {
+      "scheme": ["a", "a", "b", "b"],
+      "value": [1.0] * 4,
+      "seed": [0, 1, 0, 1],
+      "accuracy": [0.9, 0.7, 0.8, 0.5],
+    }
+  )
   d = ex.paired_difference(df, "a", "b", "accuracy").iloc[0]
-  assert d["mean"] == pytest.approx(0.15) and d["std"] == pytest.approx(np.std([0.1, 0.2],
-                                                                                 ddof=1))
+  assert d["mean"] == pytest.approx(0.15) and d["std"] == pytest.approx(np.std([0.1, 0.2], ddof=1))
   with pytest.raises(ValueError, match="no paired runs"):
     ex.paired_difference(df, "a", "c", "accuracy")
 
@@ -160,30 +183,55 @@ def test_paired_difference():
 # Real (quick) training: a sweep, and alignment of its checkpoints
 # ---------------------------------------------------------------------------------------------
 
+
 def test_alignment_of_trained_runs_is_exact_on_static_video(tmp_path):
   """On a static video Sideways' estimate is the exact gradient (docs/design.md §5), at
   initialisation and at every checkpoint of training; moving digits break the equality."""
-  df = ex.sweep("digits", "speed", [0.0, 4.0], schemes=["skip_sideways"], seeds=1, quick=True,
-                out=tmp_path)
+  df = ex.sweep(
+    "digits", "speed", [0.0, 4.0], schemes=["skip_sideways"], seeds=1, quick=True, out=tmp_path
+  )
   assert df.accuracy.between(0, 1).all() and (df.train_time_s > 0).all()
-  al = ex.alignment(tmp_path, single_clips=1, num_clips=1)   # one clip shape: one compile
+  al = ex.alignment(tmp_path, single_clips=1, num_clips=1)  # one clip shape: one compile
   assert set(al.kind) == {"clip", "expected"} and set(al.scheme) == {"skip_sideways"}
-  assert sorted(al.step.unique())[0] == 0 and al.step.nunique() > 2   # init + checkpoints
+  assert sorted(al.step.unique())[0] == 0 and al.step.nunique() > 2  # init + checkpoints
   static, moving = al[al.value == 0.0], al[al.value == 4.0]
   np.testing.assert_allclose(static.cosine, 1.0, atol=1e-4)
   assert (moving.cosine < 0.9999).any()
 
 
 def test_cli_sweep_writes_results(tmp_path, capsys):
-  assert sl.cli.main(["sweep", "--task", "next-frame", "--knob", "speed", "--values", "1",
-                      "--schemes", "sideways,copy_newest", "--seeds", "1", "--quick",
-                      "--no-progress", "--out", str(tmp_path)]) == 0
+  assert (
+    sl.cli.main(
+      [
+        "sweep",
+        "--task",
+        "next-frame",
+        "--knob",
+        "speed",
+        "--values",
+        "1",
+        "--schemes",
+        "sideways,copy_newest",
+        "--seeds",
+        "1",
+        "--quick",
+        "--no-progress",
+        "--out",
+        str(tmp_path),
+      ]
+    )
+    == 0
+  )
   df = ex.read_results(tmp_path)
   assert set(df.scheme) == {"sideways", "copy_newest"}
   assert {"mse", "psnr", "ssim"} <= set(df.columns) and (df.anchor == "newest").all()
   assert "mse (mean over 1 seeds)" in capsys.readouterr().out
-  assert sl.cli.main(["sweep", "--task", "digits", "--knob", "speed", "--values", "x",
-                      "--out", str(tmp_path)]) == 2
+  assert (
+    sl.cli.main(
+      ["sweep", "--task", "digits", "--knob", "speed", "--values", "x", "--out", str(tmp_path)]
+    )
+    == 2
+  )
   assert "values must be numbers" in capsys.readouterr().err
 
 
@@ -191,15 +239,22 @@ def test_cli_sweep_writes_results(tmp_path, capsys):
 # Claims
 # ---------------------------------------------------------------------------------------------
 
+
 def _digits(gap_smooth, gap_rough, seeds=3):
   rows = []
   for seed in range(seeds):
     jitter = 0.005 * seed
     for v, gap in ((0.25, gap_smooth), (4.0, gap_rough)):
-      for s, acc in (("backprop", 0.95), ("sideways_exact", 0.94), ("sideways", 0.95 - gap),
-                     ("skip_sideways", 0.93), ("skip_exact", 0.94)):
-        rows.append(dict(task="digits", scheme=s, knob="speed", value=v, seed=seed,
-                         accuracy=acc + jitter))
+      for s, acc in (
+        ("backprop", 0.95),
+        ("sideways_exact", 0.94),
+        ("sideways", 0.95 - gap),
+        ("skip_sideways", 0.93),
+        ("skip_exact", 0.94),
+      ):
+        rows.append(
+          dict(task="digits", scheme=s, knob="speed", value=v, seed=seed, accuracy=acc + jitter)
+        )
   return pd.DataFrame(rows)
 
 
@@ -210,5 +265,5 @@ def test_claims_follow_the_numbers():
   assert c1.verdict == ex.NOT_REPRODUCED and "estimate" in c1.why
   assert c2.verdict == ex.NOT_REPRODUCED
   report = ex.claims_report(ex.claims({"digits-speed": _digits(0.02, 0.3)}))
-  assert "| **C1**" in report and report.count(ex.NOT_MEASURED) == 2   # C3, C4 not run
+  assert "| **C1**" in report and report.count(ex.NOT_MEASURED) == 2  # C3, C4 not run
   assert json.dumps([c.verdict for c in ex.claims({})]) == json.dumps([ex.NOT_MEASURED] * 4)

@@ -56,14 +56,15 @@ def test_committed_figures_match_the_manifest():
   man = ROOT / "figures" / "manifest.json"
   m = json.loads(man.read_text())
   assert m["mode"] == "full" and set(m["figures"]) == set(figures.FIGURES)
-  for name, f in m["figures"].items():   # the committed figures were made with today's code
+  for name, f in m["figures"].items():  # the committed figures were made with today's code
     assert f["config"] == json.loads(json.dumps(figures.figure_config(name))), (
-        f"figures/{name} was generated with another configuration than the code's defaults: "
-        f"regenerate it with `sideways-lab figures --only {name}`")
+      f"figures/{name} was generated with another configuration than the code's defaults: "
+      f"regenerate it with `sideways-lab figures --only {name}`"
+    )
   for sweep in figures.SWEEPS:
     assert (ROOT / "figures" / "results" / f"{sweep}.csv").exists(), sweep
   assert (ROOT / "figures" / "claims.md").exists()
-  for name, f in m["figures"].items():
+  for f in m["figures"].values():
     for fn in f.get("files", []):
       assert (ROOT / "figures" / fn).exists(), fn
   readme = ROOT / "README.md"

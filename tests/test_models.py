@@ -1,8 +1,8 @@
 """Model builders: same units for every scheme, variable inputs, no Haiku state."""
 
+import haiku as hk
 import jax
 import jax.numpy as jnp
-import haiku as hk
 import numpy as np
 import pytest
 from jax import lax
@@ -21,8 +21,9 @@ def test_conv2d_equals_lax_conv(stride, hw):
   rng = np.random.default_rng(1)
   x = jnp.asarray(rng.normal(size=(2, hw, hw, 3)), jnp.float32)
   w = jnp.asarray(rng.normal(size=(3, 3, 3, 5)), jnp.float32)
-  ref = lax.conv_general_dilated(x, w, (stride, stride), "SAME",
-                                 dimension_numbers=("NHWC", "HWIO", "NHWC"))
+  ref = lax.conv_general_dilated(
+    x, w, (stride, stride), "SAME", dimension_numbers=("NHWC", "HWIO", "NHWC")
+  )
   np.testing.assert_allclose(models.conv2d(x, w, stride), ref, atol=1e-4)
 
 
@@ -30,7 +31,7 @@ def test_depth_to_space():
   x = jnp.arange(2 * 2 * 3 * 8, dtype=jnp.float32).reshape(2, 2, 3, 8)
   y = models.depth_to_space(x, 2)
   assert y.shape == (2, 4, 6, 2)
-  np.testing.assert_array_equal(y[0, 1, 0], x[0, 0, 0, 4:6])   # row offset 1, col offset 0
+  np.testing.assert_array_equal(y[0, 1, 0], x[0, 0, 0, 4:6])  # row offset 1, col offset 0
 
 
 def test_resize_to():
@@ -45,7 +46,7 @@ def test_schemes_share_units(task):
   cfg = models.ModelConfig(task=task, num_units=3, width=8, num_classes=8)
   graphs = {s: models.build_graph(cfg, s) for s in models.SCHEMES}
   assert graphs["backprop"].is_chain and graphs["sideways"].is_chain
-  assert graphs["sideways_exact"].is_chain   # the exact twin of Sideways: the same chain
+  assert graphs["sideways_exact"].is_chain  # the exact twin of Sideways: the same chain
   assert graphs["skip_sideways"].has_skips and graphs["skip_exact"].has_skips
   assert graphs["skip_exact"].edges == graphs["skip_sideways"].edges
   # the skip graph's unit 2 reads the frame
@@ -63,7 +64,9 @@ def test_schemes_share_units(task):
 
 
 def test_output_shapes():
-  cls = models.build_graph(models.ModelConfig("motion-classes", 3, 8, num_classes=5), "skip_sideways")
+  cls = models.build_graph(
+    models.ModelConfig("motion-classes", 3, 8, num_classes=5), "skip_sideways"
+  )
   p = cls.init(jax.random.PRNGKey(0), _frame())
   video = jnp.asarray(np.random.default_rng(0).random((2, 6, 8, 8, 1)), jnp.float32)
   out, valid = sl.forward(cls, p, video)
@@ -97,13 +100,36 @@ def test_bad_config():
 # skips, L, downsample, a chain scheme, a skip scheme, the skip graph's edges, and the skip
 # projections of every unit (one per extra input)
 SKIP_GRAPHS = {
-    "dense": (4, (2,), "sideways", "skip_sideways", {
-        1: [(0, 0)], 2: [(1, 0), (0, 0)], 3: [(2, 0), (1, 0), (0, 0)],
-        4: [(3, 0), (2, 0), (1, 0), (0, 0)]}, [0, 1, 2, 3], 6),
-    # span skips, plus an edge from every unit 1..L-2 into the last unit
-    "span_head": (5, (3,), "backprop", "skip_exact", {
-        1: [(0, 0)], 2: [(1, 0), (0, 0)], 3: [(2, 0), (1, 0)], 4: [(3, 0), (2, 0)],
-        5: [(4, 0), (3, 0), (2, 0), (1, 0)]}, [0, 1, 1, 1, 3], 8),
+  "dense": (
+    4,
+    (2,),
+    "sideways",
+    "skip_sideways",
+    {
+      1: [(0, 0)],
+      2: [(1, 0), (0, 0)],
+      3: [(2, 0), (1, 0), (0, 0)],
+      4: [(3, 0), (2, 0), (1, 0), (0, 0)],
+    },
+    [0, 1, 2, 3],
+    6,
+  ),
+  # span skips, plus an edge from every unit 1..L-2 into the last unit
+  "span_head": (
+    5,
+    (3,),
+    "backprop",
+    "skip_exact",
+    {
+      1: [(0, 0)],
+      2: [(1, 0), (0, 0)],
+      3: [(2, 0), (1, 0)],
+      4: [(3, 0), (2, 0)],
+      5: [(4, 0), (3, 0), (2, 0), (1, 0)],
+    },
+    [0, 1, 1, 1, 3],
+    8,
+  ),
 }
 
 
@@ -111,8 +137,9 @@ SKIP_GRAPHS = {
 @pytest.mark.parametrize("task", ["motion-classes", "next-frame"])
 def test_skip_kinds(task, skips):
   L, downsample, chain_scheme, skip_scheme, edges, projections, T = SKIP_GRAPHS[skips]
-  cfg = models.ModelConfig(task=task, num_units=L, width=8, num_classes=8, skips=skips,
-                           downsample=downsample)
+  cfg = models.ModelConfig(
+    task=task, num_units=L, width=8, num_classes=8, skips=skips, downsample=downsample
+  )
   assert models.edges_of(cfg, chain_scheme) == sl.graph.chain_edges(L)
   g = models.build_graph(cfg, skip_scheme)
   assert {k: list(e) for k, e in g.edges.items()} == edges
@@ -131,15 +158,20 @@ def test_merge_extras_kernel():
   for kernel in (1, 3):
     f = hk.without_apply_rng(hk.transform(lambda h, x: models.merge_extras(h, [x], kernel=kernel)))
     p = f.init(jax.random.PRNGKey(0), h, x)
-    (mod, leaves), = p.items()
+    ((mod, leaves),) = p.items()
     xr = models.resize_to(x, (4, 4))
     if kernel == 1:
       assert leaves["w"].shape == (2, 3)
       ref = h + xr @ leaves["w"] + leaves["b"]
     else:
       assert leaves["w"].shape == (3, 3, 2, 3)
-      ref = h + lax.conv_general_dilated(xr, leaves["w"], (1, 1), "SAME",
-                                         dimension_numbers=("NHWC", "HWIO", "NHWC")) + leaves["b"]
+      ref = (
+        h
+        + lax.conv_general_dilated(
+          xr, leaves["w"], (1, 1), "SAME", dimension_numbers=("NHWC", "HWIO", "NHWC")
+        )
+        + leaves["b"]
+      )
     np.testing.assert_allclose(f.apply(p, h, x), ref, atol=1e-5)
 
 
@@ -156,9 +188,9 @@ def test_skip_kernel_only_changes_projections(task):
       for name in a[mod]:
         old, new = a[mod][name].shape, b[mod][name].shape
         if "proj" in mod and name == "w" and len(new) == 4:
-          assert new == (3, 3) + old        # the 1x1 (C_in, C_out) became 3x3
+          assert new == (3, 3) + old  # the 1x1 (C_in, C_out) became 3x3
           widened += 1
-        else:                               # units' own layers and the head's pooled skips
+        else:  # units' own layers and the head's pooled skips
           assert new == old
   assert widened >= 1
   # the chain graph has no projections, so skip_kernel does not change it

@@ -1,6 +1,5 @@
 """Tasks: targets, masks, metrics and the cosine helper."""
 
-import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -17,7 +16,7 @@ def test_next_frame_targets_and_mask():
   assert not targets[:, 4:].any()
   np.testing.assert_array_equal(t.mask, [1, 1, 1, 1, 0, 0])
   v2, _, _ = t.batch(2, seed=3)
-  np.testing.assert_array_equal(video, v2)   # deterministic in the seed
+  np.testing.assert_array_equal(video, v2)  # deterministic in the seed
 
 
 def test_classification_batch_and_metrics():
@@ -28,16 +27,17 @@ def test_classification_batch_and_metrics():
   assert t.chance == pytest.approx(1 / K)
   labels = np.array([0, 1, 2])
   logits = np.zeros((3, 4, K))
-  logits[np.arange(3), :, labels] = 1.0          # right at every tick
-  logits[0, 0, 3] = 10.0                           # wrong at tick 0 of clip 0 (not a loss tick)
-  logits[1, 1, 3] = 1.5                            # wrong at tick 1 of clip 1, clip still right
+  logits[np.arange(3), :, labels] = 1.0  # right at every tick
+  logits[0, 0, 3] = 10.0  # wrong at tick 0 of clip 0 (not a loss tick)
+  logits[1, 1, 3] = 1.5  # wrong at tick 1 of clip 1, clip still right
   V = np.array([False, True, True, True])
   m = t.metrics(logits, targets, V, {"labels": labels})
   assert m["accuracy"] == 1.0
   assert m["tick_accuracy"] == pytest.approx(8 / 9)
   assert m["loss"] > 0
-  np.testing.assert_array_equal(m["confusion"], np.eye(K, dtype=int)[[0, 1, 2]].T @
-                                np.eye(K, dtype=int)[[0, 1, 2]])
+  np.testing.assert_array_equal(
+    m["confusion"], np.eye(K, dtype=int)[[0, 1, 2]].T @ np.eye(K, dtype=int)[[0, 1, 2]]
+  )
   # clip 2 predicted as class 5 over V: one off-diagonal count, row = true class 2
   logits[2, 1:, 5] = 3.0
   m = t.metrics(logits, targets, V, {"labels": labels})

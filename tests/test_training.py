@@ -7,15 +7,19 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-import sideways_lab as sl
 from sideways_lab import checkpoint as ckpt
 from sideways_lab import training
 
 
 def tiny(task="motion-classes", scheme="skip_sideways", **kw):
-  base = dict(steps=4, batch_size=2, eval_clips=4, log_every=1,
-              model=dict(num_units=3, width=4, groups=2),
-              data=dict(num_frames=6, size=(8, 8)))
+  base = dict(
+    steps=4,
+    batch_size=2,
+    eval_clips=4,
+    log_every=1,
+    model=dict(num_units=3, width=4, groups=2),
+    data=dict(num_frames=6, size=(8, 8)),
+  )
   for k in ("model", "data"):
     base[k].update(kw.pop(k, {}))
   base.update(kw)
@@ -49,8 +53,9 @@ def test_non_finite_loss_stops_the_run_before_a_checkpoint(tmp_path, monkeypatch
   def nan_from_step_2(self, params, opt_state, video, targets):
     params, opt_state, loss = step(self, params, opt_state, video, targets)
     return params, opt_state, loss * jnp.where(opt_state[-1][0].count >= 2, jnp.nan, 1.0)
+
   monkeypatch.setattr(training._Program, "_step_impl", nan_from_step_2)
-  training._program.cache_clear()   # programs compiled before the patch must not be reused
+  training._program.cache_clear()  # programs compiled before the patch must not be reused
   try:
     with pytest.raises(FloatingPointError, match="by step 2"):
       training.train(cfg, tmp_path, progress=False)
@@ -66,16 +71,20 @@ def test_interrupt_and_resume_give_identical_params(tmp_path):
   def interrupt(step, loss):
     if step == 3:
       raise KeyboardInterrupt
+
   with pytest.raises(KeyboardInterrupt):
     training.train(cfg, tmp_path / "run", progress=False, callback=interrupt)
   # Ctrl-C saved the last completed step (3), besides the periodic one (2)
   assert [s for s, _ in ckpt.list_checkpoints(tmp_path / "run")] == [2, 3]
-  resumed = training.train(cfg, tmp_path / "run", resume=True, progress=False,
-                           evaluate_at_end=False)
+  resumed = training.train(
+    cfg, tmp_path / "run", resume=True, progress=False, evaluate_at_end=False
+  )
   assert resumed.resumed_from == 3 and resumed.step == 5
   np.testing.assert_array_equal(_flat(resumed.params), _flat(full.params))
   np.testing.assert_array_equal(_flat(resumed.opt_state), _flat(full.opt_state))
-  steps = [json.loads(x)["step"] for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+  steps = [
+    json.loads(x)["step"] for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()
+  ]
   assert steps == [1, 2, 3, 4, 5]
 
 
@@ -126,9 +135,15 @@ def test_bad_configuration():
 
 
 def test_compare_quick(tmp_path):
-  res = training.compare("next-frame", tmp_path, quick=True,
-                         schemes=("skip_sideways",), steps=2,
-                         model=dict(num_units=3, width=4, groups=2), data=dict(size=(8, 8)))
+  res = training.compare(
+    "next-frame",
+    tmp_path,
+    quick=True,
+    schemes=("skip_sideways",),
+    steps=2,
+    model=dict(num_units=3, width=4, groups=2),
+    data=dict(size=(8, 8)),
+  )
   on_disk = json.loads((tmp_path / "results.json").read_text())
   assert on_disk["task"] == "next-frame" and set(on_disk["schemes"]) == {"skip_sideways"}
   for r in res["schemes"].values():
