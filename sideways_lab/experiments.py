@@ -196,12 +196,6 @@ def check_schemes(schemes, task: str) -> tuple:
   return tuple(dict.fromkeys(out))
 
 
-def _check_int(v, name: str, minimum: int = 1) -> int:
-  if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < minimum:
-    raise ValueError(f"{name} must be an int >= {minimum}, got {v!r}")
-  return int(v)
-
-
 # ---------------------------------------------------------------------------------------------
 # One run
 # ---------------------------------------------------------------------------------------------
@@ -236,7 +230,7 @@ def run_config(
     # a synchronous network's newest frame is its input (n(t) = t): both anchors are one run
     data["anchor"] = anchor if mode_of(scheme) == "pipelined" else "input"
   if steps is not None:
-    kw["steps"] = _check_int(steps, "steps")
+    kw["steps"] = training.check_int(steps, "steps")
   kw["checkpoint_every"] = max(1, kw["steps"] // CHECKPOINTS_PER_RUN)
   kw["keep"] = CHECKPOINTS_PER_RUN + 1
   kw["log_every"] = max(1, kw["steps"] // 50)
@@ -432,26 +426,65 @@ def sweep(
   knob = check_knob(knob)
   values = check_values(knob, values)
   schemes = check_schemes(default_schemes(task) if schemes is None else schemes, task)
-  seeds = _check_int(seeds, "seeds")
+  seeds = training.check_int(seeds, "seeds")
   if steps is not None:
-    _check_int(steps, "steps")
+    training.check_int(steps, "steps")
   if anchor not in ANCHORS:
     raise ValueError(f"anchor must be one of {ANCHORS}, got {anchor!r}")
   if knob == "speed" and task == "motion-classes" and min(values) <= 0:
     raise ValueError("values of speed must be > 0 for motion-classes (no motion, no class)")
   quick = is_quick(quick)
   log = log or (lambda msg: None)
-  trained = [s for s in schemes if s in SCHEMES]
-  baselines = [s for s in schemes if s in BASELINES]
-  timing_of = _timings(trained or tuple(SCHEMES))
   # every configuration first: bad overrides fail before anything trains
+  jobs = _jobs(task, knob, values, schemes, seeds, steps, anchor, quick, overrides)
+  tmp = tempfile.TemporaryDirectory(prefix="sideways_sweep_") if out is None else None
+  out = Path(tmp.name if tmp is not None else out)
+  if out.exists() and not out.is_dir():
+    raise NotADirectoryError(f"out {str(out)!r} exists and is not a directory")
+  runs = out / "runs" if runs is None else Path(runs)
+  runs.mkdir(parents=True, exist_ok=True)
+  out.mkdir(parents=True, exist_ok=True)
+  rows: list[dict] = []
+  bar = tqdm(
+    total=len(jobs),
+    disable=not (os.isatty(2) if progress is None else progress),
+    desc=f"sweep {task}/{knob}",
+    unit="run",
+  )
+  try:
+    for kind, cfg in jobs:
+      run_dir = runs / f"{kind}-{cfg.scheme}-seed{cfg.seed}-{run_key(cfg)}"
+      for r in _run_rows(kind, cfg, run_dir, knob, log):
+        if r["scheme"] in schemes:
+          # a run is shared by sweeps of other knobs and anchors: label its row here
+          r.update(
+            knob=knob,
+            value=getattr(cfg.data, knob),
+            run=os.path.relpath(run_dir, out),
+            anchor=anchor if task == "next-frame" else "",
+          )
+          rows.append(r)
+      bar.update(1)
+      ckpt.atomic_write_text(out / "results.csv", _order(pd.DataFrame(rows)).to_csv(index=False))
+  finally:
+    bar.close()
+    if tmp is not None:
+      tmp.cleanup()
+  return _order(pd.DataFrame(rows))
+
+
+def _jobs(task, knob, values, schemes, seeds, steps, anchor, quick, overrides) -> list:
+  """``[("train" | "baseline", TrainConfig)]`` in the order of the sweep: value, seed, scheme;
+  the baselines of next-frame once per value, seed and pipeline timing of the schemes."""
+  trained = [s for s in schemes if s in SCHEMES]
+  timings = _timings(trained or tuple(SCHEMES)).values() if set(schemes) & set(BASELINES) else ()
   jobs = []
   for value in values:
     for seed in range(seeds):
-      for s in trained:
-        jobs.append(
+      for kind, group in (("train", trained), ("baseline", timings)):
+        jobs += [
           (
-            "train",
+            kind,
             run_config(
               task,
               s,
@@ -464,70 +497,24 @@ def sweep(
               overrides=overrides,
             ),
           )
-        )
-      if baselines:
-        for s in timing_of.values():
-          jobs.append(
-            (
-              "baseline",
-              run_config(
-                task,
-                s,
-                knob,
-                value,
-                seed,
-                steps=steps,
-                anchor=anchor,
-                quick=quick,
-                overrides=overrides,
-              ),
-            )
-          )
-  tmp = None
-  if out is None:
-    tmp = tempfile.TemporaryDirectory(prefix="sideways_sweep_")
-    out = tmp.name
-  out = Path(out)
-  if out.exists() and not out.is_dir():
-    raise NotADirectoryError(f"out {str(out)!r} exists and is not a directory")
-  out.mkdir(parents=True, exist_ok=True)
-  runs = out / "runs" if runs is None else Path(runs)
-  runs.mkdir(parents=True, exist_ok=True)
-  if progress is None:
-    progress = os.isatty(2)
-  rows: list[dict] = []
-  bar = tqdm(total=len(jobs), disable=not progress, desc=f"sweep {task}/{knob}", unit="run")
-  try:
-    for kind, cfg in jobs:
-      name = f"{kind}-{cfg.scheme}-seed{cfg.seed}-{run_key(cfg)}"
-      run_dir = runs / name
-      cached = _read_rows(run_dir / "row.json")
-      if cached is None:
-        if kind == "train":
-          log(f"  training {name} ({cfg.steps} steps)")
-          new = [train_run(cfg, run_dir, knob)]
-        else:
-          new = [r for r in baseline_rows(cfg, knob) if r["scheme"] in baselines]
-          for r in new:
-            r["graph"] = graph_of(cfg.scheme)
-        run_dir.mkdir(parents=True, exist_ok=True)
-        ckpt.atomic_write_text(run_dir / "row.json", json.dumps(new, indent=1))
-        cached = new
-      for r in cached:  # a run is shared by sweeps of other knobs and anchors: label it here
-        r.update(
-          knob=knob,
-          value=getattr(cfg.data, knob),
-          run=os.path.relpath(run_dir, out),
-          anchor=anchor if task == "next-frame" else "",
-        )
-      rows.extend(cached)
-      bar.update(1)
-      ckpt.atomic_write_text(out / "results.csv", _order(pd.DataFrame(rows)).to_csv(index=False))
-  finally:
-    bar.close()
-    if tmp is not None:
-      tmp.cleanup()
-  return _order(pd.DataFrame(rows))
+          for s in group
+        ]
+  return jobs
+
+
+def _run_rows(kind: str, config: training.TrainConfig, run_dir: Path, knob: str, log) -> list:
+  """The rows of one job: read back from ``run_dir/row.json`` when it finished before, else
+  trained (or, for baselines, computed) and written there atomically."""
+  rows = _read_rows(run_dir / "row.json")
+  if rows is None:
+    if kind == "train":
+      log(f"  training {run_dir.name} ({config.steps} steps)")
+      rows = [train_run(config, run_dir, knob)]
+    else:
+      rows = baseline_rows(config, knob)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    ckpt.atomic_write_text(run_dir / "row.json", json.dumps(rows, indent=1))
+  return rows
 
 
 def read_results(path) -> pd.DataFrame:

@@ -85,9 +85,11 @@ __all__ = [
 # ---------------------------------------------------------------------------------------------
 
 
-def _pos_int(v, name, minimum=1):
+def check_int(v, name: str, minimum: int = 1) -> int:
+  """``int(v)``, or a ValueError naming ``name`` unless ``v`` is an int ``>= minimum``."""
   if not isinstance(v, (int, np.integer)) or isinstance(v, bool) or v < minimum:
     raise ValueError(f"{name} must be an int >= {minimum}, got {v!r}")
+  return int(v)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -139,13 +141,13 @@ class TrainConfig:
       raise TypeError(f"data must be a TaskConfig, got {type(self.data).__name__}")
     if self.model.task != self.data.task:
       raise ValueError(f"model.task={self.model.task!r} differs from data.task={self.data.task!r}")
-    _pos_int(self.steps, "steps", 0)
-    _pos_int(self.batch_size, "batch_size")
-    _pos_int(self.eval_clips, "eval_clips")
-    _pos_int(self.keep, "keep")
-    _pos_int(self.log_every, "log_every")
+    check_int(self.steps, "steps", 0)
+    check_int(self.batch_size, "batch_size")
+    check_int(self.eval_clips, "eval_clips")
+    check_int(self.keep, "keep")
+    check_int(self.log_every, "log_every")
     for name in ("update_every", "eval_every", "checkpoint_every", "seed"):
-      _pos_int(getattr(self, name), name, 0)
+      check_int(getattr(self, name), name, 0)
     if not (
       isinstance(self.learning_rate, (int, float))
       and math.isfinite(self.learning_rate)
@@ -466,7 +468,7 @@ class Trainer:
     true class); prediction: ``mse``, ``psnr``, ``ssim``, ``loss``.
     """
     n = self.config.eval_clips if num_clips is None else num_clips
-    _pos_int(n, "num_clips")
+    check_int(n, "num_clips")
     seed = self.config.seed if seed is None else seed
     T = self.config.data.num_frames
     V = schedule.loss_ticks(self.graph, T, self._mask, self.mode)
