@@ -50,11 +50,16 @@ def _launch(args, timeout, **env):
 
 
 def _gone(pid: int) -> bool:
+  """True when ``pid`` has exited (a zombie waiting for its reaper counts as exited)."""
   try:
     os.kill(pid, 0)
   except ProcessLookupError:
     return True
-  return False
+  try:
+    with open(f"/proc/{pid}/stat") as f:
+      return f.read().rsplit(")", 1)[1].split()[0] == "Z"
+  except OSError:
+    return True
 
 
 @pytest.fixture(scope="module")
@@ -198,6 +203,31 @@ def test_ctrl_c_stops_every_process(tmp_path):
   assert proc.returncode == launch.EXIT_INTERRUPTED
   assert "interrupted; stopping 2 processes" in err
   assert all(_gone(pid) for pid in pids)
+
+
+def test_killing_the_launcher_kills_its_processes(tmp_path):
+  """SIGKILL to the launcher (it cannot clean up): its processes die with it (no orphans)."""
+  cmd = [sys.executable, "-m", "sideways_lab.launch", "--processes", "2",
+         str(_pid_script(tmp_path))]
+  proc = subprocess.Popen(cmd, env=_env(), cwd=TESTS, stderr=subprocess.DEVNULL,
+                          start_new_session=True)
+  pids = []
+  try:
+    pids = _wait_for_pids(tmp_path)
+    proc.kill()
+    proc.wait(timeout=EXIT_TIMEOUT_S)
+    deadline = time.monotonic() + EXIT_TIMEOUT_S
+    while not all(_gone(pid) for pid in pids) and time.monotonic() < deadline:
+      time.sleep(0.1)
+    left = [pid for pid in pids if not _gone(pid)]
+  finally:
+    for pid in pids:
+      if not _gone(pid):
+        os.kill(pid, signal.SIGKILL)             # do not leave them behind if the test fails
+    if proc.poll() is None:
+      proc.kill()
+      proc.wait()
+  assert not left, f"processes {left} outlived their launcher"
 
 
 def test_launcher_arguments_are_checked():
