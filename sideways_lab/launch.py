@@ -13,10 +13,10 @@ see :func:`train_main`), ``-m MODULE`` or a script path; it runs after
 ``jax.distributed.initialize``, so ``jax.devices()`` is the global list of every process's
 devices and ``sl.parallel.ShardedGraph(graph)`` spans them all.
 
-A local launch is supervised: every process runs in its own session and dies with the
+A local launch is supervised: every process runs in its own session and is killed with the
 launcher (Linux ``PR_SET_PDEATHSIG``); when one exits with an error (or is killed), the
-launcher names it, stops the others (SIGTERM, then SIGKILL after a grace period) and exits with
-its code; Ctrl-C stops them all. A process whose peer dies mid-run gets an error from the
+launcher names it, stops the others (SIGTERM, then SIGKILL after a grace period: a process
+stuck in a collective does not see SIGTERM) and exits with its code; Ctrl-C stops them all. A process whose peer dies mid-run gets an error from the
 collective (gloo reports the closed connection) and exits at once with
 ``EXIT_PEER_FAILED`` instead of waiting at JAX's shutdown barrier.
 """
@@ -49,7 +49,7 @@ EXIT_PEER_FAILED = 3         # this process failed, or a collective lost another
 EXIT_INTERRUPTED = 130       # Ctrl-C (128 + SIGINT)
 CONNECT_TIMEOUT_S = 60       # how long a process waits for the coordinator and its peers
 HEARTBEAT_TIMEOUT_S = 20     # a process that sends no heartbeat for this long is dead
-GRACE_S = 5.0                # between SIGTERM and SIGKILL when stopping processes
+GRACE_S = 3.0                # between SIGTERM and SIGKILL when stopping processes
 POLL_S = 0.05                # how often the launcher looks at its processes
 ENV = {"coordinator": "SIDEWAYS_LAB_COORDINATOR", "num_processes": "SIDEWAYS_LAB_NUM_PROCESSES",
        "process_id": "SIDEWAYS_LAB_PROCESS_ID"}
@@ -150,7 +150,7 @@ def _describe(rc: int) -> str:
 def _child_setup() -> None:          # runs in the child between fork and exec
   os.setsid()                        # its own session: the launcher forwards Ctrl-C itself
   with contextlib.suppress(Exception):
-    ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+    ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, int(signal.SIGKILL))
 
 
 def _stop(procs: list, grace_s: float) -> None:
@@ -258,6 +258,8 @@ def _join_and_run(args, program: Sequence[str]) -> None:
   except (LaunchError, ValueError) as e:
     print(f"sideways_lab.launch: {who}: {e}", file=sys.stderr, flush=True)
     os._exit(EXIT_PEER_FAILED)
+  # jax.distributed's preemption notifier takes SIGTERM; give it back its usual meaning
+  signal.signal(signal.SIGTERM, lambda signum, frame: os._exit(128 + signum))
   code = 0
   try:
     code = _run_program(program) or 0
