@@ -347,7 +347,8 @@ def train_main(argv: Sequence[str]) -> int:
     raise ValueError("train needs --task and --scheme")
   if args.processes or args.resume:
     raise ValueError("inside a launch, train takes neither --processes nor --resume")
-  cfg = cli._config_from_args(args)
+  cfg = training.default_config(args.task, args.scheme, quick=args.quick, seed=args.seed,
+                                **cli.config_overrides(args))
   trainer = training.Trainer(cfg)
   if trainer.method != "sideways":
     raise ValueError(f"the distributed route trains Sideways schemes; --scheme {cfg.scheme} "
