@@ -1,7 +1,6 @@
 """Tests of VideoFolderDataset on miniature UCF101 / HMDB51 trees that the tests
 write themselves."""
 
-
 import numpy as np
 import pytest
 
