@@ -190,14 +190,14 @@ def test_unit_costs_and_projection(small):
 def test_memory_vs_clip_length(small, tmp_path):
   graph, params, _ = small
   t = an.memory_vs_clip_length(graph, params, [6, 24], toy.mse, frame_shape=(8, 8, 1),
-                               methods=("sideways", "pipelined_exact"), cache=tmp_path)
+                               methods=("sideways", "bptt"), cache=tmp_path)
   assert len(t) == 4
   get = lambda m, T: t.where(method=m, clip_length=T).rows[0]["temp_size_in_bytes"]
   if get("sideways", 6) is None:
     pytest.skip("this backend gives no memory analysis")
   # Sideways keeps O(L) buffers: its scratch memory does not grow with T; BPTT's does.
   assert get("sideways", 24) <= 1.1 * get("sideways", 6)
-  assert get("pipelined_exact", 24) > 1.5 * get("pipelined_exact", 6)
+  assert get("bptt", 24) > 1.5 * get("bptt", 6)
   assert an.memory_vs_clip_length(graph, params, [6, 24], toy.mse, frame_shape=(8, 8, 1),
-                                  methods=("sideways", "pipelined_exact"),
+                                  methods=("sideways", "bptt"),
                                   cache=tmp_path).meta["from_cache"]
