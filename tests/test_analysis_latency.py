@@ -193,15 +193,15 @@ def test_unit_costs_and_projection(small):
 def test_memory_vs_clip_length(small, tmp_path):
   graph, params, _ = small
   t = an.memory_vs_clip_length(graph, params, [6, 24], mse, frame_shape=(8, 8, 1),
-                               methods=("sideways", "pipelined_exact"), cache=tmp_path)
+                               methods=("sideways", "bptt"), cache=tmp_path)
   assert len(t) == 4
   get = lambda m, T: t.loc[(t.method == m) & (t.clip_length == T), "temp_size_in_bytes"].item()
   if pd.isna(get("sideways", 6)):
     pytest.skip("this backend gives no memory analysis")
   # Sideways keeps O(L) buffers: its scratch memory does not grow with T; BPTT's does.
   assert get("sideways", 24) <= 1.1 * get("sideways", 6)
-  assert get("pipelined_exact", 24) > 1.5 * get("pipelined_exact", 6)
+  assert get("bptt", 24) > 1.5 * get("bptt", 6)
   again = an.memory_vs_clip_length(graph, params, [6, 24], mse, frame_shape=(8, 8, 1),
-                                   methods=("sideways", "pipelined_exact"), cache=tmp_path)
+                                   methods=("sideways", "bptt"), cache=tmp_path)
   assert again.attrs["from_cache"]
   pd.testing.assert_frame_equal(again, t)
