@@ -29,17 +29,23 @@ from sideways_lab.models import Conv
 
 CONVS = {"hk.Conv2D": hk.Conv2D, "models.Conv": Conv}
 # (label, method, stash): every method, and the stash knob of Sideways
-VARIANTS = [("backprop", "backprop", 0), ("bptt", "bptt", 0),
-            ("pipelined_exact", "pipelined_exact", 0), ("sideways", "sideways", 0),
-            ("sideways stash=1", "sideways", 1), ("sideways stash=2", "sideways", 2),
-            ("sideways stash=full", "sideways", "full")]
-NAIVE_TICKS = 8          # the un-jitted naive loop is slow: it runs this many frames
+VARIANTS = [
+  ("backprop", "backprop", 0),
+  ("bptt", "bptt", 0),
+  ("pipelined_exact", "pipelined_exact", 0),
+  ("sideways", "sideways", 0),
+  ("sideways stash=1", "sideways", 1),
+  ("sideways stash=2", "sideways", 2),
+  ("sideways stash=full", "sideways", "full"),
+]
+NAIVE_TICKS = 8  # the un-jitted naive loop is slow: it runs this many frames
 
 
 def conv_unit(conv, channels):
   def f(inputs):
     h = sum(conv(channels, 3, name=f"conv{i}")(a) for i, a in enumerate(inputs))
     return jax.nn.relu(h)
+
   return f
 
 
@@ -47,6 +53,7 @@ def head(num_classes=10):
   def f(inputs):
     h = sum(jnp.mean(a, axis=(1, 2)) for a in inputs)
     return hk.Linear(num_classes)(h)
+
   return f
 
 
@@ -59,12 +66,15 @@ def xent(logits, labels):
 
 
 def grad_fn(graph, method, stash):
-  return jax.jit(lambda p, v, y: sl.gradients(graph, p, v, y, xent, method=method, stash=stash,
-                                              check_finite=False)[0])
+  return jax.jit(
+    lambda p, v, y: sl.gradients(
+      graph, p, v, y, xent, method=method, stash=stash, check_finite=False
+    )[0]
+  )
 
 
 def timeit(fn, repeats=5):
-  jax.block_until_ready(fn())          # compile + warm up
+  jax.block_until_ready(fn())  # compile + warm up
   ts = []
   for _ in range(repeats):
     t0 = time.perf_counter()
@@ -74,11 +84,14 @@ def timeit(fn, repeats=5):
 
 
 def max_diff(a, b) -> float:
-  return max(float(jnp.max(jnp.abs(x - y))) for x, y in
-             zip(jax.tree_util.tree_leaves(a), jax.tree_util.tree_leaves(b)))
+  return max(
+    float(jnp.max(jnp.abs(x - y)))
+    for x, y in zip(jax.tree_util.tree_leaves(a), jax.tree_util.tree_leaves(b))
+  )
 
 
 # -- what a newcomer writes (chain graphs) ------------------------------------------------------
+
 
 def _naive_tick(graph, params, bufs, cots, x, y, w):
   """One Sideways tick of a chain: every unit's VJP at its current input (docs/design.md §5)."""
@@ -96,7 +109,7 @@ def _naive_tick(graph, params, bufs, cots, x, y, w):
   return tuple(outs[1:L]), tuple(new_cots[1:]), tuple(grads)
 
 
-_jitted_tick = jax.jit(_naive_tick, static_argnums=0)   # one compiled tick per graph
+_jitted_tick = jax.jit(_naive_tick, static_argnums=0)  # one compiled tick per graph
 
 
 def naive_sideways(graph, params, video, targets, jit_tick=False):
@@ -117,13 +130,13 @@ def naive_sideways(graph, params, video, targets, jit_tick=False):
   tick = functools.partial(_jitted_tick if jit_tick else _naive_tick, graph)
   for t in range(T + L - 1):
     w = float(V[t]) / V.sum() if t < T else 0.0
-    bufs, cots, g = tick(params, bufs, cots, video[:, min(t, T - 1)],
-                         targets[:, min(t, T - 1)], w)
+    bufs, cots, g = tick(params, bufs, cots, video[:, min(t, T - 1)], targets[:, min(t, T - 1)], w)
     grads = jax.tree_util.tree_map(jnp.add, grads, g)
   return grads
 
 
 # -- the tables ---------------------------------------------------------------------------------
+
 
 def time_table(graphs, params, video, labels, rounds):
   """Every (conv, variant) timed in turn, round after round (median of the rounds)."""
@@ -136,29 +149,38 @@ def time_table(graphs, params, video, labels, rounds):
       jax.block_until_ready(f(params[key[0]], video, labels))
       times[key].append(time.perf_counter() - t0)
   t = {key: statistics.median(ts) for key, ts in times.items()}
-  print("| method | hk.Conv2D (ms/clip) | models.Conv (ms/clip) | hk.Conv2D / models.Conv | "
-        "time / sideways (models.Conv) | max abs diff of grads (hk vs models) |")
+  print(
+    "| method | hk.Conv2D (ms/clip) | models.Conv (ms/clip) | hk.Conv2D / models.Conv | "
+    "time / sideways (models.Conv) | max abs diff of grads (hk vs models) |"
+  )
   print("|---|---:|---:|---:|---:|---:|")
   for v, _, _ in VARIANTS:
     a, b = t[("hk.Conv2D", v)], t[("models.Conv", v)]
-    print(f"| {v} | {1e3 * a:.1f} | {1e3 * b:.1f} | **{a / b:.2f}** | "
-          f"{b / t[('models.Conv', 'sideways')]:.2f} | "
-          f"{max_diff(grads[('hk.Conv2D', v)], grads[('models.Conv', v)]):.1e} |")
+    print(
+      f"| {v} | {1e3 * a:.1f} | {1e3 * b:.1f} | **{a / b:.2f}** | "
+      f"{b / t[('models.Conv', 'sideways')]:.2f} | "
+      f"{max_diff(grads[('hk.Conv2D', v)], grads[('models.Conv', v)]):.1e} |"
+    )
   exact = grads[("models.Conv", "bptt")]
-  print("\nmax |grad - bptt| (models.Conv): " + ", ".join(
-      f"{v} {max_diff(grads[('models.Conv', v)], exact):.1e}" for v, _, _ in VARIANTS))
+  print(
+    "\nmax |grad - bptt| (models.Conv): "
+    + ", ".join(f"{v} {max_diff(grads[('models.Conv', v)], exact):.1e}" for v, _, _ in VARIANTS)
+  )
   return t
 
 
 def memory_table(graphs, params, B, H, C, Ts):
   """Compiled temporary memory vs T; hk.Conv2D units at the shortest and longest T only."""
-  print("\n| units | method | " + " | ".join(f"T={T} (MiB)" for T in Ts)
-        + f" | T={Ts[-1]} / T={Ts[0]} |")
+  print(
+    "\n| units | method | "
+    + " | ".join(f"T={T} (MiB)" for T in Ts)
+    + f" | T={Ts[-1]} / T={Ts[0]} |"
+  )
   print("|---|---|" + "---:|" * (len(Ts) + 1))
   for c in CONVS:
     for v, m, s in VARIANTS:
       sizes = []
-      for T in (Ts if c == "models.Conv" else (Ts[0], Ts[-1])):
+      for T in Ts if c == "models.Conv" else (Ts[0], Ts[-1]):
         vid = jax.ShapeDtypeStruct((B, T, H, H, C), jnp.float32)
         y = jax.ShapeDtypeStruct((B, T), jnp.int32)
         ma = grad_fn(graphs[c], m, s).lower(params[c], vid, y).compile().memory_analysis()
@@ -166,37 +188,45 @@ def memory_table(graphs, params, B, H, C, Ts):
       cells = [f"{x:.2f}" for x in sizes]
       if len(sizes) < len(Ts):
         cells = [cells[0]] + ["-"] * (len(Ts) - 2) + [cells[-1]]
-      print(f"| {c} | {v} | " + " | ".join(cells) + f" | {sizes[-1] / sizes[0]:.2f}x |",
-            flush=True)
+      print(f"| {c} | {v} | " + " | ".join(cells) + f" | {sizes[-1] / sizes[0]:.2f}x |", flush=True)
 
 
 def naive_table(graphs, params, video, labels):
   Tn = min(NAIVE_TICKS, video.shape[1])
   vn, yn = video[:, :Tn], labels[:, :Tn]
   T = video.shape[1]
-  print("\n| units | implementation | frames | ms/frame | speed-up of sl.gradients | "
-        "max abs diff |\n|---|---|---:|---:|---:|---:|")
+  print(
+    "\n| units | implementation | frames | ms/frame | speed-up of sl.gradients | "
+    "max abs diff |\n|---|---|---:|---:|---:|---:|"
+  )
   for c in CONVS:
     g, p = graphs[c], params[c]
     f = grad_fn(g, "sideways", 0)
-    fast = {n: timeit(lambda f=f, p=p, v=v, y=y: f(p, v, y)) / n
-            for n, v, y in [(Tn, vn, yn), (T, video, labels)]}
-    rows = [("un-jitted loop, jax.vjp per unit", Tn, vn, yn, False, 2),
-            ("Python loop of one jitted tick", T, video, labels, True, 3)]
+    fast = {
+      n: timeit(lambda f=f, p=p, v=v, y=y: f(p, v, y)) / n
+      for n, v, y in [(Tn, vn, yn), (T, video, labels)]
+    }
+    rows = [
+      ("un-jitted loop, jax.vjp per unit", Tn, vn, yn, False, 2),
+      ("Python loop of one jitted tick", T, video, labels, True, 3),
+    ]
     for name, n, v, y, jit_tick, reps in rows:
       run = functools.partial(naive_sideways, g, p, v, y, jit_tick)
       t = timeit(run, repeats=reps) / n
       err = max_diff(run(), f(p, v, y))
-      print(f"| {c} | {name} | {n} | {1e3 * t:.1f} | **{t / fast[n]:.1f}x** "
-            f"(sl.gradients {1e3 * fast[n]:.2f} ms/frame) | {err:.1e} |")
+      print(
+        f"| {c} | {name} | {n} | {1e3 * t:.1f} | **{t / fast[n]:.1f}x** "
+        f"(sl.gradients {1e3 * fast[n]:.2f} ms/frame) | {err:.1e} |"
+      )
 
 
 def main(argv=None):
   ap = argparse.ArgumentParser()
   ap.add_argument("--quick", action="store_true", help="a small smoke run (seconds)")
   ap.add_argument("--rounds", type=int, default=5)
-  ap.add_argument("--tables", default="time,memory,naive",
-                  help="comma-separated subset of time, memory, naive")
+  ap.add_argument(
+    "--tables", default="time,memory,naive", help="comma-separated subset of time, memory, naive"
+  )
   args = ap.parse_args(argv)
   L, B, H, C, width, T, Ts = 4, 4, 32, 1, 16, 16, (16, 32, 64, 128)
   if args.quick:
@@ -208,8 +238,10 @@ def main(argv=None):
   # the same parameters for both conv kinds (same names and shapes), so results must agree
   shared = graphs["models.Conv"].init(jax.random.PRNGKey(0), video[:, 0])
   params = {c: shared for c in CONVS}
-  print(f"# engine benchmarks on {jax.devices()[0].device_kind}, {jax.device_count()} "
-        f"device(s); conv chain L={L} (width {width}), B={B}, {H}x{H}x{C}, T={T}\n")
+  print(
+    f"# engine benchmarks on {jax.devices()[0].device_kind}, {jax.device_count()} "
+    f"device(s); conv chain L={L} (width {width}), B={B}, {H}x{H}x{C}, T={T}\n"
+  )
   tables = args.tables.split(",")
   if "time" in tables:
     time_table(graphs, params, video, labels, args.rounds)

@@ -9,7 +9,8 @@ both methods see alike. What teaches the task is the *motion contrast*: the diff
 the gradients of two batches that show the same digits from the same first frame (paired clips,
 ``motion_classes(..., labels=...)``) moving in opposite senses, with the same target::
 
-    Δg(method) = g(method; clips moving as class a, target a) − g(method; clips as class b, target a)
+    Δg(method) = g(method; clips moving as class a, target a)
+                 − g(method; clips as class b, target a)
 
 Per unit k, prints cos(Δg_k(sideways), Δg_k(pipelined_exact)) and the whole-gradient cosine
 cos(g_k(sideways), g_k(pipelined_exact)) at initialisation, over a range of speeds, on the
@@ -28,33 +29,44 @@ import numpy as np
 from sideways_lab import data, engine, training
 
 SETUPS = (  # name, model overrides, class a, class b
-    ("default network, right vs left", {}, 0, 1),
-    ("5 units, stride 2 in unit 3, clockwise vs anticlockwise",
-     {"num_units": 5, "downsample": [3]}, 4, 5),
+  ("default network, right vs left", {}, 0, 1),
+  (
+    "5 units, stride 2 in unit 3, clockwise vs anticlockwise",
+    {"num_units": 5, "downsample": [3]},
+    4,
+    5,
+  ),
 )
 
 
 def contrast_cosines(model: dict, a: int, b: int, speed: float, clips: int, seed: int = 7):
   """``(contrast cos (L,), whole-gradient cos (L,))`` at init for one setup and speed."""
-  cfg = training.default_config("motion-classes", "skip_sideways", model=dict(model),
-                                data={"speed": speed})
+  cfg = training.default_config(
+    "motion-classes", "skip_sideways", model=dict(model), data={"speed": speed}
+  )
   tr = training.Trainer(cfg)
   params, _ = tr.init()
   T, (h, w) = cfg.data.num_frames, cfg.data.size
   targets = jnp.full((clips, T), a, jnp.int32)
 
   def grad(label, method):
-    video, _ = data.motion_classes(clips, T, size=(h, w), seed=seed, speed=speed,
-                                   labels=np.full(clips, label))
-    g, _ = engine.gradients(tr.graph, params, jnp.asarray(video), targets, tr.task.loss_fn,
-                            method, mask=tr.task.mask)
+    video, _ = data.motion_classes(
+      clips, T, size=(h, w), seed=seed, speed=speed, labels=np.full(clips, label)
+    )
+    g, _ = engine.gradients(
+      tr.graph, params, jnp.asarray(video), targets, tr.task.loss_fn, method, mask=tr.task.mask
+    )
     return g
 
   g = {(c, m): grad(c, m) for c in (a, b) for m in ("sideways", "pipelined_exact")}
-  diff = {m: jax.tree_util.tree_map(jnp.subtract, g[a, m], g[b, m])
-          for m in ("sideways", "pipelined_exact")}
-  return (np.asarray(training.grad_cosine(diff["sideways"], diff["pipelined_exact"])),
-          np.asarray(training.grad_cosine(g[a, "sideways"], g[a, "pipelined_exact"])))
+  diff = {
+    m: jax.tree_util.tree_map(jnp.subtract, g[a, m], g[b, m])
+    for m in ("sideways", "pipelined_exact")
+  }
+  return (
+    np.asarray(training.grad_cosine(diff["sideways"], diff["pipelined_exact"])),
+    np.asarray(training.grad_cosine(g[a, "sideways"], g[a, "pipelined_exact"])),
+  )
 
 
 def main(argv=None) -> None:

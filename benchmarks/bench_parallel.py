@@ -48,6 +48,7 @@ def build(a):
   import jax
   import jax.numpy as jnp
   import numpy as np
+
   import sideways_lab as sl
 
   def unit(inputs):
@@ -63,12 +64,14 @@ def build(a):
 
 def mse(o, y):
   import jax.numpy as jnp
+
   return jnp.mean((o - y) ** 2)
 
 
 def timed(fn, repeats):
   """(median seconds to completion, median seconds until the call returned)."""
   import jax
+
   jax.block_until_ready(fn())
   full, dispatch = [], []
   for _ in range(repeats):
@@ -85,6 +88,7 @@ def comm_cost(devices, shape, repeats=20):
   """Seconds to move one activation up and one message down between two devices."""
   import jax
   import numpy as np
+
   if len(devices) < 2:
     return 0.0
   x = jax.device_put(np.ones(shape, np.float32), devices[0])
@@ -100,8 +104,10 @@ def comm_cost(devices, shape, repeats=20):
 def measure(a, num_devices_list, want_costs):
   """Rows of measurements for each D in ``num_devices_list`` (devices of this process)."""
   import jax
+
   import sideways_lab as sl
   from sideways_lab import parallel as par
+
   graph, params, video, targets = build(a)
   L, T = a.units, a.frames
   ticks = T + L - 1
@@ -110,19 +116,30 @@ def measure(a, num_devices_list, want_costs):
   info = {"device": f"{devs[0].platform}:{devs[0].device_kind}", "visible_devices": len(devs)}
   if want_costs:
     from sideways_lab import analysis as an
+
     c = an.unit_costs(graph, params, video[:, 0], repeats=max(5, a.repeats * 3))
     info["forward_s"], info["backward_s"], info["vjp_s"] = c.forward, c.backward, c.vjp
-    t, _ = timed(lambda: sl.gradients(graph, params, video, targets, mse, method="sideways")[0],
-                 a.repeats)
+    t, _ = timed(
+      lambda: sl.gradients(graph, params, video, targets, mse, method="sideways")[0], a.repeats
+    )
     rows.append(dict(route="reference", D=1, tick_ms=1e3 * t / ticks, clip_s=t))
   for D in num_devices_list:
     d = devs[:D]
     info[f"comm_s_{D}"] = comm_cost(d, video[:, 0].shape)
-    for route, eng in (("devices", par.DevicePipeline(graph, d)),
-                       ("sharded", par.ShardedGraph(graph, d))):
+    for route, eng in (
+      ("devices", par.DevicePipeline(graph, d)),
+      ("sharded", par.ShardedGraph(graph, d)),
+    ):
       t, disp = timed(lambda: eng.gradients(params, video, targets, mse)[0], a.repeats)
-      rows.append(dict(route=route, D=D, tick_ms=1e3 * t / ticks, clip_s=t,
-                       dispatch_ms_per_tick=1e3 * disp / ticks))
+      rows.append(
+        dict(
+          route=route,
+          D=D,
+          tick_ms=1e3 * t / ticks,
+          clip_s=t,
+          dispatch_ms_per_tick=1e3 * disp / ticks,
+        )
+      )
   return rows, info
 
 
@@ -131,11 +148,19 @@ def projection(a, info, D):
   comm = info.get(f"comm_s_{D}", info.get("comm_s_2", 0.0)) if D > 1 else 0.0
   try:
     from sideways_lab.analysis.latency import latency_model
-    m = latency_model(a.units, "sideways", D, forward_cost=list(info["forward_s"]),
-                      backward_cost=list(info["backward_s"]), comm_cost=comm)
+
+    m = latency_model(
+      a.units,
+      "sideways",
+      D,
+      forward_cost=list(info["forward_s"]),
+      backward_cost=list(info["backward_s"]),
+      comm_cost=comm,
+    )
     return 1e3 * m.tick_time
-  except ImportError:   # the simple model, as in sl.parallel.tick_time_model
+  except ImportError:  # the simple model, as in sl.parallel.tick_time_model
     from sideways_lab.parallel import partition, tick_time_model
+
     costs = [f + b for f, b in zip(info["forward_s"], info["backward_s"])]
     return 1e3 * tick_time_model(costs, partition(a.units, D, costs), comm if D > 1 else 0.0)
 
@@ -151,8 +176,12 @@ def run_cpu(a):
   if a.threads == "single":
     flags += " --xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1"
   for D in sorted(set([1] + a.devices)):
-    env = dict(os.environ, XLA_FLAGS=flags.format(D=D), JAX_PLATFORMS="cpu",
-               PYTHONPATH=os.pathsep.join([ROOT, os.environ.get("PYTHONPATH", "")]))
+    env = dict(
+      os.environ,
+      XLA_FLAGS=flags.format(D=D),
+      JAX_PLATFORMS="cpu",
+      PYTHONPATH=os.pathsep.join([ROOT, os.environ.get("PYTHONPATH", "")]),
+    )
     args = [sys.executable, os.path.abspath(__file__), "--worker", str(D)] + a.passthrough
     p = subprocess.run(args, env=env, capture_output=True, text=True)
     if p.returncode:
@@ -165,6 +194,7 @@ def run_cpu(a):
 
 def run_real(a):
   import jax
+
   n = len(jax.devices())
   Ds = sorted({D for D in [1, 2, 4, 8, n] if D <= n})
   rows, info = measure(a, Ds, want_costs=True)
@@ -175,9 +205,11 @@ def dist_worker(a):
   """One process of a ``--processes P`` run: the default training model of ``--task`` /
   ``--scheme`` on the sharded route over every process's devices."""
   import jax
+
   import sideways_lab as sl
   from sideways_lab import parallel as par
   from sideways_lab import training
+
   tr = training.Trainer(training.default_config(a.task, a.scheme))
   params, _ = tr.init()
   video, targets, _ = tr.batch(0)
@@ -186,18 +218,29 @@ def dist_worker(a):
   L, T = tr.graph.num_units, video.shape[1]
   ticks = T + L - 1
   t, _ = timed(lambda: eng.gradients(params, video, targets, loss_fn, mask)[0], a.repeats)
-  row = dict(route="sharded", processes=jax.process_count(), D=eng.num_devices,
-             tick_ms=1e3 * t / ticks, clip_s=t, assignment=list(eng.assignment))
+  row = dict(
+    route="sharded",
+    processes=jax.process_count(),
+    D=eng.num_devices,
+    tick_ms=1e3 * t / ticks,
+    clip_s=t,
+    assignment=list(eng.assignment),
+  )
   rows = [row]
   if jax.process_count() == 1:
-    t, _ = timed(lambda: sl.gradients(tr.graph, params, video, targets, loss_fn, "sideways",
-                                      mask=mask)[0], a.repeats)
+    t, _ = timed(
+      lambda: sl.gradients(tr.graph, params, video, targets, loss_fn, "sideways", mask=mask)[0],
+      a.repeats,
+    )
     rows.append(dict(route="reference", processes=1, D=1, tick_ms=1e3 * t / ticks, clip_s=t))
   frame = video[:, 0]
-  info = {"model": f"{a.task}/{a.scheme} default: L={L}, video {tuple(video.shape)}",
-          "edges": {k: list(v) for k, v in tr.graph.edges.items()},
-          "message_bytes": {str(D): par.message_bytes(tr.graph, params, frame, D)
-                            for D in sorted({2, L})}}
+  info = {
+    "model": f"{a.task}/{a.scheme} default: L={L}, video {tuple(video.shape)}",
+    "edges": {k: list(v) for k, v in tr.graph.edges.items()},
+    "message_bytes": {
+      str(D): par.message_bytes(tr.graph, params, frame, D) for D in sorted({2, L})
+    },
+  }
   if jax.process_index() == 0:
     print("RESULT" + json.dumps({"rows": rows, "info": info}))
 
@@ -206,20 +249,37 @@ def run_processes(a):
   """``--processes P ...``: one launch of P local processes per P."""
   rows, info = [], {}
   for n in a.processes:
-    env = dict(os.environ, JAX_PLATFORMS="cpu",
-               PYTHONPATH=os.pathsep.join([ROOT, os.environ.get("PYTHONPATH", "")]))
+    env = dict(
+      os.environ,
+      JAX_PLATFORMS="cpu",
+      PYTHONPATH=os.pathsep.join([ROOT, os.environ.get("PYTHONPATH", "")]),
+    )
     env.pop("XLA_FLAGS", None)
-    args = [sys.executable, "-m", "sideways_lab.launch", "--processes", str(n),
-            os.path.abspath(__file__), "--dist-worker", "--task", a.task, "--scheme", a.scheme,
-            "--repeats", str(a.repeats)]
+    args = [
+      sys.executable,
+      "-m",
+      "sideways_lab.launch",
+      "--processes",
+      str(n),
+      os.path.abspath(__file__),
+      "--dist-worker",
+      "--task",
+      a.task,
+      "--scheme",
+      a.scheme,
+      "--repeats",
+      str(a.repeats),
+    ]
     p = subprocess.run(args, env=env, capture_output=True, text=True)
     if p.returncode:
       sys.exit(f"launch of {n} processes failed:\n{p.stderr[-3000:]}")
     r = json.loads([l for l in p.stdout.splitlines() if l.startswith("RESULT")][-1][6:])
     rows += r["rows"]
     info.update(r["info"])
-  print(f"\nmodel: {info['model']}; edges {info['edges']}; one CPU device per process, "
-        f"median of {a.repeats}; load average {os.getloadavg()[0]:.1f}")
+  print(
+    f"\nmodel: {info['model']}; edges {info['edges']}; one CPU device per process, "
+    f"median of {a.repeats}; load average {os.getloadavg()[0]:.1f}"
+  )
   print("bytes per tick and stage boundary (up: outputs, down: messages), by stage distance:")
   for D, b in info["message_bytes"].items():
     print(f"  D={D}: up {b['up']}  down {b['down']}")
@@ -234,27 +294,40 @@ def run_processes(a):
 def report(a, res):
   rows, info = res["rows"], res["info"]
   ref = next((r for r in rows if r["route"] == "reference"), None)
-  print(f"\ndevice: {info['device']}; balanced chain L={a.units} of conv3x3 {a.width}->{a.width}"
-        f" + tanh, frames {a.batch}x{a.size}x{a.size}x{a.width}, T={a.frames} "
-        f"(+{a.units - 1} drain ticks), threads={a.threads}, median of {a.repeats}")
-  print("per-unit F+B (ms): " + ", ".join(f"{1e3 * (f + b):.2f}" for f, b in
-                                         zip(info["forward_s"], info["backward_s"])))
-  print("comm per tick (ms): " + ", ".join(f"D={k.split('_')[-1]}: {1e3 * v:.3f}"
-                                           for k, v in info.items() if k.startswith("comm_s_")))
-  print("\n| route | D | tick (ms) | vs reference | vs same route D=1 | host dispatch (ms/tick) "
-        "| model tick (ms) |")
+  print(
+    f"\ndevice: {info['device']}; balanced chain L={a.units} of conv3x3 {a.width}->{a.width}"
+    f" + tanh, frames {a.batch}x{a.size}x{a.size}x{a.width}, T={a.frames} "
+    f"(+{a.units - 1} drain ticks), threads={a.threads}, median of {a.repeats}"
+  )
+  print(
+    "per-unit F+B (ms): "
+    + ", ".join(f"{1e3 * (f + b):.2f}" for f, b in zip(info["forward_s"], info["backward_s"]))
+  )
+  print(
+    "comm per tick (ms): "
+    + ", ".join(
+      f"D={k.split('_')[-1]}: {1e3 * v:.3f}" for k, v in info.items() if k.startswith("comm_s_")
+    )
+  )
+  print(
+    "\n| route | D | tick (ms) | vs reference | vs same route D=1 | host dispatch (ms/tick) "
+    "| model tick (ms) |"
+  )
   print("|---|---:|---:|---:|---:|---:|---:|")
   for r in rows:
     base = next((b for b in rows if b["route"] == r["route"] and b["D"] == 1), r)
     model = projection(a, info, r["D"])
     disp = r.get("dispatch_ms_per_tick")
-    print(f"| {r['route']} | {r['D']} | {r['tick_ms']:.2f} | "
-          f"{ref['tick_ms'] / r['tick_ms']:.2f}x | {base['tick_ms'] / r['tick_ms']:.2f}x | "
-          f"{'-' if disp is None else f'{disp:.3f}'} | {model:.2f} |")
+    print(
+      f"| {r['route']} | {r['D']} | {r['tick_ms']:.2f} | "
+      f"{ref['tick_ms'] / r['tick_ms']:.2f}x | {base['tick_ms'] / r['tick_ms']:.2f}x | "
+      f"{'-' if disp is None else f'{disp:.3f}'} | {model:.2f} |"
+    )
   if a.json:
     with open(a.json, "w") as f:
-      json.dump({"args": {k: v for k, v in vars(a).items() if k != "passthrough"}, **res}, f,
-                indent=1)
+      json.dump(
+        {"args": {k: v for k, v in vars(a).items() if k != "passthrough"}, **res}, f, indent=1
+      )
 
 
 def main():
@@ -270,8 +343,13 @@ def main():
   ap.add_argument("--real-devices", action="store_true")
   ap.add_argument("--quick", action="store_true")
   ap.add_argument("--json", default=None, help="also write the results to this file")
-  ap.add_argument("--processes", type=int, nargs="+", default=None,
-                  help="real local processes (sideways_lab.launch), e.g. 1 2")
+  ap.add_argument(
+    "--processes",
+    type=int,
+    nargs="+",
+    default=None,
+    help="real local processes (sideways_lab.launch), e.g. 1 2",
+  )
   ap.add_argument("--task", default="next-frame", help="with --processes: the default model of")
   ap.add_argument("--scheme", default="skip_sideways")
   ap.add_argument("--worker", type=int, default=0, help=argparse.SUPPRESS)
@@ -283,9 +361,20 @@ def main():
     return run_processes(a)
   if a.quick:
     a.width, a.size, a.batch, a.frames, a.repeats = 4, 8, 2, 6, 2
-  a.passthrough = ["--units", str(a.units), "--width", str(a.width), "--size", str(a.size),
-                   "--batch", str(a.batch), "--frames", str(a.frames), "--repeats",
-                   str(a.repeats)]
+  a.passthrough = [
+    "--units",
+    str(a.units),
+    "--width",
+    str(a.width),
+    "--size",
+    str(a.size),
+    "--batch",
+    str(a.batch),
+    "--frames",
+    str(a.frames),
+    "--repeats",
+    str(a.repeats),
+  ]
   if a.worker:
     return worker(a)
   res = run_real(a) if a.real_devices else run_cpu(a)

@@ -32,29 +32,37 @@ def main():
   ap.add_argument("--comm", type=float, default=0.0)
   ap.add_argument("--clip-lengths", type=int, nargs="+", default=[8, 16, 32, 64])
   a = ap.parse_args()
-  graph = build_graph(ModelConfig(task="next-frame", num_units=a.units, width=a.width),
-                      "sideways")
+  graph = build_graph(ModelConfig(task="next-frame", num_units=a.units, width=a.width), "sideways")
   frame = np.random.default_rng(0).random((a.batch, a.size, a.size, 1), np.float32)
   params = graph.init(jax.random.PRNGKey(0), frame)
-  print(f"device: {jax.devices()[0]}; next-frame chain L={a.units} width={a.width} "
-        f"frames {a.batch}x{a.size}x{a.size}x1")
+  print(
+    f"device: {jax.devices()[0]}; next-frame chain L={a.units} width={a.width} "
+    f"frames {a.batch}x{a.size}x{a.size}x1"
+  )
   c = an.unit_costs(graph, params, frame, repeats=a.repeats)
   print("\nunit  forward_ms  backward_ms  vjp_ms")
   for r in c.to_rows():
-    print(f"{r['unit']:4d}  {1e3 * r['forward_s']:10.3f}  {1e3 * r['backward_s']:11.3f}  "
-          f"{1e3 * r['vjp_s']:6.3f}")
+    print(
+      f"{r['unit']:4d}  {1e3 * r['forward_s']:10.3f}  {1e3 * r['backward_s']:11.3f}  "
+      f"{1e3 * r['vjp_s']:6.3f}"
+    )
   t = an.project_speedup(c, devices=range(1, a.units + 1), comm_cost=a.comm)
   print("\nscheme          D  tick_ms  frames/s  utilisation  speedup_vs_BP")
   for r in t.itertuples():
-    print(f"{r.scheme:14s} {r.num_devices:2d}  {1e3 * r.tick_time:7.3f}  "
-          f"{r.throughput:8.1f}  {r.utilisation:11.2f}  {r.speedup_vs_backprop:13.2f}")
-  m = an.memory_vs_clip_length(graph, params, a.clip_lengths, mse,
-                               frame_shape=(a.size, a.size, 1), batch_size=a.batch)
+    print(
+      f"{r.scheme:14s} {r.num_devices:2d}  {1e3 * r.tick_time:7.3f}  "
+      f"{r.throughput:8.1f}  {r.utilisation:11.2f}  {r.speedup_vs_backprop:13.2f}"
+    )
+  m = an.memory_vs_clip_length(
+    graph, params, a.clip_lengths, mse, frame_shape=(a.size, a.size, 1), batch_size=a.batch
+  )
   print("\nmethod           T  temp_KiB  args_KiB")
   kib = lambda b: "     n/a" if pd.isna(b) else f"{b / 1024:8.1f}"
   for r in m.itertuples():
-    print(f"{r.method:15s} {r.clip_length:3d}  {kib(r.temp_size_in_bytes)}  "
-          f"{kib(r.argument_size_in_bytes)}")
+    print(
+      f"{r.method:15s} {r.clip_length:3d}  {kib(r.temp_size_in_bytes)}  "
+      f"{kib(r.argument_size_in_bytes)}"
+    )
 
 
 if __name__ == "__main__":

@@ -24,7 +24,6 @@ import re
 import tempfile
 import zipfile
 from pathlib import Path
-from typing import Any
 
 import jax
 import numpy as np
@@ -102,8 +101,15 @@ def latest(directory) -> Path | None:
   return cks[-1][1] if cks else None
 
 
-def save(directory, step: int, params, opt_state=None, *, manifest: dict | None = None,
-         keep: int | None = 3) -> Path:
+def save(
+  directory,
+  step: int,
+  params,
+  opt_state=None,
+  *,
+  manifest: dict | None = None,
+  keep: int | None = 3,
+) -> Path:
   """Saves a checkpoint of ``step`` and keeps the last ``keep`` (None keeps all).
 
   Args:
@@ -125,8 +131,12 @@ def save(directory, step: int, params, opt_state=None, *, manifest: dict | None 
   arrays = flatten(params, "params")
   if opt_state is not None:
     arrays.update(flatten(opt_state, "opt_state"))
-  man = {"format": FORMAT, "step": int(step), "fingerprint": fingerprint(params),
-         "keys": sorted(arrays)}
+  man = {
+    "format": FORMAT,
+    "step": int(step),
+    "fingerprint": fingerprint(params),
+    "keys": sorted(arrays),
+  }
   man.update(manifest or {})
   man_text = json.dumps(man, indent=1, sort_keys=True)
   arrays[MANIFEST_KEY] = np.frombuffer(man_text.encode(), np.uint8)
@@ -153,8 +163,9 @@ def _open(path):
   try:
     return np.load(path, allow_pickle=False)
   except (zipfile.BadZipFile, OSError, ValueError, EOFError) as e:
-    raise CheckpointError(f"checkpoint {str(path)!r} is corrupt or truncated ({e}); it was "
-                          f"left as it is") from e
+    raise CheckpointError(
+      f"checkpoint {str(path)!r} is corrupt or truncated ({e}); it was left as it is"
+    ) from e
 
 
 def _manifest(z, path) -> dict:
@@ -175,18 +186,22 @@ def _restore(z, path, template, prefix: str):
   for p, ref in leaves:
     k = prefix + _key(p)
     if k not in z.files:
-      raise CheckpointError(f"checkpoint {str(path)!r} lacks {k!r}: it was written for another "
-                            f"model or optimiser")
+      raise CheckpointError(
+        f"checkpoint {str(path)!r} lacks {k!r}: it was written for another model or optimiser"
+      )
     try:
       v = z[k]
     except (zipfile.BadZipFile, OSError, ValueError, EOFError) as e:
-      raise CheckpointError(f"checkpoint {str(path)!r} is corrupt or truncated at {k!r} "
-                            f"({e})") from e
+      raise CheckpointError(
+        f"checkpoint {str(path)!r} is corrupt or truncated at {k!r} ({e})"
+      ) from e
     ref = np.asarray(ref)
     if v.shape != ref.shape or v.dtype != ref.dtype:
-      raise CheckpointError(f"checkpoint {str(path)!r}: {k!r} has shape {v.shape} {v.dtype}, "
-                            f"the model expects {ref.shape} {ref.dtype} (a checkpoint from "
-                            f"another model)")
+      raise CheckpointError(
+        f"checkpoint {str(path)!r}: {k!r} has shape {v.shape} {v.dtype}, "
+        f"the model expects {ref.shape} {ref.dtype} (a checkpoint from "
+        f"another model)"
+      )
     out.append(v)
   return jax.tree_util.tree_unflatten(treedef, out)
 
@@ -217,9 +232,10 @@ def load(path, params_template, opt_state_template=None):
     fp = fingerprint(params_template)
     if man.get("fingerprint") != fp:
       raise CheckpointError(
-          f"checkpoint {str(path)!r} is from another model: its parameter fingerprint "
-          f"{str(man.get('fingerprint'))[:12]}… differs from this model's {fp[:12]}… "
-          f"(scheme {man.get('scheme')!r}, config {man.get('config', {}).get('model')})")
+        f"checkpoint {str(path)!r} is from another model: its parameter fingerprint "
+        f"{str(man.get('fingerprint'))[:12]}… differs from this model's {fp[:12]}… "
+        f"(scheme {man.get('scheme')!r}, config {man.get('config', {}).get('model')})"
+      )
     params = _restore(z, path, params_template, "params")
     opt_state = None
     if opt_state_template is not None:

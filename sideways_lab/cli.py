@@ -294,9 +294,13 @@ def _add_train(sub) -> None:
   p.add_argument("--scheme", choices=tuple(SCHEMES), default=None)
   p.add_argument("--out", required=True, help="run directory (checkpoints, metrics.jsonl)")
   p.add_argument("--resume", action="store_true", help="continue from the newest checkpoint")
-  p.add_argument("--processes", type=_positive_int, default=None,
-                 help="train on N local JAX processes, units split over them "
-                      "(python -m sideways_lab.launch --processes N train ...)")
+  p.add_argument(
+    "--processes",
+    type=_positive_int,
+    default=None,
+    help="train on N local JAX processes, units split over them "
+    "(python -m sideways_lab.launch --processes N train ...)",
+  )
   add_training_flags(p)
   p.set_defaults(func=_cmd_train)
 
@@ -319,8 +323,9 @@ def _add_compare(sub) -> None:
 
 
 def _add_sweep(sub) -> None:
-  p = sub.add_parser("sweep", help="train every scheme over a knob's values and seeds "
-                     "(results.csv)")
+  p = sub.add_parser(
+    "sweep", help="train every scheme over a knob's values and seeds (results.csv)"
+  )
   experiments.add_sweep_arguments(p)
   p.set_defaults(func=experiments.run_sweep)
 

@@ -50,6 +50,7 @@ class PipelineState(NamedTuple):
       ``delayed[j-1][i]`` is the sum of the messages that reach unit j ``i + 1`` ticks after
       ``messages[j-1]``.
   """
+
   buffers: tuple
   messages: tuple
   tick: jax.Array
@@ -60,6 +61,7 @@ class PipelineState(NamedTuple):
 # Validation at the boundary
 # ---------------------------------------------------------------------------------------------
 
+
 def _is_concrete(x) -> bool:
   return not isinstance(x, jax.core.Tracer)
 
@@ -68,25 +70,38 @@ def _check_graph_params(graph, params) -> None:
   if not isinstance(graph, UnitGraph):
     raise TypeError(f"graph must be a sl.UnitGraph, got {type(graph).__name__}")
   if not isinstance(params, (tuple, list)) or len(params) != graph.num_units:
-    got = f"a {type(params).__name__} of length {len(params)}" if isinstance(params, (tuple, list)) \
-        else type(params).__name__
-    raise ValueError(f"params must be a tuple of {graph.num_units} per-unit parameter dicts "
-                     f"(as returned by graph.init), got {got}")
+    got = (
+      f"a {type(params).__name__} of length {len(params)}"
+      if isinstance(params, (tuple, list))
+      else type(params).__name__
+    )
+    raise ValueError(
+      f"params must be a tuple of {graph.num_units} per-unit parameter dicts "
+      f"(as returned by graph.init), got {got}"
+    )
 
 
 def _check_video(video, name: str = "video", check_finite: bool = True) -> jax.Array:
   if not hasattr(video, "shape") or not hasattr(video, "dtype"):
     video = np.asarray(video)
   if video.ndim != 5:
-    raise ValueError(f"{name} must have shape (B, T, H, W, C) (rank 5), got shape "
-                     f"{tuple(video.shape)} (rank {video.ndim})")
+    raise ValueError(
+      f"{name} must have shape (B, T, H, W, C) (rank 5), got shape "
+      f"{tuple(video.shape)} (rank {video.ndim})"
+    )
   if not jnp.issubdtype(video.dtype, jnp.floating):
-    raise TypeError(f"{name} must be a floating array (float32), got dtype {video.dtype}"
-                    + ("; convert with video.astype('float32') / 255" if
-                       jnp.issubdtype(video.dtype, jnp.integer) else ""))
+    raise TypeError(
+      f"{name} must be a floating array (float32), got dtype {video.dtype}"
+      + (
+        "; convert with video.astype('float32') / 255"
+        if jnp.issubdtype(video.dtype, jnp.integer)
+        else ""
+      )
+    )
   if video.shape[1] < 1 or video.shape[0] < 1:
-    raise ValueError(f"{name} must have at least one clip and one frame, got shape "
-                     f"{tuple(video.shape)}")
+    raise ValueError(
+      f"{name} must have at least one clip and one frame, got shape {tuple(video.shape)}"
+    )
   if check_finite and _is_concrete(video) and not bool(np.isfinite(np.asarray(video)).all()):
     raise ValueError(f"{name} contains non-finite values (NaN or inf)")
   return video
@@ -99,12 +114,21 @@ def _check_targets(targets, B: int, T: int, check_finite: bool = True) -> None:
   for leaf in leaves:
     shape = tuple(getattr(leaf, "shape", np.shape(leaf)))
     if len(shape) < 2 or shape[0] != B or shape[1] != T:
-      raise ValueError(f"targets must have shape (B, T, ...) = ({B}, {T}, ...) to match the "
-                       f"video, got shape {shape}" +
-                       (f": its length {shape[1]} differs from the clip's {T} frames"
-                        if len(shape) >= 2 and shape[0] == B else ""))
-    if (check_finite and _is_concrete(leaf) and jnp.issubdtype(jnp.result_type(leaf), jnp.floating)
-        and not bool(np.isfinite(np.asarray(leaf)).all())):
+      raise ValueError(
+        f"targets must have shape (B, T, ...) = ({B}, {T}, ...) to match the "
+        f"video, got shape {shape}"
+        + (
+          f": its length {shape[1]} differs from the clip's {T} frames"
+          if len(shape) >= 2 and shape[0] == B
+          else ""
+        )
+      )
+    if (
+      check_finite
+      and _is_concrete(leaf)
+      and jnp.issubdtype(jnp.result_type(leaf), jnp.floating)
+      and not bool(np.isfinite(np.asarray(leaf)).all())
+    ):
       raise ValueError("targets contain non-finite values (NaN or inf)")
 
 
@@ -137,12 +161,15 @@ def _loss_weights(graph: UnitGraph, T: int, mask, mode: str, dtype=jnp.float32, 
     V = schedule.loss_ticks(graph, T, None if mask is None else np.asarray(mask), mode)
     n = int(V.sum())
     if n == 0:
-      why = (f"the clip has T={T} ticks but the first valid output of unit {graph.num_units} "
-             f"is at tick {v_L}: the clip is too short for the pipeline" if T <= v_L else
-             "the mask excludes every valid tick")
+      why = (
+        f"the clip has T={T} ticks but the first valid output of unit {graph.num_units} "
+        f"is at tick {v_L}: the clip is too short for the pipeline"
+        if T <= v_L
+        else "the mask excludes every valid tick"
+      )
       raise ValueError(f"no loss tick: {why} (docs/design.md §4: V is empty)")
     return jnp.asarray(V / n, dtype), V
-  V = (tick0 + jnp.arange(T) >= v_L)
+  V = tick0 + jnp.arange(T) >= v_L
   if mask is not None:
     V = V & mask
   return (V / jnp.maximum(V.sum(), 1)).astype(dtype), V
@@ -151,6 +178,7 @@ def _loss_weights(graph: UnitGraph, T: int, mask, mode: str, dtype=jnp.float32, 
 # ---------------------------------------------------------------------------------------------
 # The unit step: the one place where a unit's forward and VJP are written
 # ---------------------------------------------------------------------------------------------
+
 
 def unit_step(graph: UnitGraph, k: int, params_k, inputs, cotangent):
   """Forward of unit ``k`` at ``inputs`` and the VJP of that forward applied to ``cotangent``.
@@ -194,18 +222,20 @@ def _unit_step(graph, k, params_k, inputs, cotangent):
 # transposes explicit: the same numbers, the fast path everywhere. On other backends the step
 # is left as it is.
 
+
 def _canonical_conv(lhs, rhs, params):
   """``conv_general_dilated`` of ``params`` computed in NHWC/HWIO/NHWC order (any rank)."""
   dn = params["dimension_numbers"]
   n = len(dn.lhs_spec) - 2
-  canon = lax.ConvDimensionNumbers((0, n + 1, *range(1, n + 1)), (n + 1, n, *range(n)),
-                                   (0, n + 1, *range(1, n + 1)))
+  canon = lax.ConvDimensionNumbers(
+    (0, n + 1, *range(1, n + 1)), (n + 1, n, *range(n)), (0, n + 1, *range(1, n + 1))
+  )
   if tuple(dn) == tuple(canon):
     return lax.conv_general_dilated_p.bind(lhs, rhs, **params)
   lhs = jnp.transpose(lhs, (dn.lhs_spec[0], *dn.lhs_spec[2:], dn.lhs_spec[1]))
   rhs = jnp.transpose(rhs, (*dn.rhs_spec[2:], dn.rhs_spec[1], dn.rhs_spec[0]))
   y = lax.conv_general_dilated_p.bind(lhs, rhs, **dict(params, dimension_numbers=canon))
-  back = [0] * (n + 2)                     # axis of the result that goes to each output axis
+  back = [0] * (n + 2)  # axis of the result that goes to each output axis
   back[dn.out_spec[1]] = n + 1
   for s in range(n):
     back[dn.out_spec[2 + s]] = 1 + s
@@ -242,13 +272,13 @@ def _cpu_fast_convs(fn: Callable, static_argnums: tuple[int, ...] = ()) -> Calla
 
   @functools.wraps(fn)
   def wrapped(*args):
-    closed, out_shape = jax.make_jaxpr(fn, static_argnums=static_argnums,
-                                       return_shape=True)(*args)
+    closed, out_shape = jax.make_jaxpr(fn, static_argnums=static_argnums, return_shape=True)(*args)
     if not any(_has_conv(closed.jaxpr)):
       return fn(*args)
-    leaves = jax.tree_util.tree_leaves(args[len(static_argnums):])
+    leaves = jax.tree_util.tree_leaves(args[len(static_argnums) :])
     outs = _eval_canonical_convs(closed.jaxpr, closed.consts, *leaves)
     return jax.tree_util.tree_unflatten(jax.tree_util.tree_structure(out_shape), outs)
+
   return wrapped
 
 
@@ -263,20 +293,25 @@ def _has_conv(jaxpr):
 # Shared pieces of the scans
 # ---------------------------------------------------------------------------------------------
 
+
 def _out_structs(graph: UnitGraph, params, frame: jax.ShapeDtypeStruct) -> list:
   """Shape/dtype of every source: index 0 is the frame, k the output of unit k."""
+
   def sync_once(params, frame):
     outs = [frame]
     for k in range(1, graph.num_units + 1):
       outs.append(graph.apply_unit(k, params[k - 1], [outs[j] for j, _ in graph.edges[k]]))
     return outs
+
   return jax.eval_shape(sync_once, params, frame)
 
 
 def _zeros_buffers(graph: UnitGraph, structs, stash=0) -> tuple:
   depths = schedule.buffer_depths(graph, stash)
-  return tuple(jnp.zeros((depths[j],) + tuple(structs[j].shape), structs[j].dtype)
-               for j in range(graph.num_units))
+  return tuple(
+    jnp.zeros((depths[j],) + tuple(structs[j].shape), structs[j].dtype)
+    for j in range(graph.num_units)
+  )
 
 
 def _push(buf: jax.Array, x: jax.Array) -> jax.Array:
@@ -296,17 +331,18 @@ def _target(targets, i):
   return jax.tree_util.tree_map(lambda y: _frame(y, i), targets)
 
 
-def _unit_inputs(graph: UnitGraph, k: int, buffers, outs_now=None, mode="pipelined",
-                 lag: int = 0) -> list:
+def _unit_inputs(
+  graph: UnitGraph, k: int, buffers, outs_now=None, mode="pipelined", lag: int = 0
+) -> list:
   """``[src(j, d, t - lag) for (j, d) in edges[k]]`` from the buffers (docs/design.md §3)."""
   inputs = []
   for j, d in graph.edges[k]:
     if j == 0:
-      inputs.append(buffers[0][d + lag])                # x_{t-lag-d}
+      inputs.append(buffers[0][d + lag])  # x_{t-lag-d}
     elif mode == "pipelined":
-      inputs.append(buffers[j][d + lag])                # out_j^{t-lag-1-d}
+      inputs.append(buffers[j][d + lag])  # out_j^{t-lag-1-d}
     else:
-      inputs.append(outs_now[j] if d == 0 else buffers[j][d - 1])   # out_j^{t-d}
+      inputs.append(outs_now[j] if d == 0 else buffers[j][d - 1])  # out_j^{t-d}
   return inputs
 
 
@@ -331,8 +367,9 @@ def _synchronous_tick(graph, params, buffers, x_t):
   bufs = (_push(buffers[0], x_t),) + tuple(buffers[1:])
   outs = [x_t]
   for k in range(1, graph.num_units + 1):
-    outs.append(graph.apply_unit(k, params[k - 1],
-                                 _unit_inputs(graph, k, bufs, outs, mode="synchronous")))
+    outs.append(
+      graph.apply_unit(k, params[k - 1], _unit_inputs(graph, k, bufs, outs, mode="synchronous"))
+    )
   return outs
 
 
@@ -353,20 +390,30 @@ def _time_major_to_batch(x):
 
 
 def _zero_state(graph, params, video, stash=0) -> PipelineState:
-  structs = _out_structs(graph, params, jax.ShapeDtypeStruct(
-      (video.shape[0],) + tuple(video.shape[2:]), video.dtype))
+  structs = _out_structs(
+    graph, params, jax.ShapeDtypeStruct((video.shape[0],) + tuple(video.shape[2:]), video.dtype)
+  )
   L = graph.num_units
   lines = schedule.message_lines(graph, stash)
-  delayed = () if not any(lines) else tuple(
-      jnp.zeros((lines[j],) + tuple(structs[j].shape), structs[j].dtype) for j in range(1, L))
-  return PipelineState(_zeros_buffers(graph, structs, stash),
-                       tuple(jnp.zeros(s.shape, s.dtype) for s in structs[1:L]),
-                       jnp.zeros((), jnp.int32), delayed)
+  delayed = (
+    ()
+    if not any(lines)
+    else tuple(
+      jnp.zeros((lines[j],) + tuple(structs[j].shape), structs[j].dtype) for j in range(1, L)
+    )
+  )
+  return PipelineState(
+    _zeros_buffers(graph, structs, stash),
+    tuple(jnp.zeros(s.shape, s.dtype) for s in structs[1:L]),
+    jnp.zeros((), jnp.int32),
+    delayed,
+  )
 
 
 # ---------------------------------------------------------------------------------------------
 # Forward
 # ---------------------------------------------------------------------------------------------
+
 
 @functools.partial(jax.jit, static_argnames=("graph", "mode", "all_units"))
 def _forward_impl(graph, params, video, mode, all_units):
@@ -377,8 +424,15 @@ def _forward_impl(graph, params, video, mode, all_units):
   return _time_major_to_batch(ys)
 
 
-def forward(graph: UnitGraph, params, video, mode: str = "pipelined", *, all_units: bool = False,
-            check_finite: bool = True):
+def forward(
+  graph: UnitGraph,
+  params,
+  video,
+  mode: str = "pipelined",
+  *,
+  all_units: bool = False,
+  check_finite: bool = True,
+):
   """Runs the clip through the graph, one tick per frame.
 
   Args:
@@ -406,6 +460,7 @@ def forward(graph: UnitGraph, params, video, mode: str = "pipelined", *, all_uni
 # ---------------------------------------------------------------------------------------------
 # Gradients
 # ---------------------------------------------------------------------------------------------
+
 
 def _tick_loss(loss_fn, out, y):
   loss = jnp.asarray(loss_fn(out, y))
@@ -496,16 +551,31 @@ def _windows(graph: UnitGraph, stash, last_loss_tick: int | None):
   last = last_loss_tick
   need = {L: last}
   for j in range(L - 1, 0, -1):
-    need[j] = None if last is None else max(
-        max(need[k], last + most[k] - s[k]) - 1 - d for k, _, d in graph.readers(j))
+    need[j] = (
+      None
+      if last is None
+      else max(max(need[k], last + most[k] - s[k]) - 1 - d for k, _, d in graph.readers(j))
+    )
   fwd = {k: (first[k], need[k]) for k in range(1, L + 1)}
-  vjp = {k: (first[L] + fewest[k], None if last is None else last + most[k])
-         for k in range(1, L + 1)}
+  vjp = {
+    k: (first[L] + fewest[k], None if last is None else last + most[k]) for k in range(1, L + 1)
+  }
   return fwd, vjp
 
 
-def _pipeline_scan(graph, params, video, targets, weights, loss_fn, state: PipelineState,
-                   num_ticks: int, per_tick: bool, stash=0, last_loss_tick=None):
+def _pipeline_scan(
+  graph,
+  params,
+  video,
+  targets,
+  weights,
+  loss_fn,
+  state: PipelineState,
+  num_ticks: int,
+  per_tick: bool,
+  stash=0,
+  last_loss_tick=None,
+):
   """The forward-in-time gradient engine: Sideways with a stash (docs/design.md §5).
 
   With ``s = schedule.stash_depths(graph, stash)``, at every tick τ every unit k
@@ -539,25 +609,32 @@ def _pipeline_scan(graph, params, video, targets, weights, loss_fn, state: Pipel
     outs, grads_t, loss_t = [x_t], [], None
     # messages for the next tick (c^{τ+1}) and the delay lines, shifted by one tick
     nxt = [delayed[j - 1][0] if lines[j] else jnp.zeros_like(msgs[j - 1]) for j in range(1, L)]
-    line = [jnp.concatenate([delayed[j - 1][1:], jnp.zeros_like(delayed[j - 1][:1])])
-            if lines[j] else None for j in range(1, L)]
+    line = [
+      jnp.concatenate([delayed[j - 1][1:], jnp.zeros_like(delayed[j - 1][:1])])
+      if lines[j]
+      else None
+      for j in range(1, L)
+    ]
     for k in range(1, L + 1):
       p, cur = params[k - 1], _unit_inputs(graph, k, bufs_in)
       if k == L:
+
         def top(p=p, cur=cur):
           out = graph.apply_unit(L, p, cur)
           loss, cot = _loss_cotangent(loss_fn, out, _target(targets, i), weights[i])
           return _unit_messages(graph, L, p, cur, cot) + (loss,)
+
         out, g, m, loss_t = _when(_between(tick, *fwd[L]), top)
       elif s[k] == 0:
         active = _between(tick, *fwd[k]) | _between(tick, *vjp[k])
-        out, g, m = _when(active, functools.partial(_unit_messages, graph, k, p, cur,
-                                                    msgs[k - 1]))
+        out, g, m = _when(active, functools.partial(_unit_messages, graph, k, p, cur, msgs[k - 1]))
       else:
         out = _when(_between(tick, *fwd[k]), functools.partial(graph.apply_unit, k, p, cur))
         stashed = _unit_inputs(graph, k, bufs_in, lag=s[k])
-        _, g, m = _when(_between(tick, *vjp[k]), functools.partial(
-            _unit_messages, graph, k, p, stashed, msgs[k - 1]))
+        _, g, m = _when(
+          _between(tick, *vjp[k]),
+          functools.partial(_unit_messages, graph, k, p, stashed, msgs[k - 1]),
+        )
       outs.append(out)
       grads_t.append(g)
       sources = [(e, j) for e, (j, _) in enumerate(graph.edges[k]) if j >= 1]
@@ -567,14 +644,16 @@ def _pipeline_scan(graph, params, video, targets, weights, loss_fn, state: Pipel
           nxt[j - 1] = nxt[j - 1] + msg
         else:
           line[j - 1] = line[j - 1].at[w - 1].add(msg)
-    new_delayed = tuple(line[j - 1] if lines[j] else delayed[j - 1] for j in range(1, L)) \
-        if has_lines else ()
+    new_delayed = (
+      tuple(line[j - 1] if lines[j] else delayed[j - 1] for j in range(1, L)) if has_lines else ()
+    )
     acc = jax.tree_util.tree_map(jnp.add, acc, tuple(grads_t))
     carry = (_advance(graph, bufs, x_t, outs), tuple(nxt), new_delayed, acc)
     return carry, (loss_t, tuple(grads_t) if per_tick else None)
 
   (bufs, msgs, delayed, grads), (losses, per) = lax.scan(
-      body, (state.buffers, state.messages, state.delayed, zero), jnp.arange(num_ticks))
+    body, (state.buffers, state.messages, state.delayed, zero), jnp.arange(num_ticks)
+  )
   new_state = PipelineState(bufs, msgs, state.tick + num_ticks, delayed)
   return grads, new_state, losses, per
 
@@ -587,18 +666,30 @@ def _gradients_impl(graph, params, video, targets, weights, loss_fn, method, per
     drain = schedule.drain_ticks(graph, stash)
     w = jnp.concatenate([weights, jnp.zeros((drain,), weights.dtype)])
     state = _zero_state(graph, params, video, stash)
-    grads, _, losses, per = _pipeline_scan(graph, params, video, targets, w, loss_fn, state,
-                                           T + drain, per_tick, stash, last_loss_tick=T - 1)
+    grads, _, losses, per = _pipeline_scan(
+      graph,
+      params,
+      video,
+      targets,
+      w,
+      loss_fn,
+      state,
+      T + drain,
+      per_tick,
+      stash,
+      last_loss_tick=T - 1,
+    )
     losses = losses[:T]
   elif method == "bptt":
-    grads, losses, per = _exact_grads(graph, params, video, targets, weights, loss_fn,
-                                      "pipelined")
+    grads, losses, per = _exact_grads(graph, params, video, targets, weights, loss_fn, "pipelined")
   elif graph.is_recurrent:
-    grads, losses, per = _exact_grads(graph, params, video, targets, weights, loss_fn,
-                                      "synchronous")
+    grads, losses, per = _exact_grads(
+      graph, params, video, targets, weights, loss_fn, "synchronous"
+    )
   else:
-    grads, losses, per = _framewise_backprop(graph, params, video, targets, weights, loss_fn,
-                                             per_tick)
+    grads, losses, per = _framewise_backprop(
+      graph, params, video, targets, weights, loss_fn, per_tick
+    )
   loss = jnp.sum(jnp.where(weights > 0, weights * losses, 0.0))
   return grads, loss, losses, per
 
@@ -606,12 +697,25 @@ def _gradients_impl(graph, params, video, targets, weights, loss_fn, method, per
 def _check_stash_method(stash, method: str) -> None:
   schedule.check_stash(stash)
   if method != "sideways" and not (isinstance(stash, int) and stash == 0):
-    raise ValueError(f"stash={stash!r} is only meaningful for method='sideways' (stash='full' "
-                     f"is method='pipelined_exact'), got method={method!r}")
+    raise ValueError(
+      f"stash={stash!r} is only meaningful for method='sideways' (stash='full' "
+      f"is method='pipelined_exact'), got method={method!r}"
+    )
 
 
-def gradients(graph: UnitGraph, params, video, targets, loss_fn: LossFn, method: str = "sideways",
-              mask=None, stash=0, *, per_tick: bool = False, check_finite: bool = True):
+def gradients(
+  graph: UnitGraph,
+  params,
+  video,
+  targets,
+  loss_fn: LossFn,
+  method: str = "sideways",
+  mask=None,
+  stash=0,
+  *,
+  per_tick: bool = False,
+  check_finite: bool = True,
+):
   """Gradients of the clip loss J (docs/design.md §4) by one of four methods (§5).
 
   ``J = (1/|V|) Σ_{t∈V} loss_fn(out_L^t, y^t)``, ``V = {t : valid(L, t) and mask[t]}``.
@@ -654,14 +758,21 @@ def gradients(graph: UnitGraph, params, video, targets, loss_fn: LossFn, method:
   _check_targets(targets, B, T, check_finite)
   mask = _check_mask(mask, T)
   if per_tick and (method == "bptt" or (method == "backprop" and graph.is_recurrent)):
-    raise ValueError(f"per_tick=True is available for methods 'sideways' and 'pipelined_exact' "
-                     f"and for 'backprop' on graphs without delays, not for method={method!r}")
+    raise ValueError(
+      f"per_tick=True is available for methods 'sideways' and 'pipelined_exact' "
+      f"and for 'backprop' on graphs without delays, not for method={method!r}"
+    )
   mode = "synchronous" if method == "backprop" else "pipelined"
   weights, V = _loss_weights(graph, T, mask, mode, video.dtype)
-  grads, loss, losses, per = _gradients_impl(graph, params, video, targets, weights, loss_fn,
-                                             method, per_tick, stash)
-  info = {"loss": loss, "loss_ticks": V, "tick_loss": losses,
-          "num_loss_ticks": V.sum() if isinstance(V, np.ndarray) else jnp.sum(V)}
+  grads, loss, losses, per = _gradients_impl(
+    graph, params, video, targets, weights, loss_fn, method, per_tick, stash
+  )
+  info = {
+    "loss": loss,
+    "loss_ticks": V,
+    "tick_loss": losses,
+    "num_loss_ticks": V.sum() if isinstance(V, np.ndarray) else jnp.sum(V),
+  }
   if per_tick:
     info["per_tick_grads"] = per
   return grads, info
@@ -670,6 +781,7 @@ def gradients(graph: UnitGraph, params, video, targets, loss_fn: LossFn, method:
 # ---------------------------------------------------------------------------------------------
 # Streaming
 # ---------------------------------------------------------------------------------------------
+
 
 def init_state(graph: UnitGraph, params, video, stash=0) -> PipelineState:
   """An empty pipeline (zero buffers and messages, tick 0) for clips shaped like ``video``.
@@ -689,33 +801,41 @@ def init_state(graph: UnitGraph, params, video, stash=0) -> PipelineState:
 
 def _check_state(graph, state, stash=None) -> None:
   if not isinstance(state, PipelineState):
-    raise TypeError(f"state must be a sl.PipelineState (from sl.init_state), got "
-                    f"{type(state).__name__}")
+    raise TypeError(
+      f"state must be a sl.PipelineState (from sl.init_state), got {type(state).__name__}"
+    )
   if len(state.buffers) != graph.num_units or len(state.messages) != graph.num_units - 1:
-    raise ValueError(f"state belongs to a graph with {len(state.buffers)} units, not "
-                     f"{graph.num_units}")
+    raise ValueError(
+      f"state belongs to a graph with {len(state.buffers)} units, not {graph.num_units}"
+    )
   if stash is None:
     return
   depths = [b.shape[0] for b in state.buffers]
   lines = schedule.message_lines(graph, stash)
   got_lines = [d.shape[0] for d in state.delayed] if state.delayed else [0] * len(state.messages)
-  if depths != schedule.buffer_depths(graph, stash) or got_lines != lines[1:graph.num_units]:
-    raise ValueError(f"state was made for another stash than stash={stash!r} (buffer depths "
-                     f"{depths}, expected {schedule.buffer_depths(graph, stash)}); make it with "
-                     f"sl.init_state(graph, params, video, stash={stash!r})")
+  if depths != schedule.buffer_depths(graph, stash) or got_lines != lines[1 : graph.num_units]:
+    raise ValueError(
+      f"state was made for another stash than stash={stash!r} (buffer depths "
+      f"{depths}, expected {schedule.buffer_depths(graph, stash)}); make it with "
+      f"sl.init_state(graph, params, video, stash={stash!r})"
+    )
 
 
 @functools.partial(jax.jit, static_argnames=("graph",))
 def _stream_forward_impl(graph, params, video, state):
   T = video.shape[1]
-  bufs, outs = _forward_scan(graph, params, video, state.buffers, T, "pipelined",
-                             lambda i, outs: outs[-1])
-  return (_time_major_to_batch(outs),
-          PipelineState(bufs, state.messages, state.tick + T, state.delayed))
+  bufs, outs = _forward_scan(
+    graph, params, video, state.buffers, T, "pipelined", lambda i, outs: outs[-1]
+  )
+  return (
+    _time_major_to_batch(outs),
+    PipelineState(bufs, state.messages, state.tick + T, state.delayed),
+  )
 
 
-def stream_forward(graph: UnitGraph, params, chunk, state: PipelineState, *,
-                   check_finite: bool = True):
+def stream_forward(
+  graph: UnitGraph, params, chunk, state: PipelineState, *, check_finite: bool = True
+):
   """Pipelined forward over one chunk of a stream, carrying the pipeline state.
 
   Returns ``(outputs (B, T_chunk, ...), valid (T_chunk,) bool, new_state)``; running a clip
@@ -730,8 +850,14 @@ def stream_forward(graph: UnitGraph, params, chunk, state: PipelineState, *,
   return outputs, valid, state
 
 
-def stream_loss_weights(graph: UnitGraph, num_ticks: int, tick, mask=None,
-                        loss_weight: str | float = "mean", dtype=jnp.float32):
+def stream_loss_weights(
+  graph: UnitGraph,
+  num_ticks: int,
+  tick,
+  mask=None,
+  loss_weight: str | float = "mean",
+  dtype=jnp.float32,
+):
   """Loss weights of a chunk of a stream: ``(w (K,), V (K,) bool)``.
 
   ``V_t = valid(L, tick + t) and mask[t]`` for the K = ``num_ticks`` ticks of the chunk that
@@ -754,17 +880,28 @@ def stream_loss_weights(graph: UnitGraph, num_ticks: int, tick, mask=None,
 
 
 @functools.partial(jax.jit, static_argnames=("graph", "loss_fn", "per_tick", "stash"))
-def _stream_gradients_impl(graph, params, chunk, targets, weights, loss_fn, state, per_tick,
-                           stash):
-  grads, state, losses, per = _pipeline_scan(graph, params, chunk, targets, weights, loss_fn,
-                                             state, chunk.shape[1], per_tick, stash)
+def _stream_gradients_impl(graph, params, chunk, targets, weights, loss_fn, state, per_tick, stash):
+  grads, state, losses, per = _pipeline_scan(
+    graph, params, chunk, targets, weights, loss_fn, state, chunk.shape[1], per_tick, stash
+  )
   loss = jnp.sum(jnp.where(weights > 0, weights * losses, 0.0))
   return grads, loss, losses, per, state
 
 
-def stream_gradients(graph: UnitGraph, params, chunk, targets, loss_fn: LossFn,
-                     state: PipelineState, mask=None, *, loss_weight: str | float = "mean",
-                     stash=0, per_tick: bool = False, check_finite: bool = True):
+def stream_gradients(
+  graph: UnitGraph,
+  params,
+  chunk,
+  targets,
+  loss_fn: LossFn,
+  state: PipelineState,
+  mask=None,
+  *,
+  loss_weight: str | float = "mean",
+  stash=0,
+  per_tick: bool = False,
+  check_finite: bool = True,
+):
   """Sideways (with a stash) over one chunk of a stream: no drain; the state carries over.
 
   For online learning with an update every K ticks, call this on chunks of K frames and
@@ -793,34 +930,9 @@ def stream_gradients(graph: UnitGraph, params, chunk, targets, loss_fn: LossFn,
   _check_state(graph, state, stash)
   weights, V = stream_loss_weights(graph, T, state.tick, mask, loss_weight, chunk.dtype)
   grads, loss, losses, per, state = _stream_gradients_impl(
-      graph, params, chunk, targets, weights, loss_fn, state, per_tick, stash)
+    graph, params, chunk, targets, weights, loss_fn, state, per_tick, stash
+  )
   info = {"loss": loss, "loss_ticks": V, "tick_loss": losses}
   if per_tick:
     info["per_tick_grads"] = per
   return grads, info, state
-
-
-# ---------------------------------------------------------------------------------------------
-# One unit step (shared by the parallel routes)
-# ---------------------------------------------------------------------------------------------
-
-def unit_step(graph: UnitGraph, k: int, params_k, inputs: list, cotangent):
-  """One Sideways step of unit k: its forward and the VJP at the same inputs (DESIGN.md §5).
-
-  ``out_k = f_k(θ_k; inputs)`` and ``(g_k, messages) = VJP of f_k at (θ_k, inputs)`` applied
-  to ``cotangent`` (shaped like ``out_k``).
-
-  Args:
-    graph: the unit graph; k: the unit, 1-based.
-    params_k: unit k's parameter dict.
-    inputs: list of arrays in the order of ``graph.edges[k]``.
-    cotangent: the cotangent of ``out_k``.
-
-  Returns:
-    ``(out_k, grads_k, messages)``: ``grads_k`` is shaped like ``params_k``; ``messages`` holds
-    one cotangent per edge of unit k, in the order of ``graph.edges[k]`` (the one of a frame
-    edge, j = 0, is unused and removed under ``jax.jit``).
-  """
-  out, vjp = jax.vjp(lambda p, xs: graph.apply_unit(k, p, xs), params_k, list(inputs))
-  grads, messages = vjp(cotangent)
-  return out, grads, list(messages)

@@ -16,9 +16,9 @@ devices and ``sl.parallel.ShardedGraph(graph)`` spans them all.
 A local launch is supervised: every process runs in its own session and is killed with the
 launcher (Linux ``PR_SET_PDEATHSIG``); when one exits with an error (or is killed), the
 launcher names it, stops the others (SIGTERM, then SIGKILL after a grace period: a process
-stuck in a collective does not see SIGTERM) and exits with its code; Ctrl-C stops them all. A process whose peer dies mid-run gets an error from the
-collective (gloo reports the closed connection) and exits at once with
-``EXIT_PEER_FAILED`` instead of waiting at JAX's shutdown barrier.
+stuck in a collective does not see SIGTERM) and exits with its code; Ctrl-C stops them all.
+A process whose peer dies mid-run gets an error from the collective (gloo reports the closed
+connection) and exits at once with ``EXIT_PEER_FAILED`` instead of waiting at JAX's shutdown barrier.
 """
 
 from __future__ import annotations
@@ -42,18 +42,30 @@ import optax
 
 from sideways_lab import cli, parallel, training
 
-__all__ = ["EXIT_INTERRUPTED", "EXIT_PEER_FAILED", "LaunchError", "free_port", "initialize",
-           "launch_local", "main", "train_main", "without_option"]
+__all__ = [
+  "EXIT_INTERRUPTED",
+  "EXIT_PEER_FAILED",
+  "LaunchError",
+  "free_port",
+  "initialize",
+  "launch_local",
+  "main",
+  "train_main",
+  "without_option",
+]
 
-EXIT_PEER_FAILED = 3         # this process failed, or a collective lost another process
-EXIT_INTERRUPTED = 130       # Ctrl-C (128 + SIGINT)
-CONNECT_TIMEOUT_S = 60       # how long a process waits for the coordinator and its peers
-HEARTBEAT_TIMEOUT_S = 20     # a process that sends no heartbeat for this long is dead
-GRACE_S = 3.0                # between SIGTERM and SIGKILL when stopping processes
-POLL_S = 0.05                # how often the launcher looks at its processes
-ENV = {"coordinator": "SIDEWAYS_LAB_COORDINATOR", "num_processes": "SIDEWAYS_LAB_NUM_PROCESSES",
-       "process_id": "SIDEWAYS_LAB_PROCESS_ID"}
-_PR_SET_PDEATHSIG = 1        # prctl option: a signal to this process when its parent dies
+EXIT_PEER_FAILED = 3  # this process failed, or a collective lost another process
+EXIT_INTERRUPTED = 130  # Ctrl-C (128 + SIGINT)
+CONNECT_TIMEOUT_S = 60  # how long a process waits for the coordinator and its peers
+HEARTBEAT_TIMEOUT_S = 20  # a process that sends no heartbeat for this long is dead
+GRACE_S = 3.0  # between SIGTERM and SIGKILL when stopping processes
+POLL_S = 0.05  # how often the launcher looks at its processes
+ENV = {
+  "coordinator": "SIDEWAYS_LAB_COORDINATOR",
+  "num_processes": "SIDEWAYS_LAB_NUM_PROCESSES",
+  "process_id": "SIDEWAYS_LAB_PROCESS_ID",
+}
+_PR_SET_PDEATHSIG = 1  # prctl option: a signal to this process when its parent dies
 
 
 class LaunchError(RuntimeError):
@@ -85,9 +97,11 @@ def _wait_for_coordinator(address: str, timeout_s: float) -> None:
         return
     except OSError as e:
       if time.monotonic() > deadline:
-        raise LaunchError(f"cannot reach the coordinator at {address} within {timeout_s:g} s "
-                          f"({e}): is process 0 running, and are the address and port the ones "
-                          f"it was given (and open in the firewall)?") from None
+        raise LaunchError(
+          f"cannot reach the coordinator at {address} within {timeout_s:g} s "
+          f"({e}): is process 0 running, and are the address and port the ones "
+          f"it was given (and open in the firewall)?"
+        ) from None
       time.sleep(0.2)
 
 
@@ -98,13 +112,20 @@ def _check_port_free(address: str) -> None:
     try:
       s.bind((bind, port))
     except OSError as e:
-      raise LaunchError(f"process 0 cannot serve as coordinator on {address}: port {port} is "
-                        f"in use ({e}); pick another port") from None
+      raise LaunchError(
+        f"process 0 cannot serve as coordinator on {address}: port {port} is "
+        f"in use ({e}); pick another port"
+      ) from None
 
 
-def initialize(coordinator: str | None = None, num_processes: int | None = None,
-               process_id: int | None = None, *, timeout_s: float = CONNECT_TIMEOUT_S,
-               heartbeat_s: int = HEARTBEAT_TIMEOUT_S) -> None:
+def initialize(
+  coordinator: str | None = None,
+  num_processes: int | None = None,
+  process_id: int | None = None,
+  *,
+  timeout_s: float = CONNECT_TIMEOUT_S,
+  heartbeat_s: int = HEARTBEAT_TIMEOUT_S,
+) -> None:
   """``jax.distributed.initialize`` with the checks and settings this package needs.
 
   Arguments default to the environment variables ``SIDEWAYS_LAB_COORDINATOR``,
@@ -114,10 +135,12 @@ def initialize(coordinator: str | None = None, num_processes: int | None = None,
   answer, and raise :class:`LaunchError` with the reason instead of JAX's abort.
   """
   coordinator = coordinator or os.environ.get(ENV["coordinator"])
-  num_processes = int(num_processes if num_processes is not None else
-                      os.environ.get(ENV["num_processes"], "0"))
-  process_id = int(process_id if process_id is not None else
-                   os.environ.get(ENV["process_id"], "-1"))
+  num_processes = int(
+    num_processes if num_processes is not None else os.environ.get(ENV["num_processes"], "0")
+  )
+  process_id = int(
+    process_id if process_id is not None else os.environ.get(ENV["process_id"], "-1")
+  )
   if not coordinator:
     raise ValueError(f"coordinator is required (HOST:PORT, or set {ENV['coordinator']})")
   if num_processes < 1:
@@ -130,14 +153,19 @@ def initialize(coordinator: str | None = None, num_processes: int | None = None,
     _check_port_free(coordinator)
   else:
     _wait_for_coordinator(coordinator, timeout_s)
-  jax.distributed.initialize(coordinator_address=coordinator, num_processes=num_processes,
-                             process_id=process_id, initialization_timeout=int(timeout_s),
-                             heartbeat_timeout_seconds=int(heartbeat_s))
+  jax.distributed.initialize(
+    coordinator_address=coordinator,
+    num_processes=num_processes,
+    process_id=process_id,
+    initialization_timeout=int(timeout_s),
+    heartbeat_timeout_seconds=int(heartbeat_s),
+  )
 
 
 # ---------------------------------------------------------------------------------------------
 # The supervisor of local processes
 # ---------------------------------------------------------------------------------------------
+
 
 def _describe(rc: int) -> str:
   if rc < 0:
@@ -147,8 +175,8 @@ def _describe(rc: int) -> str:
   return f"exit code {rc}"
 
 
-def _child_setup() -> None:          # runs in the child between fork and exec
-  os.setsid()                        # its own session: the launcher forwards Ctrl-C itself
+def _child_setup() -> None:  # runs in the child between fork and exec
+  os.setsid()  # its own session: the launcher forwards Ctrl-C itself
   with contextlib.suppress(Exception):
     ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, int(signal.SIGKILL))
 
@@ -165,10 +193,17 @@ def _stop(procs: list, grace_s: float) -> None:
       time.sleep(POLL_S)
 
 
-def launch_local(program: Sequence[str], processes: int, *, port: int | None = None,
-                 devices_per_process: int | None = None, timeout_s: float = CONNECT_TIMEOUT_S,
-                 heartbeat_s: int = HEARTBEAT_TIMEOUT_S, grace_s: float = GRACE_S,
-                 env: dict | None = None) -> int:
+def launch_local(
+  program: Sequence[str],
+  processes: int,
+  *,
+  port: int | None = None,
+  devices_per_process: int | None = None,
+  timeout_s: float = CONNECT_TIMEOUT_S,
+  heartbeat_s: int = HEARTBEAT_TIMEOUT_S,
+  grace_s: float = GRACE_S,
+  env: dict | None = None,
+) -> int:
   """Starts ``processes`` local processes running ``program`` and supervises them.
 
   The coordinator is process 0 on ``127.0.0.1:port`` (a free port by default). Returns 0 when
@@ -180,13 +215,27 @@ def launch_local(program: Sequence[str], processes: int, *, port: int | None = N
   address = f"127.0.0.1:{port or free_port()}"
   base = dict(os.environ if env is None else env)
   if devices_per_process:
-    base["XLA_FLAGS"] = (base.get("XLA_FLAGS", "") +
-                         f" --xla_force_host_platform_device_count={devices_per_process}")
+    base["XLA_FLAGS"] = (
+      base.get("XLA_FLAGS", "") + f" --xla_force_host_platform_device_count={devices_per_process}"
+    )
   procs = []
   for i in range(processes):
-    cmd = [sys.executable, "-m", "sideways_lab.launch", "--coordinator", address,
-           "--num-processes", str(processes), "--process-id", str(i),
-           "--timeout", str(timeout_s), "--heartbeat-timeout", str(heartbeat_s), *program]
+    cmd = [
+      sys.executable,
+      "-m",
+      "sideways_lab.launch",
+      "--coordinator",
+      address,
+      "--num-processes",
+      str(processes),
+      "--process-id",
+      str(i),
+      "--timeout",
+      str(timeout_s),
+      "--heartbeat-timeout",
+      str(heartbeat_s),
+      *program,
+    ]
     procs.append(subprocess.Popen(cmd, env=base, preexec_fn=_child_setup))  # noqa: PLW1509
   interrupted = []
   handler = lambda signum, frame: interrupted.append(signum)
@@ -197,15 +246,22 @@ def launch_local(program: Sequence[str], processes: int, *, port: int | None = N
       failed = [(i, rc) for i, rc in enumerate(codes) if rc not in (None, 0)]
       if failed:
         i, rc = failed[0]
-        print(f"sideways_lab.launch: process {i} of {processes} failed ({_describe(rc)}); "
-              f"stopping the others", file=sys.stderr, flush=True)
+        print(
+          f"sideways_lab.launch: process {i} of {processes} failed ({_describe(rc)}); "
+          f"stopping the others",
+          file=sys.stderr,
+          flush=True,
+        )
         _stop(procs, grace_s)
         return rc if rc > 0 else EXIT_PEER_FAILED
       if all(rc == 0 for rc in codes):
         return 0
       if interrupted:
-        print(f"sideways_lab.launch: interrupted; stopping {processes} processes",
-              file=sys.stderr, flush=True)
+        print(
+          f"sideways_lab.launch: interrupted; stopping {processes} processes",
+          file=sys.stderr,
+          flush=True,
+        )
         _stop(procs, grace_s)
         return EXIT_INTERRUPTED
       time.sleep(POLL_S)
@@ -218,6 +274,7 @@ def launch_local(program: Sequence[str], processes: int, *, port: int | None = N
 # ---------------------------------------------------------------------------------------------
 # One process: join, then run the program
 # ---------------------------------------------------------------------------------------------
+
 
 def without_option(argv: Sequence[str], name: str) -> list:
   """``argv`` without the option ``name`` and its value (``name V`` or ``name=V``)."""
@@ -253,8 +310,13 @@ def _join_and_run(args, program: Sequence[str]) -> None:
   failure does not wait at JAX's shutdown barrier for processes that are gone."""
   who = f"process {args.process_id} of {args.num_processes}"
   try:
-    initialize(args.coordinator, args.num_processes, args.process_id, timeout_s=args.timeout,
-               heartbeat_s=args.heartbeat_timeout)
+    initialize(
+      args.coordinator,
+      args.num_processes,
+      args.process_id,
+      timeout_s=args.timeout,
+      heartbeat_s=args.heartbeat_timeout,
+    )
   except (LaunchError, ValueError) as e:
     print(f"sideways_lab.launch: {who}: {e}", file=sys.stderr, flush=True)
     os._exit(EXIT_PEER_FAILED)
@@ -269,38 +331,62 @@ def _join_and_run(args, program: Sequence[str]) -> None:
     code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
   except Exception as e:  # noqa: BLE001 — every failure ends the process with a named cause
     traceback.print_exc()
-    lost = any(w in str(e) for w in ("Connection closed by peer", "Connection reset",
-                                      "Gloo", "heartbeat", "coordination service"))
-    why = ("lost contact with another process (it failed or was killed)" if lost else
-           f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}")
+    lost = any(
+      w in str(e)
+      for w in (
+        "Connection closed by peer",
+        "Connection reset",
+        "Gloo",
+        "heartbeat",
+        "coordination service",
+      )
+    )
+    why = (
+      "lost contact with another process (it failed or was killed)"
+      if lost
+      else f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
+    )
     print(f"sideways_lab.launch: {who} failed: {why}", file=sys.stderr, flush=True)
     code = EXIT_PEER_FAILED
   sys.stdout.flush()
   sys.stderr.flush()
   if code == 0:
-    jax.distributed.shutdown()       # every process got here: the barrier passes at once
+    jax.distributed.shutdown()  # every process got here: the barrier passes at once
   os._exit(code)
 
 
 def _parser() -> argparse.ArgumentParser:
   p = argparse.ArgumentParser(
-      prog="python -m sideways_lab.launch",
-      description="Run PROGRAM (`train ...`, `-m MODULE ...` or a script) on several JAX "
-                  "processes: --processes N starts N local ones on a loopback coordinator; "
-                  "--coordinator/--num-processes/--process-id join a cluster.")
+    prog="python -m sideways_lab.launch",
+    description="Run PROGRAM (`train ...`, `-m MODULE ...` or a script) on several JAX "
+    "processes: --processes N starts N local ones on a loopback coordinator; "
+    "--coordinator/--num-processes/--process-id join a cluster.",
+  )
   p.add_argument("--processes", type=int, help="start this many local processes")
   p.add_argument("--port", type=int, help="coordinator port for --processes (default: free)")
-  p.add_argument("--devices-per-process", type=int,
-                 help="simulated CPU devices per local process (XLA_FLAGS)")
+  p.add_argument(
+    "--devices-per-process", type=int, help="simulated CPU devices per local process (XLA_FLAGS)"
+  )
   p.add_argument("--coordinator", help="HOST:PORT of process 0 (join a cluster)")
   p.add_argument("--num-processes", type=int, help="processes in the cluster")
   p.add_argument("--process-id", type=int, help="this process's index, 0..N-1")
-  p.add_argument("--timeout", type=float, default=CONNECT_TIMEOUT_S,
-                 help=f"seconds to wait for the coordinator and peers ({CONNECT_TIMEOUT_S})")
-  p.add_argument("--heartbeat-timeout", type=int, default=HEARTBEAT_TIMEOUT_S,
-                 help=f"seconds of silence before a peer counts as dead ({HEARTBEAT_TIMEOUT_S})")
-  p.add_argument("program", nargs=argparse.REMAINDER,
-                 help="`train [flags]`, `-m MODULE [args]` or `SCRIPT [args]`")
+  p.add_argument(
+    "--timeout",
+    type=float,
+    default=CONNECT_TIMEOUT_S,
+    help=f"seconds to wait for the coordinator and peers ({CONNECT_TIMEOUT_S})",
+  )
+  p.add_argument(
+    "--heartbeat-timeout",
+    type=int,
+    default=HEARTBEAT_TIMEOUT_S,
+    help=f"seconds of silence before a peer counts as dead ({HEARTBEAT_TIMEOUT_S})",
+  )
+  p.add_argument(
+    "program",
+    nargs=argparse.REMAINDER,
+    help="`train [flags]`, `-m MODULE [args]` or `SCRIPT [args]`",
+  )
   return p
 
 
@@ -315,23 +401,30 @@ def main(argv: Sequence[str] | None = None) -> int:
   joining = [args.coordinator, args.num_processes, args.process_id]
   if args.processes is not None:
     if any(v is not None for v in joining):
-      p.error("--processes starts local processes; do not combine it with --coordinator, "
-              "--num-processes or --process-id")
+      p.error(
+        "--processes starts local processes; do not combine it with --coordinator, "
+        "--num-processes or --process-id"
+      )
     if args.processes < 1:
       p.error(f"--processes must be >= 1, got {args.processes}")
-    return launch_local(program, args.processes, port=args.port,
-                        devices_per_process=args.devices_per_process, timeout_s=args.timeout,
-                        heartbeat_s=args.heartbeat_timeout)
+    return launch_local(
+      program,
+      args.processes,
+      port=args.port,
+      devices_per_process=args.devices_per_process,
+      timeout_s=args.timeout,
+      heartbeat_s=args.heartbeat_timeout,
+    )
   if any(v is None for v in joining):
-    p.error("give either --processes N, or all of --coordinator, --num-processes and "
-            "--process-id")
+    p.error("give either --processes N, or all of --coordinator, --num-processes and --process-id")
   _join_and_run(args, program)
-  return 0   # not reached
+  return 0  # not reached
 
 
 # ---------------------------------------------------------------------------------------------
 # Distributed training (the `train` program)
 # ---------------------------------------------------------------------------------------------
+
 
 def train_main(argv: Sequence[str]) -> int:
   """``train`` on the sharded route: the flags of ``sideways-lab train`` (task, scheme, model,
@@ -347,12 +440,15 @@ def train_main(argv: Sequence[str]) -> int:
     raise ValueError("train needs --task and --scheme")
   if args.processes or args.resume:
     raise ValueError("inside a launch, train takes neither --processes nor --resume")
-  cfg = training.default_config(args.task, args.scheme, quick=args.quick, seed=args.seed,
-                                **cli.config_overrides(args))
+  cfg = training.default_config(
+    args.task, args.scheme, quick=args.quick, seed=args.seed, **cli.config_overrides(args)
+  )
   trainer = training.Trainer(cfg)
   if trainer.method != "sideways":
-    raise ValueError(f"the distributed route trains Sideways schemes; --scheme {cfg.scheme} "
-                     f"uses method {trainer.method!r}")
+    raise ValueError(
+      f"the distributed route trains Sideways schemes; --scheme {cfg.scheme} "
+      f"uses method {trainer.method!r}"
+    )
   if cfg.update_every:
     raise ValueError("the distributed route makes per-clip updates; drop --update-every")
   eng = parallel.ShardedGraph(trainer.graph)
@@ -366,18 +462,25 @@ def train_main(argv: Sequence[str]) -> int:
   t0, loss = time.perf_counter(), float("nan")
   for step in range(cfg.steps):
     video, targets, _ = trainer.batch(step)
-    grads, info = eng.gradients(params, video, targets, trainer.task.loss_fn,
-                                mask=trainer.task.mask)
+    grads, info = eng.gradients(
+      params, video, targets, trainer.task.loss_fn, mask=trainer.task.mask
+    )
     updates, opt_state = update(grads, opt_state, params)
     params = optax.apply_updates(params, updates)
     loss = float(info["loss"])
     if out:
       with open(os.path.join(out, "metrics.jsonl"), "a") as f:
         f.write(json.dumps({"step": step + 1, "loss": loss}) + "\n")
-  result = {"task": cfg.task, "scheme": cfg.scheme, "steps": cfg.steps, "train_loss": loss,
-            "processes": jax.process_count(), "devices": eng.num_devices,
-            "assignment": list(eng.assignment),
-            "train_time_s": round(time.perf_counter() - t0, 2)}
+  result = {
+    "task": cfg.task,
+    "scheme": cfg.scheme,
+    "steps": cfg.steps,
+    "train_loss": loss,
+    "processes": jax.process_count(),
+    "devices": eng.num_devices,
+    "assignment": list(eng.assignment),
+    "train_time_s": round(time.perf_counter() - t0, 2),
+  }
   if lead:
     params = jax.tree_util.tree_map(lambda a: jax.device_get(a), params)
     result.update(trainer.evaluate(params))

@@ -52,19 +52,31 @@ from sideways_lab import schedule
 from sideways_lab.engine import PipelineState
 from sideways_lab.graph import UnitGraph
 
-__all__ = ["DevicePipeline", "ParallelState", "ShardedChain", "ShardedGraph", "ShardedState",
-           "engine_for", "gradients", "message_bytes", "partition", "stream_gradients",
-           "tick_time_model"]
+__all__ = [
+  "DevicePipeline",
+  "ParallelState",
+  "ShardedChain",
+  "ShardedGraph",
+  "ShardedState",
+  "engine_for",
+  "gradients",
+  "message_bytes",
+  "partition",
+  "stream_gradients",
+  "tick_time_model",
+]
 
-STAGE = "stage"      # the mesh axis of the sharded route
+STAGE = "stage"  # the mesh axis of the sharded route
 
 
 # ---------------------------------------------------------------------------------------------
 # Placement
 # ---------------------------------------------------------------------------------------------
 
-def partition(num_units: int, num_devices: int, costs: Sequence[float] | None = None
-              ) -> tuple[int, ...]:
+
+def partition(
+  num_units: int, num_devices: int, costs: Sequence[float] | None = None
+) -> tuple[int, ...]:
   """A contiguous partition of units 1..L over devices that minimises the slowest device.
 
   ``assignment[k-1]`` is the device index of unit k, non-decreasing, minimising
@@ -75,8 +87,9 @@ def partition(num_units: int, num_devices: int, costs: Sequence[float] | None = 
   return _partition.assignment(num_units, num_devices, costs)
 
 
-def tick_time_model(costs: Sequence[float], assignment: Sequence[int],
-                    comm: float | Sequence[float] = 0.0) -> float:
+def tick_time_model(
+  costs: Sequence[float], assignment: Sequence[int], comm: float | Sequence[float] = 0.0
+) -> float:
   """The simple latency model of one Sideways tick on several devices.
 
   ``tick_time = max_p ( Σ_{k on p} (F_k + B_k) + comm_p )``: devices work at once, a tick ends
@@ -86,8 +99,9 @@ def tick_time_model(costs: Sequence[float], assignment: Sequence[int],
   costs = np.asarray(costs, float)
   assignment = np.asarray(assignment, int)
   if costs.shape != assignment.shape:
-    raise ValueError(f"costs and assignment must have the same length, got {costs.shape} and "
-                     f"{assignment.shape}")
+    raise ValueError(
+      f"costs and assignment must have the same length, got {costs.shape} and {assignment.shape}"
+    )
   D = int(assignment.max()) + 1
   comm = np.broadcast_to(np.asarray(comm, float), (D,))
   return float(max(costs[assignment == p].sum() + comm[p] for p in range(D)))
@@ -96,8 +110,12 @@ def tick_time_model(costs: Sequence[float], assignment: Sequence[int],
 def _shape_key(params, video) -> tuple:
   shape = tuple(video.shape)
   frame = (shape[0],) + shape[2:] if len(shape) == 5 else shape
-  return (frame, str(video.dtype), jax.tree_util.tree_structure(params),
-          tuple((a.shape, str(a.dtype)) for a in jax.tree_util.tree_leaves(params)))
+  return (
+    frame,
+    str(video.dtype),
+    jax.tree_util.tree_structure(params),
+    tuple((a.shape, str(a.dtype)) for a in jax.tree_util.tree_leaves(params)),
+  )
 
 
 def _resolve_devices(devices, pool: list | None = None) -> list:
@@ -108,9 +126,11 @@ def _resolve_devices(devices, pool: list | None = None) -> list:
     return pool
   if isinstance(devices, int):
     if devices < 1 or devices > len(pool):
-      raise ValueError(f"devices={devices}: this process has {len(pool)} device(s) "
-                       f"(set XLA_FLAGS=--xla_force_host_platform_device_count=N before JAX "
-                       f"starts to simulate N CPU devices)")
+      raise ValueError(
+        f"devices={devices}: this process has {len(pool)} device(s) "
+        f"(set XLA_FLAGS=--xla_force_host_platform_device_count=N before JAX "
+        f"starts to simulate N CPU devices)"
+      )
     return pool[:devices]
   devices = list(devices)
   if not devices or not all(isinstance(d, jax.Device) for d in devices):
@@ -124,22 +144,28 @@ def _resolve_assignment(graph: UnitGraph, devices: list, assignment, costs) -> t
     return partition(L, len(devices), costs)
   if assignment == "one_per_device":
     if len(devices) < L:
-      raise ValueError(f"assignment='one_per_device' needs at least L={L} devices, got "
-                       f"{len(devices)}")
+      raise ValueError(
+        f"assignment='one_per_device' needs at least L={L} devices, got {len(devices)}"
+      )
     return tuple(range(L))
   if isinstance(assignment, str):
-    raise ValueError(f"assignment must be 'contiguous', 'one_per_device' or a sequence of L "
-                     f"device indices, got {assignment!r}")
+    raise ValueError(
+      f"assignment must be 'contiguous', 'one_per_device' or a sequence of L "
+      f"device indices, got {assignment!r}"
+    )
   a = tuple(int(x) for x in assignment)
   if len(a) != L or any(not 0 <= x < len(devices) for x in a):
-    raise ValueError(f"assignment must give a device index in 0..{len(devices) - 1} for each "
-                     f"of the {L} units, got {assignment!r}")
+    raise ValueError(
+      f"assignment must give a device index in 0..{len(devices) - 1} for each "
+      f"of the {L} units, got {assignment!r}"
+    )
   return a
 
 
 # ---------------------------------------------------------------------------------------------
 # What both routes share: validation, loss weights, one unit's tick, the drivers
 # ---------------------------------------------------------------------------------------------
+
 
 def _check_inputs(graph, params, video, targets, loss_fn, mask, name="video"):
   _engine._check_graph_params(graph, params)
@@ -170,8 +196,9 @@ def _stream_weights(graph, T, tick, mask, loss_weight, dtype):
   return w.astype(dtype), V
 
 
-def _unit_tick(graph: UnitGraph, k: int, params_k, inputs: list, cotangent, loss_fn=None,
-               y=None, w=None):
+def _unit_tick(
+  graph: UnitGraph, k: int, params_k, inputs: list, cotangent, loss_fn=None, y=None, w=None
+):
   """Unit k's work in one tick: ``engine.unit_step`` with its cotangent.
 
   Below the top the cotangent is the sum of the messages of the previous tick; for the top
@@ -214,11 +241,16 @@ class _Route:
     w = np.concatenate([weights, np.zeros(L - 1, weights.dtype)])
     state = self.init_state(params, video)
     grads, loss, tick_loss, _ = self._run(params, video, targets, w, loss_fn, state, T + L - 1)
-    return grads, {"loss": loss, "loss_ticks": V, "tick_loss": tick_loss[:T],
-                   "num_loss_ticks": V.sum()}
+    return grads, {
+      "loss": loss,
+      "loss_ticks": V,
+      "tick_loss": tick_loss[:T],
+      "num_loss_ticks": V.sum(),
+    }
 
-  def stream_gradients(self, params, chunk, targets, loss_fn, state, mask=None, *,
-                       loss_weight="mean"):
+  def stream_gradients(
+    self, params, chunk, targets, loss_fn, state, mask=None, *, loss_weight="mean"
+  ):
     """``sl.stream_gradients`` on several devices: one chunk, no drain, state carried over.
 
     ``state`` is this route's state (from :meth:`init_state` or a previous call) or a
@@ -229,8 +261,10 @@ class _Route:
     if isinstance(state, PipelineState):
       state = self.scatter_state(state, params)
     if not isinstance(state, self._state_type):
-      raise TypeError(f"state must be a {self._state_type.__name__} or sl.PipelineState, got "
-                      f"{type(state).__name__}")
+      raise TypeError(
+        f"state must be a {self._state_type.__name__} or sl.PipelineState, got "
+        f"{type(state).__name__}"
+      )
     T = chunk.shape[1]
     w, V = _stream_weights(self.graph, T, state.tick, mask, loss_weight, np.dtype(chunk.dtype))
     grads, loss, tick_loss, state = self._run(params, chunk, targets, w, loss_fn, state, T)
@@ -241,13 +275,17 @@ class _Route:
 # The per-device route: per-device jitted steps and a host loop (one process)
 # ---------------------------------------------------------------------------------------------
 
+
 # Small jitted helpers: eager ops would compile one program per shape *and device*.
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _zeros_on(device):
   """A jitted ``zeros_like`` whose result is committed to ``device`` (a plain jitted
   ``zeros_like`` drops its unused input and lands, uncommitted, on the default device)."""
-  return jax.jit(lambda tree: jax.tree_util.tree_map(jnp.zeros_like, tree),
-                 out_shardings=jax.sharding.SingleDeviceSharding(device))
+  return jax.jit(
+    lambda tree: jax.tree_util.tree_map(jnp.zeros_like, tree),
+    out_shardings=jax.sharding.SingleDeviceSharding(device),
+  )
+
 
 _stack_list = jax.jit(lambda xs: jnp.stack(xs))
 
@@ -266,7 +304,7 @@ _split_vector = jax.jit(lambda w: [w[i] for i in range(w.shape[0])])
 @jax.jit
 def _clip_loss(weights, tick_loss):
   """``(Σ_t w_t loss_t over w_t > 0, tick_loss[:T])`` for T = len(weights)."""
-  tick_loss = tick_loss[:weights.shape[0]]
+  tick_loss = tick_loss[: weights.shape[0]]
   return jnp.sum(jnp.where(weights > 0, weights * tick_loss, 0.0)), tick_loss
 
 
@@ -281,6 +319,7 @@ class _DeviceSpec:
     other devices read. send_msgs: remote units j that local units send messages to.
   recv_msgs: ``(j, from_device)`` pairs of messages arriving for local units.
   """
+
   units: tuple
   sources: tuple
   remote: tuple
@@ -301,14 +340,18 @@ def _device_specs(graph: UnitGraph, assignment: tuple) -> tuple:
     sources = tuple(sorted({j for k in units for j, _ in graph.edges[k]}))
     remote = tuple(j for j in sources if j >= 1 and owner[j] != p)
     local_cots = tuple(j for j in units if j < L)
-    send_outs = tuple(j for j in units if j < L and
-                      any(owner[k] != p for k, _, _ in graph.readers(j)))
-    send_msgs = tuple(sorted({j for k in units for j, _ in graph.edges[k]
-                              if j >= 1 and owner[j] != p}))
-    recv_msgs = tuple(sorted({(j, owner[k]) for j in local_cots for k, _, _ in graph.readers(j)
-                              if owner[k] != p}))
-    specs.append(_DeviceSpec(units, sources, remote, local_cots, send_outs, send_msgs,
-                             recv_msgs, L in units))
+    send_outs = tuple(
+      j for j in units if j < L and any(owner[k] != p for k, _, _ in graph.readers(j))
+    )
+    send_msgs = tuple(
+      sorted({j for k in units for j, _ in graph.edges[k] if j >= 1 and owner[j] != p})
+    )
+    recv_msgs = tuple(
+      sorted({(j, owner[k]) for j in local_cots for k, _, _ in graph.readers(j) if owner[k] != p})
+    )
+    specs.append(
+      _DeviceSpec(units, sources, remote, local_cots, send_outs, send_msgs, recv_msgs, L in units)
+    )
   return tuple(specs)
 
 
@@ -322,6 +365,7 @@ class ParallelState(NamedTuple):
   units sent to local unit j; ``pending_msgs`` (tuple in ``spec.recv_msgs`` order) are the
   messages other devices sent. ``tick`` is the global tick of the next frame (a Python int).
   """
+
   per_device: tuple
   tick: int
 
@@ -339,10 +383,10 @@ def _device_step(graph, spec, loss_fn, params, carry, pending_outs, pending_msgs
   L = graph.num_units
   bufs, cots, acc = carry
   bufs = dict(bufs)
-  for j in spec.remote:                                   # absorb what arrived from below
+  for j in spec.remote:  # absorb what arrived from below
     bufs[j] = _engine._push(bufs[j], pending_outs[j])
   cot_in = dict(cots)
-  for (j, _), m in zip(spec.recv_msgs, pending_msgs):     # ... and from above
+  for (j, _), m in zip(spec.recv_msgs, pending_msgs):  # ... and from above
     cot_in[j] = cot_in[j] + m
   if 0 in spec.sources:
     bufs[0] = _engine._push(bufs[0], x_t)
@@ -351,7 +395,7 @@ def _device_step(graph, spec, loss_fn, params, carry, pending_outs, pending_msgs
   sent_msgs = {}
   for n, k in enumerate(spec.units):
     edges = graph.edges[k]
-    inputs = [bufs[j][d] for j, d in edges]               # x_{t-d} or out_j^{t-1-d}
+    inputs = [bufs[j][d] for j, d in edges]  # x_{t-d} or out_j^{t-1-d}
     out, g, ms, loss = _unit_tick(graph, k, params[n], inputs, cot_in.get(k), loss_fn, y_t, w)
     outs[k] = out
     if k == L:
@@ -365,12 +409,16 @@ def _device_step(graph, spec, loss_fn, params, carry, pending_outs, pending_msgs
       else:
         sent_msgs[j] = sent_msgs[j] + m if j in sent_msgs else m
   acc = jax.tree_util.tree_map(jnp.add, acc, tuple(grads))
-  for j in spec.sources:                                  # local outputs join local buffers
+  for j in spec.sources:  # local outputs join local buffers
     if j >= 1 and j not in spec.remote:
       bufs[j] = _engine._push(bufs[j], outs[j])
   carry = (bufs, new_cots, acc)
-  return (carry, tuple(outs[j] for j in spec.send_outs),
-          tuple(sent_msgs[j] for j in spec.send_msgs), loss_t)
+  return (
+    carry,
+    tuple(outs[j] for j in spec.send_outs),
+    tuple(sent_msgs[j] for j in spec.send_msgs),
+    loss_t,
+  )
 
 
 class DevicePipeline(_Route):
@@ -398,22 +446,28 @@ class DevicePipeline(_Route):
     devices = _resolve_devices(devices, jax.local_devices())
     self.assignment = _resolve_assignment(graph, devices, assignment, costs)
     used = sorted(set(self.assignment))
-    remap = {p: n for n, p in enumerate(used)}          # drop devices without units
+    remap = {p: n for n, p in enumerate(used)}  # drop devices without units
     self.assignment = tuple(remap[p] for p in self.assignment)
     self.devices = tuple(devices[p] for p in used)
     self.specs = _device_specs(graph, self.assignment)
     L = graph.num_units
     self._owner = {k: self.assignment[k - 1] for k in range(1, L + 1)}
     # routes: for each device q, where each pending output / message comes from
-    self._out_routes = [[(self._owner[j], self.specs[self._owner[j]].send_outs.index(j), j)
-                         for j in spec.remote] for spec in self.specs]
-    self._msg_routes = [[(src, self.specs[src].send_msgs.index(j)) for j, src in spec.recv_msgs]
-                        for spec in self.specs]
+    self._out_routes = [
+      [(self._owner[j], self.specs[self._owner[j]].send_outs.index(j), j) for j in spec.remote]
+      for spec in self.specs
+    ]
+    self._msg_routes = [
+      [(src, self.specs[src].send_msgs.index(j)) for j, src in spec.recv_msgs]
+      for spec in self.specs
+    ]
     self._empty = {}
 
   def __repr__(self):
-    return (f"DevicePipeline(L={self.graph.num_units}, devices={len(self.devices)}, "
-            f"assignment={self.assignment})")
+    return (
+      f"DevicePipeline(L={self.graph.num_units}, devices={len(self.devices)}, "
+      f"assignment={self.assignment})"
+    )
 
   @property
   def num_devices(self) -> int:
@@ -427,8 +481,10 @@ class DevicePipeline(_Route):
   def place_params(self, params) -> tuple:
     """``params`` with unit k's dict committed to the device of unit k (do it once)."""
     _engine._check_graph_params(self.graph, params)
-    return tuple(jax.device_put(params[k - 1], self.devices[self._owner[k]])
-                 for k in range(1, self.graph.num_units + 1))
+    return tuple(
+      jax.device_put(params[k - 1], self.devices[self._owner[k]])
+      for k in range(1, self.graph.num_units + 1)
+    )
 
   def _device_params(self, params):
     params = self.place_params(params)
@@ -438,7 +494,7 @@ class DevicePipeline(_Route):
     """Spreads a single-device :class:`sl.PipelineState` over the devices (``params`` is
     unused: the per-device layout does not depend on it)."""
     _engine._check_state(self.graph, state)
-    buffers = [np.asarray(b) for b in state.buffers]      # a one-off move, through the host
+    buffers = [np.asarray(b) for b in state.buffers]  # a one-off move, through the host
     messages = [np.asarray(m) for m in state.messages]
     per = []
     for p, spec in enumerate(self.specs):
@@ -447,7 +503,7 @@ class DevicePipeline(_Route):
       bufs, pend = {}, {}
       for j in spec.sources:
         b = buffers[j]
-        if j in spec.remote:      # mirror without its newest output, which is pending
+        if j in spec.remote:  # mirror without its newest output, which is pending
           bufs[j] = put(np.concatenate([b[1:], b[-1:]], axis=0))
           pend[j] = put(b[0])
         else:
@@ -464,7 +520,7 @@ class DevicePipeline(_Route):
       raise TypeError(f"state must be a sl.parallel.ParallelState, got {type(state).__name__}")
     dev = self.devices[0] if device is None else device
     L = self.graph.num_units
-    buffers = [None] * L                                  # a one-off move, through the host
+    buffers = [None] * L  # a one-off move, through the host
     for p, spec in enumerate(self.specs):
       bufs, _, pend, _ = state.per_device[p]
       for j in spec.sources:
@@ -481,8 +537,9 @@ class DevicePipeline(_Route):
       for (j, _), m in zip(spec.recv_msgs, msgs):
         messages[j - 1] = messages[j - 1] + np.asarray(m)
     put = functools.partial(jax.device_put, device=dev)
-    return PipelineState(tuple(put(b) for b in buffers), tuple(put(m) for m in messages),
-                         put(np.int32(state.tick)))
+    return PipelineState(
+      tuple(put(b) for b in buffers), tuple(put(m) for m in messages), put(np.int32(state.tick))
+    )
 
   def init_state(self, params, video) -> ParallelState:
     """An empty pipeline spread over the devices (see :func:`sl.init_state`).
@@ -516,19 +573,26 @@ class DevicePipeline(_Route):
     losses = []
     for i in range(num_ticks):
       sent = []
-      t = min(i, T - 1)                                   # drain ticks feed the last frame
-      for p, spec in enumerate(self.specs):               # every device steps its units
+      t = min(i, T - 1)  # drain ticks feed the last frame
+      for p, spec in enumerate(self.specs):  # every device steps its units
         is_top = p == top
         carry, outs, msgs, loss_t = _device_step(
-            self.graph, spec, loss_fn if is_top else None, dparams[p], carries[p],
-            pend_outs[p], pend_msgs[p], frames[p][t] if frames[p] is not None else None,
-            ys[t] if is_top else None,
-            ws[i] if is_top else None)
+          self.graph,
+          spec,
+          loss_fn if is_top else None,
+          dparams[p],
+          carries[p],
+          pend_outs[p],
+          pend_msgs[p],
+          frames[p][t] if frames[p] is not None else None,
+          ys[t] if is_top else None,
+          ws[i] if is_top else None,
+        )
         carries[p] = carry
         sent.append((outs, msgs))
         if is_top:
           losses.append(loss_t)
-      for q in range(len(self.specs)):                    # activations up, messages down
+      for q in range(len(self.specs)):  # activations up, messages down
         dev = self.devices[q]
         pend_outs[q] = {j: jax.device_put(sent[p][0][n], dev) for p, n, j in self._out_routes[q]}
         pend_msgs[q] = tuple(jax.device_put(sent[p][1][n], dev) for p, n in self._msg_routes[q])
@@ -548,6 +612,7 @@ class DevicePipeline(_Route):
 # The SPMD route: shard_map + lax.switch + ppermute over a `stage` mesh axis
 # ---------------------------------------------------------------------------------------------
 
+
 class _Layout:
   """Named arrays packed into one flat vector: ``name -> (offset, shape)``, ``size`` entries."""
 
@@ -561,14 +626,19 @@ class _Layout:
 
   def unpack(self, vec) -> dict:
     """The named arrays of ``vec`` (views by static slices; works on jax and NumPy arrays)."""
-    return {name: vec[o:o + int(np.prod(shape, dtype=int))].reshape(shape)
-            for name, (o, shape) in self.slots.items()}
+    return {
+      name: vec[o : o + int(np.prod(shape, dtype=int))].reshape(shape)
+      for name, (o, shape) in self.slots.items()
+    }
 
   def pack(self, arrays: dict, size: int, dtype, xp=jnp):
     """The flat vector of ``size`` entries (zeros past ``self.size``; missing names are zero)."""
-    parts = [xp.ravel(arrays[name]).astype(dtype) if name in arrays else
-             xp.zeros(int(np.prod(shape, dtype=int)), dtype)
-             for name, (_, shape) in self.slots.items()]
+    parts = [
+      xp.ravel(arrays[name]).astype(dtype)
+      if name in arrays
+      else xp.zeros(int(np.prod(shape, dtype=int)), dtype)
+      for name, (_, shape) in self.slots.items()
+    ]
     parts.append(xp.zeros(size - self.size, dtype))
     return xp.concatenate(parts)
 
@@ -584,13 +654,14 @@ class _Stage:
   ``("o", j)``: outputs of local units read on stage s+δ; ``down[δ]`` packs ``("g", j)``: the
   messages of local units to unit j on stage s-δ. ``params`` packs ``(k, leaf)``.
   """
+
   units: tuple
   frame_depth: int
-  local: dict          # j -> depth of its local buffer
-  mirrors: dict        # j -> depth of its mirror
+  local: dict  # j -> depth of its local buffer
+  mirrors: dict  # j -> depth of its mirror
   state: _Layout
-  up: dict             # δ -> _Layout
-  down: dict           # δ -> _Layout
+  up: dict  # δ -> _Layout
+  down: dict  # δ -> _Layout
   params: _Layout
 
 
@@ -598,15 +669,16 @@ class _Stage:
 class _Plan:
   """The static layout of a :class:`ShardedGraph` for one clip and parameter shape (hashable
   by identity: a static argument of the jitted scan)."""
+
   graph: UnitGraph
-  owner: dict          # k -> stage
-  stages: tuple        # of _Stage
-  deltas: tuple        # stage distances spanned by some edge, ascending
+  owner: dict  # k -> stage
+  stages: tuple  # of _Stage
+  deltas: tuple  # stage distances spanned by some edge, ascending
   state_size: int
-  up_size: dict        # δ -> padded size
+  up_size: dict  # δ -> padded size
   down_size: dict
   param_size: int
-  treedefs: tuple      # per unit
+  treedefs: tuple  # per unit
   dtype: np.dtype
 
 
@@ -616,17 +688,29 @@ def _make_plan(graph: UnitGraph, assignment: tuple, params, frame) -> _Plan:
   owner = {k: assignment[k - 1] for k in range(1, L + 1)}
   structs = _engine._out_structs(graph, params, frame)
   dtype = np.dtype(frame.dtype)
-  bad = [f"unit {k}'s output ({structs[k].dtype})" for k in range(1, L + 1)
-         if structs[k].dtype != dtype]
-  bad += [f"unit {k}'s parameters" for k in range(1, L + 1)
-          if any(a.dtype != dtype for a in jax.tree_util.tree_leaves(params[k - 1]))]
+  bad = [
+    f"unit {k}'s output ({structs[k].dtype})" for k in range(1, L + 1) if structs[k].dtype != dtype
+  ]
+  bad += [
+    f"unit {k}'s parameters"
+    for k in range(1, L + 1)
+    if any(a.dtype != dtype for a in jax.tree_util.tree_leaves(params[k - 1]))
+  ]
   if bad:
-    raise TypeError(f"the sharded route packs everything into {dtype} vectors (the video's "
-                    f"dtype); {', '.join(bad)} differ: cast the parameters or use "
-                    f"DevicePipeline")
+    raise TypeError(
+      f"the sharded route packs everything into {dtype} vectors (the video's "
+      f"dtype); {', '.join(bad)} differ: cast the parameters or use "
+      f"DevicePipeline"
+    )
   shape = {j: tuple(structs[j].shape) for j in range(L + 1)}
-  deltas = sorted({owner[k] - owner[j] for k in range(1, L + 1) for j, _ in graph.edges[k]
-                   if j >= 1 and owner[k] != owner[j]})
+  deltas = sorted(
+    {
+      owner[k] - owner[j]
+      for k in range(1, L + 1)
+      for j, _ in graph.edges[k]
+      if j >= 1 and owner[k] != owner[j]
+    }
+  )
   stages = []
   for s in range(D):
     units = tuple(k for k in range(1, L + 1) if owner[k] == s)
@@ -635,24 +719,47 @@ def _make_plan(graph: UnitGraph, assignment: tuple, params, frame) -> _Plan:
     local = {j: depth[j] for j in sorted(depth) if owner[j] == s}
     mirrors = {j: depth[j] for j in sorted(depth) if owner[j] != s}
     frame_depth = 1 + max((d for j, d in reads if j == 0), default=-1)
-    items = ([(("x",), (frame_depth,) + shape[0])] if frame_depth else [])
+    items = [(("x",), (frame_depth,) + shape[0])] if frame_depth else []
     items += [(("b", j), (n,) + shape[j]) for j, n in local.items()]
     items += [(("m", j), (n,) + shape[j]) for j, n in mirrors.items()]
     items += [(("c", j), shape[j]) for j in units if j < L]
-    up = {δ: _Layout([(("o", j), shape[j]) for j in units
-                      if any(owner[k] == s + δ for k, _, _ in graph.readers(j))])
-          for δ in deltas}
-    down = {δ: _Layout([(("g", j), shape[j]) for j in sorted({j for j, _ in reads if j >= 1})
-                        if owner[j] == s - δ]) for δ in deltas}
-    par = _Layout([((k, n), a.shape) for k in units
-                   for n, a in enumerate(jax.tree_util.tree_leaves(params[k - 1]))])
+    up = {
+      δ: _Layout(
+        [
+          (("o", j), shape[j])
+          for j in units
+          if any(owner[k] == s + δ for k, _, _ in graph.readers(j))
+        ]
+      )
+      for δ in deltas
+    }
+    down = {
+      δ: _Layout(
+        [(("g", j), shape[j]) for j in sorted({j for j, _ in reads if j >= 1}) if owner[j] == s - δ]
+      )
+      for δ in deltas
+    }
+    par = _Layout(
+      [
+        ((k, n), a.shape)
+        for k in units
+        for n, a in enumerate(jax.tree_util.tree_leaves(params[k - 1]))
+      ]
+    )
     stages.append(_Stage(units, frame_depth, local, mirrors, _Layout(items), up, down, par))
   size = lambda f: max(max(f(st) for st in stages), 1)
-  return _Plan(graph, owner, tuple(stages), tuple(deltas), size(lambda st: st.state.size),
-               {δ: size(lambda st, δ=δ: st.up[δ].size) for δ in deltas},
-               {δ: size(lambda st, δ=δ: st.down[δ].size) for δ in deltas},
-               size(lambda st: st.params.size),
-               tuple(jax.tree_util.tree_structure(p) for p in params), dtype)
+  return _Plan(
+    graph,
+    owner,
+    tuple(stages),
+    tuple(deltas),
+    size(lambda st: st.state.size),
+    {δ: size(lambda st, δ=δ: st.up[δ].size) for δ in deltas},
+    {δ: size(lambda st, δ=δ: st.down[δ].size) for δ in deltas},
+    size(lambda st: st.params.size),
+    tuple(jax.tree_util.tree_structure(p) for p in params),
+    dtype,
+  )
 
 
 def _stage_tick(plan: _Plan, s: int, loss_fn, params, state, recv_up, recv_down, x_t, y_t, w):
@@ -667,18 +774,21 @@ def _stage_tick(plan: _Plan, s: int, loss_fn, params, state, recv_up, recv_down,
   dtype = plan.dtype
   cur = st.state.unpack(state)
   flat = st.params.unpack(params)
-  theta = {k: jax.tree_util.tree_unflatten(
-      plan.treedefs[k - 1], [flat[(k, n)] for n in range(plan.treedefs[k - 1].num_leaves)])
-      for k in st.units}
+  theta = {
+    k: jax.tree_util.tree_unflatten(
+      plan.treedefs[k - 1], [flat[(k, n)] for n in range(plan.treedefs[k - 1].num_leaves)]
+    )
+    for k in st.units
+  }
   bufs = {j: cur[("b", j)] for j in st.local}
   if st.frame_depth:
     bufs[0] = _engine._push(cur[("x",)], x_t)
-  for j in st.mirrors:                                    # out_j^{t-1} from stage owner[j]
+  for j in st.mirrors:  # out_j^{t-1} from stage owner[j]
     δ = s - plan.owner[j]
     got = plan.stages[s - δ].up[δ].unpack(recv_up[plan.deltas.index(δ)])
     bufs[j] = _engine._push(cur[("m", j)], got[("o", j)])
   cots = {j: cur[("c", j)] for j in st.units if j < L}
-  for δ in plan.deltas:                                   # messages from stage s+δ
+  for δ in plan.deltas:  # messages from stage s+δ
     if s + δ < len(plan.stages):
       got = plan.stages[s + δ].down[δ].unpack(recv_down[plan.deltas.index(δ)])
       for (_, j), m in got.items():
@@ -687,7 +797,7 @@ def _stage_tick(plan: _Plan, s: int, loss_fn, params, state, recv_up, recv_down,
   down = {δ: {} for δ in plan.deltas}
   outs, grads, loss_t = {}, {}, jnp.zeros((), dtype)
   for k in st.units:
-    inputs = [bufs[j][d] for j, d in graph.edges[k]]      # x_{t-d} or out_j^{t-1-d}
+    inputs = [bufs[j][d] for j, d in graph.edges[k]]  # x_{t-d} or out_j^{t-1-d}
     out, g, ms, loss = _unit_tick(graph, k, theta[k], inputs, cots.get(k), loss_fn, y_t, w)
     outs[k], grads[k] = out, g
     if loss is not None:
@@ -705,13 +815,17 @@ def _stage_tick(plan: _Plan, s: int, loss_fn, params, state, recv_up, recv_down,
   new.update({("c", j): c for j, c in new_cots.items()})
   if st.frame_depth:
     new[("x",)] = bufs[0]
-  g_flat = {(k, n): a for k in st.units
-            for n, a in enumerate(jax.tree_util.tree_leaves(grads[k]))}
-  return (st.state.pack(new, plan.state_size, dtype),
-          tuple(st.up[δ].pack({("o", j): outs[j] for j in st.units}, plan.up_size[δ], dtype)
-                for δ in plan.deltas),
-          tuple(st.down[δ].pack(down[δ], plan.down_size[δ], dtype) for δ in plan.deltas),
-          st.params.pack(g_flat, plan.param_size, dtype), loss_t)
+  g_flat = {(k, n): a for k in st.units for n, a in enumerate(jax.tree_util.tree_leaves(grads[k]))}
+  return (
+    st.state.pack(new, plan.state_size, dtype),
+    tuple(
+      st.up[δ].pack({("o", j): outs[j] for j in st.units}, plan.up_size[δ], dtype)
+      for δ in plan.deltas
+    ),
+    tuple(st.down[δ].pack(down[δ], plan.down_size[δ], dtype) for δ in plan.deltas),
+    st.params.pack(g_flat, plan.param_size, dtype),
+    loss_t,
+  )
 
 
 @functools.partial(jax.jit, static_argnames=("plan", "mesh", "loss_fn", "num_ticks"))
@@ -724,8 +838,9 @@ def _sharded_scan(plan, mesh, loss_fn, num_ticks, params, carry, video, targets,
   branches = [functools.partial(_stage_tick, plan, s, loss_fn) for s in range(D)]
   # the pairs that carry something: stage q sends up (down) by δ only if it has a payload
   ups = [[(q, q + δ) for q in range(D - δ) if plan.stages[q].up[δ].size] for δ in plan.deltas]
-  downs = [[(q + δ, q) for q in range(D - δ) if plan.stages[q + δ].down[δ].size]
-           for δ in plan.deltas]
+  downs = [
+    [(q + δ, q) for q in range(D - δ) if plan.stages[q + δ].down[δ].size] for δ in plan.deltas
+  ]
 
   def per_device(params, carry, video, targets, weights):
     params = params[0]
@@ -737,21 +852,35 @@ def _sharded_scan(plan, mesh, loss_fn, num_ticks, params, carry, video, targets,
       recv_up = tuple(lax.ppermute(u, STAGE, perm) for perm, u in zip(ups, up))
       recv_down = tuple(lax.ppermute(m, STAGE, perm) for perm, m in zip(downs, down))
       state, up, down, g, loss_t = lax.switch(
-          s, branches, params, state, recv_up, recv_down, _engine._frame(video, i),
-          _engine._target(targets, i), weights[i])
-      return (state, up, down, acc + g), loss_t          # zero below the top stage
+        s,
+        branches,
+        params,
+        state,
+        recv_up,
+        recv_down,
+        _engine._frame(video, i),
+        _engine._target(targets, i),
+        weights[i],
+      )
+      return (state, up, down, acc + g), loss_t  # zero below the top stage
 
     state, up, down = carry
     (state, up, down, acc), losses = lax.scan(
-        body, (state, up, down, jnp.zeros_like(params)), jnp.arange(num_ticks))
-    losses = lax.psum(losses, STAGE)                      # one collective per clip, not tick
+      body, (state, up, down, jnp.zeros_like(params)), jnp.arange(num_ticks)
+    )
+    losses = lax.psum(losses, STAGE)  # one collective per clip, not tick
     loss = jnp.sum(jnp.where(weights > 0, weights * losses, 0.0))
     expand = lambda t: jax.tree_util.tree_map(lambda a: a[None], t)
     return expand(acc), expand((state, up, down)), losses, loss
 
   stage = P(STAGE)
-  f = jax.shard_map(per_device, mesh=mesh, in_specs=(stage, stage, P(), P(), P()),
-                    out_specs=(stage, stage, P(), P()), check_vma=False)
+  f = jax.shard_map(
+    per_device,
+    mesh=mesh,
+    in_specs=(stage, stage, P(), P(), P()),
+    out_specs=(stage, stage, P(), P()),
+    check_vma=False,
+  )
   return f(params, carry, video, targets, weights)
 
 
@@ -760,6 +889,7 @@ class ShardedState(NamedTuple):
   ``stage``, row s the flat vectors of stage s (see ``_Stage``): ``state``, ``up`` and
   ``down`` (tuples over the stage distances δ, what each stage sends at the next tick);
   ``tick`` is the global tick of the next frame (a Python int); ``plan`` the layouts."""
+
   state: jax.Array
   up: tuple
   down: tuple
@@ -794,20 +924,26 @@ class ShardedGraph(_Route):
     if mesh is None:
       mesh = Mesh(np.array(_resolve_devices(devices)), (STAGE,))
     if not isinstance(mesh, Mesh) or tuple(mesh.axis_names) != (STAGE,):
-      raise ValueError(f"mesh must be a jax.sharding.Mesh with the single axis 'stage', got "
-                       f"{getattr(mesh, 'axis_names', mesh)!r}")
+      raise ValueError(
+        f"mesh must be a jax.sharding.Mesh with the single axis 'stage', got "
+        f"{getattr(mesh, 'axis_names', mesh)!r}"
+      )
     D, L = mesh.shape[STAGE], graph.num_units
     if L < D:
-      raise ValueError(f"the graph has L={L} units but the mesh has {D} devices: every "
-                       f"device (stage) needs at least one unit; use at most {L} devices "
-                       f"(processes x local devices)")
+      raise ValueError(
+        f"the graph has L={L} units but the mesh has {D} devices: every "
+        f"device (stage) needs at least one unit; use at most {L} devices "
+        f"(processes x local devices)"
+      )
     self.graph, self.mesh = graph, mesh
     self.assignment = partition(L, D, costs)
     self._plans, self._empty, self._unpack_fns = {}, {}, {}
 
   def __repr__(self):
-    return (f"ShardedGraph(L={self.graph.num_units}, stages={self.num_devices}, "
-            f"assignment={self.assignment})")
+    return (
+      f"ShardedGraph(L={self.graph.num_units}, stages={self.num_devices}, "
+      f"assignment={self.assignment})"
+    )
 
   @property
   def num_devices(self) -> int:
@@ -835,8 +971,9 @@ class ShardedGraph(_Route):
     return self._plans[key]
 
   def _plan_for(self, params, video):
-    return self.plan(params, jax.ShapeDtypeStruct((video.shape[0],) + tuple(video.shape[2:]),
-                                                  video.dtype))
+    return self.plan(
+      params, jax.ShapeDtypeStruct((video.shape[0],) + tuple(video.shape[2:]), video.dtype)
+    )
 
   def place_params(self, params, video) -> jax.Array:
     """The parameters packed per stage for clips shaped like ``video``: a (D, P) array
@@ -844,8 +981,15 @@ class ShardedGraph(_Route):
     _engine._check_graph_params(self.graph, params)
     plan = self._plan_for(params, video)
     leaves = [[np.asarray(a) for a in jax.tree_util.tree_leaves(p)] for p in params]
-    rows = [st.params.pack({(k, n): a for k in st.units for n, a in enumerate(leaves[k - 1])},
-                           plan.param_size, plan.dtype, np) for st in plan.stages]
+    rows = [
+      st.params.pack(
+        {(k, n): a for k in st.units for n, a in enumerate(leaves[k - 1])},
+        plan.param_size,
+        plan.dtype,
+        np,
+      )
+      for st in plan.stages
+    ]
     return self._global(np.stack(rows))
 
   # -- state -----------------------------------------------------------------------------------
@@ -853,8 +997,7 @@ class ShardedGraph(_Route):
     """An empty pipeline sharded over ``stage`` (see :func:`sl.init_state`)."""
     key = _shape_key(params, video)
     if key not in self._empty:
-      self._empty[key] = self.scatter_state(_engine.init_state(self.graph, params, video),
-                                            params)
+      self._empty[key] = self.scatter_state(_engine.init_state(self.graph, params, video), params)
     return self._empty[key]
 
   def scatter_state(self, state: PipelineState, params=None) -> ShardedState:
@@ -862,33 +1005,43 @@ class ShardedGraph(_Route):
     passes the same state; ``params`` give the layout)."""
     _engine._check_state(self.graph, state)
     if params is None:
-      raise ValueError("ShardedGraph.scatter_state needs params (the layout of the stages "
-                       "depends on the parameter shapes)")
-    bufs = [np.asarray(b) for b in state.buffers]          # a one-off move, through the host
+      raise ValueError(
+        "ShardedGraph.scatter_state needs params (the layout of the stages "
+        "depends on the parameter shapes)"
+      )
+    bufs = [np.asarray(b) for b in state.buffers]  # a one-off move, through the host
     msgs = [np.asarray(m) for m in state.messages]
     plan = self.plan(params, jax.ShapeDtypeStruct(bufs[0].shape[1:], bufs[0].dtype))
     rows, ups, downs = [], {δ: [] for δ in plan.deltas}, {δ: [] for δ in plan.deltas}
     for st in plan.stages:
       named = {}
       if st.frame_depth:
-        named[("x",)] = bufs[0][:st.frame_depth]
+        named[("x",)] = bufs[0][: st.frame_depth]
       for j, n in st.local.items():
         named[("b", j)] = bufs[j][:n]
-      for j, n in st.mirrors.items():      # without the newest, which arrives this tick
+      for j, n in st.mirrors.items():  # without the newest, which arrives this tick
         named[("m", j)] = np.concatenate([bufs[j][1:n], np.zeros_like(bufs[j][:1])])
       for j in st.units:
         if j < self.graph.num_units:
           named[("c", j)] = msgs[j - 1]
       rows.append(st.state.pack(named, plan.state_size, plan.dtype, np))
       for δ in plan.deltas:
-        ups[δ].append(st.up[δ].pack({("o", j): bufs[j][0] for j in st.units
-                                     if j < self.graph.num_units}, plan.up_size[δ],
-                                    plan.dtype, np))
+        ups[δ].append(
+          st.up[δ].pack(
+            {("o", j): bufs[j][0] for j in st.units if j < self.graph.num_units},
+            plan.up_size[δ],
+            plan.dtype,
+            np,
+          )
+        )
         downs[δ].append(np.zeros(plan.down_size[δ], plan.dtype))
-    return ShardedState(self._global(np.stack(rows)),
-                        tuple(self._global(np.stack(ups[δ])) for δ in plan.deltas),
-                        tuple(self._global(np.stack(downs[δ])) for δ in plan.deltas),
-                        int(state.tick), plan)
+    return ShardedState(
+      self._global(np.stack(rows)),
+      tuple(self._global(np.stack(ups[δ])) for δ in plan.deltas),
+      tuple(self._global(np.stack(downs[δ])) for δ in plan.deltas),
+      int(state.tick),
+      plan,
+    )
 
   def gather_state(self, state: ShardedState, device=None) -> PipelineState:
     """The single-device :class:`sl.PipelineState` of a :class:`ShardedState` (on every
@@ -913,14 +1066,12 @@ class ShardedGraph(_Route):
           rows_j.update({d: named[s][("b", j)][d] for d in range(st.local[j])})
         elif j in st.mirrors:
           rows_j.update({d + 1: named[s][("m", j)][d] for d in range(st.mirrors[j] - 1)})
-      if j >= 1 and 0 not in rows_j:                       # read only remotely: the outbox
+      if j >= 1 and 0 not in rows_j:  # read only remotely: the outbox
         s = plan.owner[j]
         δ = min(δ for δ in plan.deltas if ("o", j) in plan.stages[s].up[δ].slots)
-        rows_j[0] = plan.stages[s].up[δ].unpack(fetch(state.up[plan.deltas.index(δ)])[s])[
-            ("o", j)]
+        rows_j[0] = plan.stages[s].up[δ].unpack(fetch(state.up[plan.deltas.index(δ)])[s])[("o", j)]
       shape[j] = rows_j[0].shape
-      buffers[j] = np.stack([rows_j.get(d, np.zeros(shape[j], plan.dtype))
-                             for d in range(hist[j])])
+      buffers[j] = np.stack([rows_j.get(d, np.zeros(shape[j], plan.dtype)) for d in range(hist[j])])
     messages = []
     for j in range(1, L):
       m = named[plan.owner[j]][("c", j)].copy()
@@ -931,26 +1082,38 @@ class ShardedGraph(_Route):
       messages.append(m)
     dev = jax.local_devices()[0] if device is None else device
     put = functools.partial(jax.device_put, device=dev)
-    return PipelineState(tuple(put(b) for b in buffers), tuple(put(m) for m in messages),
-                         put(np.int32(state.tick)))
+    return PipelineState(
+      tuple(put(b) for b in buffers), tuple(put(m) for m in messages), put(np.int32(state.tick))
+    )
 
   # -- running ---------------------------------------------------------------------------------
   def _run(self, params, video, targets, weights, loss_fn, state, num_ticks):
     plan = self._plan_for(params, video)
     placed = self.place_params(params, video)
     acc, (st, up, down), losses, loss = _sharded_scan(
-        plan, self.mesh, loss_fn, num_ticks, placed, (state.state, state.up, state.down),
-        self._global(video, P()), jax.tree_util.tree_map(lambda y: self._global(y, P()),
-                                                         targets),
-        self._global(np.asarray(weights), P()))
+      plan,
+      self.mesh,
+      loss_fn,
+      num_ticks,
+      placed,
+      (state.state, state.up, state.down),
+      self._global(video, P()),
+      jax.tree_util.tree_map(lambda y: self._global(y, P()), targets),
+      self._global(np.asarray(weights), P()),
+    )
     grads = self._unpack(plan, acc)
-    return (grads, np.asarray(loss), np.asarray(losses),
-            ShardedState(st, tuple(up), tuple(down), state.tick + num_ticks, plan))
+    return (
+      grads,
+      np.asarray(loss),
+      np.asarray(losses),
+      ShardedState(st, tuple(up), tuple(down), state.tick + num_ticks, plan),
+    )
 
   def _unpack(self, plan, acc):
     """Per-unit gradient dicts from the packed (D, P) array, replicated on every device."""
     fn = self._unpack_fns.get(plan)
     if fn is None:
+
       def unpack(acc):
         out = []
         for k in range(1, self.graph.num_units + 1):
@@ -959,12 +1122,13 @@ class ShardedGraph(_Route):
           leaves = [flat[(k, n)] for n in range(plan.treedefs[k - 1].num_leaves)]
           out.append(jax.tree_util.tree_unflatten(plan.treedefs[k - 1], leaves))
         return tuple(out)
+
       fn = jax.jit(unpack, out_shardings=self._sharding(P()))
       self._unpack_fns[plan] = fn
     return fn(acc)
 
 
-ShardedChain = ShardedGraph      # the earlier name; the sharded route now takes any graph
+ShardedChain = ShardedGraph  # the earlier name; the sharded route now takes any graph
 
 
 def message_bytes(graph: UnitGraph, params, frame, num_devices: int, costs=None) -> dict:
@@ -972,19 +1136,27 @@ def message_bytes(graph: UnitGraph, params, frame, num_devices: int, costs=None)
   stages: ``{"up": {δ: bytes}, "down": {δ: bytes}}`` (each ppermute's padded vector; every
   stage sends one of each per tick), from the plan's layouts."""
   L = graph.num_units
-  plan = _make_plan(graph, partition(L, min(num_devices, L), costs), params,
-                    jax.ShapeDtypeStruct(tuple(frame.shape), frame.dtype))
+  plan = _make_plan(
+    graph,
+    partition(L, min(num_devices, L), costs),
+    params,
+    jax.ShapeDtypeStruct(tuple(frame.shape), frame.dtype),
+  )
   item = plan.dtype.itemsize
-  return {"up": {δ: plan.up_size[δ] * item for δ in plan.deltas},
-          "down": {δ: plan.down_size[δ] * item for δ in plan.deltas}}
+  return {
+    "up": {δ: plan.up_size[δ] * item for δ in plan.deltas},
+    "down": {δ: plan.down_size[δ] * item for δ in plan.deltas},
+  }
 
 
 # ---------------------------------------------------------------------------------------------
 # Convenience
 # ---------------------------------------------------------------------------------------------
 
-def engine_for(graph: UnitGraph, params=None, frame=None, devices=None, route: str = "auto",
-               **kwargs):
+
+def engine_for(
+  graph: UnitGraph, params=None, frame=None, devices=None, route: str = "auto", **kwargs
+):
   """The engine for ``graph``: ``route="sharded"`` (:class:`ShardedGraph`), ``"devices"``
   (:class:`DevicePipeline`) or ``"auto"`` (sharded: one compiled program per clip, and the
   only route across processes; per-device steps when an explicit ``assignment`` is given)."""
@@ -997,8 +1169,18 @@ def engine_for(graph: UnitGraph, params=None, frame=None, devices=None, route: s
   return DevicePipeline(graph, devices, **kwargs)
 
 
-def gradients(graph: UnitGraph, params, video, targets, loss_fn, mask=None, *, devices=None,
-              route: str = "auto", **kwargs):
+def gradients(
+  graph: UnitGraph,
+  params,
+  video,
+  targets,
+  loss_fn,
+  mask=None,
+  *,
+  devices=None,
+  route: str = "auto",
+  **kwargs,
+):
   """``sl.gradients(..., method="sideways")`` with the units spread over ``devices``.
 
   A one-shot helper; for training build the engine once (:func:`engine_for`,
@@ -1008,14 +1190,27 @@ def gradients(graph: UnitGraph, params, video, targets, loss_fn, mask=None, *, d
   return eng.gradients(params, video, targets, loss_fn, mask)
 
 
-def stream_gradients(graph: UnitGraph, params, chunk, targets, loss_fn, state, mask=None, *,
-                     devices=None, route: str = "auto", loss_weight="mean", **kwargs):
+def stream_gradients(
+  graph: UnitGraph,
+  params,
+  chunk,
+  targets,
+  loss_fn,
+  state,
+  mask=None,
+  *,
+  devices=None,
+  route: str = "auto",
+  loss_weight="mean",
+  **kwargs,
+):
   """One streaming chunk on several devices; ``state`` may be a :class:`sl.PipelineState`.
 
   Returns ``(grads, info, new_state)`` with ``new_state`` gathered back to a
   :class:`sl.PipelineState` (convenient, but it moves the state each call; keep an engine and
   its distributed state for speed)."""
   eng = engine_for(graph, params, None, devices, route, **kwargs)
-  grads, info, st = eng.stream_gradients(params, chunk, targets, loss_fn, state, mask,
-                                         loss_weight=loss_weight)
+  grads, info, st = eng.stream_gradients(
+    params, chunk, targets, loss_fn, state, mask, loss_weight=loss_weight
+  )
   return grads, info, eng.gather_state(st)

@@ -58,8 +58,9 @@ def groups(loads: Sequence[float], devices: int) -> tuple[tuple[int, ...], ...]:
   return tuple(reversed(out))
 
 
-def assignment(num_units: int, num_devices: int, costs: Sequence[float] | None = None
-               ) -> tuple[int, ...]:
+def assignment(
+  num_units: int, num_devices: int, costs: Sequence[float] | None = None
+) -> tuple[int, ...]:
   """:func:`groups` as a device index per unit: ``assignment[k-1]`` is the device of unit k.
 
   With per-unit costs ``c_k`` (all 1 by default) the result is non-decreasing and minimises

@@ -74,7 +74,9 @@ def activation_origin(graph, num_ticks: int, mode: str = PIPELINED) -> np.ndarra
   L = len(_edges_of(graph))
   t = np.arange(num_ticks)
   k = np.arange(L + 1)[:, None]
-  return np.broadcast_to(t - (k - 1 if mode == PIPELINED else 0) * (k >= 1), (L + 1, num_ticks)).copy()
+  return np.broadcast_to(
+    t - (k - 1 if mode == PIPELINED else 0) * (k >= 1), (L + 1, num_ticks)
+  ).copy()
 
 
 def frames_integrated(graph, num_ticks: int, mode: str = PIPELINED) -> list[list[frozenset]]:
@@ -134,8 +136,10 @@ def mismatch(graph, num_ticks: int) -> list[list[frozenset]]:
   """
   L = len(_edges_of(graph))
   src = gradient_sources(graph, num_ticks)
-  return [[frozenset((t - k + 1) - (s - L + 1) for s in src[k][t]) for t in range(num_ticks)]
-          for k in range(L + 1)]
+  return [
+    [frozenset((t - k + 1) - (s - L + 1) for s in src[k][t]) for t in range(num_ticks)]
+    for k in range(L + 1)
+  ]
 
 
 def _hops(graph) -> tuple[list[int], list[int], list[int]]:
@@ -188,6 +192,7 @@ class Latency:
     frames_per_tick: throughput in frames per tick once running.
     utilisation: the fraction of unit-ticks doing work, with one unit per device.
   """
+
   scheme: str
   num_units: int
   first_output_tick: int
@@ -217,15 +222,27 @@ def latency(graph, scheme: str | None = None) -> Latency:
     scheme = getattr(graph, "name", None) or "pipelined"
   if scheme == "backprop":
     v = first_valid_ticks(graph, SYNCHRONOUS)
-    return Latency(scheme, L, first_output_tick=v[L] + L - 1, output_latency=L - 1,
-                   gradient_delay=tuple(L - k for k in range(1, L + 1)),
-                   frames_per_tick=1.0 / (2 * L - 1), utilisation=1.0 / (2 * L - 1))
+    return Latency(
+      scheme,
+      L,
+      first_output_tick=v[L] + L - 1,
+      output_latency=L - 1,
+      gradient_delay=tuple(L - k for k in range(1, L + 1)),
+      frames_per_tick=1.0 / (2 * L - 1),
+      utilisation=1.0 / (2 * L - 1),
+    )
   v = first_valid_ticks(graph, PIPELINED)
   fwd, bwd, _ = _hops(graph)
   out_lat = min(d + fwd[k] for k, es in edges.items() for j, d in es if j == 0)
-  return Latency(scheme, L, first_output_tick=v[L], output_latency=out_lat,
-                 gradient_delay=tuple(bwd[k] for k in range(1, L + 1)),
-                 frames_per_tick=1.0, utilisation=1.0)
+  return Latency(
+    scheme,
+    L,
+    first_output_tick=v[L],
+    output_latency=out_lat,
+    gradient_delay=tuple(bwd[k] for k in range(1, L + 1)),
+    frames_per_tick=1.0,
+    utilisation=1.0,
+  )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -278,8 +295,12 @@ def message_waits(graph, stash=0) -> dict[tuple[int, int], int]:
   """
   edges = _edges_of(graph)
   s = stash_depths(graph, stash)
-  return {(k, e): max(0, s[j] - s[k] - d - 2)
-          for k, es in edges.items() for e, (j, d) in enumerate(es) if j >= 1}
+  return {
+    (k, e): max(0, s[j] - s[k] - d - 2)
+    for k, es in edges.items()
+    for e, (j, d) in enumerate(es)
+    if j >= 1
+  }
 
 
 def gradient_arrivals(graph, stash=0) -> tuple[list[int], list[int]]:

@@ -21,7 +21,7 @@ The pure drawing functions (:func:`draw_schedule_tick`, :func:`draw_alignment`,
 
 from __future__ import annotations
 
-from typing import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 import numpy as np
 
@@ -34,6 +34,7 @@ def has_frontend() -> bool:
   Set the environment variable ``SIDEWAYS_LAB_STATIC=1`` to force static figures.
   """
   import os
+
   if os.environ.get("SIDEWAYS_LAB_STATIC", "") not in ("", "0"):
     return False
   try:
@@ -56,9 +57,18 @@ class Explorer:
     draws: how many times the figure has been drawn (handy in tests).
   """
 
-  def __init__(self, draw: Callable, controls: Mapping[str, object], *, figsize=(8, 4),
-               caption: Callable | None = None, extra: Sequence = (), dpi: int = 90):
+  def __init__(
+    self,
+    draw: Callable,
+    controls: Mapping[str, object],
+    *,
+    figsize=(8, 4),
+    caption: Callable | None = None,
+    extra: Sequence = (),
+    dpi: int = 90,
+  ):
     import ipywidgets as W
+
     self._draw = draw
     self._caption = caption
     self.controls = dict(controls)
@@ -70,8 +80,9 @@ class Explorer:
     self.caption = W.HTML()
     for c in self.controls.values():
       c.observe(self._on_change, names="value")
-    self.widget = W.VBox([W.HBox(list(extra) + list(self.controls.values())), self.image,
-                          self.caption])
+    self.widget = W.VBox(
+      [W.HBox(list(extra) + list(self.controls.values())), self.image, self.caption]
+    )
     self.update()
 
   def values(self) -> dict:
@@ -89,8 +100,12 @@ class Explorer:
     self.image.value = P.figure_to_png(self.fig, dpi=self.dpi)
     if self._caption is not None:
       import html
-      self.caption.value = ("<pre style='font-size:11px;line-height:1.25'>"
-                            + html.escape(self._caption(**self.values())) + "</pre>")
+
+      self.caption.value = (
+        "<pre style='font-size:11px;line-height:1.25'>"
+        + html.escape(self._caption(**self.values()))
+        + "</pre>"
+      )
 
   def static(self):
     """The figure at the current values (what is shown without a widget front end)."""
@@ -98,20 +113,30 @@ class Explorer:
 
   def _ipython_display_(self):
     from IPython.display import display
+
     if has_frontend():
       display(self.widget)
     else:
       # the PNG itself, not the Figure: a Figure made without pyplot has no PNG formatter until
       # the inline backend is loaded, so it would show as text if it is a notebook's first
-      display({"image/png": P.figure_to_png(self.fig, dpi=self.dpi), "text/plain": repr(self.fig)},
-              raw=True)
+      display(
+        {"image/png": P.figure_to_png(self.fig, dpi=self.dpi), "text/plain": repr(self.fig)},
+        raw=True,
+      )
 
 
 def _int_slider(description, lo, hi, value=None, play: bool = False):
   import ipywidgets as W
-  s = W.IntSlider(value=lo if value is None else value, min=lo, max=hi, step=1,
-                  description=description, continuous_update=True,
-                  layout=W.Layout(width="420px"))
+
+  s = W.IntSlider(
+    value=lo if value is None else value,
+    min=lo,
+    max=hi,
+    step=1,
+    description=description,
+    continuous_update=True,
+    layout=W.Layout(width="420px"),
+  )
   if not play:
     return s, ()
   p = W.Play(value=s.value, min=lo, max=hi, step=1, interval=250, description="play")
@@ -122,6 +147,7 @@ def _int_slider(description, lo, hi, value=None, play: bool = False):
 # ---------------------------------------------------------------------------------------------
 # Schedule
 # ---------------------------------------------------------------------------------------------
+
 
 def draw_schedule_tick(fig, datas: Sequence[P.ScheduleData], tick: int) -> None:
   """Draws one schedule diagram per ``ScheduleData`` (stacked) at ``tick``."""
@@ -143,16 +169,22 @@ def schedule_explorer(graphs, num_ticks: int = 12, *, tick: int | None = None):
   if not isinstance(graphs, Mapping):
     graphs = {None: graphs}
   datas = [P.schedule_data(g, num_ticks, s) for s, g in graphs.items()]
-  slider, extra = _int_slider("tick", 0, num_ticks - 1,
-                              num_ticks // 2 if tick is None else tick, play=True)
+  slider, extra = _int_slider(
+    "tick", 0, num_ticks - 1, num_ticks // 2 if tick is None else tick, play=True
+  )
 
   def caption(tick):
-    return "\n\n".join(f"[{P.scheme_label(d.scheme)}]\n" + P.schedule_caption(d, tick)
-                       for d in datas)
+    return "\n\n".join(
+      f"[{P.scheme_label(d.scheme)}]\n" + P.schedule_caption(d, tick) for d in datas
+    )
 
-  ex = Explorer(lambda fig, tick: draw_schedule_tick(fig, datas, tick), {"tick": slider},
-                figsize=(0.62 * num_ticks + 1.5, 2.0 + 0.55 * sum(d.num_units + 1 for d in datas)),
-                caption=caption, extra=extra)
+  ex = Explorer(
+    lambda fig, tick: draw_schedule_tick(fig, datas, tick),
+    {"tick": slider},
+    figsize=(0.62 * num_ticks + 1.5, 2.0 + 0.55 * sum(d.num_units + 1 for d in datas)),
+    caption=caption,
+    extra=extra,
+  )
   ex.data = datas
   return ex
 
@@ -161,9 +193,17 @@ def schedule_explorer(graphs, num_ticks: int = 12, *, tick: int | None = None):
 # Alignment
 # ---------------------------------------------------------------------------------------------
 
-def draw_alignment(fig, cosine: Mapping[str, np.ndarray], knob_values: Sequence, *, unit: int,
-                   knob_index: int, schemes: Sequence[str] | None = None,
-                   knob_name: str = "speed") -> None:
+
+def draw_alignment(
+  fig,
+  cosine: Mapping[str, np.ndarray],
+  knob_values: Sequence,
+  *,
+  unit: int,
+  knob_index: int,
+  schemes: Sequence[str] | None = None,
+  knob_name: str = "speed",
+) -> None:
   """Two panels: cosine vs depth at one knob value, and cosine vs knob for one unit.
 
   Args:
@@ -184,10 +224,16 @@ def draw_alignment(fig, cosine: Mapping[str, np.ndarray], knob_values: Sequence,
     kw = P.scheme_kwargs(s, marker=True)
     ax1.plot(np.arange(1, L + 1), c[knob_index], **kw)
     ax2.plot(knob_values, c[:, unit - 1], **kw)
-    ax1.plot([unit], [c[knob_index, unit - 1]], marker="o", ms=10, mfc="none",
-             color="black", lw=0)
-    ax2.plot([knob_values[knob_index]], [c[knob_index, unit - 1]], marker="o", ms=10,
-             mfc="none", color="black", lw=0)
+    ax1.plot([unit], [c[knob_index, unit - 1]], marker="o", ms=10, mfc="none", color="black", lw=0)
+    ax2.plot(
+      [knob_values[knob_index]],
+      [c[knob_index, unit - 1]],
+      marker="o",
+      ms=10,
+      mfc="none",
+      color="black",
+      lw=0,
+    )
   for ax in (ax1, ax2):
     ax.axhline(1.0, color="#999999", lw=0.8, ls=":")
     ax.set_ylabel("cosine with the exact gradient")
@@ -201,46 +247,75 @@ def draw_alignment(fig, cosine: Mapping[str, np.ndarray], knob_values: Sequence,
     ax1.legend()
 
 
-def alignment_explorer(cosine: Mapping[str, np.ndarray], knob_values: Sequence, *,
-                       knob_name: str = "speed"):
+def alignment_explorer(
+  cosine: Mapping[str, np.ndarray], knob_values: Sequence, *, knob_name: str = "speed"
+):
   """Explore gradient alignment: unit slider, knob slider (speed or stride), schemes.
 
   ``cosine[scheme]`` is an array (len(knob_values), L); see :func:`draw_alignment`.
   """
   import ipywidgets as W
+
   cosine = {s: np.asarray(v, float) for s, v in cosine.items()}
   if not cosine:
     raise ValueError("cosine must hold at least one scheme")
   shapes = {v.shape for v in cosine.values()}
   if len(shapes) != 1 or len(next(iter(shapes))) != 2:
-    raise ValueError(f"every cosine[scheme] must have the same shape (num_knob_values, L), "
-                     f"got {[v.shape for v in cosine.values()]}")
+    raise ValueError(
+      f"every cosine[scheme] must have the same shape (num_knob_values, L), "
+      f"got {[v.shape for v in cosine.values()]}"
+    )
   K, L = next(iter(shapes))
   if K != len(knob_values):
     raise ValueError(f"knob_values has {len(knob_values)} values but cosine has {K} rows")
   unit, _ = _int_slider("unit", 1, L, 1)
-  knob = W.SelectionSlider(options=[(str(v), i) for i, v in enumerate(knob_values)], value=0,
-                           description=knob_name, layout=W.Layout(width="360px"))
+  knob = W.SelectionSlider(
+    options=[(str(v), i) for i, v in enumerate(knob_values)],
+    value=0,
+    description=knob_name,
+    layout=W.Layout(width="360px"),
+  )
   names = P.order_schemes(cosine)
-  schemes = W.SelectMultiple(options=[(P.scheme_label(s), s) for s in names], value=tuple(names),
-                             description="schemes", rows=min(4, len(names)))
-  return Explorer(lambda fig, unit, knob_index, schemes: draw_alignment(
-      fig, cosine, knob_values, unit=unit, knob_index=knob_index, schemes=schemes,
-      knob_name=knob_name), {"unit": unit, "knob_index": knob, "schemes": schemes},
-      figsize=(9, 3.4))
+  schemes = W.SelectMultiple(
+    options=[(P.scheme_label(s), s) for s in names],
+    value=tuple(names),
+    description="schemes",
+    rows=min(4, len(names)),
+  )
+  return Explorer(
+    lambda fig, unit, knob_index, schemes: draw_alignment(
+      fig,
+      cosine,
+      knob_values,
+      unit=unit,
+      knob_index=knob_index,
+      schemes=schemes,
+      knob_name=knob_name,
+    ),
+    {"unit": unit, "knob_index": knob, "schemes": schemes},
+    figsize=(9, 3.4),
+  )
 
 
 # ---------------------------------------------------------------------------------------------
 # Frames
 # ---------------------------------------------------------------------------------------------
 
+
 def _gray(x):
   x = np.asarray(x, float)
   return x[..., 0] if x.ndim >= 3 and x.shape[-1] == 1 else x
 
 
-def draw_frames(fig, truth: np.ndarray, predictions: Mapping[str, np.ndarray], index: int, *,
-                valid: np.ndarray | None = None, errors: bool = True) -> None:
+def draw_frames(
+  fig,
+  truth: np.ndarray,
+  predictions: Mapping[str, np.ndarray],
+  index: int,
+  *,
+  valid: np.ndarray | None = None,
+  errors: bool = True,
+) -> None:
   """Truth and every scheme's prediction at one index; error maps below.
 
   Args:
@@ -262,18 +337,31 @@ def draw_frames(fig, truth: np.ndarray, predictions: Mapping[str, np.ndarray], i
     ax.title.set_color(P.scheme_color(s))
   if errors:
     axes[1, 0].axis("off")
-    axes[1, 0].text(0.5, 0.5, "|prediction − truth|", ha="center", va="center",
-                    transform=axes[1, 0].transAxes, fontsize=8.5)
+    axes[1, 0].text(
+      0.5,
+      0.5,
+      "|prediction − truth|",
+      ha="center",
+      va="center",
+      transform=axes[1, 0].transAxes,
+      fontsize=8.5,
+    )
     errs = [np.abs(f - t) for f in frames[1:]]
     ims = P.show_frames(axes[1, 1:], errs, vmin=0.0, vmax=1.0, cmap="magma")
     for ax, e in zip(axes[1, 1:], errs):
-      ax.set_title(f"MSE {float(np.mean(e ** 2)):.4f}", fontsize=8)
+      ax.set_title(f"MSE {float(np.mean(e**2)):.4f}", fontsize=8)
     del ims
   fig.suptitle(f"tick {index}" + ("" if ok else " (no valid prediction yet)"), fontsize=10)
 
 
-def frames_explorer(truth: np.ndarray, predictions: Mapping[str, np.ndarray], *,
-                    valid: np.ndarray | None = None, errors: bool = True, index: int | None = None):
+def frames_explorer(
+  truth: np.ndarray,
+  predictions: Mapping[str, np.ndarray],
+  *,
+  valid: np.ndarray | None = None,
+  errors: bool = True,
+  index: int | None = None,
+):
   """Predicted frames of the schemes beside the truth, scrubbed with a Play button + slider.
 
   ``truth`` is (T, H, W[, C]) and every ``predictions[scheme]`` has the same shape.
@@ -289,6 +377,9 @@ def frames_explorer(truth: np.ndarray, predictions: Mapping[str, np.ndarray], *,
   first = 0 if valid is None else int(np.argmax(np.asarray(valid)))
   slider, extra = _int_slider("tick", 0, T - 1, first if index is None else index, play=True)
   n = 1 + len(predictions)
-  return Explorer(lambda fig, index: draw_frames(fig, truth, predictions, index, valid=valid,
-                                                 errors=errors),
-                  {"index": slider}, figsize=(1.7 * n, 3.7 if errors else 2.1), extra=extra)
+  return Explorer(
+    lambda fig, index: draw_frames(fig, truth, predictions, index, valid=valid, errors=errors),
+    {"index": slider},
+    figsize=(1.7 * n, 3.7 if errors else 2.1),
+    extra=extra,
+  )

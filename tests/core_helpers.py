@@ -16,11 +16,13 @@ import sideways_lab as sl
 
 def mlp_unit(width: int = 3):
   """A unit that flattens and projects every input, sums them and applies tanh."""
+
   def f(inputs):
     h = 0.0
     for i, a in enumerate(inputs):
       h = h + hk.Linear(width, name=f"in{i}")(a.reshape(a.shape[0], -1))
     return jnp.tanh(h)
+
   return f
 
 
@@ -30,18 +32,19 @@ def top_unit(width: int = 2):
     for i, a in enumerate(inputs):
       h = h + hk.Linear(width, name=f"in{i}")(a.reshape(a.shape[0], -1))
     return h
+
   return f
 
 
 def make_graph(kind: str, L: int = 4, width: int = 3, out: int = 2) -> sl.UnitGraph:
   units = [mlp_unit(width) for _ in range(L - 1)] + [top_unit(out)]
   edges = {
-      "chain": sl.chain_edges(L),
-      "skip": sl.skip_edges(L, 2),
-      "dense": sl.dense_edges(L),
-      "temporal": sl.temporal_edges(L, (1,)),
-      # skips and delays together, including a delayed read of the frame
-      "mixed": {**sl.skip_edges(L, 2), 1: [(0, 0), (0, 1)], L: [(L - 1, 0), (1, 1)]},
+    "chain": sl.chain_edges(L),
+    "skip": sl.skip_edges(L, 2),
+    "dense": sl.dense_edges(L),
+    "temporal": sl.temporal_edges(L, (1,)),
+    # skips and delays together, including a delayed read of the frame
+    "mixed": {**sl.skip_edges(L, 2), 1: [(0, 0), (0, 1)], L: [(L - 1, 0), (1, 1)]},
   }[kind]
   return sl.UnitGraph(units, edges, name=kind)
 
@@ -53,7 +56,7 @@ def mse(o, y):
 def setup(kind="chain", L=4, T=None, B=2, H=2, seed=0, dtype=jnp.float32):
   """A graph, its params, a random (B, T, H, H, 1) video and (B, T, 2) targets."""
   if T is None:
-    T = 11 if kind == "temporal" else 7   # temporal: first valid pipelined output at tick 7
+    T = 11 if kind == "temporal" else 7  # temporal: first valid pipelined output at tick 7
   graph = make_graph(kind, L)
   k1, k2, k3 = jax.random.split(jax.random.PRNGKey(seed), 3)
   video = jax.random.normal(k1, (B, T, H, H, 1), dtype)
@@ -64,6 +67,7 @@ def setup(kind="chain", L=4, T=None, B=2, H=2, seed=0, dtype=jnp.float32):
 
 
 # -- direct references ------------------------------------------------------------------------
+
 
 def ref_outputs(graph, params, video, mode):
   """``out[(k, t)]`` for every unit and tick, straight from docs/design.md §3."""
@@ -142,7 +146,7 @@ def ref_sideways(graph, params, video, targets, loss_fn, mask=None, stash=0):
     V = V & np.asarray(mask)
   n = V.sum()
   out, zeros, inputs_at = {}, {}, {}
-  cot = {}                      # cot[(k, t)]: cotangent unit k uses at tick t
+  cot = {}  # cot[(k, t)]: cotangent unit k uses at tick t
   grads = list(jax.tree_util.tree_map(jnp.zeros_like, params))
   per_tick = []
   t = -1
@@ -151,7 +155,7 @@ def ref_sideways(graph, params, video, targets, loss_fn, mask=None, stash=0):
     pending = [c for (_, tt), c in cot.items() if tt >= t and bool(jnp.any(c != 0))]
     if t >= T + max(L - 1, max(s.values())) and not pending:
       break
-    x = lambda tt: (video[:, min(tt, T - 1)] if tt >= 0 else jnp.zeros_like(video[:, 0]))
+    x = lambda tt: video[:, min(tt, T - 1)] if tt >= 0 else jnp.zeros_like(video[:, 0])
     g_t = []
     for k in range(1, L + 1):
       inputs = []
@@ -187,8 +191,10 @@ def ref_sideways(graph, params, video, targets, loss_fn, mask=None, stash=0):
 
 
 def max_abs_diff(a, b) -> float:
-  return max(float(jnp.max(jnp.abs(x - y))) for x, y in
-             zip(jax.tree_util.tree_leaves(a), jax.tree_util.tree_leaves(b)))
+  return max(
+    float(jnp.max(jnp.abs(x - y)))
+    for x, y in zip(jax.tree_util.tree_leaves(a), jax.tree_util.tree_leaves(b))
+  )
 
 
 def max_abs(a) -> float:

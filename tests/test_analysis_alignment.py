@@ -15,8 +15,7 @@ from sideways_lab.models import ModelConfig, build_graph
 from sideways_lab.tasks import TaskConfig, make_task, mse, shift_targets
 
 # A small deterministic configuration shared by the sweep tests (one compiled function).
-CFG = dict(num_units=4, size=(16, 16), batch_size=2, num_frames=8, seeds=4, width=32,
-           cache=False)
+CFG = dict(num_units=4, size=(16, 16), batch_size=2, num_frames=8, seeds=4, width=32, cache=False)
 
 
 def _digits(batch_size, num_frames, size, speed, seed):
@@ -36,6 +35,7 @@ def _next_frame(video):
 # Metrics
 # ---------------------------------------------------------------------------------------------
 
+
 def _tree(a, b):
   return ({"w": jnp.asarray(a, jnp.float32)}, {"w": jnp.asarray(b, jnp.float32)})
 
@@ -49,7 +49,7 @@ def test_metrics_of_known_vectors():
   np.testing.assert_allclose(al.per_unit.rel_error, [0, 0])
   np.testing.assert_allclose(al.per_unit.sign_agreement, [1, 1])
 
-  other = _tree([-2.0, -4.0, 6.0], [0.0, 3.0])     # unit 1: -2x; unit 2: orthogonal, 3x norm
+  other = _tree([-2.0, -4.0, 6.0], [0.0, 3.0])  # unit 1: -2x; unit 2: orthogonal, 3x norm
   al = an.alignment(other, g)
   np.testing.assert_allclose(al.per_unit.cosine, [-1, 0], atol=1e-6)
   np.testing.assert_allclose(al.per_unit.angle_deg, [180, 90], atol=1e-3)
@@ -57,9 +57,11 @@ def test_metrics_of_known_vectors():
   np.testing.assert_allclose(al.per_unit.rel_error, [3, math.sqrt(10)], rtol=1e-6)
   np.testing.assert_allclose(al.per_unit.sign_agreement, [0, 0])
   # overall: all parameters concatenated
-  a = np.array([-2, -4, 6, 0, 3.0]); b = np.array([1, 2, -3, 1, 0.0])
-  np.testing.assert_allclose(al.overall.cosine, a @ b / np.linalg.norm(a) / np.linalg.norm(b),
-                             rtol=1e-6)
+  a = np.array([-2, -4, 6, 0, 3.0])
+  b = np.array([1, 2, -3, 1, 0.0])
+  np.testing.assert_allclose(
+    al.overall.cosine, a @ b / np.linalg.norm(a) / np.linalg.norm(b), rtol=1e-6
+  )
   rows = al.to_rows(speed=1)
   assert [r["unit"] for r in rows] == [1, 2, "all"] and rows[0]["speed"] == 1
 
@@ -88,6 +90,7 @@ def test_alignment_is_vmappable():
 # ---------------------------------------------------------------------------------------------
 # Per-tick alignment of a chain
 # ---------------------------------------------------------------------------------------------
+
 
 @pytest.fixture(scope="module")
 def chain_setup():
@@ -122,7 +125,6 @@ def test_per_tick_static_video_is_exact(chain_setup):
 
 def test_per_tick_moving_video(chain_setup):
   graph, params, video = chain_setup
-  L = graph.num_units
   targets, mask = _next_frame(video)
   pt = an.per_tick_alignment(graph, params, video, targets, mse, mask)
   h = pt.has_gradient
@@ -189,7 +191,7 @@ def test_alignment_falls_with_speed_and_distance_from_top(speed_table):
   L = CFG["num_units"]
   for s in (0.5, 1, 2):
     by_unit = [_mean(t, k, speed=s) for k in range(1, L + 1)]
-    assert by_unit[L - 2] > by_unit[0], (s, by_unit)       # unit L-1 better than unit 1
+    assert by_unit[L - 2] > by_unit[0], (s, by_unit)  # unit L-1 better than unit 1
     assert by_unit[L - 1] == pytest.approx(1.0, abs=1e-5)  # the top is exact
   # Overall too.
   overall = [_mean(t, "all", speed=s) for s in (0, 0.5, 1, 2)]
@@ -199,13 +201,25 @@ def test_alignment_falls_with_speed_and_distance_from_top(speed_table):
 def test_sweep_dataframe_columns_and_rows(speed_table):
   t = speed_table
   L, seeds = CFG["num_units"], CFG["seeds"]
-  assert list(t.columns) == ["scheme", "reference", "speed", "seed", "unit", "num_units",
-                             "distance_from_top", *an.METRICS]
+  assert list(t.columns) == [
+    "scheme",
+    "reference",
+    "speed",
+    "seed",
+    "unit",
+    "num_units",
+    "distance_from_top",
+    *an.METRICS,
+  ]
   assert len(t) == 4 * seeds * (L + 1)
   # one row per (speed, seed, unit), units 1..L and "all"
   assert not t.duplicated(["scheme", "speed", "seed", "unit"]).any()
-  assert t.groupby(["speed", "seed"])["unit"].apply(list).map(
-      lambda u: u == [*range(1, L + 1), "all"]).all()
+  assert (
+    t.groupby(["speed", "seed"])["unit"]
+    .apply(list)
+    .map(lambda u: u == [*range(1, L + 1), "all"])
+    .all()
+  )
   units = t[t.unit != "all"]
   np.testing.assert_array_equal(units.distance_from_top, L - units.unit.astype(int))
   assert t[t.unit == "all"].distance_from_top.isna().all()
@@ -222,9 +236,14 @@ def test_per_unit_mean_is_the_pivot_of_a_sweep(speed_table):
     for k in range(1, CFG["num_units"] + 1):
       assert cos["sideways"][i, k - 1] == pytest.approx(_mean(speed_table, k, speed=s))
   # by hand: rows in ascending knob order, columns units 1..L, the "all" rows left out
-  t = pd.DataFrame({"scheme": ["a"] * 6 + ["b"] * 2, "stride": [2, 2, 1, 1, 1, 2, 1, 1],
-                    "unit": [1, 1, 1, 2, "all", "all", 1, 2],
-                    "cosine": [0.2, 0.4, 0.9, 0.8, 0.0, 0.0, 0.5, 0.6]})
+  t = pd.DataFrame(
+    {
+      "scheme": ["a"] * 6 + ["b"] * 2,
+      "stride": [2, 2, 1, 1, 1, 2, 1, 1],
+      "unit": [1, 1, 1, 2, "all", "all", 1, 2],
+      "cosine": [0.2, 0.4, 0.9, 0.8, 0.0, 0.0, 0.5, 0.6],
+    }
+  )
   cos = an.per_unit_mean(t, "stride")
   np.testing.assert_allclose(cos["a"], [[0.9, 0.8], [0.3, np.nan]])
   np.testing.assert_allclose(cos["b"], [[0.5, 0.6]])
@@ -242,6 +261,7 @@ def test_alignment_falls_with_stride(speed_table):
 
 def test_stride_sweep_on_video_files(tmp_path):
   import imageio.v3 as iio
+
   clips = _digits(2, 64, (16, 16), speed=0.5, seed=5)
   folders = []
   for b, clip in enumerate(clips):
@@ -261,10 +281,11 @@ def test_stride_sweep_on_video_files(tmp_path):
 
 def test_skip_sideways_zero_speed_equality():
   frame = _digits(1, 2, (8, 8), speed=0.0, seed=2)[:, :1]
-  frame = np.concatenate([frame, frame[:, :, ::-1], 1 - frame], axis=-1)   # colour: C = 3
+  frame = np.concatenate([frame, frame[:, :, ::-1], 1 - frame], axis=-1)  # colour: C = 3
   video = np.repeat(frame, 6, axis=1)
-  rows = an.measure("skip_sideways", video[None], num_units=3, width=8, seeds=[0],
-                    conditions=[{"speed": 0}])
+  rows = an.measure(
+    "skip_sideways", video[None], num_units=3, width=8, seeds=[0], conditions=[{"speed": 0}]
+  )
   assert len(rows) == 4 and rows["unit"].iloc[-1] == "all"
   assert rows["cosine"].notna().all()
   np.testing.assert_allclose(rows["cosine"], 1.0, atol=1e-4)
@@ -275,10 +296,16 @@ def test_skip_sideways_zero_speed_equality():
 # The cache
 # ---------------------------------------------------------------------------------------------
 
+
 def _table(n):
-  df = pd.DataFrame.from_records([
-      {"x": 1, "unit": 1, "c": 0.5, "d": 3}, {"x": 1, "unit": 2, "c": math.inf, "d": 2},
-      {"x": 2, "unit": "all", "c": math.nan, "d": None}, {"x": 2, "unit": 1, "c": n, "d": 0}])
+  df = pd.DataFrame.from_records(
+    [
+      {"x": 1, "unit": 1, "c": 0.5, "d": 3},
+      {"x": 1, "unit": 2, "c": math.inf, "d": 2},
+      {"x": 2, "unit": "all", "c": math.nan, "d": None},
+      {"x": 2, "unit": 1, "c": n, "d": 0},
+    ]
+  )
   df.attrs = {"what": "test", "size": (16, 16)}
   return df
 
@@ -325,19 +352,19 @@ def test_corrupt_cache_file_is_recomputed(tmp_path, garbage):
     t2 = an.cached("demo", {"x": 1}, compute, cache=tmp_path)
   assert len(calls) == 2 and not t2.attrs["from_cache"]
   pd.testing.assert_frame_equal(t1, t2)
-  t3 = an.cached("demo", {"x": 1}, compute, cache=tmp_path)     # the file was rewritten
+  t3 = an.cached("demo", {"x": 1}, compute, cache=tmp_path)  # the file was rewritten
   assert len(calls) == 2 and t3.attrs["from_cache"]
 
 
 def test_sweep_uses_cache(tmp_path, speed_table):
-  kw = dict(CFG, cache=tmp_path)    # the shapes of the speed sweep: no new compilation
+  kw = dict(CFG, cache=tmp_path)  # the shapes of the speed sweep: no new compilation
   t1 = an.sweep_speed((0.0, 0.5, 1.0, 2.0), schemes=("sideways",), **kw)
   t2 = an.sweep_speed((0.0, 0.5, 1.0, 2.0), schemes=("sideways",), **kw)
   assert not t1.attrs["from_cache"] and t2.attrs["from_cache"]
   pd.testing.assert_frame_equal(t1, t2)
-  pd.testing.assert_frame_equal(t1, speed_table)      # cached or not, the same numbers
+  pd.testing.assert_frame_equal(t1, speed_table)  # cached or not, the same numbers
   (path,) = tmp_path.glob("sweep_speed-*.json")
-  path.write_text(path.read_text()[:100])              # truncated: recomputed, not fatal
+  path.write_text(path.read_text()[:100])  # truncated: recomputed, not fatal
   with pytest.warns(RuntimeWarning, match="unreadable"):
     t3 = an.sweep_speed((0.0, 0.5, 1.0, 2.0), schemes=("sideways",), **kw)
   assert not t3.attrs["from_cache"]

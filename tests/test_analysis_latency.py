@@ -12,10 +12,10 @@ from sideways_lab import analysis as an
 from sideways_lab.models import ModelConfig, build_graph
 from sideways_lab.tasks import mse
 
-
 # ---------------------------------------------------------------------------------------------
 # Instrumented runs of the engine
 # ---------------------------------------------------------------------------------------------
+
 
 def _w():
   return hk.get_parameter("w", [], init=hk.initializers.Constant(1.0))
@@ -33,9 +33,9 @@ def _prod_unit(inputs):
 
 
 GRAPHS = {
-    "chain": lambda u: sl.chain([u] * 4),
-    "skips": lambda u: sl.skips([u] * 4, span=2),
-    "skips3": lambda u: sl.skips([u] * 5, span=3),
+  "chain": lambda u: sl.chain([u] * 4),
+  "skips": lambda u: sl.skips([u] * 4, span=2),
+  "skips3": lambda u: sl.skips([u] * 5, span=3),
 }
 
 
@@ -60,7 +60,7 @@ def test_model_agrees_with_instrumented_engine(kind):
   L = g.num_units
   p = g.init(jax.random.PRNGKey(0), ones[:, 0])
   jac = jax.jacrev(lambda v: sl.forward(g, p, v, check_finite=False)[0][0, :, 0, 0, 0])(ones)
-  dep = np.asarray(jac)[:, 0, :, 0, 0, 0] != 0            # dep[t, f]: out_L^t depends on x_f
+  dep = np.asarray(jac)[:, 0, :, 0, 0, 0] != 0  # dep[t, f]: out_L^t depends on x_f
   f = 2
   assert int(np.flatnonzero(dep[:, f])[0]) - f == model.output_latency
 
@@ -70,8 +70,7 @@ def test_model_agrees_with_instrumented_engine(kind):
   mask = np.zeros(T, bool)
   mask[s] = True
   loss_fn = lambda o, y: jnp.sum(o)
-  _, info = sl.gradients(g, p, ones, jnp.zeros_like(ones), loss_fn, "sideways", mask,
-                         per_tick=True)
+  _, info = sl.gradients(g, p, ones, jnp.zeros_like(ones), loss_fn, "sideways", mask, per_tick=True)
   per = info["per_tick_grads"]
   first_grad = [int(np.flatnonzero(np.asarray(per[k]["~"]["w"]) != 0)[0]) for k in range(L)]
   assert [t - s for t in first_grad] == list(model.gradient_delay)
@@ -79,11 +78,15 @@ def test_model_agrees_with_instrumented_engine(kind):
   # ... and the timeline says the same: unit k's first valid backward for loss tick s.
   tl = an.timeline(g, scheme, T + L - 1, num_frames=T)
   for k in range(1, L + 1):
-    ticks = [i["tick"] for i in tl.items if i["unit"] == k and i["kind"] == "backward"
-             and s in i["loss_ticks"]]
+    ticks = [
+      i["tick"]
+      for i in tl.items
+      if i["unit"] == k and i["kind"] == "backward" and s in i["loss_ticks"]
+    ]
     assert min(ticks) == first_grad[k - 1]
-  first_fwd_top = min(i["tick"] for i in tl.items if i["unit"] == L and i["kind"] == "forward"
-                      and i["valid"])
+  first_fwd_top = min(
+    i["tick"] for i in tl.items if i["unit"] == L and i["kind"] == "forward" and i["valid"]
+  )
   assert first_fwd_top == model.first_output_tick
 
 
@@ -100,6 +103,7 @@ def test_chain_counts():
 # Costs, devices, partition
 # ---------------------------------------------------------------------------------------------
 
+
 def test_partition():
   assert an.partition([1, 1, 1, 1], 2) == ((1, 2), (3, 4))
   assert an.partition([3, 1, 1, 1], 2) == ((1,), (2, 3, 4))
@@ -113,11 +117,11 @@ def test_cost_model_numbers():
   L, F, B, C = 4, 1.0, 2.0, 0.5
   bp = an.latency_model(L, "backprop", L, forward_cost=F, backward_cost=B, comm_cost=C)
   sw = an.latency_model(L, "sideways", L, forward_cost=F, backward_cost=B, comm_cost=C)
-  assert bp.tick_time == pytest.approx(L * (F + B) + 2 * (L - 1) * C)        # blocking
+  assert bp.tick_time == pytest.approx(L * (F + B) + 2 * (L - 1) * C)  # blocking
   assert sw.tick_time == pytest.approx(F + B + C)
   assert sw.throughput == pytest.approx(1 / (F + B + C))
   assert bp.time_to_first_output == pytest.approx(L * F + (L - 1) * C)
-  assert sw.time_to_first_output == pytest.approx(L * (F + B + C))           # 4 ticks
+  assert sw.time_to_first_output == pytest.approx(L * (F + B + C))  # 4 ticks
   assert bp.gradient_delay_time[0] == pytest.approx(3 * B + 3 * C)
   assert sw.gradient_delay_time == pytest.approx(tuple(d * sw.tick_time for d in (3, 2, 1, 0)))
   assert bp.utilisation == pytest.approx((F + B) / bp.tick_time)
@@ -150,17 +154,19 @@ def test_timeline_backprop_and_plot():
   ups = [(i["tick"], i["unit"]) for i in tl.items if i["frame"] == 1 and i["kind"] == "forward"]
   assert ups == [(P, 1), (P + 1, 2), (P + 2, 3)]
   sw = an.timeline(L, "sideways", 6, L)
-  assert sw.busy[:, 4:].all()                                 # steady state: every device works
+  assert sw.busy[:, 4:].all()  # steady state: every device works
   assert [i["frame"] for i in sw.at(2, 5) if i["kind"] == "forward"] == [3]
   rows = sw.to_rows()
   assert {"device", "tick", "unit", "kind", "frame", "loss_ticks", "start"} <= set(rows[0])
   import matplotlib
+
   matplotlib.use("Agg")
   import matplotlib.pyplot as plt
+
   fig, axes = plt.subplots(2)
   an.plot_timeline(axes[0], sw)
   an.plot_timeline(axes[1], tl, time=True)
-  outlines = [p for p in axes[0].patches if p.get_facecolor()[3] == 0]   # one per work item
+  outlines = [p for p in axes[0].patches if p.get_facecolor()[3] == 0]  # one per work item
   assert len(outlines) == len(sw.items)
   plt.close(fig)
 
@@ -168,6 +174,7 @@ def test_timeline_backprop_and_plot():
 # ---------------------------------------------------------------------------------------------
 # Measured costs and memory
 # ---------------------------------------------------------------------------------------------
+
 
 @pytest.fixture(scope="module")
 def small():
@@ -192,8 +199,9 @@ def test_unit_costs_and_projection(small):
 
 def test_memory_vs_clip_length(small, tmp_path):
   graph, params, _ = small
-  t = an.memory_vs_clip_length(graph, params, [6, 24], mse, frame_shape=(8, 8, 1),
-                               methods=("sideways", "bptt"), cache=tmp_path)
+  t = an.memory_vs_clip_length(
+    graph, params, [6, 24], mse, frame_shape=(8, 8, 1), methods=("sideways", "bptt"), cache=tmp_path
+  )
   assert len(t) == 4
   get = lambda m, T: t.loc[(t.method == m) & (t.clip_length == T), "temp_size_in_bytes"].item()
   if pd.isna(get("sideways", 6)):
@@ -201,7 +209,8 @@ def test_memory_vs_clip_length(small, tmp_path):
   # Sideways keeps O(L) buffers: its scratch memory does not grow with T; BPTT's does.
   assert get("sideways", 24) <= 1.1 * get("sideways", 6)
   assert get("bptt", 24) > 1.5 * get("bptt", 6)
-  again = an.memory_vs_clip_length(graph, params, [6, 24], mse, frame_shape=(8, 8, 1),
-                                   methods=("sideways", "bptt"), cache=tmp_path)
+  again = an.memory_vs_clip_length(
+    graph, params, [6, 24], mse, frame_shape=(8, 8, 1), methods=("sideways", "bptt"), cache=tmp_path
+  )
   assert again.attrs["from_cache"]
   pd.testing.assert_frame_equal(again, t)

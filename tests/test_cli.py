@@ -138,8 +138,13 @@ def test_compare_quick_cli(tmp_path, capsys):
     == 0
   )
   res = json.loads((tmp_path / "results.json").read_text())
-  assert set(res["schemes"]) == {"backprop", "sideways", "sideways_exact", "skip_sideways",
-                                 "skip_exact"}
+  assert set(res["schemes"]) == {
+    "backprop",
+    "sideways",
+    "sideways_exact",
+    "skip_sideways",
+    "skip_exact",
+  }
   assert 0 < res["chance"] < 1
   assert all(0 <= r["test_accuracy"] <= 1 for r in res["schemes"].values())
   for r in res["schemes"].values():  # the confusion matrix counts every held-out clip once

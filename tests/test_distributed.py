@@ -20,10 +20,10 @@ from sideways_lab import launch
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TESTS = os.path.dirname(os.path.abspath(__file__))
-RUN_TIMEOUT_S = 600          # a whole two-process run (compiles included; ~50 s on an idle
-                             # 2-core box, several minutes when it is oversubscribed)
-EXIT_TIMEOUT_S = 20          # from a failure to every process gone
-HEARTBEAT_S = 5              # a silent peer counts as dead after this long (tests only)
+RUN_TIMEOUT_S = 600  # a whole two-process run (compiles included; ~50 s on an idle
+# 2-core box, several minutes when it is oversubscribed)
+EXIT_TIMEOUT_S = 20  # from a failure to every process gone
+HEARTBEAT_S = 5  # a silent peer counts as dead after this long (tests only)
 
 
 def _env(**extra):
@@ -38,8 +38,15 @@ def _env(**extra):
 def _launch(args, timeout, **env):
   """Runs the launcher in its own process group; kills the group if it overruns."""
   cmd = [sys.executable, "-m", "sideways_lab.launch", *args]
-  proc = subprocess.Popen(cmd, env=_env(**env), cwd=TESTS, stdout=subprocess.PIPE,
-                          stderr=subprocess.PIPE, text=True, start_new_session=True)
+  proc = subprocess.Popen(
+    cmd,
+    env=_env(**env),
+    cwd=TESTS,
+    stdout=subprocess.PIPE,
+    stderr=subprocess.PIPE,
+    text=True,
+    start_new_session=True,
+  )
   try:
     out, err = proc.communicate(timeout=timeout)
   except subprocess.TimeoutExpired:
@@ -67,8 +74,9 @@ def reports(tmp_path_factory):
   """Two processes with two CPU devices each: a global mesh of 4 stages, one unit each, so
   the span-2 skips cross a process boundary (stage distance 2) and the chain edges do both."""
   out = tmp_path_factory.mktemp("dist")
-  rc, _, err = _launch(["--processes", "2", "--devices-per-process", "2", "dist_worker.py",
-                        str(out)], RUN_TIMEOUT_S)
+  rc, _, err = _launch(
+    ["--processes", "2", "--devices-per-process", "2", "dist_worker.py", str(out)], RUN_TIMEOUT_S
+  )
   assert rc == 0, err[-4000:]
   return [json.loads((out / f"report_{p}.json").read_text()) for p in range(2)]
 
@@ -83,14 +91,14 @@ def test_sharded_gradients_across_processes_equal_one_device(reports, kind):
   for r in reports:
     g = r[f"{kind}/grads"]
     assert g["stages"] == 4 and g["assignment"] == [0, 1, 2, 3]
-    assert g["grad_norm"] > 1e-3                   # a real gradient
+    assert g["grad_norm"] > 1e-3  # a real gradient
     assert g["rel_err"] < 1e-5 and g["loss_err"] < 1e-6
 
 
 def test_skip_sideways_trains_across_processes_like_one_device(reports):
   for r in reports:
     t = r["skip/train"]
-    assert t["moved"] > 1e-2                       # the steps changed the parameters
+    assert t["moved"] > 1e-2  # the steps changed the parameters
     assert t["param_rel_err"] < 1e-5 and t["loss_err"] < 1e-5
 
 
@@ -98,7 +106,7 @@ def test_streaming_chunks_across_processes(reports):
   for r in reports:
     s = r["skip/stream"]
     assert s["rel_err"] < 1e-5
-    assert s["state_err"] < 1e-6                   # gathered from both processes
+    assert s["state_err"] < 1e-6  # gathered from both processes
 
 
 def _pid_script(tmp_path):
@@ -106,16 +114,17 @@ def _pid_script(tmp_path):
   SIGKILLs itself once both pids are recorded (a process killed mid-run)."""
   script = tmp_path / "wait.py"
   script.write_text(
-      "import os, signal, time, jax\n"
-      f"d = {str(tmp_path)!r}\n"
-      "open(os.path.join(d, f'pid_{jax.process_index()}.tmp'), 'w').write(str(os.getpid()))\n"
-      "os.rename(os.path.join(d, f'pid_{jax.process_index()}.tmp'),\n"
-      "          os.path.join(d, f'pid_{jax.process_index()}'))\n"
-      "while os.environ.get('DIE') and jax.process_index() == 1:\n"
-      "  if os.path.exists(os.path.join(d, 'pid_0')):\n"
-      "    os.kill(os.getpid(), signal.SIGKILL)\n"
-      "  time.sleep(0.1)\n"
-      "time.sleep(120)\n")
+    "import os, signal, time, jax\n"
+    f"d = {str(tmp_path)!r}\n"
+    "open(os.path.join(d, f'pid_{jax.process_index()}.tmp'), 'w').write(str(os.getpid()))\n"
+    "os.rename(os.path.join(d, f'pid_{jax.process_index()}.tmp'),\n"
+    "          os.path.join(d, f'pid_{jax.process_index()}'))\n"
+    "while os.environ.get('DIE') and jax.process_index() == 1:\n"
+    "  if os.path.exists(os.path.join(d, 'pid_0')):\n"
+    "    os.kill(os.getpid(), signal.SIGKILL)\n"
+    "  time.sleep(0.1)\n"
+    "time.sleep(120)\n"
+  )
   return script
 
 
@@ -130,10 +139,17 @@ def _wait_for_pids(tmp_path, n=2):
 def test_a_killed_process_stops_the_launch(tmp_path):
   """Process 1 is SIGKILLed mid-run: the launcher names it, stops process 0 and exits with
   an error, and no process is left."""
-  cmd = [sys.executable, "-m", "sideways_lab.launch", "--processes", "2",
-         str(_pid_script(tmp_path))]
-  proc = subprocess.Popen(cmd, env=_env(DIE="1"), cwd=TESTS, stderr=subprocess.PIPE,
-                          text=True, start_new_session=True)
+  cmd = [
+    sys.executable,
+    "-m",
+    "sideways_lab.launch",
+    "--processes",
+    "2",
+    str(_pid_script(tmp_path)),
+  ]
+  proc = subprocess.Popen(
+    cmd, env=_env(DIE="1"), cwd=TESTS, stderr=subprocess.PIPE, text=True, start_new_session=True
+  )
   try:
     pids = _wait_for_pids(tmp_path)
     _, err = proc.communicate(timeout=EXIT_TIMEOUT_S)
@@ -153,11 +169,31 @@ def test_a_survivor_exits_with_a_clear_error_without_the_launcher(tmp_path):
   port = launch.free_port()
   procs = []
   for i in range(2):
-    cmd = [sys.executable, "-m", "sideways_lab.launch", "--coordinator", f"127.0.0.1:{port}",
-           "--num-processes", "2", "--process-id", str(i), "--heartbeat-timeout",
-           str(HEARTBEAT_S), "dist_worker.py", str(tmp_path)]
-    procs.append(subprocess.Popen(cmd, env=_env(DIST_WORKER_DIE="1"), cwd=TESTS,
-                                  stderr=subprocess.PIPE, text=True, start_new_session=True))
+    cmd = [
+      sys.executable,
+      "-m",
+      "sideways_lab.launch",
+      "--coordinator",
+      f"127.0.0.1:{port}",
+      "--num-processes",
+      "2",
+      "--process-id",
+      str(i),
+      "--heartbeat-timeout",
+      str(HEARTBEAT_S),
+      "dist_worker.py",
+      str(tmp_path),
+    ]
+    procs.append(
+      subprocess.Popen(
+        cmd,
+        env=_env(DIST_WORKER_DIE="1"),
+        cwd=TESTS,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+      )
+    )
   try:
     _, err1 = procs[1].communicate(timeout=RUN_TIMEOUT_S)
     t_dead = time.monotonic()
@@ -175,11 +211,23 @@ def test_a_survivor_exits_with_a_clear_error_without_the_launcher(tmp_path):
 
 
 def test_unreachable_coordinator_is_a_clear_error():
-  port = launch.free_port()                       # nobody listens there
+  port = launch.free_port()  # nobody listens there
   t0 = time.monotonic()
-  rc, _, err = _launch(["--coordinator", f"127.0.0.1:{port}", "--num-processes", "2",
-                        "--process-id", "1", "--timeout", "1", "dist_worker.py", "."],
-                       EXIT_TIMEOUT_S + 30)
+  rc, _, err = _launch(
+    [
+      "--coordinator",
+      f"127.0.0.1:{port}",
+      "--num-processes",
+      "2",
+      "--process-id",
+      "1",
+      "--timeout",
+      "1",
+      "dist_worker.py",
+      ".",
+    ],
+    EXIT_TIMEOUT_S + 30,
+  )
   assert rc == launch.EXIT_PEER_FAILED
   assert f"cannot reach the coordinator at 127.0.0.1:{port} within 1 s" in err
   assert "process 1 of 2" in err
@@ -188,10 +236,17 @@ def test_unreachable_coordinator_is_a_clear_error():
 
 def test_ctrl_c_stops_every_process(tmp_path):
   """SIGINT to the launcher (Ctrl-C) stops both processes; none is left behind."""
-  cmd = [sys.executable, "-m", "sideways_lab.launch", "--processes", "2",
-         str(_pid_script(tmp_path))]
-  proc = subprocess.Popen(cmd, env=_env(), cwd=TESTS, stderr=subprocess.PIPE, text=True,
-                          start_new_session=True)
+  cmd = [
+    sys.executable,
+    "-m",
+    "sideways_lab.launch",
+    "--processes",
+    "2",
+    str(_pid_script(tmp_path)),
+  ]
+  proc = subprocess.Popen(
+    cmd, env=_env(), cwd=TESTS, stderr=subprocess.PIPE, text=True, start_new_session=True
+  )
   try:
     pids = _wait_for_pids(tmp_path)
     proc.send_signal(signal.SIGINT)
@@ -207,10 +262,17 @@ def test_ctrl_c_stops_every_process(tmp_path):
 
 def test_killing_the_launcher_kills_its_processes(tmp_path):
   """SIGKILL to the launcher (it cannot clean up): its processes die with it (no orphans)."""
-  cmd = [sys.executable, "-m", "sideways_lab.launch", "--processes", "2",
-         str(_pid_script(tmp_path))]
-  proc = subprocess.Popen(cmd, env=_env(), cwd=TESTS, stderr=subprocess.DEVNULL,
-                          start_new_session=True)
+  cmd = [
+    sys.executable,
+    "-m",
+    "sideways_lab.launch",
+    "--processes",
+    "2",
+    str(_pid_script(tmp_path)),
+  ]
+  proc = subprocess.Popen(
+    cmd, env=_env(), cwd=TESTS, stderr=subprocess.DEVNULL, start_new_session=True
+  )
   pids = []
   try:
     pids = _wait_for_pids(tmp_path)
@@ -223,7 +285,7 @@ def test_killing_the_launcher_kills_its_processes(tmp_path):
   finally:
     for pid in pids:
       if not _gone(pid):
-        os.kill(pid, signal.SIGKILL)             # do not leave them behind if the test fails
+        os.kill(pid, signal.SIGKILL)  # do not leave them behind if the test fails
     if proc.poll() is None:
       proc.kill()
       proc.wait()
@@ -234,12 +296,15 @@ def test_launcher_arguments_are_checked():
   with pytest.raises(SystemExit):
     launch.main(["--processes", "2", "--process-id", "0", "x.py"])
   with pytest.raises(SystemExit):
-    launch.main(["--coordinator", "127.0.0.1:1", "x.py"])      # lacks the count and the id
+    launch.main(["--coordinator", "127.0.0.1:1", "x.py"])  # lacks the count and the id
   with pytest.raises(ValueError, match="HOST:PORT"):
     launch.initialize("no-port", 2, 1)
   with pytest.raises(ValueError, match="process_id"):
     launch.initialize("127.0.0.1:1", 2, 2)
   # `sideways-lab train --processes N ...` hands the other flags to the launched processes
-  assert launch.without_option(["--task", "t", "--processes", "2", "--quick"],
-                               "--processes") == ["--task", "t", "--quick"]
+  assert launch.without_option(["--task", "t", "--processes", "2", "--quick"], "--processes") == [
+    "--task",
+    "t",
+    "--quick",
+  ]
   assert launch.without_option(["--processes=2", "--out", "d"], "--processes") == ["--out", "d"]

@@ -84,8 +84,12 @@ def expand(command: str) -> list[list[str]]:
   words = command.replace("[", " ").replace("]", " ").split()[1:]
   while words and words[-1] in ("...", "…"):
     words.pop()
-  choices = [[PLACEHOLDER_VALUES.get(w, w) for w in word.split("|")] if "|" in word.strip("|")
-             else [PLACEHOLDER_VALUES.get(word, word)] for word in words]
+  choices = [
+    [PLACEHOLDER_VALUES.get(w, w) for w in word.split("|")]
+    if "|" in word.strip("|")
+    else [PLACEHOLDER_VALUES.get(word, word)]
+    for word in words
+  ]
   argvs = [list(argv) for argv in itertools.product(*choices)]
   return [argv + ["--help"] if len(argv) == 1 else argv for argv in argvs]
 
@@ -102,8 +106,9 @@ def parse_error(argv: list[str]) -> str | None:
   return None
 
 
-ALL_COMMANDS = [(label, command) for label, text in doc_sources()
-                for command in shown_commands(text)]
+ALL_COMMANDS = [
+  (label, command) for label, text in doc_sources() for command in shown_commands(text)
+]
 
 
 def test_the_docs_show_commands():
@@ -114,14 +119,21 @@ def test_the_docs_show_commands():
 
 
 def test_reading_of_shown_commands():
-  text = ("Run `pip install -e . && sideways-lab figures --quick`, or\n\n```bash\n"
-          "$ sideways-lab compare --task a|b \\\n    --out DIR [--quick]\n```\n"
-          "and `sideways-lab figures --only NAME ...`.")
+  text = (
+    "Run `pip install -e . && sideways-lab figures --quick`, or\n\n```bash\n"
+    "$ sideways-lab compare --task a|b \\\n    --out DIR [--quick]\n```\n"
+    "and `sideways-lab figures --only NAME ...`."
+  )
   commands = shown_commands(text)
-  assert commands == ["sideways-lab compare --task a|b --out DIR [--quick]",
-                      "sideways-lab figures --quick", "sideways-lab figures --only NAME ..."]
-  assert expand(commands[0]) == [["compare", "--task", "a", "--out", "DIR", "--quick"],
-                                 ["compare", "--task", "b", "--out", "DIR", "--quick"]]
+  assert commands == [
+    "sideways-lab compare --task a|b --out DIR [--quick]",
+    "sideways-lab figures --quick",
+    "sideways-lab figures --only NAME ...",
+  ]
+  assert expand(commands[0]) == [
+    ["compare", "--task", "a", "--out", "DIR", "--quick"],
+    ["compare", "--task", "b", "--out", "DIR", "--quick"],
+  ]
   assert expand(commands[2]) == [["figures", "--only", "NAME"]]
   assert expand("sideways-lab train") == [["train", "--help"]]
   assert parse_error(["no-such-command", "--help"]) is not None
@@ -134,14 +146,15 @@ def test_the_parser_rejects_a_wrong_command():
   assert parse_error(["compare", "--task", "next-frame", "--out", "runs/compare"]) is None
 
 
-@pytest.mark.parametrize("label, command", ALL_COMMANDS,
-                         ids=[f"{label}: {command}" for label, command in ALL_COMMANDS])
+@pytest.mark.parametrize(
+  "label, command", ALL_COMMANDS, ids=[f"{label}: {command}" for label, command in ALL_COMMANDS]
+)
 def test_shown_command_parses(label, command):
   for argv in expand(command):
     message = parse_error(argv)
     assert message is None, (
-        f"{label} shows `{command}`, which the sideways-lab parser rejects "
-        f"(argv {argv}):\n{message}")
+      f"{label} shows `{command}`, which the sideways-lab parser rejects (argv {argv}):\n{message}"
+    )
 
 
 README_SNIPPETS = _PYTHON_FENCE.findall((ROOT / "README.md").read_text(encoding="utf-8"))
@@ -153,11 +166,24 @@ def test_the_readme_has_a_python_snippet():
 
 @pytest.mark.parametrize("index", range(len(README_SNIPPETS)))
 def test_readme_python_snippet_runs(index, tmp_path):
-  env = dict(os.environ, SIDEWAYS_LAB_QUICK="1", MPLBACKEND="Agg",
-             SIDEWAYS_LAB_CACHE=str(tmp_path / "cache"),
-             PYTHONPATH=os.pathsep.join([str(ROOT)] + [
-                 p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]))
-  done = subprocess.run([sys.executable, "-c", README_SNIPPETS[index]], cwd=tmp_path, env=env,
-                        capture_output=True, text=True, timeout=SNIPPET_TIMEOUT_S, check=False)
+  env = dict(
+    os.environ,
+    SIDEWAYS_LAB_QUICK="1",
+    MPLBACKEND="Agg",
+    SIDEWAYS_LAB_CACHE=str(tmp_path / "cache"),
+    PYTHONPATH=os.pathsep.join(
+      [str(ROOT)] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
+    ),
+  )
+  done = subprocess.run(
+    [sys.executable, "-c", README_SNIPPETS[index]],
+    cwd=tmp_path,
+    env=env,
+    capture_output=True,
+    text=True,
+    timeout=SNIPPET_TIMEOUT_S,
+    check=False,
+  )
   assert done.returncode == 0, (
-      f"README.md Python snippet {index} fails:\n{README_SNIPPETS[index]}\n{done.stderr[-3000:]}")
+    f"README.md Python snippet {index} fails:\n{README_SNIPPETS[index]}\n{done.stderr[-3000:]}"
+  )

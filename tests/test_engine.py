@@ -5,19 +5,29 @@ import re
 
 import haiku as hk
 import jax
-from jax.flatten_util import ravel_pytree
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from core_helpers import (
+  assert_trees_close,
+  max_abs,
+  max_abs_diff,
+  mse,
+  ref_exact_grads,
+  ref_outputs,
+  ref_sideways,
+  ref_valid,
+  setup,
+)
+from jax.flatten_util import ravel_pytree
 
 import sideways_lab as sl
-from core_helpers import (assert_trees_close, max_abs, max_abs_diff, mse, ref_exact_grads,
-                          ref_outputs, ref_sideways, ref_valid, setup)
 
 KINDS = ["chain", "skip", "dense", "temporal", "mixed"]
 
 
 # -- forward ----------------------------------------------------------------------------------
+
 
 @pytest.mark.parametrize("kind", KINDS)
 @pytest.mark.parametrize("mode", ["pipelined", "synchronous"])
@@ -40,18 +50,22 @@ def test_forward_all_units_and_pipelined_lag():
   sync, _ = sl.forward(graph, params, video, "synchronous", all_units=True)
   assert len(pipe) == 4
   for k in range(1, 5):
-    np.testing.assert_allclose(pipe[k - 1][:, k - 1:], sync[k - 1][:, :7 - (k - 1)], atol=1e-6)
+    np.testing.assert_allclose(pipe[k - 1][:, k - 1 :], sync[k - 1][:, : 7 - (k - 1)], atol=1e-6)
 
 
 # -- exact methods against jax.grad of the unrolled references --------------------------------
+
 
 @pytest.mark.parametrize("kind", KINDS)
 def test_exact_methods_match_unrolled_reference(kind):
   graph, params, video, targets = setup(kind)
   T = video.shape[1]
   mask = np.arange(T) != T - 3
-  for method, mode in [("backprop", "synchronous"), ("bptt", "pipelined"),
-                       ("pipelined_exact", "pipelined")]:
+  for method, mode in [
+    ("backprop", "synchronous"),
+    ("bptt", "pipelined"),
+    ("pipelined_exact", "pipelined"),
+  ]:
     grads, info = sl.gradients(graph, params, video, targets, mse, method=method, mask=mask)
     ref = ref_exact_grads(graph, params, video, targets, mse, mode, mask)
     assert_trees_close(grads, ref, rtol=1e-4, atol=1e-6)
@@ -70,8 +84,9 @@ def test_sideways_matches_direct_reference(kind):
   T = video.shape[1]
   assert jax.tree_util.tree_leaves(per)[0].shape[0] == T + 4 - 1
   for t in (0, 3, T - 1, T + 2):
-    assert_trees_close(jax.tree_util.tree_map(lambda a: a[t], per), tuple(ref_ticks[t]),
-                       rtol=1e-4, atol=1e-6)
+    assert_trees_close(
+      jax.tree_util.tree_map(lambda a: a[t], per), tuple(ref_ticks[t]), rtol=1e-4, atol=1e-6
+    )
   # Sideways is an approximation: on a moving (random) video it differs from the exact one.
   exact, _ = sl.gradients(graph, params, video, targets, mse, method="pipelined_exact")
   assert max_abs_diff(grads, exact) > 1e-3
@@ -86,8 +101,9 @@ def test_exact_methods_against_finite_differences_float64(kind):
       assert info["loss"].dtype == jnp.float64
       flat, unravel = ravel_pytree(params)
       g_flat, _ = ravel_pytree(grads)
-      J = lambda f: float(sl.gradients(graph, unravel(f), video, targets, mse,
-                                       method=method)[1]["loss"])
+      J = lambda f: float(
+        sl.gradients(graph, unravel(f), video, targets, mse, method=method)[1]["loss"]
+      )
       rng = np.random.default_rng(0)
       for i in rng.choice(flat.size, size=6, replace=False):
         e = np.zeros(flat.size)
@@ -98,7 +114,7 @@ def test_exact_methods_against_finite_differences_float64(kind):
 
 # -- the theorems of docs/design.md §5 ----------------------------------------------------------
 
-THEOREM_KINDS = ["chain", "skip", "dense", "temporal"]   # the four graph kinds of docs/design.md §5
+THEOREM_KINDS = ["chain", "skip", "dense", "temporal"]  # the four graph kinds of docs/design.md §5
 
 
 @pytest.mark.parametrize("kind", THEOREM_KINDS)
@@ -111,8 +127,8 @@ def test_exact_forward_in_time_equals_bptt_and_stash_full_float64(kind):
     T = video.shape[1]
     mask = np.arange(T) != T - 2
     run = lambda method, stash=0, per_tick=False: sl.gradients(
-        graph, params, video, targets, mse, method=method, mask=mask, stash=stash,
-        per_tick=per_tick)
+      graph, params, video, targets, mse, method=method, mask=mask, stash=stash, per_tick=per_tick
+    )
     exact, info = run("pipelined_exact", per_tick=True)
     bptt, info_bptt = run("bptt")
     assert max_abs(bptt) > 1e-3
@@ -128,34 +144,41 @@ def test_exact_forward_in_time_equals_bptt_and_stash_full_float64(kind):
     assert max_abs_diff(sideways, exact) > 1e-3
 
 
-@pytest.mark.parametrize("kind,stash", [("chain", 2), ("skip", 3), ("dense", 3),
-                                        ("temporal", 3), ("mixed", "full")])
+@pytest.mark.parametrize(
+  "kind,stash", [("chain", 2), ("skip", 3), ("dense", 3), ("temporal", 3), ("mixed", "full")]
+)
 def test_stash_matches_the_direct_reference_tick_by_tick(kind, stash):
-  """An intermediate stash (some messages wait in delay lines) by the letter of docs/design.md §5."""
+  """An intermediate stash (some messages wait in delay lines), by the letter of
+  docs/design.md §5."""
   graph, params, video, targets = setup(kind, B=1)
   mask = np.arange(video.shape[1]) != 5
-  grads, info = sl.gradients(graph, params, video, targets, mse, method="sideways", mask=mask,
-                             stash=stash, per_tick=True)
+  grads, info = sl.gradients(
+    graph, params, video, targets, mse, method="sideways", mask=mask, stash=stash, per_tick=True
+  )
   ref, ref_ticks = ref_sideways(graph, params, video, targets, mse, mask, stash=stash)
   assert_trees_close(grads, ref, rtol=1e-4, atol=1e-6)
   per = info["per_tick_grads"]
   num_ticks = jax.tree_util.tree_leaves(per)[0].shape[0]
   assert num_ticks == video.shape[1] + sl.schedule.drain_ticks(graph, stash) >= len(ref_ticks)
   for t in range(num_ticks):
-    expect = tuple(ref_ticks[t]) if t < len(ref_ticks) else jax.tree_util.tree_map(
-        jnp.zeros_like, params)
+    expect = (
+      tuple(ref_ticks[t]) if t < len(ref_ticks) else jax.tree_util.tree_map(jnp.zeros_like, params)
+    )
     assert_trees_close(jax.tree_util.tree_map(lambda a: a[t], per), expect, rtol=1e-4, atol=1e-6)
 
 
 def test_pipelined_exact_memory_is_flat_in_T_and_bptt_grows():
   """Compiled temporary memory at T=64 vs T=8: flat for the forward-in-time engine."""
   graph, params, video, targets = setup("skip")
+
   def temp(method, T):
     v = jax.ShapeDtypeStruct((2, T) + video.shape[2:], video.dtype)
     y = jax.ShapeDtypeStruct((2, T, 2), targets.dtype)
-    f = jax.jit(lambda v, y: sl.gradients(graph, params, v, y, mse, method=method,
-                                          check_finite=False)[0])
+    f = jax.jit(
+      lambda v, y: sl.gradients(graph, params, v, y, mse, method=method, check_finite=False)[0]
+    )
     return f.lower(v, y).compile().memory_analysis().temp_size_in_bytes
+
   assert temp("pipelined_exact", 64) <= 1.2 * temp("pipelined_exact", 8)
   assert temp("bptt", 64) > 2 * temp("bptt", 8)
 
@@ -177,6 +200,7 @@ def test_unit_step_is_the_forward_and_its_vjp():
 @pytest.mark.parametrize("edges", [[(0, 0)], [(0, 0), (0, 2)]])
 def test_single_unit_sideways_equals_pipelined_exact(edges):
   from core_helpers import top_unit
+
   graph = sl.UnitGraph([top_unit()], {1: edges})
   _, params, video, targets = setup("chain")
   params = graph.init(jax.random.PRNGKey(3), video[:, 0])
@@ -203,8 +227,9 @@ def test_chain_pipelined_exact_is_mean_of_per_frame_backprop():
   L, T = 4, 9
   mask = np.ones(T, bool)
   mask[6] = False
-  exact, info = sl.gradients(graph, params, video, targets, mse, method="pipelined_exact",
-                             mask=mask)
+  exact, info = sl.gradients(
+    graph, params, video, targets, mse, method="pipelined_exact", mask=mask
+  )
   V = np.flatnonzero(info["loss_ticks"])
   assert list(V) == [3, 4, 5, 7, 8]
   per_frame = []
@@ -244,6 +269,7 @@ def test_loss_is_mean_over_loss_ticks():
 
 # -- jit ----------------------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("method", sl.METHODS)
 def test_jitted_and_eager_agree(method):
   graph, params, video, targets = setup("mixed")
@@ -253,10 +279,11 @@ def test_jitted_and_eager_agree(method):
   def step(graph, params, video, targets, mask):
     return sl.gradients(graph, params, video, targets, mse, method=method, mask=mask)
 
-  g_jit, i_jit = step(graph, params, video, targets, mask)   # mask traced here
+  g_jit, i_jit = step(graph, params, video, targets, mask)  # mask traced here
   with jax.disable_jit():
-    g_eager, i_eager = sl.gradients(graph, params, video, targets, mse, method=method,
-                                    mask=np.asarray(mask))
+    g_eager, i_eager = sl.gradients(
+      graph, params, video, targets, mse, method=method, mask=np.asarray(mask)
+    )
   assert_trees_close(g_jit, g_eager, rtol=1e-5, atol=1e-6)
   np.testing.assert_allclose(i_jit["loss"], i_eager["loss"], rtol=1e-6)
   np.testing.assert_array_equal(i_jit["loss_ticks"], i_eager["loss_ticks"])
@@ -271,10 +298,10 @@ def test_value_checks_do_not_break_jit():
 # -- any Haiku unit at full speed on the CPU ------------------------------------------------------
 
 CONVS = {
-    "conv2d_stride2": lambda x: hk.Conv2D(4, 3, stride=2)(x),
-    "conv2d_groups": lambda x: hk.Conv2D(4, 3, feature_group_count=2)(x),
-    "conv1d_dilated": lambda x: hk.Conv1D(3, 2, rate=2)(x.reshape(x.shape[0], x.shape[1], -1)),
-    "conv2d_transpose": lambda x: hk.Conv2DTranspose(3, 3, stride=2)(x),
+  "conv2d_stride2": lambda x: hk.Conv2D(4, 3, stride=2)(x),
+  "conv2d_groups": lambda x: hk.Conv2D(4, 3, feature_group_count=2)(x),
+  "conv1d_dilated": lambda x: hk.Conv1D(3, 2, rate=2)(x.reshape(x.shape[0], x.shape[1], -1)),
+  "conv2d_transpose": lambda x: hk.Conv2DTranspose(3, 3, stride=2)(x),
 }
 
 
@@ -297,10 +324,13 @@ def test_unit_step_with_canonical_convs_equals_plain_autodiff(conv):
 @pytest.mark.skipif(jax.default_backend() != "cpu", reason="the rewrite is for XLA:CPU")
 def test_every_convolution_in_the_scan_is_in_the_fast_form():
   """hk.Conv2D's VJP inside the engine's scan uses only b01f_01io->b01f convolutions."""
+
   def unit(ins):
     return jax.nn.relu(hk.Conv2D(4, 3)(ins[0]))
+
   def head(ins):
     return hk.Linear(2)(jnp.mean(ins[0], axis=(1, 2)))
+
   graph = sl.chain([unit, unit, head])
   video = jax.random.normal(jax.random.PRNGKey(0), (2, 5, 8, 8, 3))
   targets = jnp.zeros((2, 5, 2))

@@ -35,23 +35,31 @@ def test_committed_without_outputs(path):
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
 def test_notebook_executes(path, tmp_path, monkeypatch):
   from nbclient import NotebookClient
+
   monkeypatch.setenv("SIDEWAYS_LAB_QUICK", "1")
   # headless: the inline backend renders figures into the outputs (no display needed), so the
   # test can check that images were produced; Agg would draw nothing into the notebook
   monkeypatch.setenv("MPLBACKEND", "module://matplotlib_inline.backend_inline")
   monkeypatch.setenv("SIDEWAYS_LAB_CACHE", str(tmp_path / "cache"))
-  monkeypatch.setenv("PYTHONPATH", os.pathsep.join(
-      [str(ROOT)] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]))
+  monkeypatch.setenv(
+    "PYTHONPATH",
+    os.pathsep.join(
+      [str(ROOT)] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
+    ),
+  )
   nb = nbformat.read(path, as_version=4)
   work = tmp_path / "notebooks"
   work.mkdir()
-  client = NotebookClient(nb, timeout=CELL_TIMEOUT, kernel_name="python3",
-                          resources={"metadata": {"path": str(work)}})
+  client = NotebookClient(
+    nb, timeout=CELL_TIMEOUT, kernel_name="python3", resources={"metadata": {"path": str(work)}}
+  )
   client.execute()
-  errors = [o for c in nb.cells if c.cell_type == "code" for o in c.outputs
-            if o.output_type == "error"]
+  errors = [
+    o for c in nb.cells if c.cell_type == "code" for o in c.outputs if o.output_type == "error"
+  ]
   assert not errors
   # the notebook produced figures (images or widgets), not only text
-  kinds = {k for c in nb.cells if c.cell_type == "code" for o in c.outputs
-           for k in o.get("data", {})}
+  kinds = {
+    k for c in nb.cells if c.cell_type == "code" for o in c.outputs for k in o.get("data", {})
+  }
   assert kinds & {"image/png", "application/vnd.jupyter.widget-view+json"}, path.name

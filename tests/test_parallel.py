@@ -31,8 +31,10 @@ TESTS = os.path.dirname(os.path.abspath(__file__))
 
 def conv_unit(channels):
   """A unit that keeps the frame's shape: identical copies make a ShardedChain."""
+
   def f(inputs):
     return jnp.tanh(hk.Conv2D(channels, 3, name="conv")(inputs[0]))
+
   return f
 
 
@@ -46,10 +48,11 @@ def conv_setup(L=4, C=2, T=6, B=2, H=4, seed=0):
 
 # -- placement and the latency model (no devices needed) ---------------------------------------
 
+
 def test_partition_is_contiguous_and_balanced():
   assert par.partition(4, 4) == (0, 1, 2, 3)
   assert par.partition(4, 2) == (0, 0, 1, 1)
-  assert par.partition(3, 8) == (0, 1, 2)                    # more devices than units
+  assert par.partition(3, 8) == (0, 1, 2)  # more devices than units
   assert par.partition(5, 1) == (0, 0, 0, 0, 0)
   # unequal costs: the heavy first unit gets a device of its own
   a = par.partition(4, 2, costs=[3.0, 1.0, 1.0, 1.0])
@@ -57,7 +60,7 @@ def test_partition_is_contiguous_and_balanced():
   costs = [1.0, 5.0, 2.0, 2.0, 1.0, 4.0]
   a = par.partition(6, 3, costs)
   assert list(a) == sorted(a) and set(a) == {0, 1, 2}
-  assert par.tick_time_model(costs, a) == 6.0                # the optimum: [1,5] [2,2,1] [4]
+  assert par.tick_time_model(costs, a) == 6.0  # the optimum: [1,5] [2,2,1] [4]
 
 
 def test_one_partition_shared_by_the_core_and_the_analysis():
@@ -73,7 +76,7 @@ def test_one_partition_shared_by_the_core_and_the_analysis():
 
 def test_unit_step_is_the_vjp_of_one_unit():
   graph, params, video, _ = setup("skip")
-  k = 3                                        # reads unit 2 and unit 1
+  k = 3  # reads unit 2 and unit 1
   x = [jax.random.normal(jax.random.PRNGKey(i), (2, 3)) for i in range(2)]
   cot = jnp.ones((2, 3))
   out, g, msgs = sl.engine.unit_step(graph, k, params[k - 1], x, cot)
@@ -99,10 +102,10 @@ def test_tick_time_model():
 
 
 def test_device_specs_route_skips_both_ways():
-  graph, _, _, _ = setup("skip")          # unit k reads k-1 and k-2
+  graph, _, _, _ = setup("skip")  # unit k reads k-1 and k-2
   specs = par._device_specs(graph, (0, 0, 1, 1))
   assert specs[0].units == (1, 2) and specs[1].units == (3, 4)
-  assert specs[0].send_outs == (1, 2)     # unit 1 -> unit 3 (skip), unit 2 -> units 3, 4
+  assert specs[0].send_outs == (1, 2)  # unit 1 -> unit 3 (skip), unit 2 -> units 3, 4
   assert specs[1].remote == (1, 2)
   assert specs[1].send_msgs == (1, 2) and specs[0].recv_msgs == ((1, 1), (2, 1))
   assert specs[1].top and not specs[0].top
@@ -110,8 +113,9 @@ def test_device_specs_route_skips_both_ways():
 
 # -- one device, in process ---------------------------------------------------------------------
 
+
 def test_device_pipeline_on_one_device_equals_sideways():
-  graph, params, video, targets = setup("mixed", T=8)      # skips and delays
+  graph, params, video, targets = setup("mixed", T=8)  # skips and delays
   mask = np.array([True] * 7 + [False])
   ref, rinfo = sl.gradients(graph, params, video, targets, mse, method="sideways", mask=mask)
   eng = par.DevicePipeline(graph, 1)
@@ -120,12 +124,13 @@ def test_device_pipeline_on_one_device_equals_sideways():
   assert_trees_close(grads, ref, rtol=1e-5, atol=1e-7)
   np.testing.assert_allclose(info["loss"], rinfo["loss"], rtol=1e-6)
   np.testing.assert_array_equal(info["loss_ticks"], rinfo["loss_ticks"])
-  np.testing.assert_allclose(info["tick_loss"][info["loss_ticks"]],
-                             rinfo["tick_loss"][rinfo["loss_ticks"]], rtol=1e-6)
+  np.testing.assert_allclose(
+    info["tick_loss"][info["loss_ticks"]], rinfo["tick_loss"][rinfo["loss_ticks"]], rtol=1e-6
+  )
 
 
 def test_sharded_graph_on_one_device_equals_sideways():
-  graph, params, video, targets = setup("mixed", T=8)      # skips, delays, a different top
+  graph, params, video, targets = setup("mixed", T=8)  # skips, delays, a different top
   mask = np.array([True] * 7 + [False])
   ref, rinfo = sl.gradients(graph, params, video, targets, mse, method="sideways", mask=mask)
   eng = par.ShardedGraph(graph, 1)
@@ -143,7 +148,7 @@ def test_bad_arguments_are_named():
   with pytest.raises(TypeError, match="graph"):
     par.ShardedGraph("not a graph")
   with pytest.raises(ValueError, match="devices=3"):
-    par.DevicePipeline(graph, 3)                   # this process has one device
+    par.DevicePipeline(graph, 3)  # this process has one device
   with pytest.raises(ValueError, match="assignment"):
     par.DevicePipeline(graph, 1, assignment=(0, 0, 1))
   with pytest.raises(ValueError, match="one_per_device"):
@@ -162,17 +167,16 @@ def test_bad_arguments_are_named():
 def test_engine_for_picks_the_sharded_route_unless_given_an_assignment():
   graph, params, video, _ = setup("skip")
   assert isinstance(par.engine_for(graph, devices=1), par.ShardedGraph)
-  assert isinstance(par.engine_for(graph, devices=1, assignment="contiguous"),
-                    par.DevicePipeline)
-  assert par.ShardedChain is par.ShardedGraph                # the earlier name
+  assert isinstance(par.engine_for(graph, devices=1, assignment="contiguous"), par.DevicePipeline)
+  assert par.ShardedChain is par.ShardedGraph  # the earlier name
 
 
 def test_message_bytes_of_a_skip_graph():
-  graph, params, video, _ = setup("skip")      # outputs (B=2, 3) float32 below the top
+  graph, params, video, _ = setup("skip")  # outputs (B=2, 3) float32 below the top
   b = par.message_bytes(graph, params, video[:, 0], 4)
-  one = 2 * 3 * 4                              # one output: B x width x 4 bytes
+  one = 2 * 3 * 4  # one output: B x width x 4 bytes
   assert b["up"] == {1: one, 2: one} and b["down"] == {1: one, 2: one}
-  b = par.message_bytes(graph, params, video[:, 0], 2)   # units (1, 2) | (3, 4)
+  b = par.message_bytes(graph, params, video[:, 0], 2)  # units (1, 2) | (3, 4)
   assert b["up"] == {1: 2 * one} and b["down"] == {1: 2 * one}
 
 
@@ -263,27 +267,30 @@ WORKER = textwrap.dedent(r"""
 @pytest.fixture(scope="module")
 def report():
   env = dict(os.environ)
-  env["XLA_FLAGS"] = (env.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=4")
+  env["XLA_FLAGS"] = env.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=4"
   env["JAX_PLATFORMS"] = "cpu"
   env["PYTHONPATH"] = os.pathsep.join([ROOT, TESTS, env.get("PYTHONPATH", "")])
-  proc = subprocess.run([sys.executable, "-c", WORKER], env=env, capture_output=True,
-                        text=True, timeout=600, cwd=TESTS)
+  proc = subprocess.run(
+    [sys.executable, "-c", WORKER], env=env, capture_output=True, text=True, timeout=600, cwd=TESTS
+  )
   assert proc.returncode == 0, proc.stderr[-4000:]
   line = [l for l in proc.stdout.splitlines() if l.startswith("REPORT")][-1]
-  return json.loads(line[len("REPORT"):])
+  return json.loads(line[len("REPORT") :])
 
 
 def test_subprocess_sees_four_devices(report):
   assert report["num_devices"] == 4
 
 
-@pytest.mark.parametrize("name", ["chain/one_per_device", "skip/one_per_device",
-                                  "mixed/one_per_device", "skip/interleaved"])
+@pytest.mark.parametrize(
+  "name",
+  ["chain/one_per_device", "skip/one_per_device", "mixed/one_per_device", "skip/interleaved"],
+)
 def test_device_pipeline_equals_sideways_on_several_devices(report, name):
   r = report[name]
-  assert r["grad_norm"] > 1e-4                       # a real, non-zero gradient
+  assert r["grad_norm"] > 1e-4  # a real, non-zero gradient
   assert r["rel_err"] < 1e-5 and r["loss_err"] < 1e-6
-  assert r["placed"]                                 # and each unit's grads on its own device
+  assert r["placed"]  # and each unit's grads on its own device
   assert r["devices"] == (2 if name == "skip/interleaved" else 4)
 
 
@@ -302,5 +309,5 @@ def test_sharded_graph_needs_a_unit_per_device(report):
 def test_streaming_state_across_devices(report, name):
   r = report[name]
   assert r["rel_err"] < 1e-5 and r["loss_err"] < 1e-6
-  assert r["state_err"] < 1e-6                       # buffers and messages gather back exactly
-  assert r["handoff_err"] < 1e-5                     # and the single-device engine goes on
+  assert r["state_err"] < 1e-6  # buffers and messages gather back exactly
+  assert r["handoff_err"] < 1e-5  # and the single-device engine goes on

@@ -4,7 +4,6 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.colors  # noqa: E402
-
 import numpy as np
 import pytest
 
@@ -44,8 +43,8 @@ def test_schedule_data_chain_matches_the_design():
 
 def test_schedule_data_skips_integrate_newer_frames():
   d = P.schedule_data(sl.skip_edges(4, 2), 10, "skip_sideways")
-  assert d.act_frames[4][8] == (5, 6, 7)   # main path 5, skips bring 6 and 7
-  assert any(len(f) > 1 for row in d.grad_frames for f in row)   # gradients mix frames
+  assert d.act_frames[4][8] == (5, 6, 7)  # main path 5, skips bring 6 and 7
+  assert any(len(f) > 1 for row in d.grad_frames for f in row)  # gradients mix frames
   assert any(len(m[3]) > 1 for m in d.messages)
 
 
@@ -53,10 +52,10 @@ def test_schedule_data_backprop_blocks():
   L, T = 3, 12
   d = P.schedule_data(sl.chain_edges(L), T, "backprop")
   busy = ~d.blocked[1:]
-  assert busy.sum(axis=0).max() == 1           # one unit at a time
+  assert busy.sum(axis=0).max() == 1  # one unit at a time
   assert (busy.sum(axis=0) == 1).all()
   assert d.dropped.sum() == T - len(range(0, T, 2 * L - 1))
-  assert d.mismatch(L, L - 1) == (0,)          # BP: exact, no mismatch
+  assert d.mismatch(L, L - 1) == (0,)  # BP: exact, no mismatch
 
 
 def test_draw_schedule_draws_frames_and_messages():
@@ -88,10 +87,11 @@ def test_caption_and_plots(tmp_path):
   fig2, mosaic = P.new_figure(mosaic=[["top"], ["bottom"]])
   assert set(mosaic) == {"top", "bottom"}
   ax = mosaic["bottom"]
-  P.plot_grouped_bars(ax, {"skip_sideways": {"a": 0.9, "b": 0.5},
-                                  "backprop": {"a": 0.1, "b": 0.2}}, chance=0.125)
+  P.plot_grouped_bars(
+    ax, {"skip_sideways": {"a": 0.9, "b": 0.5}, "backprop": {"a": 0.1, "b": 0.2}}, chance=0.125
+  )
   bars = ax.patches
-  assert len(bars) == 4                            # 2 groups x 2 schemes, schemes in order
+  assert len(bars) == 4  # 2 groups x 2 schemes, schemes in order
   assert [round(b.get_height(), 2) for b in bars] == [0.1, 0.2, 0.9, 0.5]
   assert bars[0].get_facecolor() == matplotlib.colors.to_rgba(P.SCHEME_COLORS["backprop"])
   assert [t.get_text() for t in ax.get_xticklabels()] == ["a", "b"]

@@ -5,9 +5,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from core_helpers import mse, setup
 
 import sideways_lab as sl
-from core_helpers import make_graph, mse, setup
 from sideways_lab import schedule
 
 
@@ -26,9 +26,16 @@ def frames_seen(code):
   return frozenset(np.flatnonzero(np.asarray(code).ravel() > 0.5).tolist())
 
 
-@pytest.mark.parametrize("edges", [
-    sl.chain_edges(4), sl.skip_edges(5, 2), sl.skip_edges(5, 3), sl.dense_edges(4),
-    {1: [(0, 0), (0, 2)], 2: [(1, 0), (1, 1)], 3: [(2, 0), (0, 0)]}])
+@pytest.mark.parametrize(
+  "edges",
+  [
+    sl.chain_edges(4),
+    sl.skip_edges(5, 2),
+    sl.skip_edges(5, 3),
+    sl.dense_edges(4),
+    {1: [(0, 0), (0, 2)], 2: [(1, 0), (1, 1)], 3: [(2, 0), (0, 0)]},
+  ],
+)
 @pytest.mark.parametrize("mode", ["pipelined", "synchronous"])
 def test_frames_integrated_match_what_the_buffers_really_hold(edges, mode):
   L, T = len(edges), 9
@@ -44,7 +51,7 @@ def test_frames_integrated_match_what_the_buffers_really_hold(edges, mode):
       seen = frames_seen(outs[k - 1][0, t])
       assert seen == sched[k][t], (k, t)
       if t >= first[k]:
-        assert origin[k, t] in seen           # the main path's frame is among them
+        assert origin[k, t] in seen  # the main path's frame is among them
   # the main-path origin is t - k + 1 (pipelined) or t (synchronous)
   expect = np.arange(T)[None] - (np.arange(L + 1)[:, None] - 1).clip(0) * (mode == "pipelined")
   np.testing.assert_array_equal(origin, expect)
@@ -53,7 +60,7 @@ def test_frames_integrated_match_what_the_buffers_really_hold(edges, mode):
 def test_chain_frames_are_single_and_skips_integrate_several():
   chain = sl.schedule.frames_integrated(sl.chain_edges(4), 8)
   assert all(len(chain[k][t]) == 1 for k in range(1, 5) for t in range(k - 1, 8))
-  assert chain[3][1] == frozenset()            # invalid: reads the empty pipeline
+  assert chain[3][1] == frozenset()  # invalid: reads the empty pipeline
   skip = sl.schedule.frames_integrated(sl.skip_edges(4, 2), 8)
   # unit 4 at tick 7 reads unit 3 (tick 6) and unit 2 (tick 6): frames 4, 5, 6, 7 - by hand:
   # unit 2 reads unit 1 (frame t-1) and the frame t; unit 3 reads unit 2 (t-1) and unit 1 (t-1).
@@ -90,19 +97,22 @@ def test_gradient_sources_match_an_instrumented_run(kind):
   V = sl.schedule.loss_ticks(graph, T)
   for s in np.flatnonzero(V)[:3]:
     mask = np.arange(T) == s
-    _, info = sl.gradients(graph, params, video, targets, mse, method="sideways", mask=mask,
-                           per_tick=True)
+    _, info = sl.gradients(
+      graph, params, video, targets, mse, method="sideways", mask=mask, per_tick=True
+    )
     per = info["per_tick_grads"]
     for k in range(1, L + 1):
-      norms = sum(jnp.sum(a.reshape(a.shape[0], -1) ** 2, axis=1)
-                  for a in jax.tree_util.tree_leaves(per[k - 1]))
+      norms = sum(
+        jnp.sum(a.reshape(a.shape[0], -1) ** 2, axis=1)
+        for a in jax.tree_util.tree_leaves(per[k - 1])
+      )
       ticks = set(np.flatnonzero(np.asarray(norms) > 0).tolist())
       expect = {t for t in range(T + L - 1) if s in src[k][t]}
       assert ticks == expect, (kind, s, k)
       fewest, most = sl.schedule.message_hops(graph)
       assert (min(ticks), max(ticks)) == (s + fewest[k], s + most[k])
       if kind == "chain":
-        assert ticks == {s + L - k}          # activation of frame s+L-2k+1: 2(L-k) frames newer
+        assert ticks == {s + L - k}  # activation of frame s+L-2k+1: 2(L-k) frames newer
 
 
 def test_latency_counts_agree_with_the_engine():
@@ -118,11 +128,14 @@ def test_latency_counts_agree_with_the_engine():
     assert min(t for t in range(T) if f in seen[L][t]) == f + lat.output_latency
     # gradient delay: first tick at which unit k's per-tick grad is non-zero for loss tick s
     s = lat.first_output_tick
-    _, info = sl.gradients(graph, params, video, targets, mse, method="sideways",
-                           mask=np.arange(T) == s, per_tick=True)
+    _, info = sl.gradients(
+      graph, params, video, targets, mse, method="sideways", mask=np.arange(T) == s, per_tick=True
+    )
     for k in range(1, L + 1):
-      norms = sum(jnp.sum(jnp.abs(a).reshape(a.shape[0], -1), 1)
-                  for a in jax.tree_util.tree_leaves(info["per_tick_grads"][k - 1]))
+      norms = sum(
+        jnp.sum(jnp.abs(a).reshape(a.shape[0], -1), 1)
+        for a in jax.tree_util.tree_leaves(info["per_tick_grads"][k - 1])
+      )
       assert int(np.argmax(np.asarray(norms) > 0)) == s + lat.gradient_delay[k - 1]
   assert sl.schedule.latency(sl.chain_edges(4), "sideways").output_latency == 3
   assert sl.schedule.latency(sl.skip_edges(4, 2), "skip_sideways").output_latency == 1
@@ -135,7 +148,8 @@ def test_schedule_rejects_bad_mode():
     sl.schedule.first_valid_ticks(sl.chain_edges(2), "sideways")
 
 
-# -- the stash (docs/design.md §5) -------------------------------------------------------------------
+# -- the stash (docs/design.md §5) ------------------------------------------------------------
+
 
 @pytest.mark.parametrize("L", [1, 3, 5])
 def test_exact_lags_on_a_chain_are_the_sideways_mismatch(L):
@@ -152,20 +166,22 @@ def test_exact_lags_and_waits_by_hand_on_dense_and_temporal():
   assert schedule.message_waits(dense, "full")[(4, 2)] == 4
   assert schedule.message_lines(dense, "full") == [0, 4, 2, 0, 0]
   temporal = sl.temporal_edges(4, (1,))
-  assert schedule.exact_lags(temporal) == [0, 9, 6, 3, 0]      # r_j = r_{j+1} + 1 + 2
+  assert schedule.exact_lags(temporal) == [0, 9, 6, 3, 0]  # r_j = r_{j+1} + 1 + 2
   # an intermediate stash whose waiting message makes the drain longer than max(L-1, max s_j)
   assert schedule.stash_depths(temporal, 3) == [0, 3, 3, 3, 0]
   assert schedule.drain_ticks(temporal, 3) == 4
 
 
-@pytest.mark.parametrize("edges", [sl.chain_edges(4), sl.skip_edges(5, 2), sl.dense_edges(4),
-                                   sl.temporal_edges(3, (1, 2))])
+@pytest.mark.parametrize(
+  "edges", [sl.chain_edges(4), sl.skip_edges(5, 2), sl.dense_edges(4), sl.temporal_edges(3, (1, 2))]
+)
 def test_stash_zero_is_sideways_in_the_schedule(edges):
   graph = sl.UnitGraph([lambda ins: ins[0]] * len(edges), edges)
   L = graph.num_units
   assert set(schedule.message_waits(graph, 0).values()) <= {0}
   assert schedule.gradient_arrivals(graph, 0) == tuple(
-      [0] + h[1:] for h in schedule.message_hops(graph))
+    [0] + h[1:] for h in schedule.message_hops(graph)
+  )
   assert schedule.buffer_depths(graph, 0) == [max(graph.history(j), 1) for j in range(L)]
   assert schedule.drain_ticks(graph, 0) == L - 1
   with pytest.raises(ValueError, match="stash"):

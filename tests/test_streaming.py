@@ -4,10 +4,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-
-import sideways_lab as sl
 from core_helpers import assert_trees_close, mse, setup
 
+import sideways_lab as sl
 
 
 def split(x, sizes):
@@ -41,20 +40,30 @@ def test_stream_gradients_in_chunks_equal_whole_clip_tick_by_tick(kind):
     state = sl.init_state(graph, params, video)
     total, per, losses = None, [], []
     for chunk, tgt in zip(split(video, sizes), split(targets, sizes)):
-      g, inf, state = sl.stream_gradients(graph, params, chunk, tgt, mse, state, loss_weight=w,
-                                          per_tick=True)
+      g, inf, state = sl.stream_gradients(
+        graph, params, chunk, tgt, mse, state, loss_weight=w, per_tick=True
+      )
       total = g if total is None else jax.tree_util.tree_map(jnp.add, total, g)
       per.append(inf["per_tick_grads"])
       losses.append(inf["tick_loss"])
     per = jax.tree_util.tree_map(lambda *a: jnp.concatenate(a), *per)
     # tick by tick: the first T ticks of the whole run (the drain comes after)
-    assert_trees_close(per, jax.tree_util.tree_map(lambda a: a[:T], whole_ticks),
-                       rtol=1e-5, atol=1e-7)
+    assert_trees_close(
+      per, jax.tree_util.tree_map(lambda a: a[:T], whole_ticks), rtol=1e-5, atol=1e-7
+    )
     np.testing.assert_allclose(np.concatenate(losses), info["tick_loss"], rtol=1e-6)
     # draining the stream (L-1 ticks of the last frame, no loss) completes the whole-clip Ĝ
     drain = jnp.repeat(video[:, -1:], L - 1, axis=1)
-    g, _, state = sl.stream_gradients(graph, params, drain, targets[:, :L - 1], mse, state,
-                                      mask=np.zeros(L - 1, bool), loss_weight=w)
+    g, _, state = sl.stream_gradients(
+      graph,
+      params,
+      drain,
+      targets[:, : L - 1],
+      mse,
+      state,
+      mask=np.zeros(L - 1, bool),
+      loss_weight=w,
+    )
     total = jax.tree_util.tree_map(jnp.add, total, g)
     whole, _ = sl.gradients(graph, params, video, targets, mse, method="sideways")
     assert_trees_close(total, whole, rtol=1e-5, atol=1e-7)
@@ -65,24 +74,35 @@ def test_stream_with_a_stash_in_chunks_equals_whole_clip(kind, stash):
   """The state carries the stash (deeper buffers) and the message delay lines across chunks."""
   graph, params, video, targets = setup(kind, T=12)
   T = 12
-  _, info = sl.gradients(graph, params, video, targets, mse, method="sideways", stash=stash,
-                         per_tick=True)
+  _, info = sl.gradients(
+    graph, params, video, targets, mse, method="sideways", stash=stash, per_tick=True
+  )
   w = 1.0 / int(info["num_loss_ticks"])
   state = sl.init_state(graph, params, video, stash=stash)
-  assert state.delayed        # both cases have messages that wait in delay lines
+  assert state.delayed  # both cases have messages that wait in delay lines
   total, per = None, []
   for chunk, tgt in zip(split(video, (5, 7)), split(targets, (5, 7))):
-    g, inf, state = sl.stream_gradients(graph, params, chunk, tgt, mse, state, loss_weight=w,
-                                        stash=stash, per_tick=True)
+    g, inf, state = sl.stream_gradients(
+      graph, params, chunk, tgt, mse, state, loss_weight=w, stash=stash, per_tick=True
+    )
     total = g if total is None else jax.tree_util.tree_map(jnp.add, total, g)
     per.append(inf["per_tick_grads"])
   per = jax.tree_util.tree_map(lambda *a: jnp.concatenate(a), *per)
-  assert_trees_close(per, jax.tree_util.tree_map(lambda a: a[:T], info["per_tick_grads"]),
-                     rtol=1e-5, atol=1e-7)
+  assert_trees_close(
+    per, jax.tree_util.tree_map(lambda a: a[:T], info["per_tick_grads"]), rtol=1e-5, atol=1e-7
+  )
   drain = sl.schedule.drain_ticks(graph, stash)
-  g, _, state = sl.stream_gradients(graph, params, jnp.repeat(video[:, -1:], drain, axis=1),
-                                    targets[:, :drain], mse, state, mask=np.zeros(drain, bool),
-                                    loss_weight=w, stash=stash)
+  g, _, state = sl.stream_gradients(
+    graph,
+    params,
+    jnp.repeat(video[:, -1:], drain, axis=1),
+    targets[:, :drain],
+    mse,
+    state,
+    mask=np.zeros(drain, bool),
+    loss_weight=w,
+    stash=stash,
+  )
   total = jax.tree_util.tree_map(jnp.add, total, g)
   whole, _ = sl.gradients(graph, params, video, targets, mse, method="sideways", stash=stash)
   assert_trees_close(total, whole, rtol=1e-5, atol=1e-7)

@@ -5,12 +5,14 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-
-import sideways_lab as sl
 from core_helpers import mlp_unit, mse, setup
 
+import sideways_lab as sl
 
-@pytest.mark.parametrize("edges, exc, match", [
+
+@pytest.mark.parametrize(
+  "edges, exc, match",
+  [
     ({1: [(0, 0)], 2: [(1, 0)], 5: [(1, 0)]}, ValueError, "unit that does not exist"),
     ({1: [(0, 0)], 2: [(1, 0), (2, 0)]}, ValueError, "not below unit 2"),
     ({1: [(0, 0)], 2: [(1, 0), (3, 0)]}, ValueError, "not below unit 2"),
@@ -20,7 +22,8 @@ from core_helpers import mlp_unit, mse, setup
     ({1: [(0, 0)], 2: [(1, 0.5)]}, TypeError, "pair of ints"),
     ({1: [(0, 0)], 2: (1, 0)}, TypeError, "edges\\[2\\]"),
     ([(0, 0)], TypeError, "edges must be a dict"),
-])
+  ],
+)
 def test_bad_edges(edges, exc, match):
   with pytest.raises(exc, match=match):
     sl.UnitGraph([mlp_unit(), mlp_unit()], edges)
@@ -44,6 +47,7 @@ def test_unit_with_haiku_state_is_rejected():
     c = hk.get_state("count", (), init=jnp.zeros)
     hk.set_state("count", c + 1)
     return hk.Linear(2)(inputs[0].reshape(inputs[0].shape[0], -1))
+
   graph = sl.UnitGraph([mlp_unit(), stateful])
   with pytest.raises(ValueError, match="unit 2.*state"):
     graph.init(jax.random.PRNGKey(0), jnp.zeros((1, 2, 2, 1)))

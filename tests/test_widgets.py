@@ -18,8 +18,9 @@ def test_no_frontend_outside_a_kernel(monkeypatch):
 
 
 def test_schedule_explorer_tick_slider():
-  ex = W.schedule_explorer({"sideways": sl.chain_edges(3), "backprop": sl.chain_edges(3)},
-                           num_ticks=8, tick=2)
+  ex = W.schedule_explorer(
+    {"sideways": sl.chain_edges(3), "backprop": sl.chain_edges(3)}, num_ticks=8, tick=2
+  )
   assert ex.fig._suptitle.get_text() == "tick 2"
   png = ex.image.value
   assert png[:4] == b"\x89PNG"
@@ -33,8 +34,10 @@ def test_schedule_explorer_tick_slider():
 
 
 def test_alignment_explorer_controls():
-  cos = {"sideways": np.array([[1.0, 1.0, 1.0], [0.5, 0.7, 1.0]]),
-         "skip_sideways": np.array([[1.0, 1.0, 1.0], [0.6, 0.8, 1.0]])}
+  cos = {
+    "sideways": np.array([[1.0, 1.0, 1.0], [0.5, 0.7, 1.0]]),
+    "skip_sideways": np.array([[1.0, 1.0, 1.0], [0.6, 0.8, 1.0]]),
+  }
   ex = W.alignment_explorer(cos, [0.0, 2.0])
   ex.controls["unit"].value = 1
   ex.controls["knob_index"].value = 1
@@ -53,13 +56,13 @@ def test_frames_explorer_shows_the_indexed_frames():
   truth = rng.random((5, 6, 6, 1))
   preds = {"backprop": truth * 0.0, "sideways": truth, "skip_sideways": 1 - truth}
   ex = W.frames_explorer(truth, preds, valid=np.array([0, 1, 1, 1, 0], bool))
-  assert ex.controls["index"].value == 1   # the first valid tick
+  assert ex.controls["index"].value == 1  # the first valid tick
   ex.controls["index"].value = 3
   axes = ex.fig.axes
   np.testing.assert_allclose(axes[0].images[0].get_array(), truth[3, ..., 0])
   np.testing.assert_allclose(axes[3].images[0].get_array(), 1 - truth[3, ..., 0])
   assert axes[1].get_title() == "BP"
-  assert "MSE 0.0000" in [a.get_title() for a in axes]   # sideways == truth
+  assert "MSE 0.0000" in [a.get_title() for a in axes]  # sideways == truth
   ex.controls["index"].value = 4
   assert "no valid prediction" in ex.fig._suptitle.get_text()
   with pytest.raises(ValueError, match="predictions"):
@@ -70,6 +73,7 @@ def test_static_display_publishes_a_png(monkeypatch):
   # a docs build (SIDEWAYS_LAB_STATIC) shows the figure even when no pyplot figure came before
   from IPython.core.interactiveshell import InteractiveShell
   from IPython.utils.capture import capture_output
+
   monkeypatch.setenv("SIDEWAYS_LAB_STATIC", "1")
   InteractiveShell.instance()
   ex = W.schedule_explorer({"sideways": sl.chain_edges(3)}, num_ticks=6, tick=3)

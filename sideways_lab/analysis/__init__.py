@@ -12,22 +12,71 @@
 * :mod:`~sideways_lab.analysis.memory` — compiled memory of each method vs clip length.
 """
 
-from sideways_lab.analysis.alignment import (METRICS, Alignment, Metrics, PerTickAlignment,
-                                             alignment, per_tick_alignment, source_matrix,
-                                             vector_metrics)
+from sideways_lab.analysis.alignment import (
+  METRICS,
+  Alignment,
+  Metrics,
+  PerTickAlignment,
+  alignment,
+  per_tick_alignment,
+  source_matrix,
+  vector_metrics,
+)
 from sideways_lab.analysis.cache import cache_dir, cache_key, cached
-from sideways_lab.analysis.latency import (LatencyModel, Timeline, compare, latency_model,
-                                           partition, plot_timeline, timeline)
+from sideways_lab.analysis.latency import (
+  LatencyModel,
+  Timeline,
+  compare,
+  latency_model,
+  partition,
+  plot_timeline,
+  timeline,
+)
 from sideways_lab.analysis.memory import compiled_memory, memory_vs_clip_length
-from sideways_lab.analysis.sweeps import (init_params, is_quick, measure, per_unit_mean,
-                                          sweep_clip_length, sweep_depth, sweep_progress,
-                                          sweep_speed, sweep_stride)
+from sideways_lab.analysis.sweeps import (
+  init_params,
+  is_quick,
+  measure,
+  per_unit_mean,
+  sweep_clip_length,
+  sweep_depth,
+  sweep_progress,
+  sweep_speed,
+  sweep_stride,
+)
 from sideways_lab.analysis.timing import UnitCosts, project_speedup, unit_costs
 
-__all__ = ["METRICS", "Alignment", "Metrics", "PerTickAlignment", "alignment",
-           "per_tick_alignment", "source_matrix", "vector_metrics", "LatencyModel", "Timeline",
-           "compare", "latency_model", "partition", "plot_timeline", "timeline",
-           "compiled_memory", "memory_vs_clip_length", "init_params", "measure",
-           "per_unit_mean", "sweep_clip_length", "sweep_depth", "sweep_progress", "sweep_speed",
-           "sweep_stride", "cache_dir", "cache_key", "cached", "is_quick", "UnitCosts",
-           "project_speedup", "unit_costs"]
+__all__ = [
+  "METRICS",
+  "Alignment",
+  "Metrics",
+  "PerTickAlignment",
+  "alignment",
+  "per_tick_alignment",
+  "source_matrix",
+  "vector_metrics",
+  "LatencyModel",
+  "Timeline",
+  "compare",
+  "latency_model",
+  "partition",
+  "plot_timeline",
+  "timeline",
+  "compiled_memory",
+  "memory_vs_clip_length",
+  "init_params",
+  "measure",
+  "per_unit_mean",
+  "sweep_clip_length",
+  "sweep_depth",
+  "sweep_progress",
+  "sweep_speed",
+  "sweep_stride",
+  "cache_dir",
+  "cache_key",
+  "cached",
+  "is_quick",
+  "UnitCosts",
+  "project_speedup",
+  "unit_costs",
+]

@@ -35,6 +35,7 @@ METRICS = ("cosine", "angle_deg", "norm_ratio", "rel_error", "sign_agreement")
 
 class Metrics(NamedTuple):
   """The five alignment metrics; each an array (scalar, or with leading/unit axes)."""
+
   cosine: Any
   angle_deg: Any
   norm_ratio: Any
@@ -45,6 +46,7 @@ class Metrics(NamedTuple):
 class Alignment(NamedTuple):
   """Alignment per unit (``per_unit``: metrics with a trailing unit axis of size L) and
   ``overall`` (all parameters concatenated). Any leading axes come from ``vmap``."""
+
   per_unit: Metrics
   overall: Metrics
 
@@ -56,12 +58,15 @@ class Alignment(NamedTuple):
     """
     pu = {m: np.asarray(getattr(self.per_unit, m)) for m in METRICS}
     if pu["cosine"].ndim != 1:
-      raise ValueError(f"to_rows needs an unbatched Alignment (per-unit metrics of shape (L,)), "
-                       f"got shape {pu['cosine'].shape}")
+      raise ValueError(
+        f"to_rows needs an unbatched Alignment (per-unit metrics of shape (L,)), "
+        f"got shape {pu['cosine'].shape}"
+      )
     L = pu["cosine"].shape[0]
     rows = [dict(extra, unit=k + 1, **{m: float(pu[m][k]) for m in METRICS}) for k in range(L)]
-    rows.append(dict(extra, unit="all",
-                     **{m: float(np.asarray(getattr(self.overall, m))) for m in METRICS}))
+    rows.append(
+      dict(extra, unit="all", **{m: float(np.asarray(getattr(self.overall, m))) for m in METRICS})
+    )
     return rows
 
 
@@ -91,33 +96,41 @@ def vector_metrics(g: jax.Array, r: jax.Array) -> Metrics:
   g = jnp.asarray(g, jnp.float32)
   r = jnp.asarray(r, jnp.float32)
   if g.shape != r.shape:
-    raise ValueError(f"the estimate and the reference must have the same shape, got {g.shape} "
-                     f"and {r.shape}")
+    raise ValueError(
+      f"the estimate and the reference must have the same shape, got {g.shape} and {r.shape}"
+    )
   ng = jnp.linalg.norm(g, axis=-1)
   nr = jnp.linalg.norm(r, axis=-1)
   dot = jnp.sum(g * r, axis=-1)
   prod = ng * nr
-  cos = jnp.where(prod > 0, dot / jnp.where(prod > 0, prod, 1.0),
-                  jnp.where((ng == 0) & (nr == 0), 1.0, 0.0))
+  cos = jnp.where(
+    prod > 0, dot / jnp.where(prod > 0, prod, 1.0), jnp.where((ng == 0) & (nr == 0), 1.0, 0.0)
+  )
   cos = jnp.clip(cos, -1.0, 1.0)
   # 2 atan2(|u - v|, |u + v|) of the unit vectors: accurate near 0 and 180 degrees.
   u = g / jnp.where(ng > 0, ng, 1.0)[..., None]
   w = r / jnp.where(nr > 0, nr, 1.0)[..., None]
-  angle = jnp.where(prod > 0, jnp.degrees(2 * jnp.arctan2(jnp.linalg.norm(u - w, axis=-1),
-                                                          jnp.linalg.norm(u + w, axis=-1))),
-                    jnp.degrees(jnp.arccos(cos)))
+  angle = jnp.where(
+    prod > 0,
+    jnp.degrees(2 * jnp.arctan2(jnp.linalg.norm(u - w, axis=-1), jnp.linalg.norm(u + w, axis=-1))),
+    jnp.degrees(jnp.arccos(cos)),
+  )
   ratio = _safe_div(ng, nr, 1.0)
   rel = _safe_div(jnp.linalg.norm(g - r, axis=-1), nr, 0.0)
-  sign = (jnp.mean((jnp.sign(g) == jnp.sign(r)).astype(jnp.float32), axis=-1)
-          if g.shape[-1] else jnp.ones(g.shape[:-1], jnp.float32))
+  sign = (
+    jnp.mean((jnp.sign(g) == jnp.sign(r)).astype(jnp.float32), axis=-1)
+    if g.shape[-1]
+    else jnp.ones(g.shape[:-1], jnp.float32)
+  )
   return Metrics(cos, angle, ratio, rel, sign)
 
 
 def _check_same_structure(g, r) -> None:
   sg, sr = jax.tree_util.tree_structure(g), jax.tree_util.tree_structure(r)
   if sg != sr:
-    raise ValueError(f"the estimate and the reference must be pytrees of the same structure, "
-                     f"got {sg} and {sr}")
+    raise ValueError(
+      f"the estimate and the reference must be pytrees of the same structure, got {sg} and {sr}"
+    )
 
 
 def alignment(estimate, reference) -> Alignment:
@@ -143,6 +156,7 @@ def alignment(estimate, reference) -> Alignment:
 # Per-tick alignment
 # ---------------------------------------------------------------------------------------------
 
+
 class PerTickAlignment(NamedTuple):
   """Alignment of ``g_k^t`` with the exact gradient of the loss ticks it came from.
 
@@ -156,6 +170,7 @@ class PerTickAlignment(NamedTuple):
       (``2(L-k)`` on a chain), -1 where undefined.
     estimate_norm, reference_norm: (N, L) float norms of ``g_k^t`` and of the reference.
   """
+
   metrics: Metrics
   has_gradient: np.ndarray
   source_tick: np.ndarray
@@ -171,10 +186,16 @@ class PerTickAlignment(NamedTuple):
       for k in range(L):
         if not self.has_gradient[t, k]:
           continue
-        rows.append(dict(extra, tick=t, unit=k + 1, source_tick=int(self.source_tick[t, k]),
-                         mismatch=int(self.mismatch[t, k]),
-                         **{m: float(np.asarray(getattr(self.metrics, m))[t, k])
-                            for m in METRICS}))
+        rows.append(
+          dict(
+            extra,
+            tick=t,
+            unit=k + 1,
+            source_tick=int(self.source_tick[t, k]),
+            mismatch=int(self.mismatch[t, k]),
+            **{m: float(np.asarray(getattr(self.metrics, m))[t, k]) for m in METRICS},
+          )
+        )
     return rows
 
 
@@ -206,11 +227,11 @@ def _per_tick_reference(graph, loss_fn, params, video, targets, weighted_M):
     outs, _ = engine.forward(graph, p, video, "pipelined", check_finite=False)
     return jax.vmap(lambda o, y: loss_fn(o, y), in_axes=(1, 1))(outs, targets)
 
-  jac = jax.jacrev(tick_losses)(params)                      # leaves (T, ...)
+  jac = jax.jacrev(tick_losses)(params)  # leaves (T, ...)
   refs = []
   for k in range(graph.num_units):
-    J = jax.vmap(_flat)(jac[k])                              # (T, P_k)
-    refs.append(weighted_M[k] @ J)                           # (N, P_k)
+    J = jax.vmap(_flat)(jac[k])  # (T, P_k)
+    refs.append(weighted_M[k] @ J)  # (N, P_k)
   return refs
 
 
@@ -239,26 +260,33 @@ def per_tick_alignment(graph, params, video, targets, loss_fn, mask=None) -> Per
     :class:`PerTickAlignment`.
   """
   from sideways_lab import engine
-  grads, info = engine.gradients(graph, params, video, targets, loss_fn, "sideways", mask,
-                                 per_tick=True)          # validates the arguments
+
+  grads, info = engine.gradients(
+    graph, params, video, targets, loss_fn, "sideways", mask, per_tick=True
+  )  # validates the arguments
   video = jnp.asarray(video)
   T = video.shape[1]
   V = np.asarray(info["loss_ticks"])
   w = V / V.sum()
   M = source_matrix(graph, T, mask)
-  refs = _per_tick_reference(graph, loss_fn, params, video, targets,
-                             jnp.asarray(M * w[None, None, :].astype(np.float32)))
+  refs = _per_tick_reference(
+    graph, loss_fn, params, video, targets, jnp.asarray(M * w[None, None, :].astype(np.float32))
+  )
   per = info["per_tick_grads"]
   L = graph.num_units
   ms, gn, rn = [], [], []
   for k in range(L):
-    G = jax.vmap(_flat)(per[k])                              # (N, P_k)
+    G = jax.vmap(_flat)(per[k])  # (N, P_k)
     ms.append(vector_metrics(G, refs[k]))
     gn.append(np.asarray(jnp.linalg.norm(G, axis=-1)))
     rn.append(np.asarray(jnp.linalg.norm(refs[k], axis=-1)))
-  has = M.sum(-1).T > 0                                      # (N, L)
-  metrics = Metrics(*[np.where(has, np.stack([np.asarray(getattr(m, name)) for m in ms], -1),
-                               np.nan) for name in METRICS])
+  has = M.sum(-1).T > 0  # (N, L)
+  metrics = Metrics(
+    *[
+      np.where(has, np.stack([np.asarray(getattr(m, name)) for m in ms], -1), np.nan)
+      for name in METRICS
+    ]
+  )
   N = T + L - 1
   src_tick = np.full((N, L), -1, np.int64)
   mis = np.full((N, L), -1, np.int64)

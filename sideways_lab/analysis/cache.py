@@ -6,8 +6,8 @@ digits of ``SHA-256(name, CACHE_VERSION, args)``; a later call with the same nam
 arguments reads the file instead of computing. The file holds ``{"name", "key", "args",
 "attrs", "columns", "rows"}``: ``rows`` are the DataFrame's records (JSON keeps ints, floats,
 strings, None, NaN and ±inf as they were, so a result read back equals the computed one),
-``attrs`` its ``DataFrame.attrs``. A file that cannot be read (corrupt, truncated, foreign) is computed
-again and overwritten, with a warning.
+``attrs`` its ``DataFrame.attrs``. A file that cannot be read (corrupt, truncated, foreign)
+is computed again and overwritten, with a warning.
 
 The cache directory is, in order: the ``cache`` argument when it is a path, the environment
 variable ``SIDEWAYS_LAB_CACHE``, ``./.sideways_cache``.
@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-CACHE_VERSION = 2          # 2: results of the models.py next-frame network, as DataFrames
+CACHE_VERSION = 2  # 2: results of the models.py next-frame network, as DataFrames
 CACHE_ENV = "SIDEWAYS_LAB_CACHE"
 DEFAULT_DIR = ".sideways_cache"
 KEY_HEX_DIGITS = 16
@@ -44,8 +44,11 @@ def jsonable(x: Any) -> Any:
     return [jsonable(v) for v in x]
   if isinstance(x, np.ndarray) or (hasattr(x, "__array__") and hasattr(x, "shape")):
     a = np.asarray(x)
-    return {"array_sha256": hashlib.sha256(np.ascontiguousarray(a).tobytes()).hexdigest(),
-            "shape": list(a.shape), "dtype": str(a.dtype)}
+    return {
+      "array_sha256": hashlib.sha256(np.ascontiguousarray(a).tobytes()).hexdigest(),
+      "shape": list(a.shape),
+      "dtype": str(a.dtype),
+    }
   if isinstance(x, Path):
     return _path_fingerprint(x)
   if isinstance(x, np.generic):
@@ -75,15 +78,18 @@ def cache_dir(cache: bool | str | os.PathLike = True) -> Path:
 
 def cache_key(name: str, args: dict) -> str:
   """``SHA-256(name, CACHE_VERSION, jsonable(args))``, its first 16 hex digits."""
-  blob = json.dumps({"name": name, "version": CACHE_VERSION, "args": jsonable(args)},
-                    sort_keys=True)
+  blob = json.dumps(
+    {"name": name, "version": CACHE_VERSION, "args": jsonable(args)}, sort_keys=True
+  )
   return hashlib.sha256(blob.encode()).hexdigest()[:KEY_HEX_DIGITS]
 
 
 def _records(df: pd.DataFrame) -> list[dict]:
   """The rows of ``df`` as dicts of plain Python values (NumPy scalars unwrapped)."""
-  return [{k: (v.item() if isinstance(v, np.generic) else v) for k, v in r.items()}
-          for r in df.to_dict(orient="records")]
+  return [
+    {k: (v.item() if isinstance(v, np.generic) else v) for k, v in r.items()}
+    for r in df.to_dict(orient="records")
+  ]
 
 
 def _write(path: Path, payload: dict) -> None:
@@ -102,8 +108,12 @@ def _read(path: Path) -> pd.DataFrame:
   return df
 
 
-def cached(name: str, args: dict, compute: Callable[[], pd.DataFrame],
-           cache: bool | str | os.PathLike | None = True) -> pd.DataFrame:
+def cached(
+  name: str,
+  args: dict,
+  compute: Callable[[], pd.DataFrame],
+  cache: bool | str | os.PathLike | None = True,
+) -> pd.DataFrame:
   """``compute()``, stored as JSON under the cache directory and read back on later calls.
 
   Args:
@@ -127,11 +137,23 @@ def cached(name: str, args: dict, compute: Callable[[], pd.DataFrame],
       df.attrs.update(from_cache=True, cache_path=str(path))
       return df
     except (ValueError, KeyError, TypeError, AttributeError) as e:
-      warnings.warn(f"unreadable cache file {path} ({type(e).__name__}: {e}); computing again",
-                    RuntimeWarning, stacklevel=2)
+      warnings.warn(
+        f"unreadable cache file {path} ({type(e).__name__}: {e}); computing again",
+        RuntimeWarning,
+        stacklevel=2,
+      )
   df = compute()
-  df.attrs = jsonable(dict(df.attrs))       # as it will read back
-  _write(path, {"name": name, "key": key, "args": jsonable(args), "attrs": df.attrs,
-                "columns": [str(c) for c in df.columns], "rows": _records(df)})
+  df.attrs = jsonable(dict(df.attrs))  # as it will read back
+  _write(
+    path,
+    {
+      "name": name,
+      "key": key,
+      "args": jsonable(args),
+      "attrs": df.attrs,
+      "columns": [str(c) for c in df.columns],
+      "rows": _records(df),
+    },
+  )
   df.attrs.update(from_cache=False, cache_path=str(path))
   return df

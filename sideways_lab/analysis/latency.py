@@ -26,7 +26,7 @@ the costs along the path (BP). :func:`timeline` lists what each device does at e
 from __future__ import annotations
 
 import dataclasses
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import pandas as pd
@@ -55,8 +55,9 @@ def resolve_graph(graph_or_L, scheme: str, span: int = 2) -> dict:
     return dict(graph_or_L.edges)
   if isinstance(graph_or_L, dict):
     return dict(graph_or_L)
-  raise TypeError(f"graph_or_L must be a sl.UnitGraph, an edges dict or an int L, got "
-                  f"{type(graph_or_L).__name__}")
+  raise TypeError(
+    f"graph_or_L must be a sl.UnitGraph, an edges dict or an int L, got {type(graph_or_L).__name__}"
+  )
 
 
 def _per_unit(x, L: int, name: str) -> np.ndarray:
@@ -64,8 +65,9 @@ def _per_unit(x, L: int, name: str) -> np.ndarray:
   if a.ndim == 0:
     a = np.full(L, float(a))
   if a.shape != (L,):
-    raise ValueError(f"{name} must be a scalar or have one entry per unit ({L}), got shape "
-                     f"{a.shape}")
+    raise ValueError(
+      f"{name} must be a scalar or have one entry per unit ({L}), got shape {a.shape}"
+    )
   if not np.all(np.isfinite(a)) or np.any(a < 0):
     raise ValueError(f"{name} must be finite and >= 0, got {a}")
   return a
@@ -81,8 +83,9 @@ def _check_partition(part, L: int):
   part = tuple(tuple(int(k) for k in g) for g in part)
   flat = [k for g in part for k in g]
   if flat != list(range(1, L + 1)) or any(len(g) == 0 for g in part):
-    raise ValueError(f"partition must split units 1..{L} into contiguous non-empty groups in "
-                     f"order, got {part}")
+    raise ValueError(
+      f"partition must split units 1..{L} into contiguous non-empty groups in order, got {part}"
+    )
   return part
 
 
@@ -101,6 +104,7 @@ class LatencyModel:
   ``throughput`` (frames per unit time), ``device_utilisation`` (busy fraction per device)
   and its mean ``utilisation``.
   """
+
   scheme: str
   num_units: int
   num_devices: int
@@ -121,8 +125,11 @@ class LatencyModel:
 
   def to_rows(self) -> list[dict]:
     """One row of scalars (per-unit quantities as ``gradient_delay_k`` columns)."""
-    row = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)
-           if not isinstance(getattr(self, f.name), tuple)}
+    row = {
+      f.name: getattr(self, f.name)
+      for f in dataclasses.fields(self)
+      if not isinstance(getattr(self, f.name), tuple)
+    }
     for k, (d, t) in enumerate(zip(self.gradient_delay, self.gradient_delay_time), 1):
       row[f"gradient_delay_{k}"] = d
       row[f"gradient_delay_time_{k}"] = t
@@ -131,9 +138,17 @@ class LatencyModel:
     return [row]
 
 
-def latency_model(graph_or_L, scheme: str, devices: int | None = None, *,
-                  forward_cost=1.0, backward_cost=2.0, comm_cost: float = 0.0,
-                  partition_=None, span: int = 2) -> LatencyModel:
+def latency_model(
+  graph_or_L,
+  scheme: str,
+  devices: int | None = None,
+  *,
+  forward_cost=1.0,
+  backward_cost=2.0,
+  comm_cost: float = 0.0,
+  partition_=None,
+  span: int = 2,
+) -> LatencyModel:
   """The latency model of ``scheme`` on ``devices`` devices (see the module docstring).
 
   Args:
@@ -175,13 +190,24 @@ def latency_model(graph_or_L, scheme: str, devices: int | None = None, *,
     delay_t = tuple(d * tick_time for d in lat.gradient_delay)
   util = tuple(float(x) / tick_time if tick_time > 0 else 1.0 for x in loads)
   return LatencyModel(
-      scheme=scheme, num_units=L, num_devices=D, partition=part,
-      forward_cost=tuple(F.tolist()), backward_cost=tuple(Bc.tolist()), comm_cost=C,
-      first_output_tick=lat.first_output_tick, output_latency=lat.output_latency,
-      gradient_delay=tuple(lat.gradient_delay), tick_time=tick_time,
-      time_to_first_output=first_time, output_latency_time=out_time,
-      gradient_delay_time=delay_t, throughput=1.0 / tick_time if tick_time > 0 else np.inf,
-      device_utilisation=util, utilisation=float(np.mean(util)))
+    scheme=scheme,
+    num_units=L,
+    num_devices=D,
+    partition=part,
+    forward_cost=tuple(F.tolist()),
+    backward_cost=tuple(Bc.tolist()),
+    comm_cost=C,
+    first_output_tick=lat.first_output_tick,
+    output_latency=lat.output_latency,
+    gradient_delay=tuple(lat.gradient_delay),
+    tick_time=tick_time,
+    time_to_first_output=first_time,
+    output_latency_time=out_time,
+    gradient_delay_time=delay_t,
+    throughput=1.0 / tick_time if tick_time > 0 else np.inf,
+    device_utilisation=util,
+    utilisation=float(np.mean(util)),
+  )
 
 
 def compare(graph_or_L, devices: Sequence[int] | None = None, schemes=SCHEMES, **costs):
@@ -204,14 +230,16 @@ def compare(graph_or_L, devices: Sequence[int] | None = None, schemes=SCHEMES, *
       r["speedup_vs_one_device"] = m.throughput / bp1
       rows.append(r)
   df = pd.DataFrame.from_records(rows)
-  df.attrs = dict(model="latency_model", **{k: v if np.isscalar(v) else list(v)
-                                            for k, v in costs.items()})
+  df.attrs = dict(
+    model="latency_model", **{k: v if np.isscalar(v) else list(v) for k, v in costs.items()}
+  )
   return df
 
 
 # ---------------------------------------------------------------------------------------------
 # Timeline
 # ---------------------------------------------------------------------------------------------
+
 
 @dataclasses.dataclass(frozen=True)
 class Timeline:
@@ -229,6 +257,7 @@ class Timeline:
     busy: (D, num_ticks) bool, whether the device does valid work at that tick.
     tick_time: the time of a tick (pipelined) or of a unit step (BP: None, times are exact).
   """
+
   scheme: str
   num_units: int
   num_devices: int
@@ -246,9 +275,19 @@ class Timeline:
     return [i for i in self.items if i["device"] == device and i["tick"] == tick]
 
 
-def timeline(graph_or_L, scheme: str, num_ticks: int, devices: int | None = None, *,
-             num_frames: int | None = None, forward_cost=1.0, backward_cost=2.0,
-             comm_cost: float = 0.0, partition_=None, span: int = 2) -> Timeline:
+def timeline(
+  graph_or_L,
+  scheme: str,
+  num_ticks: int,
+  devices: int | None = None,
+  *,
+  num_frames: int | None = None,
+  forward_cost=1.0,
+  backward_cost=2.0,
+  comm_cost: float = 0.0,
+  partition_=None,
+  span: int = 2,
+) -> Timeline:
   """The per-device, per-tick schedule of ``scheme`` (a Gantt chart's content).
 
   Pipelined schemes: at tick t unit k runs forward on frame ``t - k + 1`` (valid from tick
@@ -267,8 +306,15 @@ def timeline(graph_or_L, scheme: str, num_ticks: int, devices: int | None = None
     raise ValueError(f"num_ticks must be a positive int, got {num_ticks!r}")
   edges = resolve_graph(graph_or_L, scheme, span)
   L = len(edges)
-  m = latency_model(edges, scheme, devices, forward_cost=forward_cost,
-                    backward_cost=backward_cost, comm_cost=comm_cost, partition_=partition_)
+  m = latency_model(
+    edges,
+    scheme,
+    devices,
+    forward_cost=forward_cost,
+    backward_cost=backward_cost,
+    comm_cost=comm_cost,
+    partition_=partition_,
+  )
   part = m.partition
   D = len(part)
   dev_of = {k: d for d, g in enumerate(part) for k in g}
@@ -284,23 +330,44 @@ def timeline(graph_or_L, scheme: str, num_ticks: int, devices: int | None = None
         break
       t0 = f * m.tick_time
       clock = t0
-      for k in range(1, L + 1):          # up
+      for k in range(1, L + 1):  # up
         if k > 1 and dev_of[k] != dev_of[k - 1]:
           clock += C
         t = f * P + k - 1
         if t < num_ticks:
-          items.append(dict(device=dev_of[k], tick=t, unit=k, kind="forward", frame=f,
-                            loss_ticks=(), valid=True, start=float(clock), duration=float(F[k - 1])))
+          items.append(
+            dict(
+              device=dev_of[k],
+              tick=t,
+              unit=k,
+              kind="forward",
+              frame=f,
+              loss_ticks=(),
+              valid=True,
+              start=float(clock),
+              duration=float(F[k - 1]),
+            )
+          )
           busy[dev_of[k], t] = True
         clock += F[k - 1]
-      for k in range(L, 0, -1):          # down
+      for k in range(L, 0, -1):  # down
         if k < L and dev_of[k] != dev_of[k + 1]:
           clock += C
         t = f * P + 2 * L - 1 - k
         if t < num_ticks:
-          items.append(dict(device=dev_of[k], tick=t, unit=k, kind="backward", frame=f,
-                            loss_ticks=(f,) if f >= vs else (), valid=f >= vs,
-                            start=float(clock), duration=float(Bc[k - 1])))
+          items.append(
+            dict(
+              device=dev_of[k],
+              tick=t,
+              unit=k,
+              kind="backward",
+              frame=f,
+              loss_ticks=(f,) if f >= vs else (),
+              valid=f >= vs,
+              start=float(clock),
+              duration=float(Bc[k - 1]),
+            )
+          )
           busy[dev_of[k], t] = True
         clock += Bc[k - 1]
     return Timeline(scheme, L, D, num_ticks, part, items, busy, None)
@@ -312,19 +379,42 @@ def timeline(graph_or_L, scheme: str, num_ticks: int, devices: int | None = None
       d = dev_of[k]
       fv = t >= v[k]
       start = t * m.tick_time + offset[d]
-      items.append(dict(device=d, tick=t, unit=k, kind="forward", frame=t - k + 1,
-                        loss_ticks=(), valid=bool(fv), start=float(start), duration=float(F[k - 1])))
+      items.append(
+        dict(
+          device=d,
+          tick=t,
+          unit=k,
+          kind="forward",
+          frame=t - k + 1,
+          loss_ticks=(),
+          valid=bool(fv),
+          start=float(start),
+          duration=float(F[k - 1]),
+        )
+      )
       ls = tuple(sorted(s for s in src[k][t] if v[L] <= s < nf))
-      items.append(dict(device=d, tick=t, unit=k, kind="backward", frame=t - k + 1,
-                        loss_ticks=ls, valid=bool(ls), start=float(start + F[k - 1]),
-                        duration=float(Bc[k - 1])))
+      items.append(
+        dict(
+          device=d,
+          tick=t,
+          unit=k,
+          kind="backward",
+          frame=t - k + 1,
+          loss_ticks=ls,
+          valid=bool(ls),
+          start=float(start + F[k - 1]),
+          duration=float(Bc[k - 1]),
+        )
+      )
       offset[d] += F[k - 1] + Bc[k - 1]
       busy[d, t] |= bool(fv) or bool(ls)
   return Timeline(scheme, L, D, num_ticks, part, items, busy, m.tick_time)
 
 
-def plot_timeline(ax, tl: Timeline, *, time: bool = False, annotate: bool | None = None,
-                  title: str | None = None):
+def plot_timeline(
+  ax, tl: Timeline, *, time: bool = False, annotate: bool | None = None, title: str | None = None
+):
   """Draws a :class:`Timeline` as a Gantt chart (see ``sideways_lab.plotting.plot_timeline``)."""
   from sideways_lab import plotting
+
   return plotting.plot_timeline(ax, tl, time=time, annotate=annotate, title=title)

@@ -10,7 +10,7 @@ gradients keep O(T·L) activations.
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import jax
 import jax.numpy as jnp
@@ -20,12 +20,18 @@ import pandas as pd
 from sideways_lab import engine
 from sideways_lab.analysis.cache import cached
 
-FIELDS = ("temp_size_in_bytes", "argument_size_in_bytes", "output_size_in_bytes",
-          "alias_size_in_bytes", "generated_code_size_in_bytes")
+FIELDS = (
+  "temp_size_in_bytes",
+  "argument_size_in_bytes",
+  "output_size_in_bytes",
+  "alias_size_in_bytes",
+  "generated_code_size_in_bytes",
+)
 
 
-def compiled_memory(graph, params, video, targets, loss_fn, method: str = "sideways",
-                    mask=None) -> dict:
+def compiled_memory(
+  graph, params, video, targets, loss_fn, method: str = "sideways", mask=None
+) -> dict:
   """Compiled memory of ``sl.gradients(..., method)`` for these shapes (nothing is run).
 
   Returns a dict with the :data:`FIELDS` (ints, or None when the backend gives no analysis)
@@ -39,8 +45,11 @@ def compiled_memory(graph, params, video, targets, loss_fn, method: str = "sidew
     return engine.gradients(graph, p, v, y, loss_fn, method, mask, check_finite=False)[0]
 
   spec = lambda x: jax.ShapeDtypeStruct(np.shape(x), jnp.result_type(x))
-  compiled = jax.jit(f).lower(jax.tree_util.tree_map(spec, params), spec(video),
-                              jax.tree_util.tree_map(spec, targets)).compile()
+  compiled = (
+    jax.jit(f)
+    .lower(jax.tree_util.tree_map(spec, params), spec(video), jax.tree_util.tree_map(spec, targets))
+    .compile()
+  )
   try:
     ma = compiled.memory_analysis()
   except (NotImplementedError, RuntimeError, AttributeError):
@@ -49,14 +58,27 @@ def compiled_memory(graph, params, video, targets, loss_fn, method: str = "sidew
   if ma is None or out["temp_size_in_bytes"] is None:
     out["total_bytes"] = None
   else:
-    out["total_bytes"] = (out["temp_size_in_bytes"] + (out["argument_size_in_bytes"] or 0)
-                          + (out["output_size_in_bytes"] or 0) - (out["alias_size_in_bytes"] or 0))
+    out["total_bytes"] = (
+      out["temp_size_in_bytes"]
+      + (out["argument_size_in_bytes"] or 0)
+      + (out["output_size_in_bytes"] or 0)
+      - (out["alias_size_in_bytes"] or 0)
+    )
   return out
 
 
-def memory_vs_clip_length(graph, params, clip_lengths: Sequence[int], loss_fn, *,
-                          frame_shape=(16, 16, 1), batch_size: int = 2,
-                          target_fn=None, methods=engine.METHODS, cache=False):
+def memory_vs_clip_length(
+  graph,
+  params,
+  clip_lengths: Sequence[int],
+  loss_fn,
+  *,
+  frame_shape=(16, 16, 1),
+  batch_size: int = 2,
+  target_fn=None,
+  methods=engine.METHODS,
+  cache=False,
+):
   """A DataFrame of compiled memory, one row per (clip length T, method).
 
   Columns ``method``, ``clip_length``, the :data:`FIELDS` and ``total_bytes`` (see
@@ -82,11 +104,23 @@ def memory_vs_clip_length(graph, params, clip_lengths: Sequence[int], loss_fn, *
         m = compiled_memory(graph, params, video, targets, loss_fn, method)
         rows.append(dict(method=method, clip_length=int(T), **m))
     df = pd.DataFrame.from_records(rows)
-    df.attrs = dict(analysis="compiled memory", backend=jax.default_backend(), graph=repr(graph),
-                    batch_size=batch_size, frame_shape=list(frame_shape))
+    df.attrs = dict(
+      analysis="compiled memory",
+      backend=jax.default_backend(),
+      graph=repr(graph),
+      batch_size=batch_size,
+      frame_shape=list(frame_shape),
+    )
     return df
-  args = dict(graph=repr(graph), clip_lengths=list(clip_lengths), frame_shape=list(frame_shape),
-              batch_size=batch_size, methods=list(methods), loss_fn=loss_fn,
-              backend=jax.default_backend(),
-              params=[list(np.shape(x)) for x in jax.tree_util.tree_leaves(params)])
+
+  args = dict(
+    graph=repr(graph),
+    clip_lengths=list(clip_lengths),
+    frame_shape=list(frame_shape),
+    batch_size=batch_size,
+    methods=list(methods),
+    loss_fn=loss_fn,
+    backend=jax.default_backend(),
+    params=[list(np.shape(x)) for x in jax.tree_util.tree_leaves(params)],
+  )
   return cached("memory_vs_clip_length", args, compute, cache)

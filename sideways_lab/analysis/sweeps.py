@@ -41,8 +41,8 @@ from sideways_lab.tasks import TaskConfig, make_task, mse, shift_targets
 SCHEMES = ("sideways", "skip_sideways")
 REFERENCES = ("pipelined_exact", "backprop")
 QUICK_ENV = "SIDEWAYS_LAB_QUICK"
-HORIZON = 1                  # next-frame prediction: the target of tick t is x_{t+1}
-DEFAULT_SPEED = 1.0          # pixels per frame of the digits where a sweep does not vary it
+HORIZON = 1  # next-frame prediction: the target of tick t is x_{t+1}
+DEFAULT_SPEED = 1.0  # pixels per frame of the digits where a sweep does not vary it
 
 # Random streams. Parameters of seed s come from PRNGKey(s); the clips of seed s are the
 # moving digits of data seed CLIP_SEED_OFFSET + s; training step i of seed s draws data seed
@@ -67,7 +67,8 @@ def _defaults(quick, **given) -> dict:
   """The sweep's sizes: the given values, the rest from the quick or full defaults."""
   base = _QUICK if is_quick(quick) else _FULL
   return {k: (base[k] if given.get(k) is None else given[k]) for k in base} | {
-      k: v for k, v in given.items() if k not in base}
+    k: v for k, v in given.items() if k not in base
+  }
 
 
 def _check_schemes(schemes) -> tuple:
@@ -88,8 +89,9 @@ def _check_reference(reference) -> str:
 def model_config(num_units: int, width: int, channels: int = 1) -> ModelConfig:
   """The network of the sweeps: ``sl.models``' next-frame units, L = ``num_units``, predicting
   frames of ``channels`` channels."""
-  return ModelConfig(task="next-frame", num_units=int(num_units), width=int(width),
-                     channels=int(channels))
+  return ModelConfig(
+    task="next-frame", num_units=int(num_units), width=int(width), channels=int(channels)
+  )
 
 
 @functools.lru_cache(maxsize=64)
@@ -100,14 +102,21 @@ def _graph(config: ModelConfig, scheme: str) -> UnitGraph:
 
 def _task(num_frames: int, size, speed: float = DEFAULT_SPEED):
   """The next-frame task (``sl.tasks.NextFrame``): its clips, targets, mask and loss."""
-  return make_task(TaskConfig(task="next-frame", num_frames=int(num_frames),
-                              size=tuple(int(s) for s in size), speed=float(speed),
-                              horizon=HORIZON))
+  return make_task(
+    TaskConfig(
+      task="next-frame",
+      num_frames=int(num_frames),
+      size=tuple(int(s) for s in size),
+      speed=float(speed),
+      horizon=HORIZON,
+    )
+  )
 
 
 # ---------------------------------------------------------------------------------------------
 # One batch of measurements
 # ---------------------------------------------------------------------------------------------
+
 
 @functools.partial(jax.jit, static_argnames=("graph", "loss_fn", "reference"))
 def _aligned(graph, loss_fn, reference, params, videos, targets, mask):
@@ -116,10 +125,12 @@ def _aligned(graph, loss_fn, reference, params, videos, targets, mask):
   ``params`` leaves and ``videos``/``targets`` carry a leading axis N; returns an
   :class:`Alignment` with leading axis N.
   """
+
   def one(p, v, y):
     G, _ = engine.gradients(graph, p, v, y, loss_fn, "sideways", mask, check_finite=False)
     R, _ = engine.gradients(graph, p, v, y, loss_fn, reference, mask, check_finite=False)
     return alignment(G, R)
+
   return jax.vmap(one)(params, videos, targets)
 
 
@@ -144,16 +155,38 @@ def _rows(al, conditions: list[dict], num_units: int) -> list[dict]:
   rows = []
   for i, cond in enumerate(conditions):
     for k in range(num_units):
-      rows.append(dict(cond, unit=k + 1, num_units=num_units, distance_from_top=num_units - k - 1,
-                       **{m: float(pu[m][i, k]) for m in METRICS}))
-    rows.append(dict(cond, unit="all", num_units=num_units, distance_from_top=None,
-                     **{m: float(ov[m][i]) for m in METRICS}))
+      rows.append(
+        dict(
+          cond,
+          unit=k + 1,
+          num_units=num_units,
+          distance_from_top=num_units - k - 1,
+          **{m: float(pu[m][i, k]) for m in METRICS},
+        )
+      )
+    rows.append(
+      dict(
+        cond,
+        unit="all",
+        num_units=num_units,
+        distance_from_top=None,
+        **{m: float(ov[m][i]) for m in METRICS},
+      )
+    )
   return rows
 
 
-def measure(scheme: str, videos, *, num_units: int, width: int, seeds: Sequence[int],
-            conditions: Sequence[dict], reference: str = "pipelined_exact",
-            params=None) -> pd.DataFrame:
+def measure(
+  scheme: str,
+  videos,
+  *,
+  num_units: int,
+  width: int,
+  seeds: Sequence[int],
+  conditions: Sequence[dict],
+  reference: str = "pipelined_exact",
+  params=None,
+) -> pd.DataFrame:
   """Alignment of one scheme for a stack of clips, one (params seed, clip batch) per condition.
 
   The targets are ``y^t = x_{t+1}`` (``sl.tasks.shift_targets``), the last tick masked; the
@@ -177,40 +210,72 @@ def measure(scheme: str, videos, *, num_units: int, width: int, seeds: Sequence[
   _check_reference(reference)
   videos = np.asarray(videos, np.float32)
   if videos.ndim != 6 or len(videos) != len(conditions):
-    raise ValueError(f"videos must be (N, B, T, H, W, C) with N = len(conditions) = "
-                     f"{len(conditions)}, got shape {videos.shape}")
+    raise ValueError(
+      f"videos must be (N, B, T, H, W, C) with N = len(conditions) = "
+      f"{len(conditions)}, got shape {videos.shape}"
+    )
   graph = _graph(model_config(num_units, width, videos.shape[-1]), scheme)
   targets = np.stack([shift_targets(v, HORIZON) for v in videos])
   mask = _task(videos.shape[2], videos.shape[3:5]).mask
   if params is None:
     params = init_params(graph, seeds, videos[0, :, 0])
-  al = _aligned(graph, mse, reference, params, jnp.asarray(videos), jnp.asarray(targets),
-                jnp.asarray(mask))
+  al = _aligned(
+    graph, mse, reference, params, jnp.asarray(videos), jnp.asarray(targets), jnp.asarray(mask)
+  )
   conds = [dict(scheme=scheme, reference=reference, **c) for c in conditions]
   return pd.DataFrame.from_records(_rows(al, conds, num_units))
 
 
-def _measure_all(schemes, videos, cfg, seeds, conditions, reference, num_units=None,
-                 params_of: Callable | None = None) -> pd.DataFrame:
+def _measure_all(
+  schemes,
+  videos,
+  cfg,
+  seeds,
+  conditions,
+  reference,
+  num_units=None,
+  params_of: Callable | None = None,
+) -> pd.DataFrame:
   """:func:`measure` for every scheme, concatenated."""
   L = cfg["num_units"] if num_units is None else num_units
-  return pd.concat([measure(s, videos, num_units=L, width=cfg["width"], seeds=seeds,
-                            conditions=conditions, reference=reference,
-                            params=None if params_of is None else params_of(s))
-                    for s in schemes], ignore_index=True)
+  return pd.concat(
+    [
+      measure(
+        s,
+        videos,
+        num_units=L,
+        width=cfg["width"],
+        seeds=seeds,
+        conditions=conditions,
+        reference=reference,
+        params=None if params_of is None else params_of(s),
+      )
+      for s in schemes
+    ],
+    ignore_index=True,
+  )
 
 
 def _attrs(sweep: str, x: str, reference: str, cfg: dict, channels: int = 1, **extra) -> dict:
   """The sweep's settings, for ``DataFrame.attrs``."""
-  model = model_config(cfg.get("num_units", ModelConfig.num_units), cfg["width"],
-                       channels).to_dict()
-  return dict(sweep=sweep, x=x, reference=reference, task="next-frame prediction (MSE)",
-              model={k: v for k, v in model.items() if k != "num_units"}, **cfg, **extra)
+  model = model_config(
+    cfg.get("num_units", ModelConfig.num_units), cfg["width"], channels
+  ).to_dict()
+  return dict(
+    sweep=sweep,
+    x=x,
+    reference=reference,
+    task="next-frame prediction (MSE)",
+    model={k: v for k, v in model.items() if k != "num_units"},
+    **cfg,
+    **extra,
+  )
 
 
 # ---------------------------------------------------------------------------------------------
 # Clips
 # ---------------------------------------------------------------------------------------------
+
 
 def _digits(cfg: dict, speed: float, seed: int, num_frames: int | None = None) -> np.ndarray:
   """(B, T, H, W, 1) moving digits of the next-frame task, data seed CLIP_SEED_OFFSET + seed."""
@@ -234,8 +299,9 @@ def _load_source(video, stride_max: int, cfg: dict) -> np.ndarray | None:
   need = cfg["num_frames"] * stride_max
   if video is None:
     return None
-  if isinstance(video, (str, Path)) or (isinstance(video, (list, tuple)) and video
-                                        and isinstance(video[0], (str, Path))):
+  if isinstance(video, (str, Path)) or (
+    isinstance(video, (list, tuple)) and video and isinstance(video[0], (str, Path))
+  ):
     paths = [video] if isinstance(video, (str, Path)) else list(video)
     clips = [data.read_video(p, size=tuple(cfg["size"]), max_frames=need) for p in paths]
     n = min(len(c) for c in clips)
@@ -244,12 +310,16 @@ def _load_source(video, stride_max: int, cfg: dict) -> np.ndarray | None:
   if video.ndim == 4:
     video = video[None]
   if video.ndim != 5:
-    raise ValueError(f"video must be (T, H, W, C), (B, T, H, W, C), a path or a list of paths, "
-                     f"got shape {video.shape}")
+    raise ValueError(
+      f"video must be (T, H, W, C), (B, T, H, W, C), a path or a list of paths, "
+      f"got shape {video.shape}"
+    )
   if video.shape[1] < need - stride_max + 1:
-    raise ValueError(f"video has {video.shape[1]} frames; the stride sweep needs at least "
-                     f"{need - stride_max + 1} (num_frames={cfg['num_frames']} at stride "
-                     f"{stride_max})")
+    raise ValueError(
+      f"video has {video.shape[1]} frames; the stride sweep needs at least "
+      f"{need - stride_max + 1} (num_frames={cfg['num_frames']} at stride "
+      f"{stride_max})"
+    )
   return video
 
 
@@ -257,10 +327,21 @@ def _load_source(video, stride_max: int, cfg: dict) -> np.ndarray | None:
 # Sweeps
 # ---------------------------------------------------------------------------------------------
 
-def sweep_speed(speeds: Sequence[float] = (0.0, 0.5, 1.0, 2.0, 4.0), *,
-                schemes=SCHEMES, reference: str = "pipelined_exact", num_units=None,
-                size=None, batch_size=None, num_frames=None, seeds=None, width=None,
-                quick=None, cache=True) -> pd.DataFrame:
+
+def sweep_speed(
+  speeds: Sequence[float] = (0.0, 0.5, 1.0, 2.0, 4.0),
+  *,
+  schemes=SCHEMES,
+  reference: str = "pipelined_exact",
+  num_units=None,
+  size=None,
+  batch_size=None,
+  num_frames=None,
+  seeds=None,
+  width=None,
+  quick=None,
+  cache=True,
+) -> pd.DataFrame:
   """Alignment vs the speed of moving digits (pixels per frame; 0 = static video).
 
   At speed 0 Sideways equals the exact gradient (cosine 1 for every unit); the alignment
@@ -269,25 +350,44 @@ def sweep_speed(speeds: Sequence[float] = (0.0, 0.5, 1.0, 2.0, 4.0), *,
   """
   schemes = _check_schemes(schemes)
   _check_reference(reference)
-  cfg = _defaults(quick, num_units=num_units, size=size, batch_size=batch_size,
-                  num_frames=num_frames, seeds=seeds, width=width)
+  cfg = _defaults(
+    quick,
+    num_units=num_units,
+    size=size,
+    batch_size=batch_size,
+    num_frames=num_frames,
+    seeds=seeds,
+    width=width,
+  )
   seeds_ = list(range(cfg["seeds"]))
   args = dict(speeds=list(speeds), schemes=list(schemes), reference=reference, **cfg)
 
   def compute():
     videos = _digits_stack(speeds, seeds_, cfg)
     conds = [{"speed": _num(v), "seed": s} for v in speeds for s in seeds_]
-    df = _measure_all(schemes, videos, cfg, [s for _ in speeds for s in seeds_], conds,
-                      reference)
+    df = _measure_all(schemes, videos, cfg, [s for _ in speeds for s in seeds_], conds, reference)
     df.attrs = _attrs("sweep_speed", "speed", reference, cfg)
     return df
+
   return cached("sweep_speed", args, compute, cache)
 
 
-def sweep_stride(strides: Sequence[int] = (1, 2, 3, 4), *, video=None, speed: float | None = None,
-                 schemes=SCHEMES, reference: str = "pipelined_exact", num_units=None,
-                 size=None, batch_size=None, num_frames=None, seeds=None, width=None,
-                 quick=None, cache=True) -> pd.DataFrame:
+def sweep_stride(
+  strides: Sequence[int] = (1, 2, 3, 4),
+  *,
+  video=None,
+  speed: float | None = None,
+  schemes=SCHEMES,
+  reference: str = "pipelined_exact",
+  num_units=None,
+  size=None,
+  batch_size=None,
+  num_frames=None,
+  seeds=None,
+  width=None,
+  quick=None,
+  cache=True,
+) -> pd.DataFrame:
   """Alignment vs the frame stride: every ``stride``-th frame of a video (rougher video).
 
   ``video`` is an array (T, H, W, C) / (B, T, H, W, C), a video file or folder path
@@ -303,10 +403,19 @@ def sweep_stride(strides: Sequence[int] = (1, 2, 3, 4), *, video=None, speed: fl
   if not strides or min(strides) < 1:
     raise ValueError(f"strides must be positive ints, got {strides!r}")
   if video is not None and speed is not None:
-    raise ValueError("speed applies to the moving digits only; a given video has its own "
-                     "motion: pass video or speed, not both")
-  cfg = _defaults(quick, num_units=num_units, size=size, batch_size=batch_size,
-                  num_frames=num_frames, seeds=seeds, width=width)
+    raise ValueError(
+      "speed applies to the moving digits only; a given video has its own "
+      "motion: pass video or speed, not both"
+    )
+  cfg = _defaults(
+    quick,
+    num_units=num_units,
+    size=size,
+    batch_size=batch_size,
+    num_frames=num_frames,
+    seeds=seeds,
+    width=width,
+  )
   smax = max(strides)
   src = _load_source(video, smax, cfg)
   T = cfg["num_frames"]
@@ -326,35 +435,48 @@ def sweep_stride(strides: Sequence[int] = (1, 2, 3, 4), *, video=None, speed: fl
       longs = {s: src for s in seeds_}
     videos = np.stack([longs[s][:, ::st][:, :T] for st in strides for s in seeds_])
     conds = [{"stride": st, "seed": s} for st in strides for s in seeds_]
-    df = _measure_all(schemes, videos, cfg, [s for _ in strides for s in seeds_], conds,
-                      reference)
+    df = _measure_all(schemes, videos, cfg, [s for _ in strides for s in seeds_], conds, reference)
     source = dict(source="moving digits", speed=speed) if src is None else dict(source="video")
     df.attrs = _attrs("sweep_stride", "stride", reference, cfg, videos.shape[-1], **source)
     return df
+
   return cached("sweep_stride", args, compute, cache)
 
 
-def sweep_clip_length(clip_lengths: Sequence[int] = (6, 8, 12, 16), *,
-                      speed: float = DEFAULT_SPEED, schemes=SCHEMES,
-                      reference: str = "pipelined_exact", num_units=None, size=None,
-                      batch_size=None, seeds=None, width=None, quick=None,
-                      cache=True) -> pd.DataFrame:
+def sweep_clip_length(
+  clip_lengths: Sequence[int] = (6, 8, 12, 16),
+  *,
+  speed: float = DEFAULT_SPEED,
+  schemes=SCHEMES,
+  reference: str = "pipelined_exact",
+  num_units=None,
+  size=None,
+  batch_size=None,
+  seeds=None,
+  width=None,
+  quick=None,
+  cache=True,
+) -> pd.DataFrame:
   """Alignment vs the clip length T (one compiled function per T).
 
   Columns: scheme, reference, clip_length, seed, unit, ... and the metrics.
   """
   schemes = _check_schemes(schemes)
   _check_reference(reference)
-  cfg = _defaults(quick, num_units=num_units, size=size, batch_size=batch_size, seeds=seeds,
-                  width=width)
+  cfg = _defaults(
+    quick, num_units=num_units, size=size, batch_size=batch_size, seeds=seeds, width=width
+  )
   Lmin = cfg["num_units"] + 1
   for T in clip_lengths:
     if int(T) < Lmin:
-      raise ValueError(f"clip_lengths must be >= num_units + 1 = {Lmin} (a loss tick needs a "
-                       f"full pipeline and a next frame), got {T}")
+      raise ValueError(
+        f"clip_lengths must be >= num_units + 1 = {Lmin} (a loss tick needs a "
+        f"full pipeline and a next frame), got {T}"
+      )
   seeds_ = list(range(cfg["seeds"]))
-  args = dict(clip_lengths=list(clip_lengths), schemes=list(schemes), reference=reference,
-              speed=speed, **cfg)
+  args = dict(
+    clip_lengths=list(clip_lengths), schemes=list(schemes), reference=reference, speed=speed, **cfg
+  )
 
   def compute():
     parts = []
@@ -366,13 +488,24 @@ def sweep_clip_length(clip_lengths: Sequence[int] = (6, 8, 12, 16), *,
     df = pd.concat(parts, ignore_index=True)
     df.attrs = _attrs("sweep_clip_length", "clip_length", reference, cfg, speed=speed)
     return df
+
   return cached("sweep_clip_length", args, compute, cache)
 
 
-def sweep_depth(num_units: Sequence[int] = (2, 3, 4, 6), *, speed: float = DEFAULT_SPEED,
-                schemes=SCHEMES, reference: str = "pipelined_exact", size=None,
-                batch_size=None, num_frames=None, seeds=None, width=None, quick=None,
-                cache=True) -> pd.DataFrame:
+def sweep_depth(
+  num_units: Sequence[int] = (2, 3, 4, 6),
+  *,
+  speed: float = DEFAULT_SPEED,
+  schemes=SCHEMES,
+  reference: str = "pipelined_exact",
+  size=None,
+  batch_size=None,
+  num_frames=None,
+  seeds=None,
+  width=None,
+  quick=None,
+  cache=True,
+) -> pd.DataFrame:
   """Alignment vs the unit's depth, for networks of several depths L.
 
   Rows carry ``unit`` (k), ``num_units`` (L) and ``distance_from_top`` (L - k); Sideways'
@@ -380,8 +513,9 @@ def sweep_depth(num_units: Sequence[int] = (2, 3, 4, 6), *, speed: float = DEFAU
   """
   schemes = _check_schemes(schemes)
   _check_reference(reference)
-  cfg = _defaults(quick, size=size, batch_size=batch_size, num_frames=num_frames, seeds=seeds,
-                  width=width)
+  cfg = _defaults(
+    quick, size=size, batch_size=batch_size, num_frames=num_frames, seeds=seeds, width=width
+  )
   cfg.pop("num_units")
   Ls = [int(L) for L in num_units]
   if min(Ls) < 2 or max(Ls) >= cfg["num_frames"]:
@@ -392,18 +526,32 @@ def sweep_depth(num_units: Sequence[int] = (2, 3, 4, 6), *, speed: float = DEFAU
   def compute():
     videos = _digits_stack([speed], seeds_, cfg)
     conds = [{"seed": s} for s in seeds_]
-    df = pd.concat([_measure_all(schemes, videos, cfg, seeds_, conds, reference, num_units=L)
-                    for L in Ls], ignore_index=True)
+    df = pd.concat(
+      [_measure_all(schemes, videos, cfg, seeds_, conds, reference, num_units=L) for L in Ls],
+      ignore_index=True,
+    )
     df.attrs = _attrs("sweep_depth", "unit", reference, cfg, speed=speed)
     return df
+
   return cached("sweep_depth", args, compute, cache)
 
 
-def sweep_progress(steps: Sequence[int] = (0, 25, 50, 100), *, speed: float = DEFAULT_SPEED,
-                   schemes=SCHEMES, reference: str = "pipelined_exact",
-                   learning_rate: float = 3e-3, num_units=None, size=None, batch_size=None,
-                   num_frames=None, seeds=None, width=None, quick=None,
-                   cache=True) -> pd.DataFrame:
+def sweep_progress(
+  steps: Sequence[int] = (0, 25, 50, 100),
+  *,
+  speed: float = DEFAULT_SPEED,
+  schemes=SCHEMES,
+  reference: str = "pipelined_exact",
+  learning_rate: float = 3e-3,
+  num_units=None,
+  size=None,
+  batch_size=None,
+  num_frames=None,
+  seeds=None,
+  width=None,
+  quick=None,
+  cache=True,
+) -> pd.DataFrame:
   """Alignment at checkpoints of a training run (Sideways training with Adam, next-frame MSE).
 
   Each seed trains its own network of each scheme (all seeds in one vmapped, jitted update)
@@ -416,25 +564,43 @@ def sweep_progress(steps: Sequence[int] = (0, 25, 50, 100), *, speed: float = DE
   steps = sorted(int(s) for s in steps)
   if not steps or steps[0] < 0:
     raise ValueError(f"steps must be non-negative ints, got {steps!r}")
-  cfg = _defaults(quick, num_units=num_units, size=size, batch_size=batch_size,
-                  num_frames=num_frames, seeds=seeds, width=width)
+  cfg = _defaults(
+    quick,
+    num_units=num_units,
+    size=size,
+    batch_size=batch_size,
+    num_frames=num_frames,
+    seeds=seeds,
+    width=width,
+  )
   seeds_ = list(range(cfg["seeds"]))
-  args = dict(steps=steps, schemes=list(schemes), reference=reference, speed=speed,
-              learning_rate=learning_rate, **cfg)
+  args = dict(
+    steps=steps,
+    schemes=list(schemes),
+    reference=reference,
+    speed=speed,
+    learning_rate=learning_rate,
+    **cfg,
+  )
 
   def compute():
     eval_videos = _digits_stack([speed], seeds_, cfg)
-    parts = [_train_and_measure(s, steps, eval_videos, seeds_, cfg, speed, learning_rate,
-                                reference) for s in schemes]
+    parts = [
+      _train_and_measure(s, steps, eval_videos, seeds_, cfg, speed, learning_rate, reference)
+      for s in schemes
+    ]
     df = pd.concat(parts, ignore_index=True)
-    df.attrs = _attrs("sweep_progress", "step", reference, cfg, speed=speed,
-                      learning_rate=learning_rate)
+    df.attrs = _attrs(
+      "sweep_progress", "step", reference, cfg, speed=speed, learning_rate=learning_rate
+    )
     return df
+
   return cached("sweep_progress", args, compute, cache)
 
 
-def _train_and_measure(scheme, steps, eval_videos, seeds, cfg, speed, learning_rate,
-                       reference) -> pd.DataFrame:
+def _train_and_measure(
+  scheme, steps, eval_videos, seeds, cfg, speed, learning_rate, reference
+) -> pd.DataFrame:
   """Trains one network per seed with Sideways and Adam, measuring at every step of ``steps``."""
   graph = _graph(model_config(cfg["num_units"], cfg["width"]), scheme)
   task = _task(cfg["num_frames"], cfg["size"], speed)
@@ -446,31 +612,45 @@ def _train_and_measure(scheme, steps, eval_videos, seeds, cfg, speed, learning_r
   @jax.jit
   def update(params, opt_state, videos, targets):
     def one(p, s, v, y):
-      g, info = engine.gradients(graph, p, v, y, task.loss_fn, "sideways", mask,
-                                 check_finite=False)
+      g, info = engine.gradients(graph, p, v, y, task.loss_fn, "sideways", mask, check_finite=False)
       u, s = opt.update(g, s, p)
       return optax.apply_updates(p, u), s, info["loss"]
+
     return jax.vmap(one)(params, opt_state, videos, targets)
 
   step, loss, parts = 0, np.full(len(seeds), np.nan), []
   for target_step in steps:
     while step < target_step:
-      batches = [task.batch(cfg["batch_size"], TRAIN_SEED_OFFSET + TRAIN_SEED_STRIDE * s + step)
-                 for s in seeds]
+      batches = [
+        task.batch(cfg["batch_size"], TRAIN_SEED_OFFSET + TRAIN_SEED_STRIDE * s + step)
+        for s in seeds
+      ]
       videos, targets = (np.stack(x) for x in list(zip(*batches))[:2])
-      params, opt_state, loss = update(params, opt_state, jnp.asarray(videos),
-                                       jnp.asarray(targets))
+      params, opt_state, loss = update(params, opt_state, jnp.asarray(videos), jnp.asarray(targets))
       step += 1
-    conds = [{"step": target_step, "seed": s, "train_loss": float(np.asarray(loss)[i])}
-             for i, s in enumerate(seeds)]
-    parts.append(measure(scheme, eval_videos, num_units=cfg["num_units"], width=cfg["width"],
-                         seeds=seeds, conditions=conds, reference=reference, params=params))
+    conds = [
+      {"step": target_step, "seed": s, "train_loss": float(np.asarray(loss)[i])}
+      for i, s in enumerate(seeds)
+    ]
+    parts.append(
+      measure(
+        scheme,
+        eval_videos,
+        num_units=cfg["num_units"],
+        width=cfg["width"],
+        seeds=seeds,
+        conditions=conds,
+        reference=reference,
+        params=params,
+      )
+    )
   return pd.concat(parts, ignore_index=True)
 
 
 # ---------------------------------------------------------------------------------------------
 # Reshaping
 # ---------------------------------------------------------------------------------------------
+
 
 def per_unit_mean(table: pd.DataFrame, knob: str, metric: str = "cosine") -> dict:
   """``{scheme: array (K, L)}``: the mean over seeds of ``metric`` per knob value and unit.
@@ -483,5 +663,7 @@ def per_unit_mean(table: pd.DataFrame, knob: str, metric: str = "cosine") -> dic
     if col not in table.columns:
       raise KeyError(f"table has no column {col!r}; columns are {list(table.columns)}")
   units = table[table["unit"] != "all"].astype({"unit": int})
-  return {s: g.pivot_table(index=knob, columns="unit", values=metric, aggfunc="mean").to_numpy()
-          for s, g in units.groupby("scheme", sort=False)}
+  return {
+    s: g.pivot_table(index=knob, columns="unit", values=metric, aggfunc="mean").to_numpy()
+    for s, g in units.groupby("scheme", sort=False)
+  }

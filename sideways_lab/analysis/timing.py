@@ -14,11 +14,10 @@ from __future__ import annotations
 import dataclasses
 import statistics
 import time
-from typing import Sequence
+from collections.abc import Sequence
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 from sideways_lab.analysis import latency as _latency
 
@@ -27,6 +26,7 @@ from sideways_lab.analysis import latency as _latency
 class UnitCosts:
   """Per-unit median times in seconds: ``forward[k-1] = F_k``, ``backward[k-1] = B_k``;
   ``vjp`` is the measured forward+backward time; ``device`` names the JAX device."""
+
   forward: tuple
   backward: tuple
   vjp: tuple
@@ -34,9 +34,10 @@ class UnitCosts:
   device: str
 
   def to_rows(self) -> list[dict]:
-    return [dict(unit=k + 1, forward_s=f, backward_s=b, vjp_s=v, repeats=self.repeats,
-                 device=self.device)
-            for k, (f, b, v) in enumerate(zip(self.forward, self.backward, self.vjp))]
+    return [
+      dict(unit=k + 1, forward_s=f, backward_s=b, vjp_s=v, repeats=self.repeats, device=self.device)
+      for k, (f, b, v) in enumerate(zip(self.forward, self.backward, self.vjp))
+    ]
 
 
 def _median_time(fn, args, repeats: int, warmup: int) -> float:
@@ -75,6 +76,7 @@ def unit_costs(graph, params, frame, *, repeats: int = 20, warmup: int = 2) -> U
     def step(p, xs, k=k):
       out, vjp = jax.vjp(lambda p, xs: graph.apply_unit(k, p, xs), p, xs)
       return vjp(jnp.ones_like(out))
+
     step = jax.jit(step)
     tf = _median_time(fwd, (params[k - 1], inputs), repeats, warmup + 1)
     tv = _median_time(step, (params[k - 1], inputs), repeats, warmup + 1)
@@ -85,8 +87,14 @@ def unit_costs(graph, params, frame, *, repeats: int = 20, warmup: int = 2) -> U
   return UnitCosts(tuple(F), tuple(Bk), tuple(V), repeats, f"{dev.platform}:{dev.device_kind}")
 
 
-def project_speedup(costs: UnitCosts, graph_or_L=None, devices: Sequence[int] | None = None,
-                    *, comm_cost: float = 0.0, schemes=_latency.SCHEMES):
+def project_speedup(
+  costs: UnitCosts,
+  graph_or_L=None,
+  devices: Sequence[int] | None = None,
+  *,
+  comm_cost: float = 0.0,
+  schemes=_latency.SCHEMES,
+):
   """The latency model with measured costs, for D = each of ``devices``.
 
   Returns a DataFrame (see :func:`sideways_lab.analysis.latency.compare`) with, per scheme and D,
@@ -95,5 +103,11 @@ def project_speedup(costs: UnitCosts, graph_or_L=None, devices: Sequence[int] | 
   L = len(costs.forward)
   if graph_or_L is None:
     graph_or_L = L
-  return _latency.compare(graph_or_L, devices, schemes, forward_cost=list(costs.forward),
-                          backward_cost=list(costs.backward), comm_cost=comm_cost)
+  return _latency.compare(
+    graph_or_L,
+    devices,
+    schemes,
+    forward_cost=list(costs.forward),
+    backward_cost=list(costs.backward),
+    comm_cost=comm_cost,
+  )
