@@ -18,7 +18,8 @@ launcher (Linux ``PR_SET_PDEATHSIG``); when one exits with an error (or is kille
 launcher names it, stops the others (SIGTERM, then SIGKILL after a grace period: a process
 stuck in a collective does not see SIGTERM) and exits with its code; Ctrl-C stops them all.
 A process whose peer dies mid-run gets an error from the collective (gloo reports the closed
-connection) and exits at once with ``EXIT_PEER_FAILED`` instead of waiting at JAX's shutdown barrier.
+connection) and exits at once with ``EXIT_PEER_FAILED`` instead of waiting at JAX's shutdown
+barrier.
 """
 
 from __future__ import annotations
