@@ -582,18 +582,20 @@ def predictions(runs, num_clips: int = 1):
 
   ``runs`` maps a scheme to a run directory (a :func:`sideways_lab.experiments.sweep` run).
   Returns ``(video (N, T, H, W, C), targets like video, {scheme: prediction like video},
-  {scheme: loss ticks (T,) bool})``; every run draws the test clips of its seed, which runs
-  of one seed share.
+  {scheme: loss ticks (T,) bool}, {scheme: (T,) index of the frame each tick targets})``;
+  every run draws the test clips of its seed, which runs of one seed share (``targets`` are
+  the first run's).
   """
-  preds, ticks, video, targets = {}, {}, None, None
+  preds, ticks, index, video, targets = {}, {}, {}, None, None
   for s, run_dir in runs.items():
     config, trainer, params, _ = training.load_run(run_dir)
     video, tgt, _ = trainer.task.batch(num_clips, training.test_seed(config.seed, 0))
     outputs, _ = engine.forward(trainer.graph, params, video, trainer.mode)
     ticks[s] = schedule.loss_ticks(trainer.graph, video.shape[1], trainer.task.mask, trainer.mode)
     preds[s] = np.clip(np.asarray(outputs), 0.0, 1.0)
+    index[s] = trainer.task.target_index
     targets = tgt if targets is None else targets
-  return video, targets, preds, ticks
+  return video, targets, preds, ticks, index
 
 
 def runs_at(df: pd.DataFrame, value, seed: int = 0) -> dict:

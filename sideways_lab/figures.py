@@ -269,7 +269,9 @@ def fig_latency(ctx: Context):
   return fig
 
 
-def _sweep_figure(ctx: Context, name: str, chance_from=None):
+def _sweep_figure(ctx: Context, name: str):
+  """Accuracy against the knob (left) and the paired differences that split Sideways' gap to
+  BP into the pipeline's delay and the gradient estimate (right); the knob on a log2 axis."""
   df = ctx.sweep(name)
   fig, axes = P.new_figure(1, 2, figsize=(11, 3.6))
   a1, a2 = axes[0]
@@ -285,29 +287,27 @@ def _sweep_figure(ctx: Context, name: str, chance_from=None):
     chance=chance,
     title=f"trained ({df.seed.nunique()} seeds; thin: each seed)",
   )
-  pairs = [
-    ("sideways", "backprop", "Sideways − BP"),
-    ("sideways_exact", "backprop", "exact twin − BP (the delay)"),
-    ("sideways", "sideways_exact", "Sideways − exact twin (the estimate)"),
-    ("skip_sideways", "skip_exact", "Skip − its exact twin (the estimate)"),
+  pairs = [  # (a, b, label, line style): a − b paired by seed
+    ("sideways", "backprop", "Sideways − BP", ":"),
+    ("sideways_exact", "backprop", "exact twin − BP (the delay)", "--"),
+    ("sideways", "sideways_exact", "Sideways − exact twin (the estimate)", "-"),
+    ("skip_sideways", "skip_exact", "Skip − its exact twin (the estimate)", "-"),
   ]
-  for i, (x, y, label) in enumerate(pairs):
+  for i, (x, y, label, ls) in enumerate(pairs):
     d = experiments.paired_difference(df, x, y, "accuracy")
     kw = P.scheme_kwargs(x, marker=True)
-    kw.update(label=label, capsize=3)
+    kw.update(label=label, capsize=3, linestyle=ls)
     if y == "backprop" and x == "sideways_exact":
       kw.update(color="#555555", markerfacecolor="white")
-    a2.errorbar(
-      d.value + 0.02 * (i - 1.5) * (d.value.max() - d.value.min() + 1e-9),
-      d["mean"],
-      yerr=d["std"].fillna(0),
-      **kw,
-    )
+    a2.errorbar(d.value * 2 ** (0.04 * (i - 1.5)), d["mean"], yerr=d["std"].fillna(0), **kw)
   a2.axhline(0, color="#999999", lw=0.8)
   a2.set_xlabel(xlabel)
   a2.set_ylabel("paired accuracy difference")
   a2.set_title("differences paired by seed (± std)")
   a2.legend(fontsize=7.5)
+  for ax in (a1, a2):
+    ax.set_xscale("log", base=2)
+    ax.set_xticks(sorted(df.value.unique()), [f"{v:g}" for v in sorted(df.value.unique())])
   return fig
 
 
@@ -405,8 +405,8 @@ def fig_next_frame(ctx: Context):
   "future_frames",
   sweeps=("next-frame-newest",),
   sentence="Frames predicted by every trained scheme (anchor 'newest', seed 0) "
-  "on a held-out clip at a smooth and at a rough speed, each column the frame the "
-  "scheme targets at that tick: at the smooth speed a digit stays visible, at the rough "
+  "on a held-out clip at a smooth and at a rough speed, at ticks where every scheme has a "
+  "target (t → the frame it targets): at the smooth speed a digit stays visible, at the rough "
   "one the models blur towards the mean frame.",
 )
 def fig_future_frames(ctx: Context):
@@ -419,16 +419,15 @@ def fig_future_frames(ctx: Context):
     subs = fig.subfigures(1, len(speeds), wspace=0.04)
     for sf, v in zip(np.atleast_1d(subs), speeds):
       runs = {s: work / r for s, r in experiments.runs_at(df, v).items()}
-      video, _, preds, ticks = experiments.predictions(runs)
+      video, _, preds, ticks, target_index = experiments.predictions(runs)
       schemes = P.order_schemes(preds)
-      shown = np.flatnonzero(ticks[schemes[0]])[:4]
-      grid = sf.subplots(1 + len(schemes), len(shown), squeeze=False)
+      shared = np.flatnonzero(np.logical_and.reduce([ticks[s] for s in schemes]))[:4]
+      grid = sf.subplots(len(schemes), len(shared), squeeze=False)
       sf.suptitle(f"speed {v:g} px/frame", fontsize=10, fontweight="bold")
-      P.show_frames(grid[0], video[0, shown + 1], titles=[f"x_{t + 1}" for t in shown])
-      grid[0, 0].set_ylabel("frame", fontsize=8)
       for i, s in enumerate(schemes):
-        P.show_frames(grid[1 + i], preds[s][0, shown], titles=[f"tick {t}" for t in shown])
-        grid[1 + i, 0].set_ylabel(
+        titles = [f"t={t} → x_{target_index[s][t]}" for t in shared]
+        P.show_frames(grid[i], preds[s][0, shared], titles=titles)
+        grid[i, 0].set_ylabel(
           P.scheme_label(s).replace(", ", "\n"), fontsize=7.5, color=P.scheme_color(s)
         )
   return fig
