@@ -141,7 +141,9 @@ _NOT_A_CLASS = (r"[A-Z]\d?|[a-z_][a-z0-9_-]*|Callable|Sequence|Mapping|Iterable|
                 r"Literal|Optional|Union|NamedTuple|Path|Array|ArrayLike|DTypeLike|Params|PRNGKey|"
                 r"Figure|Axes|NoneType")
 nitpicky = True
-nitpick_ignore_regex = [(r"py:.*", _EXTERNAL), (r"py:class", _NOT_A_CLASS)]
+# Private names (a class's private base, a private type in an annotation) are not documented.
+_PRIVATE = r"(sideways_lab(\.\w+)*\.)?_\w+"
+nitpick_ignore_regex = [(r"py:.*", _EXTERNAL), (r"py:class", _NOT_A_CLASS), (r"py:class", _PRIVATE)]
 
 # -- HTML ------------------------------------------------------------------------------------
 

@@ -348,6 +348,7 @@ SUBCOMMANDS: tuple[Callable[[Any], None], ...] = (
 
 
 def build_parser() -> argparse.ArgumentParser:
+  """The ``sideways-lab`` argument parser, one subparser per entry of :data:`SUBCOMMANDS`."""
   parser = argparse.ArgumentParser(
     prog="sideways-lab",
     description="Sideways and Skip-Sideways: depth-parallel training of video networks.",

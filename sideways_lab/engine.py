@@ -2,7 +2,7 @@
 
 Everything here follows docs/design.md §3–§5. Each pass is one ``lax.scan`` over ticks; frames are
 indexed inside the scan (the clip is never transposed or copied). The forward-in-time engine
-(:func:`_pipeline_scan`: ``sideways``, its ``stash`` knob and ``pipelined_exact``) carries
+(``_pipeline_scan``: ``sideways``, its ``stash`` knob and ``pipelined_exact``) carries
 O(L) buffers plus the stash and the message delay lines, so its memory does not grow with the
 clip length T; ``bptt`` (the reverse-mode reference) keeps every tick. Every per-tick unit
 computation goes through :func:`unit_step`.

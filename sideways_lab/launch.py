@@ -392,6 +392,8 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+  """``python -m sideways_lab.launch``: parses the options and launches or joins; returns the
+  exit status."""
   p = _parser()
   args = p.parse_args(argv)
   program = list(args.program)
@@ -432,7 +434,7 @@ def train_main(argv: Sequence[str]) -> int:
   steps, ...), every unit on its stage of the global mesh.
 
   Every process draws the same clips (same seed) and applies the same optimizer update to
-  the gradients, which :meth:`ShardedGraph.gradients` returns replicated; process 0 writes
+  the gradients, which ``ShardedGraph.gradients`` returns replicated; process 0 writes
   ``metrics.jsonl`` and ``results.json`` in ``--out``. Schemes with ``method="sideways"``
   (``sideways``, ``skip_sideways``) and per-clip updates only.
   """

@@ -26,8 +26,8 @@ unit k at tick t-1, ``w_t = 1{t∈V}/|V|`` and L-1 drain ticks.
   device and the ``jax.device_put`` of the outputs and messages that cross devices. It allows
   any assignment of units to devices, including non-contiguous ones.
 
-Both routes share :class:`_Route` (validation, loss weights, the clip and streaming drivers)
-and :func:`_unit_tick` (one unit's work in one tick); both accept and produce the
+Both routes share ``_Route`` (validation, loss weights, the clip and streaming drivers)
+and ``_unit_tick`` (one unit's work in one tick); both accept and produce the
 single-device :class:`sl.PipelineState` for streaming (``gather_state``/``scatter_state``).
 """
 

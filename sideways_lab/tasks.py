@@ -53,6 +53,7 @@ def motion_classes(batch_size, num_frames, *, size=(16, 16), speed=1.0, seed=0):
 
 
 def num_motion_classes() -> int:
+  """The number of motion classes (8)."""
   return len(data.MOTION_CLASS_NAMES)
 
 

@@ -12,7 +12,7 @@ same pass as the YUV -> RGB conversion: area averaging when shrinking, bilinear
 interpolation when enlarging.  Folders of images and arrays
 (:func:`resize_frames`) use ``jax.image.resize(method="linear", antialias=True)``, a
 separable filter: along each axis, output sample ``i`` (centre
-``c_i = (i + 1/2) n_in / n_out - 1/2`` in input pixels) is
+``c_i = (i + 1/2) n_in / n_out - 1/2`` in input pixels) is::
 
     y_i = sum_j k((j - c_i) / s) x_j / sum_j k((j - c_i) / s),
     k(u) = max(0, 1 - |u|),   s = max(1, n_in / n_out),
