@@ -12,9 +12,15 @@ from sideways_lab import plotting as P
 
 
 def test_one_distinct_colour_per_scheme():
-  for s in ("backprop", "sideways", "skip_sideways", "pipelined_exact"):
+  for s in ("backprop", "sideways", "sideways_exact", "skip_sideways", "skip_exact"):
     assert s in P.SCHEME_COLORS
-  assert len(set(P.SCHEME_COLORS.values())) == len(P.SCHEME_COLORS)
+  # one colour per scheme; an exact twin takes its scheme's colour with a dashed line
+  own = {s: c for s, c in P.SCHEME_COLORS.items() if s not in P.EXACT_SCHEMES}
+  assert len(set(own.values())) == len(own)
+  for approx, exact in (("sideways", "sideways_exact"), ("skip_sideways", "skip_exact")):
+    assert P.SCHEME_COLORS[exact] == P.SCHEME_COLORS[approx]
+    assert P.scheme_kwargs(exact)["linestyle"] == "--"
+    assert P.scheme_kwargs(approx)["linestyle"] == "-"
   kw = P.scheme_kwargs("skip_sideways", marker=True)
   assert kw["color"] == P.SCHEME_COLORS["skip_sideways"] and kw["label"] == "Skip-Sideways"
 
