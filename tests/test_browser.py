@@ -178,10 +178,14 @@ def lab(tmp_path_factory):
 
 # JavaScript run in the page (the app is exposed by --LabApp.expose_app_in_browser).
 _JS_PANEL = "() => window.jupyterapp.shell.currentWidget"
-_JS_KERNEL_IDLE = """() => {
+# The notebook in front is the one under test (a restored workspace may bring other tabs back
+# and put one of them in front first), its kernel idle and its cells loaded.
+_JS_KERNEL_IDLE = """(name) => {
   const p = window.jupyterapp && window.jupyterapp.shell.currentWidget;
   const k = p && p.sessionContext && p.sessionContext.session && p.sessionContext.session.kernel;
-  return !!(k && k.status === 'idle' && p.content && p.content.widgets.length);
+  const path = p && p.context && p.context.path;
+  return !!(k && k.status === 'idle' && path && path.endsWith(name) && p.content &&
+            p.content.widgets.length);
 }"""
 _JS_RUN_ALL = "() => window.jupyterapp.commands.execute('notebook:run-all-cells')"
 _JS_DONE = """() => {
@@ -249,8 +253,9 @@ def test_notebook_widgets_render_and_respond(path, browser, lab, tmp_path):
   console = []
   page.on("console", lambda m: console.append(f"{m.type}: {m.text}") if m.type == "error" else None)
   try:
-    page.goto(f"{base}/lab/tree/{path.name}?token={token}", timeout=PAGE_LOAD_S * 1000)
-    page.wait_for_function(_JS_KERNEL_IDLE, timeout=PAGE_LOAD_S * 1000, polling=500)
+    # ?reset: a fresh workspace, without the tabs of the notebooks tested before
+    page.goto(f"{base}/lab/tree/{path.name}?reset&token={token}", timeout=PAGE_LOAD_S * 1000)
+    page.wait_for_function(_JS_KERNEL_IDLE, arg=path.name, timeout=PAGE_LOAD_S * 1000, polling=500)
     page.evaluate(_JS_RUN_ALL)
     _wait(page, _JS_DONE, RUN_ALL_S, f"running all cells of {path.name}")
     outputs = page.evaluate(_JS_OUTPUTS)
