@@ -325,7 +325,7 @@ def baseline_rows(config: training.TrainConfig, knob: str) -> list[dict]:
   trainer = training.Trainer(config)
   task = trainer.task
   T = config.data.num_frames
-  newest = np.clip(_newest(trainer), 0, T - 1)
+  newest = np.clip(newest_frames(trainer.graph.edges, T, trainer.mode), 0, T - 1)
   V = schedule.loss_ticks(trainer.graph, T, task.mask, trainer.mode)
   mean = mean_frame(trainer)
   totals = {b: {} for b in BASELINES}
@@ -347,10 +347,6 @@ def baseline_rows(config: training.TrainConfig, knob: str) -> list[dict]:
     row.update(final_train_loss=float("nan"), train_time_s=0.0, run="")
     rows.append(row)
   return rows
-
-
-def _newest(trainer: training.Trainer) -> np.ndarray:
-  return newest_frames(trainer.graph.edges, trainer.config.data.num_frames, trainer.mode)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -39,19 +39,6 @@ DIGIT_NAMES = tuple(str(i) for i in range(10))
 # ---------------------------------------------------------------------------------------------
 
 
-def moving_digits(batch_size, num_frames, *, size=(16, 16), speed=1.0, seed=0):
-  """Moving digits (``sl.data.moving_digits``): (B, T, H, W, 1) float32 in [0, 1]."""
-  return np.asarray(
-    data.moving_digits(batch_size, num_frames, size=tuple(size), speed=speed, seed=seed), np.float32
-  )
-
-
-def motion_classes(batch_size, num_frames, *, size=(16, 16), speed=1.0, seed=0):
-  """Motion classes (``sl.data.motion_classes``): (video, labels int32 (B,))."""
-  v, y = data.motion_classes(batch_size, num_frames, size=tuple(size), speed=speed, seed=seed)
-  return np.asarray(v, np.float32), np.asarray(y, np.int32)
-
-
 def num_motion_classes() -> int:
   """The number of motion classes (8)."""
   return len(data.MOTION_CLASS_NAMES)
