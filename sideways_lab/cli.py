@@ -33,9 +33,9 @@ from pathlib import Path
 from typing import Any
 
 from sideways_lab import experiments, figures, training
-from sideways_lab.models import SCHEMES, SKIP_KINDS, TASKS, ModelConfig
+from sideways_lab.models import READOUTS, SCHEMES, SKIP_KINDS, TASKS, ModelConfig
 from sideways_lab.tasks import TaskConfig
-from sideways_lab.training import OPTIMIZERS, TrainConfig
+from sideways_lab.training import OPTIMIZERS, SCHEDULES, TrainConfig
 
 EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130
@@ -104,6 +104,9 @@ TRAIN_FLAGS: tuple[Flag, ...] = (
   Flag(TrainConfig, "batch_size", _positive_int),
   Flag(TrainConfig, "learning_rate", _positive_float),
   Flag(TrainConfig, "optimizer", choices=OPTIMIZERS),
+  Flag(TrainConfig, "schedule", choices=SCHEDULES),
+  Flag(TrainConfig, "warmup", _non_negative_int),
+  Flag(TrainConfig, "stash", experiments.parse_stash, note=' ("6-0-2": per unit)'),
   Flag(TrainConfig, "update_every", _non_negative_int),
   Flag(TrainConfig, "checkpoint_every", _non_negative_int),
   Flag(TrainConfig, "keep", _positive_int),
@@ -114,6 +117,7 @@ TRAIN_FLAGS: tuple[Flag, ...] = (
   Flag(ModelConfig, "span", _positive_int),
   Flag(ModelConfig, "skips", choices=SKIP_KINDS),
   Flag(ModelConfig, "skip_kernel", _positive_int),
+  Flag(ModelConfig, "readout", choices=READOUTS),
   Flag(TaskConfig, "num_frames", _positive_int),
   Flag(TaskConfig, "size", _positive_int, value=lambda s: (s, s), note=" (one int: a square)"),
   Flag(TaskConfig, "speed", float),
@@ -266,18 +270,46 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
   return 0
 
 
+def _print_table(df, out) -> None:
+  """The mean over seeds of a sweep's test metric, scheme × knob value, and where it went."""
+  metric = "accuracy" if "accuracy" in df.columns else "mse"
+  table = experiments.summarize(df, metric).pivot(index="scheme", columns="value", values="mean")
+  print(f"{metric} (mean over {df.seed.nunique()} seeds):")
+  print(table.to_string(float_format=lambda x: f"{x:.4f}"))
+  if "converged" in df.columns and not df.converged.dropna().astype(bool).all():
+    late = df[~df.converged.fillna(True).astype(bool)]
+    print(f"not converged (loss still changing over the last fifth): {len(late)} run(s)")
+  print(f"wrote {Path(out) / 'results.csv'} and curves.csv ({len(df)} rows)")
+
+
 def _cmd_compare(args: argparse.Namespace) -> int:
-  res = training.compare(
+  df = experiments.compare(
     args.task,
     args.out,
-    quick=args.quick,
-    seed=args.seed,
-    overwrite=args.overwrite,
+    quick=args.quick or None,
     progress=_progress(args),
     log=lambda m: print(m, file=sys.stderr, flush=True),
   )
-  print((Path(args.out) / "results.md").read_text())
-  return 0 if res else 1
+  _print_table(df, args.out)
+  return 0
+
+
+def _cmd_sweep(args: argparse.Namespace) -> int:
+  df = experiments.sweep(
+    args.task,
+    args.knob,
+    args.values,
+    schemes=args.schemes,
+    seeds=args.seeds,
+    steps=args.steps,
+    anchor=args.anchor,
+    quick=args.quick or None,
+    out=args.out,
+    progress=False if args.no_progress else None,
+    log=print,
+  )
+  _print_table(df, args.out)
+  return 0
 
 
 def _add_run_options(p: argparse.ArgumentParser) -> None:
@@ -314,11 +346,11 @@ def _add_evaluate(sub) -> None:
 
 
 def _add_compare(sub) -> None:
-  p = sub.add_parser("compare", help="train every scheme on the same data and budget")
+  p = sub.add_parser("compare", help="train every scheme once on the same clips (a one-seed sweep)")
   p.add_argument("--task", choices=TASKS, required=True)
-  p.add_argument("--out", required=True, help="directory for results.json and results.md")
-  _add_run_options(p)
-  p.add_argument("--overwrite", action="store_true", help="replace existing results")
+  p.add_argument("--out", required=True, help="directory of results.csv, curves.csv and runs")
+  p.add_argument("--quick", action="store_true", help="a tiny budget (seconds)")
+  p.add_argument("--no-progress", action="store_true", help="no progress bar")
   p.set_defaults(func=_cmd_compare)
 
 
@@ -326,8 +358,31 @@ def _add_sweep(sub) -> None:
   p = sub.add_parser(
     "sweep", help="train every scheme over a knob's values and seeds (results.csv)"
   )
-  experiments.add_sweep_arguments(p)
-  p.set_defaults(func=experiments.run_sweep)
+  p.add_argument("--task", required=True, help="digits, motion-classes or next-frame")
+  p.add_argument(
+    "--knob",
+    required=True,
+    help="speed (pixels per frame), stride (keep every s-th frame) or stash (the sideways "
+    'method\'s stash: 0, 1, 2, full or per-unit depths like "6-0-2")',
+  )
+  p.add_argument("--values", required=True, help="comma-separated knob values, e.g. 0.5,1,2")
+  p.add_argument(
+    "--schemes",
+    default=None,
+    help="comma-separated schemes (default: backprop, sideways, sideways_exact, "
+    "skip_sideways, skip_exact; next-frame adds copy_newest, mean_frame)",
+  )
+  p.add_argument("--seeds", type=_positive_int, default=3, help="seeds per setting (default 3)")
+  p.add_argument(
+    "--steps", type=_positive_int, default=None, help="training steps per run (default: the task's)"
+  )
+  p.add_argument(
+    "--anchor", default="newest", help="next-frame: newest (default) or input (latency counts)"
+  )
+  p.add_argument("--quick", action="store_true", help="tiny budgets (seconds per run)")
+  p.add_argument("--no-progress", action="store_true", help="no progress bar")
+  p.add_argument("--out", required=True, help="directory of results.csv, curves.csv and the runs")
+  p.set_defaults(func=_cmd_sweep)
 
 
 def _add_figures(sub) -> None:

@@ -22,14 +22,17 @@ This module is how the package tests the papers' claims (docs/design.md §9):
   between the approximate gradient and the exact gradient of the same graph, for single clips
   and for the expected gradient (mean over many clips).
 
-The claims report (:func:`claims_report`) turns these tables into verdicts.
+* every run records its learning curve (:func:`learning_curve`; ``DIR/curves.csv``) and
+  whether it reached its plateau (:func:`plateau_trend`, :func:`has_converged`: the
+  ``converged`` column), so that no verdict is read from an under-trained run.
+
+:mod:`sideways_lab.claims` turns these tables into verdicts.
 """
 
 from __future__ import annotations
 
-import argparse
-import dataclasses
 import hashlib
+import itertools
 import json
 import math
 import os
@@ -46,6 +49,7 @@ from tqdm.auto import tqdm
 from sideways_lab import checkpoint as ckpt
 from sideways_lab import engine, schedule, training
 from sideways_lab.models import (
+  CLASSIFICATION_TASKS,
   EXACT_TWIN,
   SCHEMES,
   check_scheme,
@@ -60,8 +64,6 @@ __all__ = [
   "KNOBS",
   "BASELINES",
   "ID_COLUMNS",
-  "BUDGETS",
-  "QUICK_BUDGET",
   "budget",
   "is_quick",
   "check_knob",
@@ -81,61 +83,68 @@ __all__ = [
   "predictions",
   "gradient_alignment",
   "alignment",
-  "Claim",
-  "CLAIMS",
-  "claims",
-  "claims_report",
-  "add_sweep_arguments",
-  "run_sweep",
+  "CURVE_COLUMNS",
+  "compare",
+  "read_curves",
+  "plateau_trend",
+  "has_converged",
+  "learning_curve",
+  "stash_memory",
+  "stash_label",
+  "stash_subsets",
+  "parse_stash",
 ]
 
-KNOBS = ("speed", "stride")
+KNOBS = ("speed", "stride", "stash")
 BASELINES = ("copy_newest", "mean_frame")
 #: Columns every row of :func:`sweep` has (then the metric columns of the task).
-ID_COLUMNS = ("task", "scheme", "graph", "method", "knob", "value", "seed", "steps", "anchor")
+ID_COLUMNS = (
+  "task",
+  "scheme",
+  "graph",
+  "method",
+  "readout",
+  "knob",
+  "value",
+  "seed",
+  "steps",
+  "anchor",
+)
+#: Columns of a learning curve row after the run's ids: the step, "train" (the training loss
+#: every ``log_every`` steps) or "test" (held-out metrics at every evaluation), the metric and
+#: its value ``y``.
+CURVE_COLUMNS = ("step", "split", "metric", "y")
 CLASSIFICATION_METRICS = ("accuracy", "tick_accuracy", "loss")
 PREDICTION_METRICS = ("mse", "psnr", "ssim")
 #: Clips of training data averaged into the ``mean_frame`` baseline.
 MEAN_FRAME_CLIPS = 256
 #: Checkpoints per run kept by a sweep (for :func:`alignment` along training).
 CHECKPOINTS_PER_RUN = 4
+#: Evaluations on held-out clips along a run (the test points of its learning curve).
+EVALUATIONS_PER_RUN = 8
+#: Training-loss points of a learning curve.
+LOG_POINTS_PER_RUN = 100
 
 
 def is_quick(quick: bool | None = None) -> bool:
-  """``quick`` if given, else whether the environment variable SIDEWAYS_LAB_QUICK is set."""
+  """``quick`` if given, else whether the environment variable SIDEWAYS_LAB_QUICK is set to
+  a true value ("1", "true", "yes", "on"; any other value, or none, means full budgets).
+
+  The one place that reads SIDEWAYS_LAB_QUICK: the figures, the sweeps and the notebooks call
+  it."""
   if quick is not None:
     return bool(quick)
   return os.environ.get("SIDEWAYS_LAB_QUICK", "").strip().lower() in ("1", "true", "yes", "on")
 
 
-# ---------------------------------------------------------------------------------------------
-# Budgets: one home for the experiments' training budgets
-# ---------------------------------------------------------------------------------------------
-
-#: The full-mode budget of each task on top of :func:`training.default_config` (measured in
-#: benchmarks/README.md "Experiments").
-BUDGETS = {
-  "digits": dict(
-    steps=500, learning_rate=1e-2, model=dict(width=32, groups=8), data=dict(num_frames=8)
-  ),
-  "motion-classes": dict(steps=800),
-  "next-frame": dict(steps=400),
-}
-#: Quick mode (tests, notebooks): seconds per run.
-QUICK_BUDGET = dict(
-  steps=4,
-  batch_size=2,
-  eval_clips=8,
-  log_every=1,
-  model=dict(num_units=3, width=8, groups=4, downsample=(1,)),
-  data=dict(num_frames=6, size=(12, 12)),
-)
-
-
 def budget(task: str, quick: bool = False) -> dict:
-  """The training overrides of ``task`` in full or quick mode (fresh dicts)."""
-  check_task(task)
-  return json.loads(json.dumps(QUICK_BUDGET if quick else BUDGETS[task]))
+  """The configuration every scheme of ``task`` is trained with in full or quick mode
+  (:data:`sideways_lab.training.TASK_DEFAULTS` / :data:`~sideways_lab.training.QUICK`), as
+  the dict the figures' manifest records (no scheme or seed)."""
+  d = training.default_config(check_task(task), quick=quick).to_dict()
+  for k in ("scheme", "seed"):
+    d.pop(k)
+  return d
 
 
 # ---------------------------------------------------------------------------------------------
@@ -150,8 +159,45 @@ def check_knob(knob) -> str:
   return knob
 
 
+def stash_label(stash) -> str:
+  """The knob value of a stash allocation: "0", "2", "full" or per unit "6-0-2"."""
+  if isinstance(stash, (tuple, list)):
+    return "-".join(str(int(s)) for s in stash)
+  return str(stash)
+
+
+def stash_subsets(graph) -> tuple[str, ...]:
+  """Every per-unit stash allocation of ``graph`` (a UnitGraph or its edges) in which each unit
+  1..L-1 keeps its full exact lag ``r_k`` (docs/design.md §5) or nothing, as knob labels, from
+  the fewest stashed units to the most; the empty and the full allocation are left out (they
+  are ``stash=0`` and ``"full"``)."""
+  r = schedule.exact_lags(graph)[1:-1]
+  labels = []
+  for n in range(1, len(r)):
+    for keep in itertools.combinations(range(len(r)), n):
+      labels.append(stash_label(tuple(r[k] if k in keep else 0 for k in range(len(r)))))
+  return tuple(labels)
+
+
+def parse_stash(value) -> int | str | tuple:
+  """A stash knob value ("0", 2, "full", "6-0-2" or a tuple) as ``sl.gradients`` takes it."""
+  if isinstance(value, (tuple, list)):
+    return training.check_stash(tuple(value))
+  text = str(value).strip()
+  if text == "full":
+    return text
+  try:
+    parts = tuple(int(p) for p in text.split("-"))
+  except ValueError:
+    raise ValueError(
+      f'values of stash must be ints >= 0, "full" or per-unit depths like "6-0-2", got {value!r}'
+    ) from None
+  return training.check_stash(parts[0] if len(parts) == 1 else parts)
+
+
 def check_values(knob: str, values) -> tuple:
-  """The knob values as a tuple of numbers (ints for ``stride``); errors name ``values``."""
+  """The knob values as a tuple: numbers for ``speed``, ints for ``stride``, labels
+  (:func:`stash_label`) for ``stash``; errors name ``values``."""
   if isinstance(values, str):
     values = [v for v in values.split(",") if v.strip()]
   values = tuple(values) if values is not None else ()
@@ -159,6 +205,9 @@ def check_values(knob: str, values) -> tuple:
     raise ValueError(f"values must list at least one {knob}, got none")
   out = []
   for v in values:
+    if knob == "stash":
+      out.append(stash_label(parse_stash(v)))
+      continue
     try:
       x = float(v)
     except (TypeError, ValueError):
@@ -215,26 +264,42 @@ def run_config(
 ) -> training.TrainConfig:
   """The :class:`~sideways_lab.training.TrainConfig` of one run of a sweep.
 
-  The task's budget (:func:`budget`), then ``overrides`` (fields of TrainConfig; ``model=`` /
-  ``data=`` dicts), then the knob's value, ``anchor`` (next-frame) and ``steps``.
+  The task's configuration (:func:`budget`), then ``overrides`` (fields of TrainConfig;
+  ``model=`` / ``data=`` dicts), then the knob's value, ``anchor`` (next-frame) and
+  ``steps``.
+
+  Two knob values are the same run as another configuration and are written as that one, so
+  that sweeps share the run (the cache key is the configuration):
+
+  * ``stride`` s on moving digits (digits, next-frame) shows the clips of speed ``s·v`` at
+    stride 1 (to float rounding, tests/test_experiments.py), so it is trained as that speed;
+  * ``stash="full"`` of the ``sideways`` method is the ``pipelined_exact`` gradient
+    (docs/design.md §5, a theorem the tests pin), so it is the scheme's exact twin.
   """
-  kw = budget(task, quick)
-  for k, v in (overrides or {}).items():
-    if k in ("model", "data"):
-      kw.setdefault(k, {}).update(v)
-    else:
-      kw[k] = v
+  kw = json.loads(json.dumps(overrides or {}))
   data = kw.setdefault("data", {})
-  data[check_knob(knob)] = value
+  knob = check_knob(knob)
+  if knob == "stash":
+    stash = parse_stash(value)
+    if stash == "full" and scheme in EXACT_TWIN:
+      scheme, stash = EXACT_TWIN[scheme], 0
+    kw["stash"] = stash
+  elif knob == "stride" and task != "motion-classes":
+    base = data.get("speed", training.default_config(task).data.speed)
+    data["speed"], data["stride"] = base * value, 1
+  else:
+    data[knob] = value
   if task == "next-frame":
     # a synchronous network's newest frame is its input (n(t) = t): both anchors are one run
     data["anchor"] = anchor if mode_of(scheme) == "pipelined" else "input"
   if steps is not None:
     kw["steps"] = training.check_int(steps, "steps")
-  kw["checkpoint_every"] = max(1, kw["steps"] // CHECKPOINTS_PER_RUN)
+  n = kw.get("steps", training.default_config(task, quick=quick).steps)
+  kw["checkpoint_every"] = max(1, n // CHECKPOINTS_PER_RUN)
+  kw["eval_every"] = max(1, n // EVALUATIONS_PER_RUN)
   kw["keep"] = CHECKPOINTS_PER_RUN + 1
-  kw["log_every"] = max(1, kw["steps"] // 50)
-  return training.default_config(task, scheme, seed=seed, **kw)
+  kw["log_every"] = max(1, n // LOG_POINTS_PER_RUN)
+  return training.default_config(task, scheme, quick=quick, seed=seed, **kw)
 
 
 def run_key(config: training.TrainConfig) -> str:
@@ -245,13 +310,15 @@ def run_key(config: training.TrainConfig) -> str:
 
 def _row_ids(config: training.TrainConfig, knob: str) -> dict:
   d = config.data
+  value = stash_label(config.stash) if knob == "stash" else getattr(d, knob)
   return {
     "task": config.task,
     "scheme": config.scheme,
     "graph": graph_of(config.scheme),
     "method": method_of(config.scheme),
+    "readout": config.model.readout if config.task in CLASSIFICATION_TASKS else "",
     "knob": knob,
-    "value": getattr(d, knob),
+    "value": value,
     "seed": config.seed,
     "steps": config.steps,
     "anchor": d.anchor if config.task == "next-frame" else "",
@@ -271,23 +338,129 @@ def _test_columns(trainer: training.Trainer, test: dict) -> dict:
   return {m: test[m] for m in PREDICTION_METRICS}
 
 
+# ---------------------------------------------------------------------------------------------
+# Convergence (docs/design.md §9)
+# ---------------------------------------------------------------------------------------------
+
+#: The last part of a run on which convergence is judged (a fifth).
+PLATEAU_FRACTION = 0.2
+#: A run has converged when the trend of its training loss over the last fifth changes the
+#: loss by less than this (relative), or is not distinguishable from noise.
+PLATEAU_TOLERANCE = 0.05
+#: The trend is noise when its slope is within this many standard errors of zero.
+PLATEAU_T = 2.0
+
+
+def plateau_trend(steps, losses, fraction: float = PLATEAU_FRACTION) -> tuple[float, float]:
+  """The trend of the training loss over the last ``fraction`` of a run: ``(change, t)``.
+
+  A least-squares line ``loss ≈ a + b·step`` through the losses logged at steps in
+  ``(S(1 − f), S]`` (S the last step); ``change = −b·f·S / mean(loss)`` is the relative fall
+  the trend makes over that window (positive: still falling, negative: rising) and
+  ``t = b / se(b)`` its t-statistic. ``(nan, nan)`` with fewer than 4 points.
+  """
+  steps, losses = np.asarray(steps, float), np.asarray(losses, float)
+  if steps.size == 0:
+    return float("nan"), float("nan")
+  last = steps.max()
+  keep = (steps > last * (1 - fraction)) & np.isfinite(losses)
+  x, y = steps[keep], losses[keep]
+  if x.size < 4 or not y.mean():
+    return float("nan"), float("nan")
+  xc = x - x.mean()
+  slope = float((xc * (y - y.mean())).sum() / (xc**2).sum())
+  residual = y - y.mean() - slope * xc
+  se = float(np.sqrt((residual**2).sum() / (x.size - 2) / (xc**2).sum()))
+  change = -slope * fraction * last / float(y.mean())
+  t = slope / se if se > 0 else (0.0 if slope == 0 else np.copysign(np.inf, slope))
+  return float(change), float(t)
+
+
+def has_converged(
+  change: float, t: float, tolerance: float = PLATEAU_TOLERANCE, t_max: float = PLATEAU_T
+) -> bool:
+  """The convergence rule of docs/design.md §9: over the last fifth of the run the training
+  loss's trend changes it by less than ``tolerance`` (5 %), or the trend is noise
+  (``|t| < t_max``). A run still falling, or rising, beyond both is not at its plateau."""
+  if not (np.isfinite(change) and np.isfinite(t) or np.isinf(t)):
+    return False
+  return bool(abs(change) < tolerance or abs(t) < t_max)
+
+
+def learning_curve(history: Sequence[dict]) -> list[dict]:
+  """Tidy rows ``{step, split, metric, y}`` of a run's :class:`~sideways_lab.training.
+  TrainResult` history: the training loss at every logged step (split "train") and the
+  scalar held-out metrics at every evaluation and at the end (split "test")."""
+  rows = []
+  for h in history:
+    if "eval" in h or "test" in h:
+      metrics = h.get("eval", h.get("test"))
+      rows += [
+        {"step": h["step"], "split": "test", "metric": k, "y": float(v)}
+        for k, v in metrics.items()
+        if isinstance(v, (int, float))
+      ]
+    elif "loss" in h:
+      rows.append({"step": h["step"], "split": "train", "metric": "loss", "y": float(h["loss"])})
+  # the final evaluation repeats the last periodic one when they fall on the same step
+  return list({(r["step"], r["split"], r["metric"]): r for r in rows}.values())
+
+
+def stash_memory(trainer: training.Trainer) -> dict:
+  """The stash a run's gradient keeps: ``stash_frames`` (Σ_k s_k of docs/design.md §5) and
+  ``stash_bytes``, the bytes its pipeline state holds for one training batch beyond those of
+  Sideways without a stash (deeper buffers and message delay lines; both 0 for ``backprop``).
+  """
+  if trainer.method not in ("sideways", "pipelined_exact"):
+    return {"stash_frames": 0, "stash_bytes": 0}
+  stash = "full" if trainer.method == "pipelined_exact" else trainer.config.stash
+  c = trainer.config
+  params, _ = trainer.init()
+  frame = jax.ShapeDtypeStruct((c.batch_size, *c.data.size, 1), jnp.float32)
+
+  def nbytes(m) -> int:
+    state = jax.eval_shape(lambda p: engine.init_state(trainer.graph, p, frame, m), params)
+    return sum(x.size * x.dtype.itemsize for x in jax.tree_util.tree_leaves(state))
+
+  return {
+    "stash_frames": int(sum(schedule.stash_depths(trainer.graph, stash))),
+    "stash_bytes": int(nbytes(stash) - nbytes(0)),
+  }
+
+
 def train_run(config: training.TrainConfig, run_dir, knob: str, progress: bool = False) -> dict:
   """Trains one run into ``run_dir`` (resuming a checkpoint an interrupted run left there) and
-  returns its row: the ids of :data:`ID_COLUMNS`, the test metrics, the final training loss
-  and the training time."""
+  returns its row: the ids of :data:`ID_COLUMNS`, the test metrics, the final training loss,
+  the convergence verdict (``plateau_change``, ``plateau_t``, ``converged``: :func:`plateau_trend`,
+  :func:`has_converged`), the stash memory and the
+  training time. The learning curve (:func:`learning_curve`) goes to ``run_dir/curve.json``.
+  """
   run_dir = Path(run_dir)
   resume = bool(ckpt.list_checkpoints(run_dir)) if run_dir.exists() else False
   result = training.train(config, run_dir, resume=resume, progress=progress)
   trainer = training.Trainer(config)
-  losses = [h["loss"] for h in result.history if "loss" in h]
+  steps, losses = training.history(run_dir)
+  change, t = plateau_trend(steps, losses)
   row = _row_ids(config, knob)
   row.update(_test_columns(trainer, result.test))
   row.update(
-    final_train_loss=losses[-1] if losses else float("nan"),
+    final_train_loss=float(losses[-1]) if len(losses) else float("nan"),
+    plateau_change=round(change, 4),
+    plateau_t=round(t, 2),
+    converged=has_converged(change, t),
+    **stash_memory(trainer),
     train_time_s=round(result.train_time_s, 2),
     run=run_dir.name,
   )
+  curve = learning_curve(_history(run_dir))
+  ckpt.atomic_write_text(run_dir / "curve.json", json.dumps(curve))
   return row
+
+
+def _history(run_dir: Path) -> list[dict]:
+  """Every record of a run's ``metrics.jsonl`` (a resumed run's whole history)."""
+  path = run_dir / "metrics.jsonl"
+  return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -400,7 +573,7 @@ def sweep(
     schemes: schemes to train (default: all five; for next-frame also the baselines
       ``copy_newest`` and ``mean_frame``, computed once per value, seed and pipeline timing).
     seeds: seeds 0..seeds-1 per (scheme, value); the schemes of a seed share clips and init.
-    steps: training steps (default: the task's budget, :data:`BUDGETS`).
+    steps: training steps (default: the task's, :data:`sideways_lab.training.TASK_DEFAULTS`).
     anchor: next-frame only, "newest" (the fair horizon) or "input" (latency counts).
     quick: tiny budgets (default: the SIDEWAYS_LAB_QUICK environment variable).
     out: a directory: each run's checkpoints and ``row.json`` go to ``out/runs/<run>/`` and the
@@ -441,6 +614,7 @@ def sweep(
   runs.mkdir(parents=True, exist_ok=True)
   out.mkdir(parents=True, exist_ok=True)
   rows: list[dict] = []
+  curves: list[pd.DataFrame] = []
   bar = tqdm(
     total=len(jobs),
     disable=not (os.isatty(2) if progress is None else progress),
@@ -448,20 +622,25 @@ def sweep(
     unit="run",
   )
   try:
-    for kind, cfg in jobs:
+    for kind, value, cfg in jobs:
       run_dir = runs / f"{kind}-{cfg.scheme}-seed{cfg.seed}-{run_key(cfg)}"
+      # a run is shared by sweeps of other knobs and anchors: label its rows here
+      labels = dict(
+        knob=knob,
+        value=value,
+        run=os.path.relpath(run_dir, out),
+        anchor=anchor if task == "next-frame" else "",
+      )
       for r in _run_rows(kind, cfg, run_dir, knob, log):
-        if r["scheme"] in schemes:
-          # a run is shared by sweeps of other knobs and anchors: label its row here
-          r.update(
-            knob=knob,
-            value=getattr(cfg.data, knob),
-            run=os.path.relpath(run_dir, out),
-            anchor=anchor if task == "next-frame" else "",
-          )
-          rows.append(r)
+        if r["scheme"] in schemes or kind == "train":
+          rows.append({**r, **labels})
+      if kind == "train":
+        curves.append(_curve_frame(run_dir, {**_row_ids(cfg, knob), **labels}))
       bar.update(1)
       ckpt.atomic_write_text(out / "results.csv", _order(pd.DataFrame(rows)).to_csv(index=False))
+    if curves:
+      curve_table = pd.concat(curves, ignore_index=True)
+      ckpt.atomic_write_text(out / "curves.csv", curve_table.to_csv(index=False))
   finally:
     bar.close()
     if tmp is not None:
@@ -469,32 +648,62 @@ def sweep(
   return _order(pd.DataFrame(rows))
 
 
+def compare(
+  task: str,
+  out=None,
+  *,
+  quick: bool | None = None,
+  progress: bool | None = None,
+  log: Callable[[str], None] | None = None,
+) -> pd.DataFrame:
+  """Every scheme of ``task`` trained once, on the same clips and initial parameters: a
+  one-seed :func:`sweep` at the task's configured speed (``sideways-lab compare``). The
+  figures' sweeps are this with more seeds and knob values."""
+  speed = training.default_config(check_task(task), quick=is_quick(quick)).data.speed
+  return sweep(task, "speed", [speed], seeds=1, quick=quick, out=out, progress=progress, log=log)
+
+
+def read_curves(path) -> pd.DataFrame:
+  """A sweep's learning curves (``curves.csv``, a file or its directory): one row per run and
+  point, columns :data:`ID_COLUMNS` then :data:`CURVE_COLUMNS`."""
+  path = Path(path)
+  if path.is_dir():
+    path = path / "curves.csv"
+  if not path.exists():
+    raise FileNotFoundError(f"no learning curves at {str(path)!r} (run `sideways-lab sweep`)")
+  return pd.read_csv(
+    path, dtype={"anchor": str, "readout": str, "value": str}, keep_default_na=False
+  )
+
+
+def _curve_frame(run_dir: Path, ids: dict) -> pd.DataFrame:
+  """A run's learning curve (``curve.json``) as rows of :data:`ID_COLUMNS` then
+  :data:`CURVE_COLUMNS` (empty for a run cached before curves were recorded)."""
+  try:
+    curve = json.loads((run_dir / "curve.json").read_text())
+  except (OSError, ValueError):
+    curve = []
+  frame = pd.DataFrame(curve, columns=list(CURVE_COLUMNS))
+  for k in reversed(ID_COLUMNS):
+    frame.insert(0, k, ids[k])
+  return frame
+
+
 def _jobs(task, knob, values, schemes, seeds, steps, anchor, quick, overrides) -> list:
-  """``[("train" | "baseline", TrainConfig)]`` in the order of the sweep: value, seed, scheme;
-  the baselines of next-frame once per value, seed and pipeline timing of the schemes."""
+  """``[("train" | "baseline", knob value, TrainConfig)]`` in the order of the sweep: value,
+  seed, scheme; the baselines of next-frame once per value, seed and pipeline timing of the
+  schemes."""
   trained = [s for s in schemes if s in SCHEMES]
   timings = _timings(trained or tuple(SCHEMES)).values() if set(schemes) & set(BASELINES) else ()
   jobs = []
   for value in values:
     for seed in range(seeds):
       for kind, group in (("train", trained), ("baseline", timings)):
-        jobs += [
-          (
-            kind,
-            run_config(
-              task,
-              s,
-              knob,
-              value,
-              seed,
-              steps=steps,
-              anchor=anchor,
-              quick=quick,
-              overrides=overrides,
-            ),
+        for s in group:
+          cfg = run_config(
+            task, s, knob, value, seed, steps=steps, anchor=anchor, quick=quick, overrides=overrides
           )
-          for s in group
-        ]
+          jobs.append((kind, value, cfg))
   return jobs
 
 
@@ -707,339 +916,3 @@ def alignment(
           }
         )
   return pd.DataFrame(rows)
-
-
-# ---------------------------------------------------------------------------------------------
-# The claims report
-# ---------------------------------------------------------------------------------------------
-
-#: Sideways is "close to BP" when its paired accuracy gap is at most this.
-CLOSE = 0.05
-#: Skip-Sideways "learns what Sideways cannot" on motion classes: at least this much higher.
-MOTION_MARGIN = 0.5
-
-#: The papers' claims (docs/design.md §9).
-CLAIMS = {
-  "C1": "Sideways trains close to BP on smooth video (digit identity)",
-  "C2": "Sideways degrades as the video gets less smooth (speed, frame stride)",
-  "C3": "Skip-Sideways integrates time: it learns motion classes that Sideways cannot",
-  "C4": "Skip-Sideways predicts future frames better than Sideways",
-}
-REPRODUCED, PARTLY, NOT_REPRODUCED, NOT_MEASURED = (
-  "reproduced",
-  "partly",
-  "not reproduced",
-  "not measured",
-)
-
-
-@dataclasses.dataclass
-class Claim:
-  """One row of the claims report."""
-
-  id: str
-  claim: str
-  measurement: str
-  numbers: str
-  verdict: str
-  why: str = ""
-
-
-def _pm(stats, digits: int = 3) -> str:
-  """``mean ± std (n seeds)`` of a summary row."""
-  std = 0.0 if pd.isna(stats["std"]) else stats["std"]
-  return f"{stats['mean']:+.{digits}f} ± {std:.{digits}f}"
-
-
-def _acc(df, scheme, value) -> str:
-  s = summarize(df[df.scheme == scheme], "accuracy", by=["value"])
-  r = s[np.isclose(s.value, value)].iloc[0]
-  std = 0.0 if pd.isna(r["std"]) else r["std"]
-  return f"{r['mean']:.3f} ± {std:.3f}"
-
-
-def _diff_at(df, a, b, metric, value):
-  d = paired_difference(df, a, b, metric)
-  return d[np.isclose(d.value, value)].iloc[0]
-
-
-def _significant(row) -> bool:
-  """A paired difference larger than its own spread over seeds."""
-  std = 0.0 if pd.isna(row["std"]) else row["std"]
-  return abs(row["mean"]) > std
-
-
-def claim_c1(digits: pd.DataFrame) -> Claim:
-  """C1: Sideways trains close to BP on smooth video (digit identity, the smoothest speed)."""
-  v = float(digits.value.min())
-  gap = _diff_at(digits, "sideways", "backprop", "accuracy", v)
-  delay = _diff_at(digits, "sideways_exact", "backprop", "accuracy", v)
-  estimate = _diff_at(digits, "sideways", "sideways_exact", "accuracy", v)
-  numbers = (
-    f"speed {v:g}: BP {_acc(digits, 'backprop', v)}, Sideways "
-    f"{_acc(digits, 'sideways', v)}, exact twin {_acc(digits, 'sideways_exact', v)}; "
-    f"paired Sideways − BP {_pm(gap)} (delay: exact twin − BP {_pm(delay)}; "
-    f"estimate: Sideways − exact twin {_pm(estimate)})"
-  )
-  if gap["mean"] >= -CLOSE or not _significant(gap):
-    verdict, why = REPRODUCED, ""
-  elif gap["mean"] >= -3 * CLOSE:
-    verdict = PARTLY
-  else:
-    verdict = NOT_REPRODUCED
-  if verdict != REPRODUCED:
-    part = "the gradient estimate" if estimate["mean"] < delay["mean"] else "the pipeline's delay"
-    why = (
-      f"the gap exceeds {CLOSE:.2f}; most of it is {part} (paired differences above, "
-      f"same clips and initial parameters per seed)"
-    )
-  return Claim(
-    "C1",
-    CLAIMS["C1"],
-    f"test clip accuracy after training, smoothest speed of the digits sweep, "
-    f"{digits.seed.nunique()} seeds",
-    numbers,
-    verdict,
-    why,
-  )
-
-
-def _at(df, scheme, value, metric="accuracy") -> pd.Series:
-  """``metric`` of ``scheme`` at knob ``value``, indexed by seed."""
-  return df[(df.scheme == scheme) & np.isclose(df.value, value)].set_index("seed")[metric]
-
-
-def _stats(x: pd.Series) -> dict:
-  x = x.dropna()
-  return {"mean": float(x.mean()), "std": float(x.std()) if len(x) > 1 else 0.0}
-
-
-def _degrades(df) -> tuple[bool, str]:
-  """Whether the estimate's cost (Sideways − its exact twin, paired by seed) grows from the
-  smoothest to the roughest setting by more than its spread over seeds."""
-  lo, hi = float(df.value.min()), float(df.value.max())
-  gap_lo = _at(df, "sideways", lo) - _at(df, "sideways_exact", lo)
-  gap_hi = _at(df, "sideways", hi) - _at(df, "sideways_exact", hi)
-  widening = _stats(gap_lo - gap_hi)
-  drops = {
-    s: _stats(_at(df, s, lo) - _at(df, s, hi)) for s in ("sideways", "sideways_exact", "backprop")
-  }
-  knob = df.knob.iloc[0]
-  text = (
-    f"{knob} {lo:g} → {hi:g}: Sideways − exact twin {_pm(_stats(gap_lo))} → "
-    f"{_pm(_stats(gap_hi))} (widens by {_pm(widening)}); accuracy drop Sideways "
-    f"{_pm(drops['sideways'])}, exact twin {_pm(drops['sideways_exact'])}, BP "
-    f"{_pm(drops['backprop'])}"
-  )
-  return widening["mean"] > widening["std"], text
-
-
-def claim_c2(speed: pd.DataFrame, stride: pd.DataFrame | None) -> Claim:
-  """C2: Sideways degrades as the video gets less smooth (speed, frame stride).
-
-  The control is Sideways' exact twin (same graph, same delay, same clips and initial
-  parameters per seed): the claim holds where the estimate's cost, Sideways − exact twin,
-  grows from the smoothest to the roughest video by more than its spread over seeds.
-  """
-  results = [_degrades(speed)] + ([_degrades(stride)] if stride is not None else [])
-  numbers = "; ".join(t for _, t in results)
-  hits = sum(ok for ok, _ in results)
-  verdict = REPRODUCED if hits == len(results) else PARTLY if hits else NOT_REPRODUCED
-  why = (
-    ""
-    if verdict == REPRODUCED
-    else (
-      "the gap between Sideways and its exact twin does not widen beyond the spread over "
-      "seeds in " + ("any sweep" if not hits else "every sweep")
-    )
-  )
-  return Claim(
-    "C2",
-    CLAIMS["C2"],
-    "digits: paired accuracy gap Sideways − exact twin at the "
-    "smoothest and the roughest setting (the exact twin controls for the data and the "
-    "pipeline's delay), and each scheme's own drop",
-    numbers,
-    verdict,
-    why,
-  )
-
-
-def claim_c3(motion: pd.DataFrame) -> Claim:
-  """C3: Skip-Sideways integrates time: it learns motion classes that Sideways cannot."""
-  v = float(motion.value.iloc[0])
-  gain = _diff_at(motion, "skip_sideways", "sideways", "accuracy", v)
-  twin = _diff_at(motion, "skip_sideways", "skip_exact", "accuracy", v)
-  chance = float(motion.chance.dropna().iloc[0])
-  numbers = (
-    f"chance {chance:.3f}; BP {_acc(motion, 'backprop', v)}, Sideways "
-    f"{_acc(motion, 'sideways', v)}, Skip-Sideways {_acc(motion, 'skip_sideways', v)}, "
-    f"its exact twin {_acc(motion, 'skip_exact', v)}; paired Skip − Sideways "
-    f"{_pm(gain)}, Skip − exact twin {_pm(twin)}"
-  )
-  if gain["mean"] >= MOTION_MARGIN:
-    verdict, why = REPRODUCED, ""
-  elif gain["mean"] > 0 and _significant(gain):
-    verdict = PARTLY
-    why = f"Skip-Sideways beats Sideways by less than {MOTION_MARGIN}"
-  else:
-    verdict, why = NOT_REPRODUCED, "Skip-Sideways does not beat Sideways beyond the spread"
-  cols = [c for c in motion.columns if c.startswith("class_")]
-  if cols and (verdict != REPRODUCED or twin["mean"] < -CLOSE):
-    per = motion[motion.scheme.isin(["skip_sideways", "skip_exact"])].groupby("scheme")[cols]
-    gaps = (per.mean().loc["skip_exact"] - per.mean().loc["skip_sideways"]).sort_values()
-    worst = ", ".join(f"{c[6:]} {g:+.2f}" for c, g in gaps[::-1].head(3).items())
-    why = (why + "; " if why else "") + f"largest per-class gaps to the exact twin: {worst}"
-  return Claim(
-    "C3",
-    CLAIMS["C3"],
-    f"motion classes, test clip accuracy at speed {v:g}, {motion.seed.nunique()} seeds",
-    numbers,
-    verdict,
-    why,
-  )
-
-
-def claim_c4(next_frame: dict) -> Claim:
-  """C4: Skip-Sideways predicts future frames better than Sideways (next-frame MSE).
-
-  Tested at each anchor: ``"input"`` (the pipeline's latency counts: Skip-Sideways' skips
-  bring newer frames to the output) and ``"newest"`` (every scheme forecasts the same horizon
-  from what it has seen: only the gradient estimate differs); beside the copy baseline of the
-  skip pipeline."""
-  parts, wins, losses, short_of_copy = [], [], [], []
-  for anchor, df in next_frame.items():
-    v = float(df.value.min())
-    d = _diff_at(df, "skip_sideways", "sideways", "mse", v)
-    mse = summarize(df, "mse", by=["scheme", "value"])
-    at = mse[np.isclose(mse.value, v)].set_index("scheme")["mean"]
-    copy = df[(df.scheme == "copy_newest") & np.isclose(df.value, v)]
-    copy_mse = float(copy[copy.graph == "skip"].mse.mean()) if len(copy) else float("nan")
-    parts.append(
-      f"anchor {anchor}, speed {v:g}: MSE Skip-Sideways {at['skip_sideways']:.4f}, "
-      f"Sideways {at['sideways']:.4f}, BP {at['backprop']:.4f}, copy-newest "
-      f"(skip pipeline) {copy_mse:.4f}; paired Skip − Sideways {_pm(d, 4)}"
-    )
-    if _significant(d):
-      (wins if d["mean"] < 0 else losses).append(anchor)
-    if not at["skip_sideways"] < copy_mse:
-      short_of_copy.append(anchor)
-  reasons = []
-  if losses:
-    reasons.append(f"with anchor {', '.join(losses)} Skip-Sideways' MSE is higher than Sideways'")
-  if len(wins) + len(losses) < len(next_frame):
-    reasons.append("a difference within the spread over seeds at another anchor")
-  if short_of_copy:
-    reasons.append(
-      f"Skip-Sideways does not beat copying the newest frame it sees (anchor "
-      f"{', '.join(short_of_copy)})"
-    )
-  if len(wins) == len(next_frame) and not short_of_copy:
-    verdict = REPRODUCED
-  elif wins:
-    verdict = PARTLY
-  else:
-    verdict = NOT_REPRODUCED
-  why = "; ".join(reasons) if verdict != REPRODUCED else ""
-  if wins and verdict != REPRODUCED:
-    why = f"lower MSE with anchor {', '.join(wins)} only; " + why
-  return Claim(
-    "C4",
-    CLAIMS["C4"],
-    "next-frame prediction, test MSE at the smoothest speed, both anchors, with the "
-    "copy-newest baseline",
-    "; ".join(parts),
-    verdict,
-    why,
-  )
-
-
-def claims(results: dict) -> list[Claim]:
-  """The claims C1–C4 from the figures' sweeps: ``results`` maps ``"digits-speed"``,
-  ``"digits-stride"``, ``"motion-classes"``, ``"next-frame-newest"``, ``"next-frame-input"``
-  to DataFrames of :func:`sweep`; a claim whose sweep is missing is "not measured"."""
-  digits, motion = results.get("digits-speed"), results.get("motion-classes")
-  next_frame = {
-    a: results[f"next-frame-{a}"] for a in ANCHORS if results.get(f"next-frame-{a}") is not None
-  }
-
-  def unmeasured(cid: str, what: str) -> Claim:
-    return Claim(cid, CLAIMS[cid], "", "", NOT_MEASURED, f"no {what} sweep")
-
-  return [
-    claim_c1(digits) if digits is not None else unmeasured("C1", "digits-speed"),
-    (
-      claim_c2(digits, results.get("digits-stride"))
-      if digits is not None
-      else unmeasured("C2", "digits-speed")
-    ),
-    claim_c3(motion) if motion is not None else unmeasured("C3", "motion-classes"),
-    claim_c4(next_frame) if next_frame else unmeasured("C4", "next-frame"),
-  ]
-
-
-def claims_report(claim_list: Sequence[Claim], header: str = "") -> str:
-  """The claims as a Markdown table (``figures/claims.md``)."""
-  lines = ["# Claims of the papers, tested", ""]
-  if header:
-    lines += [header, ""]
-  lines += [
-    "| claim | measurement | numbers (mean ± std over seeds) | verdict | why |",
-    "| --- | --- | --- | --- | --- |",
-  ]
-  for c in claim_list:
-    lines.append(
-      f"| **{c.id}** {c.claim} | {c.measurement} | {c.numbers} | **{c.verdict}** | {c.why} |"
-    )
-  return "\n".join(lines) + "\n"
-
-
-# ---------------------------------------------------------------------------------------------
-# Command line: sideways-lab sweep
-# ---------------------------------------------------------------------------------------------
-
-
-def add_sweep_arguments(parser: argparse.ArgumentParser) -> None:
-  """The options of ``sideways-lab sweep``."""
-  parser.add_argument("--task", required=True, help="digits, motion-classes or next-frame")
-  parser.add_argument("--knob", required=True, help="speed (pixels per frame) or stride")
-  parser.add_argument("--values", required=True, help="comma-separated knob values, e.g. 0.5,1,2")
-  parser.add_argument(
-    "--schemes",
-    default=None,
-    help="comma-separated schemes (default: backprop, sideways, sideways_exact, "
-    "skip_sideways, skip_exact; next-frame adds copy_newest, mean_frame)",
-  )
-  parser.add_argument("--seeds", type=int, default=3, help="seeds per setting (default 3)")
-  parser.add_argument(
-    "--steps", type=int, default=None, help="training steps per run (default: the task's budget)"
-  )
-  parser.add_argument(
-    "--anchor", default="newest", help="next-frame: newest (default) or input (latency counts)"
-  )
-  parser.add_argument("--quick", action="store_true", help="tiny budgets (seconds per run)")
-  parser.add_argument("--no-progress", action="store_true", help="no progress bar")
-  parser.add_argument("--out", required=True, help="directory of results.csv and the runs")
-
-
-def run_sweep(args: argparse.Namespace) -> int:
-  """``sideways-lab sweep``: runs :func:`sweep` and prints the mean ± std table."""
-  df = sweep(
-    args.task,
-    args.knob,
-    args.values,
-    schemes=args.schemes,
-    seeds=args.seeds,
-    steps=args.steps,
-    anchor=args.anchor,
-    quick=args.quick or None,
-    out=args.out,
-    progress=False if args.no_progress else None,
-    log=print,
-  )
-  metric = "accuracy" if "accuracy" in df.columns else "mse"
-  table = summarize(df, metric).pivot(index="scheme", columns="value", values="mean")
-  print(f"{metric} (mean over {df.seed.nunique()} seeds):")
-  print(table.to_string(float_format=lambda x: f"{x:.4f}"))
-  print(f"wrote {Path(args.out) / 'results.csv'} ({len(df)} rows)")
-  return 0

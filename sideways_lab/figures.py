@@ -24,6 +24,7 @@ import dataclasses
 import importlib.metadata as md
 import json
 import os
+import platform
 import subprocess
 import sys
 import time
@@ -37,11 +38,12 @@ from matplotlib.figure import Figure
 
 import sideways_lab
 from sideways_lab import checkpoint as ckpt
-from sideways_lab import experiments, schedule, training
+from sideways_lab import claims, experiments, schedule, training
 from sideways_lab import plotting as P
 from sideways_lab.analysis import latency as LM
 from sideways_lab.analysis import timing
 from sideways_lab.graph import chain_edges, skip_edges
+from sideways_lab.models import EXACT_TWIN, SCHEMES
 
 SEED = 0
 
@@ -73,29 +75,69 @@ def _figure(name: str, sentence: str, sweeps: tuple = ()):
   return deco
 
 
+#: The schemes of the digit-identity sweeps: per-frame BP, Sideways and its exact twin (the
+#: claims C1 and C2 compare these three; the skip graph's claims are tested on motion and
+#: next-frame).
+DIGIT_SCHEMES = ("backprop", "sideways", "sideways_exact")
+#: The schemes of motion classes: Sideways (a chain: one frame reaches the head at a time, so
+#: it is at chance), Skip-Sideways and its exact twin.
+MOTION_SCHEMES = ("sideways", "skip_sideways", "skip_exact")
+#: The schemes of next-frame prediction (claim C4), with the two baselines.
+NEXT_FRAME_SCHEMES = ("backprop", "sideways", "skip_sideways", "copy_newest", "mean_frame")
+#: The head's other readout, for the robustness of C1–C3 (docs/design.md §9).
+MAX_POOLING = dict(model=dict(readout="max"))
+#: A stash sweep's values: "subsets" expands to every per-unit allocation in which each unit
+#: keeps its full exact lag or nothing (:func:`sideways_lab.experiments.stash_subsets`).
+STASH_VALUES = ("0", "1", "2", "subsets", "full")
+
 #: The sweeps behind the figures and the claims report (full mode; seeds per setting).
 SWEEPS: dict[str, dict] = {
-  "digits-speed": dict(task="digits", knob="speed", values=(0.25, 1.0, 4.0)),
-  # stride s at speed v shows the clips of speed s·v (tests/test_experiments.py): strides
-  # 1 and 4 at 0.25 px/frame span the smooth half of the speed sweep; stride 1 is its run
-  "digits-stride": dict(
-    task="digits", knob="stride", values=(1, 4), overrides=dict(data=dict(speed=0.25))
+  "digits-speed": dict(
+    task="digits", knob="speed", values=(0.125, 0.5, 1.0, 2.0, 4.0), schemes=DIGIT_SCHEMES
   ),
-  "motion-classes": dict(task="motion-classes", knob="speed", values=(2.0,)),
-  "next-frame-newest": dict(task="next-frame", knob="speed", values=(0.5, 2.0), anchor="newest"),
-  "next-frame-input": dict(task="next-frame", knob="speed", values=(0.5, 2.0), anchor="input"),
+  # stride s at speed v shows the clips of speed s·v (tests/test_experiments.py), so strides
+  # 1 to 8 at 0.5 px/frame are trained as the speed sweep's runs at 0.5 to 4
+  "digits-stride": dict(
+    task="digits",
+    knob="stride",
+    values=(1, 2, 4, 8),
+    schemes=DIGIT_SCHEMES,
+    overrides=dict(data=dict(speed=0.5)),
+  ),
+  "digits-speed-max": dict(
+    task="digits", knob="speed", values=(0.125, 4.0), schemes=DIGIT_SCHEMES, overrides=MAX_POOLING
+  ),
+  "motion-classes": dict(
+    task="motion-classes", knob="speed", values=(2.0,), schemes=MOTION_SCHEMES
+  ),
+  "next-frame-newest": dict(
+    task="next-frame", knob="speed", values=(0.5,), anchor="newest", schemes=NEXT_FRAME_SCHEMES
+  ),
+  "next-frame-input": dict(
+    task="next-frame", knob="speed", values=(0.5,), anchor="input", schemes=NEXT_FRAME_SCHEMES
+  ),
+  # the stash knob where it matters: the roughest digits, from Sideways to its exact twin
+  "stash-digits": dict(
+    task="digits",
+    knob="stash",
+    values=STASH_VALUES,
+    schemes=("sideways",),
+    overrides=dict(data=dict(speed=4.0)),
+  ),
 }
 SEEDS = 3
-#: Quick mode: two values per sweep, two seeds, tiny budgets.
+#: Quick mode: fewer values per sweep, two seeds, tiny budgets.
 QUICK_VALUES = {
   "digits-speed": (0.5, 2.0),
   "digits-stride": (1, 4),
-  "next-frame-newest": (0.5, 2.0),
-  "next-frame-input": (0.5, 2.0),
+  "digits-speed-max": (0.5, 2.0),
+  "stash-digits": ("0", "1", "full"),
 }
 QUICK_SEEDS = 2
 #: The runs whose checkpoints the alignment figure measures: (sweep, knob value).
 ALIGNMENT_RUNS = (("digits-speed", 1.0), ("next-frame-newest", 0.5))
+#: The learning curves drawn: (sweep, knob value or None for the smoothest and roughest).
+CURVE_SWEEPS = ("digits-speed", "motion-classes")
 
 
 #: Where the committed full-run results live (in a checkout of the repository).
@@ -105,15 +147,20 @@ RESULTS_DIR = Path(__file__).resolve().parent.parent / "figures" / "results"
 def results(name: str) -> pd.DataFrame:
   """The committed full-run results of figure sweep ``name`` (``figures/results/<name>.csv``,
   or ``alignment``), as the DataFrame :func:`sideways_lab.experiments.sweep` returned."""
-  if name not in SWEEPS and name != "alignment":
-    raise ValueError(f"name must be one of {list(SWEEPS) + ['alignment']}, got {name!r}")
+  names = list(SWEEPS) + ["alignment"] + [f"curves-{n}" for n in SWEEPS]
+  if name not in names:
+    raise ValueError(f"name must be one of {names}, got {name!r}")
   path = RESULTS_DIR / f"{name}.csv"
   if not path.exists():
     raise FileNotFoundError(
       f"{str(path)!r} does not exist: regenerate the figures with "
       f"`sideways-lab figures` in a checkout of the repository"
     )
-  return pd.read_csv(path) if name == "alignment" else experiments.read_results(path)
+  if name == "alignment":
+    return pd.read_csv(path)
+  if name.startswith("curves-"):
+    return experiments.read_curves(path)
+  return experiments.read_results(path)
 
 
 def sweep_spec(name: str, quick: bool) -> dict:
@@ -121,6 +168,11 @@ def sweep_spec(name: str, quick: bool) -> dict:
   spec = dict(SWEEPS[name], seeds=QUICK_SEEDS if quick else SEEDS)
   if quick:
     spec["values"] = QUICK_VALUES.get(name, spec["values"])
+  if "subsets" in spec["values"]:
+    model = training.default_config(spec["task"], quick=quick).model
+    subsets = experiments.stash_subsets(chain_edges(model.num_units))
+    i = spec["values"].index("subsets")
+    spec["values"] = spec["values"][:i] + subsets + spec["values"][i + 1 :]
   return spec
 
 
@@ -170,6 +222,11 @@ class Context:
         progress=False,
       )
     return self.results[name]
+
+  def curves(self, name: str) -> pd.DataFrame:
+    """The learning curves of figure sweep ``name`` (its ``curves.csv``)."""
+    self.sweep(name)
+    return experiments.read_curves(self.work_dir / name)
 
   def alignment(self) -> pd.DataFrame:
     """Alignment along training of the runs of :data:`ALIGNMENT_RUNS`."""
@@ -293,6 +350,8 @@ def _sweep_figure(ctx: Context, name: str):
     ("sideways", "sideways_exact", "Sideways − exact twin (the estimate)", "-"),
     ("skip_sideways", "skip_exact", "Skip − its exact twin (the estimate)", "-"),
   ]
+  present = set(df.scheme)
+  pairs = [p for p in pairs if {p[0], p[1]} <= present]
   for i, (x, y, label, ls) in enumerate(pairs):
     d = experiments.paired_difference(df, x, y, "accuracy")
     kw = P.scheme_kwargs(x, marker=True)
@@ -314,8 +373,8 @@ def _sweep_figure(ctx: Context, name: str):
 @_figure(
   "digits_speed",
   sweeps=("digits-speed",),
-  sentence="Digit identity on moving digits: test accuracy of the five schemes "
-  "after training against the speed of the digits (left), and the paired differences "
+  sentence="Digit identity on moving digits: test accuracy of BP, Sideways and its exact "
+  "twin after training against the speed of the digits (left), and the paired differences "
   "that split Sideways' gap to BP into the pipeline's delay and the gradient estimate "
   "(right); tests claims C1 and C2.",
 )
@@ -327,7 +386,7 @@ def fig_digits_speed(ctx: Context):
   "digits_stride",
   sweeps=("digits-stride",),
   sentence="Digit identity against the frame stride (every s-th frame kept, at "
-  "the default speed): the same five schemes and paired differences; tests claim C2.",
+  "0.5 px/frame): the same schemes and paired differences; tests claim C2.",
 )
 def fig_digits_stride(ctx: Context):
   return _sweep_figure(ctx, "digits-stride")
@@ -379,24 +438,38 @@ def fig_motion_classes(ctx: Context):
 @_figure(
   "next_frame",
   sweeps=("next-frame-input", "next-frame-newest"),
-  sentence="Next-frame prediction on moving digits: test MSE after training "
-  "against the speed, with the target counted from the input (left: the pipeline's "
-  "latency counts) and from the newest frame that reaches the output (right: every "
-  "scheme forecasts the same horizon), beside copying that newest frame and the mean "
-  "frame (grey); tests claim C4.",
+  sentence="Next-frame prediction on moving digits: test MSE of every scheme after training, "
+  "with the target counted from the input (left: the pipeline's latency counts) and from "
+  "the newest frame that reaches the output (right: every scheme forecasts the same "
+  "horizon), beside copying that newest frame and the mean frame (grey lines); tests "
+  "claim C4.",
 )
 def fig_next_frame(ctx: Context):
   fig, axes = P.new_figure(1, 2, figsize=(11, 3.8), sharey=True)
   for ax, anchor in zip(axes[0], ("input", "newest")):
     df = ctx.sweep(f"next-frame-{anchor}")
-    P.plot_sweep(
+    v = float(df.value.min())
+    df = df[np.isclose(df.value.astype(float), v)]
+    trained = df[df.scheme.isin(list(SCHEMES))]
+    stats = experiments.summarize(trained, "mse", by=["scheme"]).set_index("scheme")
+    P.plot_bars(
       ax,
-      df,
-      "mse",
-      xlabel="speed (pixels per frame)",
+      stats["mean"].to_dict(),
+      errors=stats["std"].fillna(0).to_dict(),
       ylabel="test MSE",
-      title=f"anchor = {anchor!r} ({df.seed.nunique()} seeds)",
-      legend=anchor == "input",
+      title=f"anchor = {anchor!r}, {v:g} px/frame ({df.seed.nunique()} seeds)",
+      fmt="{:.4f}",
+    )
+    base = df[df.scheme.isin(experiments.BASELINES)]
+    for (scheme, graph, method), part in base.groupby(["scheme", "graph", "method"]):
+      if scheme == "copy_newest" and method == "synchronous":
+        continue  # BP's newest frame is its input: the same line as the chain's at anchor input
+      ls = {"chain": "--", "skip": "-."}.get(graph, ":") if scheme == "copy_newest" else ":"
+      where = f" ({graph} pipeline)" if scheme == "copy_newest" else ""
+      ax.axhline(part.mse.mean(), color="#777777", ls=ls, lw=1.1, label=f"{scheme}{where}")
+    ax.tick_params(axis="x", labelrotation=25)
+    ax.legend(
+      fontsize=7, loc="upper left", bbox_to_anchor=(1.0, 1.0) if anchor == "newest" else None
     )
   return fig
 
@@ -405,14 +478,13 @@ def fig_next_frame(ctx: Context):
   "future_frames",
   sweeps=("next-frame-newest",),
   sentence="Frames predicted by every trained scheme (anchor 'newest', seed 0) "
-  "on a held-out clip at a smooth and at a rough speed, at ticks where every scheme has a "
-  "target (t → the frame it targets): at the smooth speed a digit stays visible, at the rough "
-  "one the models blur towards the mean frame.",
+  "on a held-out clip, at ticks where every scheme has a target (t → the frame it "
+  "targets).",
 )
 def fig_future_frames(ctx: Context):
   df = ctx.sweep("next-frame-newest")
   speeds = sorted(df.value.unique())
-  speeds = [speeds[0], speeds[-1]]
+  speeds = sorted({speeds[0], speeds[-1]})
   work = ctx.work_dir / "next-frame-newest"
   with P.style():
     fig = Figure(figsize=(12, 7.2), layout="constrained")
@@ -474,6 +546,101 @@ def fig_alignment_training(ctx: Context):
       if j == 0:
         ax.set_ylabel("cosine with exact gradient")
       ax.legend(fontsize=7, ncols=2)
+  return fig
+
+
+def _band(ax, part: pd.DataFrame, scheme: str, smooth: int = 1, label: bool = True) -> None:
+  """Mean over seeds (bold, the scheme's style) and the min–max band of one metric's curve."""
+  wide = part.pivot_table(index="step", columns="seed", values="y")
+  if smooth > 1:
+    wide = wide.rolling(smooth, min_periods=1).mean()
+  kw = P.scheme_kwargs(scheme)
+  ax.fill_between(wide.index, wide.min(axis=1), wide.max(axis=1), color=kw["color"], alpha=0.15)
+  ax.plot(
+    wide.index,
+    wide.mean(axis=1),
+    color=kw["color"],
+    ls=kw["linestyle"],
+    lw=1.8,
+    label=P.scheme_label(scheme) if label else None,
+  )
+
+
+@_figure(
+  "learning_curves",
+  sweeps=CURVE_SWEEPS,
+  sentence="Learning curves of every scheme (mean over seeds, band: min to max): held-out "
+  "accuracy at the evaluations along training (top) and the training loss (bottom), on "
+  "digits at the smoothest and the roughest speed and on motion classes; a verdict is read "
+  "only from runs whose loss has flattened (docs/design.md §9).",
+)
+def fig_learning_curves(ctx: Context):
+  panels = []
+  for name in CURVE_SWEEPS:
+    df = ctx.sweep(name)
+    values = sorted(pd.to_numeric(df.value).unique())
+    for v in sorted({values[0], values[-1]}):
+      panels.append((name, v))
+  fig, axes = P.new_figure(2, len(panels), figsize=(4.2 * len(panels), 6.2))
+  for j, (name, v) in enumerate(panels):
+    curves = ctx.curves(name)
+    curves = curves[np.isclose(pd.to_numeric(curves.value), v)]
+    task = curves.task.iloc[0]
+    metric = "accuracy" if task != "next-frame" else "mse"
+    for s in P.order_schemes(dict.fromkeys(curves.scheme)):
+      mine = curves[curves.scheme == s]
+      _band(axes[0, j], mine[(mine.split == "test") & (mine.metric == metric)], s)
+      _band(axes[1, j], mine[(mine.split == "train") & (mine.metric == "loss")], s, smooth=5)
+    df = ctx.sweep(name)
+    if "chance" in df and df.chance.notna().any():
+      axes[0, j].axhline(float(df.chance.dropna().iloc[0]), color="#777777", ls=":", lw=1.1)
+    axes[0, j].set_title(f"{task}, {v:g} px/frame")
+    axes[0, j].set_ylabel(f"test {metric}" if j == 0 else "")
+    axes[1, j].set_ylabel("training loss" if j == 0 else "")
+    axes[1, j].set_xlabel("training step")
+    axes[1, j].set_yscale("log")
+  axes[0, 0].legend(fontsize=7.5)
+  return fig
+
+
+@_figure(
+  "stash_frontier",
+  sweeps=("stash-digits",),
+  sentence="The stash knob: test accuracy (mean ± std over seeds) against the memory of each "
+  "stash allocation, from the approximate scheme (no stash) to its exact twin (the full "
+  "stash), with uniform depths 1 and 2 and every per-unit choice of full lag or nothing; the "
+  "line joins the best allocation at each memory; tests claim C5.",
+)
+def fig_stash_frontier(ctx: Context):
+  names = ("stash-digits",)
+  fig, axes = P.new_figure(1, len(names), figsize=(5.6 * len(names), 4.0))
+  for ax, name in zip(axes[0], names):
+    df = ctx.sweep(name)
+    front = claims.stash_frontier(df)
+    scheme = next(s for s in front.scheme if s in EXACT_TWIN)
+    kib = front.stash_bytes / 2**10
+    for r, x in zip(front.itertuples(), kib):
+      exact = r.value == "full"
+      kw = P.scheme_kwargs(r.scheme, marker=True)
+      ax.errorbar(
+        x,
+        r.accuracy,
+        yerr=r.accuracy_std,
+        fmt=kw.get("marker", "o"),
+        color=kw["color"],
+        mfc="white" if exact else kw["color"],
+        capsize=3,
+        ms=6,
+      )
+      ax.annotate(r.value, (x, r.accuracy), textcoords="offset points", xytext=(4, 4), fontsize=7)
+    best = front[front.frontier]
+    ax.plot(best.stash_bytes / 2**10, best.accuracy, color=P.scheme_color(scheme), lw=1.2, ls="-")
+    task = df.task.iloc[0]
+    ax.set_title(f"{task}: {P.scheme_label(scheme)} → its exact twin ({df.seed.nunique()} seeds)")
+    ax.set_xlabel("stash memory per batch (KiB)")
+    ax.set_ylabel("test clip accuracy")
+    if "chance" in df and df.chance.notna().any():
+      ax.axhline(float(df.chance.dropna().iloc[0]), color="#777777", ls=":", lw=1.1)
   return fig
 
 
@@ -590,9 +757,39 @@ def _versions() -> dict:
   return out
 
 
+def _cpu_name() -> str:
+  """The processor's model name (Linux: /proc/cpuinfo), else what ``platform`` knows."""
+  try:
+    for line in Path("/proc/cpuinfo").read_text().splitlines():
+      if line.lower().startswith("model name"):
+        return line.split(":", 1)[1].strip()
+  except OSError:
+    pass
+  return platform.processor() or platform.machine()
+
+
 def _device() -> str:
+  """The machine in words: "CPU, 2 cores (<model>)" or "1 × NVIDIA H200 GPU"."""
   d = jax.devices()[0]
-  return f"{d.platform}: {getattr(d, 'device_kind', str(d))} (x{jax.device_count()})"
+  if d.platform == "cpu":
+    return f"CPU, {os.cpu_count()} cores ({_cpu_name()})"
+  kind = getattr(d, "device_kind", d.platform)
+  return f"{jax.device_count()} × {kind} ({d.platform.upper()})"
+
+
+def _work_dir(work_dir, quick: bool) -> Path:
+  mode = "quick" if quick else "full"
+  return Path(work_dir) if work_dir is not None else Path(".sideways_cache") / f"figures-{mode}"
+
+
+def run_sweeps(names, quick: bool = False, *, work_dir=None, log=print) -> dict:
+  """Trains the figure sweeps ``names`` into ``work_dir`` (as :func:`generate` would) and
+  returns their DataFrames; draws nothing."""
+  for n in names:
+    if n not in SWEEPS:
+      raise ValueError(f"unknown sweep {n!r}; sweeps are {list(SWEEPS)}")
+  ctx = Context(quick=bool(quick), seed=SEED, work_dir=_work_dir(work_dir, quick), log=log)
+  return {n: ctx.sweep(n) for n in names}
 
 
 def generate(
@@ -632,7 +829,7 @@ def generate(
   out.mkdir(parents=True, exist_ok=True)
   t0 = time.perf_counter()
   mode = "quick" if quick else "full"
-  work = Path(work_dir) if work_dir is not None else Path(".sideways_cache") / f"figures-{mode}"
+  work = _work_dir(work_dir, quick)
   ctx = Context(quick=bool(quick), seed=seed, work_dir=work, log=log)
   figures = {}
   for n in names:
@@ -685,6 +882,9 @@ def _write_results(out: Path, ctx: Context, quick: bool) -> None:
   (out / "results").mkdir(exist_ok=True)
   for name, df in ctx.results.items():
     ckpt.atomic_write_text(out / "results" / f"{name}.csv", df.to_csv(index=False))
+    curves = ctx.work_dir / name / "curves.csv"
+    if curves.exists():
+      ckpt.atomic_write_text(out / "results" / f"curves-{name}.csv", curves.read_text())
   if ctx._alignment is not None:
     ckpt.atomic_write_text(out / "results" / "alignment.csv", ctx._alignment.to_csv(index=False))
   results = dict(ctx.results)
@@ -699,9 +899,7 @@ def _write_results(out: Path, ctx: Context, quick: bool) -> None:
     f"a mean ± std over seeds; differences are paired by seed (same clips and initial "
     f"parameters). Results: `results/*.csv`."
   )
-  ckpt.atomic_write_text(
-    out / "claims.md", experiments.claims_report(experiments.claims(results), header)
-  )
+  ckpt.atomic_write_text(out / "claims.md", claims.claims_report(claims.claims(results), header))
 
 
 def _read_manifest(path: Path) -> dict | None:
@@ -722,6 +920,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     help="tiny budgets (about a minute on a laptop CPU; also SIDEWAYS_LAB_QUICK=1)",
   )
   parser.add_argument("--only", nargs="+", choices=list(FIGURES), help="only these figures")
+  parser.add_argument(
+    "--sweeps",
+    nargs="+",
+    choices=list(SWEEPS),
+    help="only train these sweeps into the work dir, draw nothing (processes that share a "
+    "work dir may each train disjoint sweeps; a later figures run reads them back)",
+  )
   parser.add_argument("--seed", type=int, default=SEED)
   parser.add_argument(
     "--work-dir",
@@ -733,12 +938,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
   """Runs :func:`generate` for parsed :func:`add_arguments` options; returns 0."""
-  quick = args.quick or os.environ.get("SIDEWAYS_LAB_QUICK", "").strip().lower() in (
-    "1",
-    "true",
-    "yes",
-    "on",
-  )
+  quick = experiments.is_quick(args.quick or None)
+  if args.sweeps:
+    t0 = time.perf_counter()
+    run_sweeps(args.sweeps, quick=quick, work_dir=args.work_dir)
+    print(f"trained {len(args.sweeps)} sweeps in {time.perf_counter() - t0:.0f} s")
+    return 0
   m = generate(args.out, quick=quick, only=args.only, seed=args.seed, work_dir=args.work_dir)
   skipped = [n for n, f in m["figures"].items() if "skipped" in f]
   print(

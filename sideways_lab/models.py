@@ -45,6 +45,8 @@ from sideways_lab.graph import UnitGraph, chain_edges, dense_edges, skip_edges
 TASKS = ("digits", "motion-classes", "next-frame")
 CLASSIFICATION_TASKS = ("digits", "motion-classes")
 SKIP_KINDS = ("span", "dense", "span_head")
+#: How the classifier head pools a feature map (B, H, W, C) to (B, C).
+READOUTS = ("mean", "max")
 SCHEMES = {
   "backprop": ("chain", "backprop"),
   "sideways": ("chain", "sideways"),
@@ -103,6 +105,10 @@ class ModelConfig:
       projection lets one unit compare neighbouring pixels of two frames (a motion detector)
       at the cost of one more convolution per skip edge.
     groups: GroupNorm groups (must divide ``width``).
+    readout: how the classifier head pools each input map over space before its linear layer:
+      "mean" (global average pooling) or "max" (global max pooling). Average pooling spreads
+      the head's gradient uniformly over the map; max pooling sends it to one position per
+      channel, which a pipelined gradient meets at a newer frame (docs/design.md §9).
     downsample: 1-based units whose convolution has stride 2 (classification), or that
       halve the resolution in the encoder (prediction: unit 1 by default; the last unit
       upsamples by the same total factor).
@@ -118,6 +124,7 @@ class ModelConfig:
   skip_kernel: int = 1
   groups: int = 4
   downsample: tuple = (1,)
+  readout: str = "mean"
 
   def __post_init__(self):
     check_task(self.task)
@@ -135,6 +142,8 @@ class ModelConfig:
       raise ValueError(f"skips must be one of {SKIP_KINDS}, got {self.skips!r}")
     if self.skip_kernel % 2 == 0:
       raise ValueError(f"skip_kernel must be odd (SAME padding), got {self.skip_kernel}")
+    if self.readout not in READOUTS:
+      raise ValueError(f"readout must be one of {READOUTS}, got {self.readout!r}")
     if self.width % self.groups:
       raise ValueError(f"groups={self.groups} must divide width={self.width}")
     ds = tuple(self.downsample)
@@ -282,19 +291,24 @@ def classifier_units(
   groups: int = 4,
   downsample: Sequence[int] = (1,),
   skip_kernel: int = 1,
+  readout: str = "mean",
 ) -> list[Callable]:
   """Conv units for classification; unit L is the head.
 
   Units 1..L-1: ``relu(GroupNorm(conv3x3_s(inputs[0]) + merged extras))`` with stride 2 on
-  the units in ``downsample``. Unit L: ``Linear(mean_hw(inputs[0])) + Σ_e Linear_e(mean_hw(
-  inputs[e]))`` → logits (B, num_classes). Frames (B, H, W, C) in, logits out.
+  the units in ``downsample``. Unit L: ``Linear(pool_hw(inputs[0])) + Σ_e Linear_e(pool_hw(
+  inputs[e]))`` → logits (B, num_classes), where ``pool_hw`` is the mean (``readout="mean"``)
+  or the max (``"max"``) over the spatial axes. Frames (B, H, W, C) in, logits out.
   """
   downsample = tuple(downsample)
+  if readout not in READOUTS:
+    raise ValueError(f"readout must be one of {READOUTS}, got {readout!r}")
+  pool = jnp.mean if readout == "mean" else jnp.max
 
   def head(inputs):
-    logits = hk.Linear(num_classes, name="head")(jnp.mean(inputs[0], axis=(1, 2)))
+    logits = hk.Linear(num_classes, name="head")(pool(inputs[0], axis=(1, 2)))
     for e, x in enumerate(inputs[1:]):
-      logits = logits + hk.Linear(num_classes, name=f"skip_proj_{e + 1}")(jnp.mean(x, axis=(1, 2)))
+      logits = logits + hk.Linear(num_classes, name=f"skip_proj_{e + 1}")(pool(x, axis=(1, 2)))
     return logits
 
   return [
@@ -343,6 +357,7 @@ def units_for(config: ModelConfig) -> list[Callable]:
       config.groups,
       config.downsample,
       config.skip_kernel,
+      config.readout,
     )
   return predictor_units(
     config.num_units,

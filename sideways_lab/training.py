@@ -1,4 +1,4 @@
-"""Training the three schemes: per-clip and online updates, evaluation, checkpoints, compare.
+"""Training one scheme: per-clip and online updates, evaluation, checkpoints.
 
 A run is described by a :class:`TrainConfig` (task, scheme, model, data, optimiser, budget,
 seed). :func:`train` builds the graph of the scheme (:mod:`sideways_lab.models`), draws the
@@ -19,9 +19,9 @@ newest checkpoint so that an interrupted run ends with the same parameters as an
 uninterrupted one. Ctrl-C (KeyboardInterrupt) saves a checkpoint of the last completed step
 before it propagates.
 
-:func:`compare` trains backprop, Sideways, Skip-Sideways and ``pipelined_exact`` (skip graph,
-the upper bound) on the same data with the same seed and budget and writes
-``out_dir/results.json`` and ``out_dir/results.md``.
+Every task has one configuration (:data:`TASK_DEFAULTS`), shared by ``sideways-lab train``,
+the sweeps and the figures (:mod:`sideways_lab.experiments`), which train through
+:func:`train` and nothing else.
 """
 
 from __future__ import annotations
@@ -40,12 +40,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+from tqdm.auto import tqdm
 
 from sideways_lab import checkpoint as ckpt
 from sideways_lab import engine, schedule
 from sideways_lab.models import (
   CLASSIFICATION_TASKS,
-  SCHEMES,
   ModelConfig,
   build_graph,
   check_scheme,
@@ -54,11 +54,10 @@ from sideways_lab.models import (
   method_of,
   mode_of,
 )
-from sideways_lab.tasks import TaskConfig, class_accuracy, grad_cosine, make_task, num_classes
+from sideways_lab.tasks import TaskConfig, grad_cosine, make_task, num_classes
 
 OPTIMIZERS = ("adam", "sgd", "momentum")
 SCHEDULES = ("constant", "cosine")
-COMPARE_SCHEMES = tuple(SCHEMES)
 
 __all__ = [
   "TrainConfig",
@@ -66,12 +65,10 @@ __all__ = [
   "TrainResult",
   "train",
   "evaluate",
-  "compare",
   "default_config",
   "grad_cosine",
   "alignment",
   "OPTIMIZERS",
-  "COMPARE_SCHEMES",
   "history",
   "load_run",
   "data_seed",
@@ -83,6 +80,18 @@ __all__ = [
 # ---------------------------------------------------------------------------------------------
 # Configuration
 # ---------------------------------------------------------------------------------------------
+
+
+def check_stash(stash) -> int | str | tuple:
+  """``stash`` as the engine takes it: an int >= 0, "full", or a tuple of ints >= 0 (a list,
+  as JSON stores it, becomes a tuple). Errors name ``stash``."""
+  if isinstance(stash, str) and stash == "full":
+    return stash
+  if isinstance(stash, (list, tuple)):
+    return tuple(check_int(s, "stash", 0) for s in stash)
+  if isinstance(stash, (int, np.integer)) and not isinstance(stash, bool) and stash >= 0:
+    return int(stash)
+  raise ValueError(f'stash must be an int >= 0, "full" or a tuple of per-unit ints, got {stash!r}')
 
 
 def check_int(v, name: str, minimum: int = 1) -> int:
@@ -106,6 +115,11 @@ class TrainConfig:
     learning_rate: optimiser step size (> 0).
     optimizer: "adam", "sgd" or "momentum" (0.9).
     schedule: "constant" learning rate, or "cosine" decay to zero over the run's updates.
+    warmup: updates over which the learning rate rises linearly from 0 to ``learning_rate``
+      before the schedule (0: none). Adam's first steps are large; a warmup keeps them from
+      pushing a fresh network onto the plateau where its logits ignore the input.
+    stash: the ``stash`` of ``sl.gradients`` for the ``sideways`` method (an int >= 0,
+      "full", or a tuple of per-unit depths; docs/design.md §5); other methods need 0.
     clip_norm: global gradient-norm clipping (0 disables).
     update_every: 0 for one update per clip; K >= 1 for online updates every K ticks.
     seed: seeds parameters, training clips and held-out clips.
@@ -124,6 +138,8 @@ class TrainConfig:
   learning_rate: float = 3e-3
   optimizer: str = "adam"
   schedule: str = "constant"
+  warmup: int = 0
+  stash: Any = 0
   clip_norm: float = 1.0
   update_every: int = 0
   seed: int = 0
@@ -146,7 +162,7 @@ class TrainConfig:
     check_int(self.eval_clips, "eval_clips")
     check_int(self.keep, "keep")
     check_int(self.log_every, "log_every")
-    for name in ("update_every", "eval_every", "checkpoint_every", "seed"):
+    for name in ("update_every", "eval_every", "checkpoint_every", "seed", "warmup"):
       check_int(getattr(self, name), name, 0)
     if not (
       isinstance(self.learning_rate, (int, float))
@@ -160,6 +176,12 @@ class TrainConfig:
       and self.clip_norm >= 0
     ):
       raise ValueError(f"clip_norm must be a finite number >= 0, got {self.clip_norm!r}")
+    object.__setattr__(self, "stash", check_stash(self.stash))
+    if self.stash != 0 and method_of(self.scheme) != "sideways":
+      raise ValueError(
+        f"stash={self.stash!r} applies to the sideways method only; scheme {self.scheme!r} "
+        f"uses {method_of(self.scheme)!r} (its exact twin is stash='full')"
+      )
     if self.schedule not in SCHEDULES:
       raise ValueError(f"schedule must be one of {SCHEDULES}, got {self.schedule!r}")
     if self.optimizer not in OPTIMIZERS:
@@ -194,6 +216,7 @@ class TrainConfig:
 
   def to_dict(self) -> dict:
     d = dataclasses.asdict(self)
+    d["stash"] = list(self.stash) if isinstance(self.stash, tuple) else self.stash
     d["model"] = self.model.to_dict()
     d["data"] = self.data.to_dict()
     return d
@@ -213,38 +236,51 @@ class TrainConfig:
     return dataclasses.replace(self, **kw)
 
 
-# The default configurations of `compare` (measured in benchmarks/README.md "## Training").
-_DEFAULTS = {
+#: The configuration of each task: the setup every scheme is trained with, in the sweeps, the
+#: figures and ``sideways-lab train`` alike (docs/design.md §9; the measurements that chose it
+#: are in benchmarks/README.md "Training setup"). A linear warmup, then a constant learning
+#: rate, so that a run's training loss flattens only where the run has converged.
+TASK_DEFAULTS = {
   "digits": dict(
-    model=dict(num_units=4, width=16, span=2, downsample=(1,)),
-    data=dict(num_frames=12, size=(16, 16), speed=1.0),
-    steps=600,
-    batch_size=16,
-    learning_rate=3e-3,
-    schedule="cosine",
-  ),
-  "motion-classes": dict(
-    model=dict(num_units=4, width=16, span=2, downsample=()),
-    data=dict(num_frames=12, size=(16, 16), speed=2.0),
+    model=dict(num_units=4, width=32, groups=8, span=2, downsample=(1,), readout="mean"),
+    data=dict(num_frames=8, size=(16, 16), speed=1.0),
     steps=1200,
     batch_size=16,
+    learning_rate=1e-2,
+    warmup=50,
+    schedule="constant",
+    eval_clips=512,
+  ),
+  "motion-classes": dict(
+    model=dict(num_units=4, width=16, span=2, downsample=(), readout="mean"),
+    data=dict(num_frames=12, size=(16, 16), speed=2.0),
+    steps=1500,
+    batch_size=16,
     learning_rate=3e-3,
-    schedule="cosine",
+    warmup=50,
+    schedule="constant",
+    eval_clips=512,
   ),
   "next-frame": dict(
     model=dict(num_units=4, width=16, span=2, downsample=(1,)),
-    data=dict(num_frames=12, size=(16, 16), speed=1.0, horizon=1),
-    steps=1200,
+    data=dict(num_frames=12, size=(16, 16), speed=0.5, horizon=1),
+    steps=800,
     batch_size=16,
     learning_rate=3e-3,
+    warmup=50,
+    schedule="constant",
+    eval_clips=512,
   ),
 }
-_QUICK = dict(
-  steps=6,
-  batch_size=4,
+#: Quick mode (tests, notebooks, ``--quick``): a tiny network and budget, seconds per run.
+QUICK = dict(
+  steps=4,
+  batch_size=2,
   eval_clips=8,
-  model=dict(width=8, downsample=(1,)),
-  data=dict(num_frames=8, size=(12, 12)),
+  log_every=1,
+  warmup=0,
+  model=dict(num_units=3, width=8, groups=4, downsample=(1,)),
+  data=dict(num_frames=6, size=(12, 12)),
 )
 
 
@@ -257,9 +293,9 @@ def default_config(
   """
   check_task(task)
   check_scheme(scheme)
-  d = json.loads(json.dumps(_DEFAULTS[task]))
+  d = json.loads(json.dumps(TASK_DEFAULTS[task]))
   if quick:
-    for k, v in _QUICK.items():
+    for k, v in QUICK.items():
       if isinstance(v, dict):
         d[k].update(v)
       else:
@@ -316,16 +352,28 @@ def _core(config: TrainConfig) -> TrainConfig:
   )
 
 
+def learning_rate(config: TrainConfig) -> optax.ScalarOrSchedule:
+  """The learning rate of update n: ``lr · min(1, n / warmup)``, times the cosine decay
+  ``(1 + cos(π (n − warmup) / (N − warmup))) / 2`` over the run's N updates when
+  ``schedule="cosine"`` (a constant ``lr`` without warmup or decay)."""
+  T, K = config.data.num_frames, config.update_every
+  updates = max(config.steps * (-(-T // K) if K else 1), 1)
+  lr, warmup = config.learning_rate, min(config.warmup, updates - 1)
+  if config.schedule == "cosine":
+    return optax.warmup_cosine_decay_schedule(0.0, lr, warmup, updates, end_value=0.0)
+  if warmup:
+    return optax.join_schedules(
+      [optax.linear_schedule(0.0, lr, warmup), optax.constant_schedule(lr)], [warmup]
+    )
+  return lr
+
+
 def _optimizer(config: TrainConfig) -> optax.GradientTransformation:
   """Gradient clipping (``clip_norm``) then the optimiser with its learning-rate schedule."""
   chain = []
   if config.clip_norm > 0:
     chain.append(optax.clip_by_global_norm(config.clip_norm))
-  lr = config.learning_rate
-  if config.schedule == "cosine":
-    T, K = config.data.num_frames, config.update_every
-    per_step = -(-T // K) if K else 1
-    lr = optax.cosine_decay_schedule(config.learning_rate, max(config.steps * per_step, 1))
+  lr = learning_rate(config)
   if config.optimizer == "adam":
     chain.append(optax.adam(lr))
   elif config.optimizer == "momentum":
@@ -344,6 +392,7 @@ class _Program:
     self.graph = build_graph(core.model, core.scheme)
     self.method = method_of(core.scheme)
     self.mode = mode_of(core.scheme)
+    self.stash = core.stash
     task = make_task(core.data, self.graph.edges, self.mode)
     self.loss_fn, self.mask = task.loss_fn, task.mask
     self.optimizer = _optimizer(core)
@@ -359,6 +408,7 @@ class _Program:
       self.loss_fn,
       self.method,
       mask=self.mask,
+      stash=self.stash,
       check_finite=False,
     )
     updates, opt_state = self.optimizer.update(grads, opt_state, params)
@@ -540,6 +590,53 @@ def _comparable(cfg: dict) -> dict:
   return cfg
 
 
+def _open_run(config: TrainConfig, out: Path | None, resume: bool, trainer: Trainer):
+  """The run's starting point: ``(params, opt_state, step, resumed_from)``. Checks ``out``
+  (a directory with checkpoints needs ``resume``; a resumed configuration must match up to
+  the budget and logging fields) and writes ``config.json`` there."""
+  params, opt_state = trainer.init()
+  if out is None:
+    return params, opt_state, 0, None
+  if out.exists() and not out.is_dir():
+    raise NotADirectoryError(f"out_dir {str(out)!r} exists and is not a directory")
+  existing = ckpt.list_checkpoints(out)
+  start, resumed_from = 0, None
+  if resume:
+    if not existing:
+      raise FileNotFoundError(f"resume=True but {str(out)!r} has no checkpoint to resume")
+    params, opt_state, man = ckpt.load(existing[-1][1], params, opt_state)
+    old, new = _comparable(man.get("config", {})), _comparable(config.to_dict())
+    if old != new:
+      diff = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
+      raise ValueError(
+        f"the checkpoint in {str(out)!r} was written with another "
+        f"configuration (differs in {diff}); resume with the same one"
+      )
+    params = jax.tree_util.tree_map(jnp.asarray, params)
+    opt_state = jax.tree_util.tree_map(jnp.asarray, opt_state)
+    start = resumed_from = int(man["step"])
+    _truncate_jsonl(out / "metrics.jsonl", start)
+  elif existing:
+    raise FileExistsError(
+      f"{str(out)!r} already holds checkpoints (newest: "
+      f"{existing[-1][1].name}); pass resume=True (--resume) to continue "
+      f"or choose another directory"
+    )
+  out.mkdir(parents=True, exist_ok=True)
+  ckpt.atomic_write_text(out / "config.json", json.dumps(config.to_dict(), indent=1))
+  if start > config.steps:
+    raise ValueError(f"the checkpoint is at step {start}, beyond steps={config.steps}")
+  return params, opt_state, start, resumed_from
+
+
+def _check_finite(loss: float, step: int, config: TrainConfig) -> None:
+  if not math.isfinite(loss) and config.update_every == 0:
+    raise FloatingPointError(
+      f"the training loss became {loss} by step {step}; "
+      f"lower learning_rate (now {config.learning_rate})"
+    )
+
+
 def train(
   config: TrainConfig,
   out_dir=None,
@@ -550,6 +647,10 @@ def train(
   evaluate_at_end: bool = True,
 ) -> TrainResult:
   """Trains ``config`` and returns the final parameters and test metrics.
+
+  Every ``log_every`` steps a line ``{"step", "loss", "time_s"}`` goes to ``metrics.jsonl``,
+  where ``loss`` is the mean training loss of the steps since the previous line (a smoothed
+  learning curve); every ``eval_every`` steps ``{"step", "eval": metrics}`` on held-out clips.
 
   Args:
     config: the run.
@@ -570,112 +671,73 @@ def train(
   trainer = Trainer(config)
   out = Path(out_dir) if out_dir is not None else None
   metrics_path = out / "metrics.jsonl" if out is not None else None
-  params, opt_state = trainer.init()
-  start, resumed_from = 0, None
-  if out is not None:
-    if out.exists() and not out.is_dir():
-      raise NotADirectoryError(f"out_dir {str(out)!r} exists and is not a directory")
-    existing = ckpt.list_checkpoints(out)
-    if resume:
-      if not existing:
-        raise FileNotFoundError(f"resume=True but {str(out)!r} has no checkpoint to resume")
-      params, opt_state, man = ckpt.load(existing[-1][1], params, opt_state)
-      old = man.get("config", {})
-      if _comparable(old) != _comparable(config.to_dict()):
-        diff = sorted(
-          k
-          for k in set(_comparable(old)) | set(_comparable(config.to_dict()))
-          if _comparable(old).get(k) != _comparable(config.to_dict()).get(k)
-        )
-        raise ValueError(
-          f"the checkpoint in {str(out)!r} was written with another "
-          f"configuration (differs in {diff}); resume with the same one"
-        )
-      params = jax.tree_util.tree_map(jnp.asarray, params)
-      opt_state = jax.tree_util.tree_map(jnp.asarray, opt_state)
-      start = resumed_from = int(man["step"])
-      _truncate_jsonl(metrics_path, start)
-    elif existing:
-      raise FileExistsError(
-        f"{str(out)!r} already holds checkpoints (newest: "
-        f"{existing[-1][1].name}); pass resume=True (--resume) to continue "
-        f"or choose another directory"
-      )
-    out.mkdir(parents=True, exist_ok=True)
-    ckpt.atomic_write_text(out / "config.json", json.dumps(config.to_dict(), indent=1))
-  if start > config.steps:
-    raise ValueError(f"the checkpoint is at step {start}, beyond steps={config.steps}")
-
-  if progress is None:
-    progress = sys.stderr.isatty()
-  from tqdm.auto import tqdm
-
+  params, opt_state, start, resumed_from = _open_run(config, out, resume, trainer)
   bar = tqdm(
     total=config.steps,
     initial=start,
-    disable=not progress,
+    disable=not (sys.stderr.isatty() if progress is None else progress),
     desc=f"{config.task}/{config.scheme}",
     leave=False,
   )
   history: list = []
-  done = {"params": params, "opt_state": opt_state, "step": start}
+  done = {"params": params, "opt_state": opt_state, "step": start, "saved": start}
 
-  def save(step):
-    if out is not None:
+  def record(rec: dict) -> None:
+    history.append(rec)
+    _write_jsonl(metrics_path, rec)
+
+  def save() -> None:
+    if out is not None and done["saved"] != done["step"]:
       ckpt.save(
-        out, step, done["params"], done["opt_state"], manifest=_manifest(config), keep=config.keep
+        out,
+        done["step"],
+        done["params"],
+        done["opt_state"],
+        manifest=_manifest(config),
+        keep=config.keep,
       )
+      done["saved"] = done["step"]
 
   t0 = time.perf_counter()
-  last_saved = start
+  loss_sum, loss_count = 0.0, 0  # since the last log line; summed on the device, read when logged
   try:
     for step in range(start, config.steps):
       params, opt_state, loss = trainer._train_step(params, opt_state, step)
       n = step + 1
       done.update(params=params, opt_state=opt_state, step=n)
       bar.update(1)
-      # the loss is read back (a device sync) only to log it, before a checkpoint or an
-      # evaluation (a non-finite loss must stop the run first), or for a callback
+      loss_sum, loss_count = loss_sum + loss, loss_count + 1
       logged = n % config.log_every == 0 or n == config.steps
       saving = bool(config.checkpoint_every) and n % config.checkpoint_every == 0
       evaluating = bool(config.eval_every) and n % config.eval_every == 0 and n < config.steps
+      # the loss is read back (a device sync) only to log it, before a checkpoint or an
+      # evaluation (a non-finite loss must stop the run first), or for a callback
       if logged or saving or evaluating or callback is not None:
         loss = float(loss)
-        if not math.isfinite(loss) and config.update_every == 0:
-          raise FloatingPointError(
-            f"the training loss became {loss} by step {n}; "
-            f"lower learning_rate (now {config.learning_rate})"
-          )
+        _check_finite(loss, n, config)
       if logged:
-        bar.set_postfix(loss=f"{loss:.4f}")
-        rec = {"step": n, "loss": loss, "time_s": round(time.perf_counter() - t0, 3)}
-        history.append(rec)
-        _write_jsonl(metrics_path, rec)
+        mean = float(loss_sum) / loss_count
+        loss_sum, loss_count = 0.0, 0
+        bar.set_postfix(loss=f"{mean:.4f}")
+        record({"step": n, "loss": mean, "time_s": round(time.perf_counter() - t0, 3)})
       if evaluating:
-        ev = {"step": n, "eval": trainer.evaluate(params)}
-        history.append(ev)
-        _write_jsonl(metrics_path, ev)
+        record({"step": n, "eval": trainer.evaluate(params)})
       if saving:
-        save(n)
-        last_saved = n
+        save()
       if callback is not None:
         callback(n, loss)
   except KeyboardInterrupt:
     bar.close()
-    if done["step"] != last_saved:
-      save(done["step"])
+    save()
     raise
   finally:
     bar.close()
   train_time = time.perf_counter() - t0
-  if out is not None and last_saved != done["step"]:
-    save(done["step"])
+  save()
   test = {}
   if evaluate_at_end:
     test = trainer.evaluate(params)
-    rec = {"step": done["step"], "test": test}
-    history.append(rec)
-    _write_jsonl(metrics_path, rec)
+    record({"step": done["step"], "test": test})
   return TrainResult(
     params, opt_state, done["step"], test, train_time, history, config, resumed_from
   )
@@ -716,148 +778,6 @@ def evaluate(path, num_clips: int | None = None, seed: int | None = None) -> dic
   config, trainer, params, man = load_run(path)
   m = trainer.evaluate(params, num_clips, seed=seed)
   return {"task": config.task, "scheme": config.scheme, "step": man["step"], **m}
-
-
-# ---------------------------------------------------------------------------------------------
-# compare
-# ---------------------------------------------------------------------------------------------
-
-
-def _markdown(results: dict) -> str:
-  task = results["task"]
-  if task in CLASSIFICATION_TASKS:
-    cols = [
-      ("test_accuracy", "test clip accuracy", "{:.3f}"),
-      ("test_tick_accuracy", "test per-tick accuracy", "{:.3f}"),
-    ]
-  else:
-    cols = [
-      ("test_mse", "test MSE", "{:.5f}"),
-      ("test_psnr", "test PSNR (dB)", "{:.2f}"),
-      ("test_ssim", "test SSIM", "{:.3f}"),
-    ]
-  cols += [("steps", "steps", "{}"), ("train_time_s", "train time (s)", "{:.1f}")]
-  lines = [f"# compare: {task}", ""]
-  if results.get("chance") is not None:
-    lines += [f"Chance: {results['chance']:.3f}", ""]
-  lines.append("| scheme | graph | method | " + " | ".join(c[1] for c in cols) + " |")
-  lines.append("| --- | --- | --- | " + " | ".join("---" for _ in cols) + " |")
-  for name, r in results["schemes"].items():
-    lines.append(
-      f"| {name} | {r['graph']} | {r['method']} | "
-      + " | ".join(c[2].format(r[c[0]]) if c[0] in r else "" for c in cols)
-      + " |"
-    )
-  per_class = {
-    n: r["test_class_accuracy"] for n, r in results["schemes"].items() if "test_class_accuracy" in r
-  }
-  if per_class:
-    names = list(next(iter(per_class.values())))
-    lines += [
-      "",
-      "Test clip accuracy per true class:",
-      "",
-      "| scheme | " + " | ".join(names) + " |",
-      "| --- | " + " | ".join("---" for _ in names) + " |",
-    ]
-    lines += [
-      f"| {n} | " + " | ".join(f"{acc[c]:.2f}" for c in names) + " |"
-      for n, acc in per_class.items()
-    ]
-  return "\n".join(lines) + "\n"
-
-
-def compare(
-  task: str,
-  out_dir,
-  quick: bool = False,
-  seed: int = 0,
-  schemes=COMPARE_SCHEMES,
-  *,
-  overwrite: bool = False,
-  progress: bool | None = None,
-  log: Callable[[str], None] | None = None,
-  **overrides,
-) -> dict:
-  """Trains every scheme on the same data, seed and budget; writes results.json and .md.
-
-  Args:
-    task: "digits", "motion-classes" or "next-frame".
-    out_dir: where ``results.json``, ``results.md`` and one run directory per scheme go.
-    quick: a tiny budget (seconds), for tests and notebooks.
-    seed: the seed shared by every scheme.
-    schemes: which schemes (default: all five of :data:`~sideways_lab.models.SCHEMES`).
-    overwrite: replace an existing ``results.json`` (and the scheme runs) in ``out_dir``.
-    overrides: fields of :class:`TrainConfig` (``model=``/``data=`` may be dicts).
-
-  Returns:
-    ``{"task", "chance", "config", "schemes": {name: {"test_accuracy" | "test_mse",
-    "test_psnr", "test_ssim", ..., "train_time_s", "steps", "graph", "method"}}}``.
-  """
-  check_task(task)
-  schemes = tuple(check_scheme(s) for s in schemes)
-  if not schemes:
-    raise ValueError("schemes must name at least one scheme")
-  out = Path(out_dir)
-  if out.exists() and not out.is_dir():
-    raise NotADirectoryError(f"out_dir {str(out)!r} exists and is not a directory")
-  if (out / "results.json").exists() and not overwrite:
-    raise FileExistsError(
-      f"{str(out / 'results.json')!r} exists; pass overwrite=True "
-      f"(--overwrite) or choose another directory"
-    )
-  configs = {
-    s: default_config(
-      task, s, quick=quick, seed=seed, **json.loads(json.dumps(overrides, default=list))
-    )
-    for s in schemes
-  }  # validates everything before training
-  out.mkdir(parents=True, exist_ok=True)
-  log = log or (lambda msg: None)
-  results = {
-    "task": task,
-    "chance": None,
-    "quick": bool(quick),
-    "seed": seed,
-    "config": configs[schemes[0]].to_dict(),
-    "schemes": {},
-  }
-  results["config"].pop("scheme")
-  for s in schemes:
-    cfg = configs[s]
-    run_dir = out / s
-    if overwrite and run_dir.exists():
-      for _, p in ckpt.list_checkpoints(run_dir):
-        p.unlink()
-        p.with_suffix(".json").unlink(missing_ok=True)
-      (run_dir / "metrics.jsonl").unlink(missing_ok=True)
-    log(f"training {s} ({cfg.steps} steps)...")
-    r = train(cfg.replace(checkpoint_every=0), run_dir, progress=progress)
-    trainer_task = make_task(cfg.data, edges_of(cfg.model, s), mode_of(s))
-    if task in CLASSIFICATION_TASKS:
-      results["chance"] = trainer_task.chance
-      res = {
-        "test_accuracy": r.test["accuracy"],
-        "test_tick_accuracy": r.test["tick_accuracy"],
-        "test_loss": r.test["loss"],
-        "test_class_accuracy": class_accuracy(r.test["confusion"], trainer_task.class_names),
-        "test_confusion": r.test["confusion"],
-      }
-    else:
-      res = {"test_mse": r.test["mse"], "test_psnr": r.test["psnr"], "test_ssim": r.test["ssim"]}
-    losses = [h["loss"] for h in r.history if "loss" in h]
-    res.update(
-      final_train_loss=losses[-1] if losses else None,
-      train_time_s=r.train_time_s,
-      steps=r.step,
-      graph=SCHEMES[s][0],
-      method=SCHEMES[s][1],
-    )
-    results["schemes"][s] = res
-    log(f"  {s}: " + ", ".join(f"{k}={v:.4g}" for k, v in res.items() if isinstance(v, float)))
-  ckpt.atomic_write_text(out / "results.json", json.dumps(results, indent=1))
-  ckpt.atomic_write_text(out / "results.md", _markdown(results))
-  return results
 
 
 # ---------------------------------------------------------------------------------------------

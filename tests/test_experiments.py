@@ -1,6 +1,5 @@
 """The experiment layer: tasks and anchors, baselines, cached sweeps, alignment, claims."""
 
-import json
 
 import numpy as np
 import pandas as pd
@@ -98,7 +97,7 @@ def _fake_train_run(calls, fail_at=None):
   def fake(config, run_dir, knob, progress=False):
     if fail_at is not None and len(calls) == fail_at:
       raise KeyboardInterrupt
-    calls.append((config.scheme, getattr(config.data, knob), config.seed))
+    calls.append((config.scheme, ex._row_ids(config, knob)["value"], config.seed))
     row = ex._row_ids(config, knob)
     row.update(accuracy=0.5 + 0.01 * config.seed, run=run_dir.name)
     return row
@@ -236,34 +235,111 @@ def test_cli_sweep_writes_results(tmp_path, capsys):
 
 
 # ---------------------------------------------------------------------------------------------
-# Claims
+# Shared runs: the stride of moving digits is a speed; the full stash is the exact twin
 # ---------------------------------------------------------------------------------------------
 
 
-def _digits(gap_smooth, gap_rough, seeds=3):
-  rows = []
-  for seed in range(seeds):
-    jitter = 0.005 * seed
-    for v, gap in ((0.25, gap_smooth), (4.0, gap_rough)):
-      for s, acc in (
-        ("backprop", 0.95),
-        ("sideways_exact", 0.94),
-        ("sideways", 0.95 - gap),
-        ("skip_sideways", 0.93),
-        ("skip_exact", 0.94),
-      ):
-        rows.append(
-          dict(task="digits", scheme=s, knob="speed", value=v, seed=seed, accuracy=acc + jitter)
-        )
-  return pd.DataFrame(rows)
+def test_stride_and_full_stash_share_the_runs_they_equal(tmp_path, monkeypatch):
+  calls = []
+  monkeypatch.setattr(ex, "train_run", _fake_train_run(calls))
+  runs = tmp_path / "runs"
+  speed = ex.sweep(
+    "digits",
+    "speed",
+    [0.5, 1.0],
+    schemes=["sideways", "sideways_exact"],
+    seeds=1,
+    quick=True,
+    out=tmp_path / "speed",
+    runs=runs,
+  )
+  stride = ex.sweep(
+    "digits",
+    "stride",
+    [1, 2],
+    schemes=["sideways", "sideways_exact"],
+    seeds=1,
+    quick=True,
+    out=tmp_path / "stride",
+    runs=runs,
+    overrides=dict(data=dict(speed=0.5)),
+  )
+  assert len(calls) == 4  # stride s at 0.5 px/frame is speed 0.5·s: nothing new trained
+  assert list(stride.value) == [1, 1, 2, 2] and list(stride.run) != list(speed.run)
+  assert [r.split("/")[-1] for r in stride.run] == [r.split("/")[-1] for r in speed.run]
+  stash = ex.sweep(
+    "digits",
+    "stash",
+    "0,full",
+    schemes=["sideways"],
+    seeds=1,
+    quick=True,
+    out=tmp_path / "stash",
+    runs=runs,
+    overrides=dict(data=dict(speed=0.5)),
+  )
+  assert len(calls) == 4  # stash 0 is Sideways, stash "full" its exact twin (§5)
+  assert list(stash.scheme) == ["sideways", "sideways_exact"] and list(stash.value) == ["0", "full"]
 
 
-def test_claims_follow_the_numbers():
-  c1, c2 = ex.claim_c1(_digits(0.02, 0.3)), ex.claim_c2(_digits(0.02, 0.3), None)
-  assert c1.verdict == ex.REPRODUCED and c2.verdict == ex.REPRODUCED
-  c1, c2 = ex.claim_c1(_digits(0.4, 0.4)), ex.claim_c2(_digits(0.4, 0.4), None)
-  assert c1.verdict == ex.NOT_REPRODUCED and "estimate" in c1.why
-  assert c2.verdict == ex.NOT_REPRODUCED
-  report = ex.claims_report(ex.claims({"digits-speed": _digits(0.02, 0.3)}))
-  assert "| **C1**" in report and report.count(ex.NOT_MEASURED) == 2  # C3, C4 not run
-  assert json.dumps([c.verdict for c in ex.claims({})]) == json.dumps([ex.NOT_MEASURED] * 4)
+def test_stash_values_and_subsets():
+  assert ex.check_values("stash", "0, 2,full,6-0-2") == ("0", "2", "full", "6-0-2")
+  assert ex.parse_stash("6-0-2") == (6, 0, 2) and ex.parse_stash("3") == 3
+  with pytest.raises(ValueError, match="values of stash"):
+    ex.check_values("stash", "x")
+  subsets = ex.stash_subsets(graph.chain_edges(4))  # exact lags 6, 4, 2
+  assert subsets == ("6-0-0", "0-4-0", "0-0-2", "6-4-0", "6-0-2", "0-4-2")
+  cfg = ex.run_config("digits", "sideways", "stash", "6-0-2", 0, quick=True)
+  assert cfg.stash == (6, 0, 2) and cfg.scheme == "sideways"
+
+
+# ---------------------------------------------------------------------------------------------
+# Convergence and learning curves
+# ---------------------------------------------------------------------------------------------
+
+
+def test_convergence_rule_on_curves_it_must_tell_apart():
+  rng = np.random.default_rng(0)
+  steps = np.arange(10, 1001, 10)
+  falling = 2.3 * np.exp(-steps / 400) + 0.05
+  noisy_flat = 0.3 + 0.03 * rng.standard_normal(steps.size)
+  rising = 0.3 + 0.0004 * steps
+  for curve, converged in ((falling, False), (noisy_flat, True), (rising, False)):
+    change, t = ex.plateau_trend(steps, curve)
+    assert ex.has_converged(change, t) == converged, (change, t)
+  change, _ = ex.plateau_trend(steps, falling)
+  assert change > 0.05  # still falling: positive change
+  late = np.arange(10, 6001, 60)
+  assert ex.has_converged(*ex.plateau_trend(late, 2.3 * np.exp(-late / 400) + 0.05))
+  assert not ex.has_converged(*ex.plateau_trend([1, 2], [1.0, 0.5]))  # too short to judge
+
+
+def test_a_short_run_is_flagged_and_its_curve_recorded(tmp_path):
+  # a deliberately short run: its loss still falls steeply over the last fifth
+  df = ex.sweep(
+    "digits",
+    "speed",
+    [0.5],
+    schemes=["backprop"],
+    seeds=1,
+    steps=40,
+    quick=True,
+    out=tmp_path,
+    overrides=dict(learning_rate=3e-2, batch_size=8),
+  )
+  row = df.iloc[0]
+  assert not row.converged and row.plateau_change > ex.PLATEAU_TOLERANCE, row
+  curves = ex.read_curves(tmp_path)
+  assert list(curves.columns) == list(ex.ID_COLUMNS) + list(ex.CURVE_COLUMNS)
+  train = curves[curves.split == "train"]
+  assert len(train) == 40 and train.step.is_monotonic_increasing
+  test = curves[(curves.split == "test") & (curves.metric == "accuracy")]
+  assert list(test.step) == [5 * i for i in range(1, 9)]  # every eighth of the run and the end
+
+
+def test_compare_is_a_one_seed_sweep(tmp_path, capsys):
+  df = ex.compare("digits", tmp_path, quick=True)
+  assert set(df.scheme) == set(sl.models.SCHEMES) and set(df.seed) == {0}
+  assert (tmp_path / "results.csv").exists() and (tmp_path / "curves.csv").exists()
+  assert sl.cli.main(["compare", "--task", "digits", "--quick", "--out", str(tmp_path)]) == 0
+  assert "accuracy (mean over 1 seeds)" in capsys.readouterr().out

@@ -134,23 +134,29 @@ def test_bad_configuration():
     tiny(schedule="step")
 
 
-def test_compare_quick(tmp_path):
-  res = training.compare(
-    "next-frame",
-    tmp_path,
-    quick=True,
-    schemes=("skip_sideways",),
-    steps=2,
-    model=dict(num_units=3, width=4, groups=2),
-    data=dict(size=(8, 8)),
-  )
-  on_disk = json.loads((tmp_path / "results.json").read_text())
-  assert on_disk["task"] == "next-frame" and set(on_disk["schemes"]) == {"skip_sideways"}
-  for r in res["schemes"].values():
-    assert {"test_mse", "test_psnr", "test_ssim", "train_time_s", "steps"} <= set(r)
-    assert r["steps"] == 2
-  assert "| skip_sideways |" in (tmp_path / "results.md").read_text()
-  with pytest.raises(FileExistsError):
-    training.compare("next-frame", tmp_path, quick=True)
-  with pytest.raises(ValueError, match="scheme"):
-    training.compare("next-frame", tmp_path / "x", quick=True, schemes=("nope",))
+def test_warmup_then_constant_or_cosine_learning_rate():
+  cfg = training.default_config("digits", "sideways", quick=True, learning_rate=0.1, warmup=4)
+  lr = training.learning_rate(cfg.replace(steps=20))
+  np.testing.assert_allclose([lr(0), lr(2), lr(4), lr(19)], [0.0, 0.05, 0.1, 0.1], atol=1e-7)
+  cos = training.learning_rate(cfg.replace(steps=20, schedule="cosine"))
+  np.testing.assert_allclose([cos(2), cos(4), cos(12), cos(20)], [0.05, 0.1, 0.05, 0.0], atol=1e-7)
+  assert training.learning_rate(cfg.replace(warmup=0)) == 0.1
+
+
+def test_logged_loss_is_the_mean_since_the_last_line(tmp_path):
+  cfg = training.default_config("digits", "sideways", quick=True, steps=6, log_every=3)
+  seen = []
+  training.train(cfg, tmp_path, callback=lambda n, loss: seen.append(loss))
+  steps, losses = training.history(tmp_path)
+  assert list(steps) == [3, 6]
+  np.testing.assert_allclose(losses, [np.mean(seen[:3]), np.mean(seen[3:])], rtol=1e-6)
+
+
+def test_stash_is_validated_and_only_for_sideways():
+  cfg = training.default_config("digits", "sideways", quick=True, stash=[2, 0])
+  assert cfg.stash == (2, 0) and cfg.to_dict()["stash"] == [2, 0]
+  assert training.TrainConfig.from_dict(cfg.to_dict()) == cfg
+  with pytest.raises(ValueError, match="stash"):
+    training.default_config("digits", "sideways", quick=True, stash=-1)
+  with pytest.raises(ValueError, match="sideways method only"):
+    training.default_config("digits", "backprop", quick=True, stash=1)
