@@ -24,15 +24,28 @@ added (and the result clipped to ``[0, 1]``).
 **Motion classes** (``motion_classes``): one random digit (random brightness on a
 random background level) per clip, whose label is its motion:
 ``MOTION_CLASS_NAMES = (right, left, down, up, clockwise, anticlockwise, grow,
-shrink)``.  The canvas is a torus (the object wraps around the borders), and in
-every class the frame-``t`` centre is uniform on the torus and the frame-``t``
-orientation is uniform on the circle; the log-radius of the object is
-``rho0 + g tau`` where ``tau`` is ``+(t - (T-1)/2)`` (grow),
-``-(t - (T-1)/2)`` (shrink), or, for the other classes, a *constant*
-``s - (T-1)/2`` with ``s`` a uniformly random frame index.  So a frame drawn at
-a uniformly random time has exactly the same distribution in every class: a
-single frame carries no information about the label, and only a model that
-compares frames can beat chance (``1 / 8``).
+shrink)``.  Clip ``b`` with label ``k`` draws a digit, a brightness, a background
+level, a centre ``c_b`` uniform on the ``H x W`` torus, an angle ``theta_b``
+uniform in ``[0, 2 pi)`` and a size phase ``u_b`` uniform in ``[0, S)``, the same
+draws whatever ``k``, and shows at frame ``t``::
+
+    centre(t)     = (c_b + speed * d_k * t) mod (H, W),
+    angle(t)      = (theta_b + s_k * omega * t) mod 2 pi,
+    log radius(t) = log r_min + ((u_b + g_k * g * t) mod S),   S = log(r_max / r_min),
+
+with ``d_k`` the unit direction of ``right``/``left``/``down``/``up`` (else 0),
+``s_k = +1 / -1`` for ``clockwise``/``anticlockwise`` (else 0), ``g_k = +1 / -1``
+for ``grow``/``shrink`` (else 0), and the rates ``omega``, ``g`` of
+:func:`motion_classes`.  The log-radius moves at a constant rate on a bounded
+range and wraps: a growing digit jumps from ``r_max`` back to ``r_min`` once every
+``S / g`` frames (a shrinking one from ``r_min`` to ``r_max``).  A uniform variable
+plus a constant, modulo its range, is uniform again, so at *every* frame index
+``t`` the centre, angle and log-radius are uniform and independent of each other
+and of the digit, brightness and background, in every class: each single frame,
+at whatever time, has exactly the same distribution in every class.  A per-frame
+model (for example one that sees only the frames that reach a pipelined chain's
+loss ticks) is therefore at chance (``1 / 8``); only a model that compares frames
+can beat it.
 """
 
 from __future__ import annotations
@@ -283,9 +296,9 @@ def moving_digits_batches(
 # Motion classes.
 # ----------------------------------------------------------------------------
 
-# Object half-width range (fraction of min(H, W)) at the middle of the clip.
-_RADIUS_RANGE = (0.16, 0.26)
-_MAX_SCALE_CHANGE = 2.5  # Grow/shrink change the size by at most this factor.
+# The range [r_min, r_max] of the object's half-width (fraction of min(H, W)) in every frame.
+_RADIUS_RANGE = (0.1, 0.4)
+_MAX_SCALE_CHANGE = 2.5  # Grow/shrink change the size by at most this factor over a clip.
 
 
 def _motion_config(batch_size, num_frames, size, seed, speed, noise):
@@ -350,6 +363,19 @@ def _warp(images, centre, angle, radius, h, w):
   return _bilinear_sample(images, rows, cols)  # (b, T, H, W)
 
 
+def _growth_rate(speed: float, r_mid: float, num_frames: int, size_range: float) -> float:
+  """``g = min(speed / (2 r_mid), log(2.5) / (T - 1), S / 4)``: d log(radius) / frame.
+
+  The rim of a digit of radius ``r_mid`` moves ~``speed / 2`` px/frame, the size changes
+  by at most a factor 2.5 over a clip of ``T`` frames, and a step is at most a quarter of
+  the log-radius range ``S`` (so that a step of growth, ``+g``, is never mistaken for the
+  wrap of a shrinking digit, a step of ``S - g >= 3 g``)."""
+  growth = min(0.5 * speed / r_mid, size_range / 4.0)
+  if num_frames > 1:
+    growth = min(growth, math.log(_MAX_SCALE_CHANGE) / (num_frames - 1))
+  return growth
+
+
 def _render_motion_classes(
   rng: np.random.Generator, *, batch_size, num_frames, h, w, speed, noise, labels=None
 ):
@@ -357,12 +383,11 @@ def _render_motion_classes(
   n_cls = len(MOTION_CLASS_NAMES)
   digits = _digit_images()
   side = min(h, w)
-  r_lo, r_hi = _RADIUS_RANGE[0] * side, _RADIUS_RANGE[1] * side
-  r_mid = math.sqrt(r_lo * r_hi)
+  log_r_min = math.log(_RADIUS_RANGE[0] * side)
+  size_range = math.log(_RADIUS_RANGE[1] / _RADIUS_RANGE[0])  # S, the log-radius range.
+  r_mid = side * math.sqrt(_RADIUS_RANGE[0] * _RADIUS_RANGE[1])
   omega = speed / r_mid  # rad/frame: the rim moves ~speed px/frame.
-  growth = 0.5 * speed / r_mid  # d log(radius)/frame: the rim moves ~speed/2 px/frame.
-  if t_len > 1:
-    growth = min(growth, math.log(_MAX_SCALE_CHANGE) / (t_len - 1))
+  growth = _growth_rate(speed, r_mid, t_len, size_range)
 
   # Random draws, in a fixed order.  Balanced labels in random order.
   drawn = rng.permutation(np.arange(b) % n_cls).astype(np.int32)
@@ -372,11 +397,9 @@ def _render_motion_classes(
   background = rng.uniform(0.0, 0.2, size=b).astype(np.float32)
   centre0 = rng.uniform(0.0, 1.0, size=(b, 2)) * np.array([h, w])
   angle0 = rng.uniform(0.0, 2.0 * np.pi, size=b)
-  log_r0 = rng.uniform(math.log(r_lo), math.log(r_hi), size=b)
-  frame_of_size = rng.integers(0, t_len, size=b)  # Static-size classes.
+  size_phase = rng.uniform(0.0, size_range, size=b)
 
   t = np.arange(t_len, dtype=np.float64)
-  tau = t - (t_len - 1) / 2.0
   direction = np.zeros((b, 2))  # (dy, dx) per frame.
   direction[labels == 0] = (0, 1)
   direction[labels == 1] = (0, -1)
@@ -385,13 +408,9 @@ def _render_motion_classes(
   centre = centre0[:, None, :] + speed * direction[:, None, :] * t[None, :, None]
   spin = np.select([labels == 4, labels == 5], [1.0, -1.0], 0.0)
   angle = angle0[:, None] + spin[:, None] * omega * t[None, :]  # Clockwise on screen.
-  static_tau = (frame_of_size - (t_len - 1) / 2.0)[:, None] * np.ones((1, t_len))
-  tau_size = np.where(
-    (labels == 6)[:, None],
-    tau[None, :],
-    np.where((labels == 7)[:, None], -tau[None, :], static_tau),
-  )
-  radius = np.exp(log_r0[:, None] + growth * tau_size)  # (B, T)
+  sense = np.select([labels == 6, labels == 7], [1.0, -1.0], 0.0)
+  log_size = np.mod(size_phase[:, None] + sense[:, None] * growth * t[None, :], size_range)
+  radius = np.exp(log_r_min + log_size)  # (B, T), uniform log in [log r_min, log r_max).
 
   # Inverse warp: torus displacement of each pixel from the centre, rotated
   # back and scaled to the digit's [-1, 1]^2 square.
@@ -429,10 +448,12 @@ def motion_classes(
   * ``clockwise``/``anticlockwise``: rotation at ``speed / r`` rad/frame
     (``r`` the typical radius, so the rim moves ~``speed`` px/frame);
   * ``grow``/``shrink``: the radius changes by a factor ``exp(+-g)`` per frame,
-    ``g = min(speed / (2 r), log(2.5) / (T - 1))``.
+    ``g = min(speed / (2 r), log(2.5) / (T - 1), S / 4)``, on the range
+    ``[r_min, r_max] = [0.1, 0.4] min(H, W)`` (``S = log 4``), wrapping around at its ends.
 
-  Single frames have the same distribution in every class, so per-frame
-  models are at chance (``1 / 8``); labels are balanced within a batch.
+  At every frame index, single frames have the same distribution in every class
+  (the module docstring gives the law), so per-frame models are at chance
+  (``1 / 8``); labels are balanced within a batch.
 
   Args:
     batch_size: ``B``.
