@@ -345,7 +345,7 @@ def _test_columns(trainer: training.Trainer, test: dict) -> dict:
 #: The last part of a run on which convergence is judged (a fifth).
 PLATEAU_FRACTION = 0.2
 #: A run has converged when the trend of its training loss over the last fifth changes the
-#: loss by less than this (relative), or is not distinguishable from noise.
+#: loss by less than this (relative), or by less than twice this within noise.
 PLATEAU_TOLERANCE = 0.05
 #: The trend is noise when its slope is within this many standard errors of zero.
 PLATEAU_T = 2.0
@@ -380,11 +380,12 @@ def has_converged(
   change: float, t: float, tolerance: float = PLATEAU_TOLERANCE, t_max: float = PLATEAU_T
 ) -> bool:
   """The convergence rule of docs/design.md §9: over the last fifth of the run the training
-  loss's trend changes it by less than ``tolerance`` (5 %), or the trend is noise
-  (``|t| < t_max``). A run still falling, or rising, beyond both is not at its plateau."""
-  if not (np.isfinite(change) and np.isfinite(t) or np.isinf(t)):
+  loss's trend changes it by less than ``tolerance`` (5 %), or by less than twice that while
+  the trend is not distinguishable from noise (``|t| < t_max``). A run still falling, or
+  rising, beyond that is not at its plateau; so is a run too short to judge (NaN)."""
+  if not np.isfinite(change):
     return False
-  return bool(abs(change) < tolerance or abs(t) < t_max)
+  return bool(abs(change) < tolerance or (abs(t) < t_max and abs(change) < 2 * tolerance))
 
 
 def learning_curve(history: Sequence[dict]) -> list[dict]:

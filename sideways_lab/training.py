@@ -244,7 +244,7 @@ TASK_DEFAULTS = {
   "digits": dict(
     model=dict(num_units=4, width=32, groups=8, span=2, downsample=(1,), readout="mean"),
     data=dict(num_frames=8, size=(16, 16), speed=1.0),
-    steps=1200,
+    steps=1000,
     batch_size=16,
     learning_rate=1e-2,
     warmup=50,
@@ -254,7 +254,7 @@ TASK_DEFAULTS = {
   "motion-classes": dict(
     model=dict(num_units=4, width=16, span=2, downsample=(), readout="mean"),
     data=dict(num_frames=12, size=(16, 16), speed=2.0),
-    steps=1500,
+    steps=1200,
     batch_size=16,
     learning_rate=3e-3,
     warmup=50,
@@ -264,7 +264,7 @@ TASK_DEFAULTS = {
   "next-frame": dict(
     model=dict(num_units=4, width=16, span=2, downsample=(1,)),
     data=dict(num_frames=12, size=(16, 16), speed=0.5, horizon=1),
-    steps=800,
+    steps=600,
     batch_size=16,
     learning_rate=3e-3,
     warmup=50,
