@@ -19,8 +19,9 @@ newest checkpoint so that an interrupted run ends with the same parameters as an
 uninterrupted one. Ctrl-C (KeyboardInterrupt) saves a checkpoint of the last completed step
 before it propagates.
 
-:func:`compare` trains backprop, Sideways, Skip-Sideways and ``pipelined_exact`` (skip graph,
-the upper bound) on the same data with the same seed and budget and writes
+:func:`compare` trains the five schemes of :data:`sideways_lab.models.SCHEMES` (backprop,
+Sideways, Skip-Sideways and their exact twins) on the same data with the same seed and budget
+and writes
 ``out_dir/results.json`` and ``out_dir/results.md``.
 """
 
@@ -68,7 +69,6 @@ __all__ = [
   "evaluate",
   "compare",
   "default_config",
-  "grad_cosine",
   "alignment",
   "OPTIMIZERS",
   "COMPARE_SCHEMES",

@@ -68,12 +68,16 @@ def test_metrics_of_known_vectors():
 
 def test_metrics_zero_and_errors():
   z = _tree([0.0, 0.0], [0.0])
-  al = an.alignment(z, z)
-  np.testing.assert_allclose(al.per_unit.cosine, [1, 1])
+  al = an.alignment(z, z)  # a zero gradient has no direction: cosine and angle are NaN
+  assert np.isnan(np.asarray(al.per_unit.cosine)).all()
+  assert np.isnan(np.asarray(al.per_unit.angle_deg)).all()
   np.testing.assert_allclose(al.per_unit.norm_ratio, [1, 1])
   al = an.alignment(_tree([1.0, 0.0], [1.0]), z)
   assert np.isinf(np.asarray(al.per_unit.norm_ratio)).all()
-  np.testing.assert_allclose(al.per_unit.cosine, [0, 0])
+  assert np.isnan(np.asarray(al.per_unit.cosine)).all()
+  al = an.alignment(z, _tree([1.0, 0.0], [1.0]))
+  assert np.isnan(np.asarray(al.per_unit.cosine)).all()
+  np.testing.assert_allclose(al.per_unit.rel_error, [1, 1])
   with pytest.raises(ValueError, match="same structure"):
     an.alignment(_tree([1.0], [1.0]), ({"w": jnp.ones(1)},))
 
