@@ -214,7 +214,7 @@ def fig_schedule(ctx: Context):
       ("skip_sideways", skip_edges(L, 2)),
     ],
   ):
-    d = P.schedule_data(edges, T, scheme)
+    d = schedule.schedule_data(edges, T, scheme)
     sub = {
       "backprop": "blocking: one frame in flight, 2L-1 ticks per frame",
       "sideways": "every unit busy every tick; gradient 2(L-k) frames older than the activation",

@@ -11,6 +11,8 @@ import pytest
 
 import sideways_lab as sl
 from sideways_lab import analysis as an
+from sideways_lab import training
+from sideways_lab.analysis import sweeps
 from sideways_lab.models import ModelConfig, build_graph
 from sideways_lab.tasks import TaskConfig, make_task, mse, shift_targets
 
@@ -375,11 +377,23 @@ def test_sweep_uses_cache(tmp_path, speed_table):
   pd.testing.assert_frame_equal(t1, t3)
 
 
-def test_quick_env(monkeypatch):
+def test_quick_mode_is_the_experiments_quick_mode(monkeypatch):
+  """The sweeps' default sizes follow sl.experiments.is_quick (one home for quick mode)."""
   monkeypatch.setenv("SIDEWAYS_LAB_QUICK", "1")
-  assert an.is_quick() and not an.is_quick(False)
+  assert sweeps._defaults(None) == sweeps._QUICK and sweeps._defaults(False) == sweeps._FULL
   monkeypatch.setenv("SIDEWAYS_LAB_QUICK", "0")
-  assert not an.is_quick()
+  assert sweeps._defaults(None) == sweeps._FULL
+  assert not hasattr(an, "is_quick") and not hasattr(sweeps, "QUICK_ENV")
+
+
+def test_clips_come_from_the_analysis_stream():
+  """Seed s measures on the clips of training.data_seed(s, ANALYSIS_STREAM, 0); the clips of
+  two seeds differ."""
+  cfg = dict(size=(8, 8), batch_size=1, num_frames=6)
+  task = make_task(TaskConfig(task="next-frame", num_frames=6, size=(8, 8), speed=1.0))
+  want = task.batch(1, training.data_seed(3, training.ANALYSIS_STREAM, 0))[0]
+  np.testing.assert_array_equal(sweeps._digits(cfg, 1.0, 3), want)
+  assert not np.array_equal(sweeps._digits(cfg, 1.0, 3), sweeps._digits(cfg, 1.0, 4))
 
 
 def test_sweep_argument_errors():

@@ -35,7 +35,6 @@ from sideways_lab.analysis.latency import (
 from sideways_lab.analysis.memory import compiled_memory, memory_vs_clip_length
 from sideways_lab.analysis.sweeps import (
   init_params,
-  is_quick,
   measure,
   per_unit_mean,
   sweep_clip_length,
@@ -74,7 +73,6 @@ __all__ = [
   "cache_dir",
   "cache_key",
   "cached",
-  "is_quick",
   "UnitCosts",
   "project_speedup",
   "unit_costs",
