@@ -1,7 +1,7 @@
 """Regenerates every figure of the project (PNG and PDF) with a manifest.
 
-    sideways-lab figures [--quick] [--out DIR] [--only NAME ...] [--seed N]
-    python -m sideways_lab.figures [--quick] [--out DIR] [--only NAME ...] [--seed N]
+    sideways-lab figures [--quick] [--out DIR] [--only NAME ...]
+    python -m sideways_lab.figures [--quick] [--out DIR] [--only NAME ...]
 
 or from Python ``sl.figures.generate(out_dir="figures", quick=False)``. Every figure is backed
 by runs made right here: the sweeps of :data:`SWEEPS` (:func:`sideways_lab.experiments.sweep`:
@@ -42,8 +42,6 @@ from sideways_lab import plotting as P
 from sideways_lab.analysis import latency as LM
 from sideways_lab.analysis import timing
 from sideways_lab.graph import chain_edges, skip_edges
-
-SEED = 0
 
 
 @dataclasses.dataclass
@@ -150,7 +148,6 @@ class Context:
   """What the figure functions share: the mode, a work dir, the sweeps run so far."""
 
   quick: bool
-  seed: int
   work_dir: Path
   log: Callable[[str], None]
   results: dict = dataclasses.field(default_factory=dict)
@@ -600,7 +597,6 @@ def generate(
   quick: bool = False,
   *,
   only=None,
-  seed: int = SEED,
   log: Callable[[str], None] | None = print,
   work_dir=None,
 ) -> dict:
@@ -610,7 +606,6 @@ def generate(
     out_dir: the output directory (created).
     quick: tiny budgets (a minute or two on a laptop CPU) instead of the full runs.
     only: an optional list of figure names (default: all of :data:`FIGURES`).
-    seed: the seed of the figures that draw their own data.
     log: a function that receives progress lines (None: silent).
     work_dir: where the sweeps' runs go (default: ``.sideways_cache/figures-<mode>``, so an
       interrupted run resumes and a rerun reuses finished runs).
@@ -633,7 +628,7 @@ def generate(
   t0 = time.perf_counter()
   mode = "quick" if quick else "full"
   work = Path(work_dir) if work_dir is not None else Path(".sideways_cache") / f"figures-{mode}"
-  ctx = Context(quick=bool(quick), seed=seed, work_dir=work, log=log)
+  ctx = Context(quick=bool(quick), work_dir=work, log=log)
   figures = {}
   for n in names:
     spec = FIGURES[n]
@@ -653,7 +648,7 @@ def generate(
     "package_version": sideways_lab.__version__,
     "git_commit": _git_commit(Path(__file__).resolve().parent.parent),
     "mode": mode,
-    "seeds": {"sweeps": f"0..{(QUICK_SEEDS if quick else SEEDS) - 1} per setting", "figures": seed},
+    "seeds": {"sweeps": f"0..{(QUICK_SEEDS if quick else SEEDS) - 1} per setting"},
     "versions": _versions(),
     "device": _device(),
     "python": sys.version.split()[0],
@@ -722,7 +717,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     help="tiny budgets (about a minute on a laptop CPU; also SIDEWAYS_LAB_QUICK=1)",
   )
   parser.add_argument("--only", nargs="+", choices=list(FIGURES), help="only these figures")
-  parser.add_argument("--seed", type=int, default=SEED)
   parser.add_argument(
     "--work-dir",
     default=None,
@@ -739,17 +733,13 @@ def run(args: argparse.Namespace) -> int:
     "yes",
     "on",
   )
-  m = generate(args.out, quick=quick, only=args.only, seed=args.seed, work_dir=args.work_dir)
-  skipped = [n for n, f in m["figures"].items() if "skipped" in f]
-  print(
-    f"wrote {len(m['figures']) - len(skipped)} figures to {args.out} in "
-    f"{m['total_time_s']:.0f} s" + (f"; skipped {skipped}" if skipped else "")
-  )
+  m = generate(args.out, quick=quick, only=args.only, work_dir=args.work_dir)
+  print(f"wrote {len(m['figures'])} figures to {args.out} in {m['total_time_s']:.0f} s")
   return 0
 
 
 def main(argv=None) -> int:
-  """``python -m sideways_lab.figures [--quick] [--out DIR] [--only NAME ...] [--seed N]``."""
+  """``python -m sideways_lab.figures [--quick] [--out DIR] [--only NAME ...]``."""
   parser = argparse.ArgumentParser(
     prog="sideways-lab figures",
     description="Regenerate every figure (PNG + PDF) and figures/manifest.json.",
