@@ -1,4 +1,4 @@
-"""Training the three schemes: per-clip and online updates, evaluation, checkpoints, compare.
+"""Training the five schemes: per-clip and online updates, evaluation, checkpoints, compare.
 
 A run is described by a :class:`TrainConfig` (task, scheme, model, data, optimiser, budget,
 seed). :func:`train` builds the graph of the scheme (:mod:`sideways_lab.models`), draws the
