@@ -448,72 +448,69 @@ def schedule_data(graph, num_ticks: int, scheme: str | None = None) -> ScheduleD
     raise ValueError(f"num_ticks must be a positive int, got {num_ticks!r}")
   num_ticks = int(num_ticks)
   edges = _diagram_edges(graph)
-  L = len(edges)
   if scheme is None:
     scheme = getattr(graph, "name", None)
     if scheme is None:
       is_chain = all(es == ((k - 1, 0),) for k, es in edges.items())
       scheme = "sideways" if is_chain else "skip_sideways"
-  T = num_ticks
+  make = _backprop_diagram if scheme == "backprop" else _pipelined_diagram
+  return make(scheme, edges, num_ticks)
+
+
+def _backprop_diagram(scheme: str, edges: dict, T: int) -> ScheduleData:
+  """Blocking BP, one unit per device: frame ``f = n(2L-1)`` goes up at ticks ``f .. f+L-1``
+  and its gradient down at ``f+L-1 .. f+2L-2``; the frames in between are dropped."""
+  L = len(edges)
+  P = 2 * L - 1
+  act = [[() for _ in range(T)] for _ in range(L + 1)]
+  grad = [[() for _ in range(T)] for _ in range(L + 1)]
+  messages = []
   blocked = np.zeros((L + 1, T), bool)
   dropped = np.zeros(T, bool)
-  if scheme == "backprop":
-    P = 2 * L - 1
-    act = [[() for _ in range(T)] for _ in range(L + 1)]
-    grad = [[() for _ in range(T)] for _ in range(L + 1)]
-    messages = []
-    loss = np.zeros(T, bool)
-    for t in range(T):
-      n, p = divmod(t, P)
-      f = n * P
-      act[0][t] = (t,)
-      dropped[t] = p != 0
-      for k in range(1, L + 1):
-        fwd, bwd = p == k - 1, p == 2 * L - 1 - k
-        if fwd or bwd:
-          act[k][t] = (f,)
-        if bwd:
-          grad[k][t] = (f,)
-          if k > 1 and t + 1 < T:
-            messages.append((k, t, k - 1, (f,)))
-        blocked[k, t] = not (fwd or bwd)
-      loss[t] = p == L - 1
-    return ScheduleData(
-      scheme,
-      L,
-      T,
-      edges,
-      tuple(map(tuple, act)),
-      tuple(map(tuple, grad)),
-      tuple(messages),
-      blocked,
-      dropped,
-      loss,
-    )
+  loss = np.zeros(T, bool)
+  for t in range(T):
+    n, p = divmod(t, P)
+    f = n * P
+    act[0][t] = (t,)
+    dropped[t] = p != 0
+    for k in range(1, L + 1):
+      fwd, bwd = p == k - 1, p == 2 * L - 1 - k
+      if fwd or bwd:
+        act[k][t] = (f,)
+      if bwd:
+        grad[k][t] = (f,)
+        if k > 1 and t + 1 < T:
+          messages.append((k, t, k - 1, (f,)))
+      blocked[k, t] = not (fwd or bwd)
+    loss[t] = p == L - 1
+  act, grad = tuple(map(tuple, act)), tuple(map(tuple, grad))
+  return ScheduleData(scheme, L, T, edges, act, grad, tuple(messages), blocked, dropped, loss)
 
+
+def _pipelined_diagram(scheme: str, edges: dict, T: int) -> ScheduleData:
+  """A pipelined scheme: :func:`frames_integrated` from the first valid tick on, gradients
+  coloured by the origin frames ``s-L+1`` of their loss ticks s, a message per gradient."""
+  L = len(edges)
   v = first_valid_ticks(edges, PIPELINED)
   frames = frames_integrated(edges, T, PIPELINED)
   V = loss_ticks(edges, T)
   src = gradient_sources(edges, T)
-  act = []
-  for k in range(L + 1):
-    act.append(
-      tuple(tuple(sorted(f for f in frames[k][t] if f >= 0)) if t >= v[k] else () for t in range(T))
-    )
-  grad = []
-  for k in range(L + 1):
-    if k == 0:
-      grad.append(tuple(() for _ in range(T)))
-      continue
-    grad.append(tuple(tuple(sorted(s - L + 1 for s in src[k][t] if V[s])) for t in range(T)))
-  messages = []
-  for m in range(2, L + 1):
-    for j, _ in edges[m]:
-      if j < 1:
-        continue
-      for t in range(T - 1):
-        if grad[m][t]:
-          messages.append((m, t, j, grad[m][t]))
-  return ScheduleData(
-    scheme, L, T, edges, tuple(act), tuple(grad), tuple(messages), blocked, dropped, V.copy()
+  act = tuple(
+    tuple(tuple(sorted(f for f in frames[k][t] if f >= 0)) if t >= v[k] else () for t in range(T))
+    for k in range(L + 1)
   )
+  grad = (tuple(() for _ in range(T)),) + tuple(
+    tuple(tuple(sorted(s - L + 1 for s in src[k][t] if V[s])) for t in range(T))
+    for k in range(1, L + 1)
+  )
+  messages = tuple(
+    (m, t, j, grad[m][t])
+    for m in range(2, L + 1)
+    for j, _ in edges[m]
+    if j >= 1
+    for t in range(T - 1)
+    if grad[m][t]
+  )
+  blocked = np.zeros((L + 1, T), bool)
+  dropped = np.zeros(T, bool)
+  return ScheduleData(scheme, L, T, edges, act, grad, messages, blocked, dropped, V.copy())
