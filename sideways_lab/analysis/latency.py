@@ -317,7 +317,7 @@ def timeline(
   dev = _device_of(m)
   items = [_item(m, dev, *step) for step in steps(edges, m, dev, num_ticks, num_frames)]
   busy = np.zeros((m.num_devices, num_ticks), bool)
-  for i in items:  # BP runs every step it lists; a pipeline also runs on empty slots (invalid)
+  for i in items:  # every step BP lists is work; a pipeline also steps on zeros, not busy
     busy[i["device"], i["tick"]] |= i["valid"] or scheme == "backprop"
   tick_time = None if scheme == "backprop" else m.tick_time
   return Timeline(
