@@ -26,7 +26,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from sideways_lab import data, engine, training
+from sideways_lab import data, engine, tasks, training
 
 SETUPS = (  # name, model overrides, class a, class b
   ("default network, right vs left", {}, 0, 1),
@@ -64,8 +64,8 @@ def contrast_cosines(model: dict, a: int, b: int, speed: float, clips: int, seed
     for m in ("sideways", "pipelined_exact")
   }
   return (
-    np.asarray(training.grad_cosine(diff["sideways"], diff["pipelined_exact"])),
-    np.asarray(training.grad_cosine(g[a, "sideways"], g[a, "pipelined_exact"])),
+    np.asarray(tasks.grad_cosine(diff["sideways"], diff["pipelined_exact"])),
+    np.asarray(tasks.grad_cosine(g[a, "sideways"], g[a, "pipelined_exact"])),
   )
 
 

@@ -7,75 +7,80 @@ The public API (docs/design.md §6)::
   params = graph.init(rng, frame)
   outputs, valid = sl.forward(graph, params, video, mode="pipelined")
   grads, info = sl.gradients(graph, params, video, targets, loss_fn, method="sideways")
+
+Every public module and name is listed once, in :data:`PUBLIC`, and loaded on first attribute
+access (``import sideways_lab`` itself imports neither JAX nor any submodule).
 """
 
-from sideways_lab import schedule
-from sideways_lab.engine import (
-  METHODS,
-  MODES,
-  PipelineState,
-  forward,
-  gradients,
-  init_state,
-  stream_forward,
-  stream_gradients,
-)
-from sideways_lab.graph import (
-  UnitGraph,
-  chain,
-  chain_edges,
-  delayed_twin,
-  dense,
-  dense_edges,
-  skip_edges,
-  skips,
-  temporal,
-  temporal_edges,
-)
+import importlib
 
 __version__ = "0.1.0"
 
+#: ``(module, names it exports at the top level)``, in the layer order of docs/architecture.md.
+#: ``sl.<module>`` is the submodule; ``sl.<name>`` is ``sl.<module>.<name>``.
+PUBLIC: tuple[tuple[str, tuple[str, ...]], ...] = (
+  (
+    "graph",
+    (
+      "UnitGraph",
+      "chain",
+      "skips",
+      "dense",
+      "temporal",
+      "delayed_twin",
+      "chain_edges",
+      "skip_edges",
+      "dense_edges",
+      "temporal_edges",
+    ),
+  ),
+  ("data", ()),
+  ("checkpoint", ()),
+  ("partition", ()),
+  ("schedule", ()),
+  (
+    "engine",
+    (
+      "METHODS",
+      "MODES",
+      "PipelineState",
+      "forward",
+      "gradients",
+      "init_state",
+      "stream_forward",
+      "stream_gradients",
+    ),
+  ),
+  ("parallel", ()),
+  ("models", ()),
+  ("tasks", ()),
+  ("training", ()),
+  ("experiments", ()),
+  ("claims", ()),
+  ("analysis", ()),
+  ("plotting", ()),
+  ("widgets", ()),
+  ("figures", ()),
+  ("cli", ()),
+  ("launch", ()),
+)
 
-def __getattr__(name):  # lazy submodules keep `import sideways_lab` fast
-  import importlib
+_HOME = {name: module for module, names in PUBLIC for name in names}
 
-  if name in (
-    "data",
-    "models",
-    "tasks",
-    "training",
-    "analysis",
-    "plotting",
-    "widgets",
-    "figures",
-    "cli",
-    "checkpoint",
-    "parallel",
-    "demo",
-  ):
-    return importlib.import_module(f"sideways_lab.{name}")
-  raise AttributeError(f"module 'sideways_lab' has no attribute {name!r}")
+__all__ = [m for m, _ in PUBLIC] + list(_HOME) + ["__version__"]
 
 
-__all__ = [
-  "UnitGraph",
-  "chain",
-  "skips",
-  "dense",
-  "temporal",
-  "delayed_twin",
-  "chain_edges",
-  "skip_edges",
-  "dense_edges",
-  "temporal_edges",
-  "forward",
-  "gradients",
-  "init_state",
-  "stream_forward",
-  "stream_gradients",
-  "PipelineState",
-  "schedule",
-  "METHODS",
-  "MODES",
-  "__version__",
-]
+def __getattr__(name: str):
+  """``sl.<module>`` imports the submodule; ``sl.<name>`` imports its module first."""
+  if name in _HOME:
+    value = getattr(importlib.import_module(f"sideways_lab.{_HOME[name]}"), name)
+  elif any(name == m for m, _ in PUBLIC):
+    value = importlib.import_module(f"sideways_lab.{name}")
+  else:
+    raise AttributeError(f"module 'sideways_lab' has no attribute {name!r}")
+  globals()[name] = value
+  return value
+
+
+def __dir__() -> list[str]:
+  return sorted(set(globals()) | set(__all__))

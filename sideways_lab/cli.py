@@ -7,7 +7,8 @@ Subcommands::
   sideways-lab train --task T --scheme S --out DIR [--resume] [--steps N] ...
   sideways-lab evaluate CHECKPOINT [--clips N]
   sideways-lab compare --task T --out DIR [--quick]
-  sideways-lab figures [--quick] [--out DIR]
+  sideways-lab sweep --task T --knob K --values V,... --out DIR [--quick]
+  sideways-lab figures [--quick] [--out DIR] [--only NAME ...]
 
 The training flags of ``train`` are generated from :data:`TRAIN_FLAGS`, one entry per field of
 the configuration dataclasses (:class:`~sideways_lab.training.TrainConfig`,

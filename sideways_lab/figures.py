@@ -1,7 +1,7 @@
 """Regenerates every figure of the project (PNG and PDF) with a manifest.
 
-    sideways-lab figures [--quick] [--out DIR] [--only NAME ...] [--seed N]
-    python -m sideways_lab.figures [--quick] [--out DIR] [--only NAME ...] [--seed N]
+    sideways-lab figures [--quick] [--out DIR] [--only NAME ...]
+    python -m sideways_lab.figures [--quick] [--out DIR] [--only NAME ...]
 
 or from Python ``sl.figures.generate(out_dir="figures", quick=False)``. Every figure is backed
 by runs made right here: the sweeps of :data:`SWEEPS` (:func:`sideways_lab.experiments.sweep`:
@@ -44,8 +44,6 @@ from sideways_lab.analysis import latency as LM
 from sideways_lab.analysis import timing
 from sideways_lab.graph import chain_edges, skip_edges
 from sideways_lab.models import EXACT_TWIN, SCHEMES
-
-SEED = 0
 
 
 @dataclasses.dataclass
@@ -202,7 +200,6 @@ class Context:
   """What the figure functions share: the mode, a work dir, the sweeps run so far."""
 
   quick: bool
-  seed: int
   work_dir: Path
   log: Callable[[str], None]
   results: dict = dataclasses.field(default_factory=dict)
@@ -271,7 +268,7 @@ def fig_schedule(ctx: Context):
       ("skip_sideways", skip_edges(L, 2)),
     ],
   ):
-    d = P.schedule_data(edges, T, scheme)
+    d = schedule.schedule_data(edges, T, scheme)
     sub = {
       "backprop": "blocking: one frame in flight, 2L-1 ticks per frame",
       "sideways": "every unit busy every tick; gradient 2(L-k) frames older than the activation",
@@ -788,7 +785,7 @@ def run_sweeps(names, quick: bool = False, *, work_dir=None, log=print) -> dict:
   for n in names:
     if n not in SWEEPS:
       raise ValueError(f"unknown sweep {n!r}; sweeps are {list(SWEEPS)}")
-  ctx = Context(quick=bool(quick), seed=SEED, work_dir=_work_dir(work_dir, quick), log=log)
+  ctx = Context(quick=bool(quick), work_dir=_work_dir(work_dir, quick), log=log)
   return {n: ctx.sweep(n) for n in names}
 
 
@@ -797,7 +794,6 @@ def generate(
   quick: bool = False,
   *,
   only=None,
-  seed: int = SEED,
   log: Callable[[str], None] | None = print,
   work_dir=None,
 ) -> dict:
@@ -807,7 +803,6 @@ def generate(
     out_dir: the output directory (created).
     quick: tiny budgets (a minute or two on a laptop CPU) instead of the full runs.
     only: an optional list of figure names (default: all of :data:`FIGURES`).
-    seed: the seed of the figures that draw their own data.
     log: a function that receives progress lines (None: silent).
     work_dir: where the sweeps' runs go (default: ``.sideways_cache/figures-<mode>``, so an
       interrupted run resumes and a rerun reuses finished runs).
@@ -830,7 +825,7 @@ def generate(
   t0 = time.perf_counter()
   mode = "quick" if quick else "full"
   work = _work_dir(work_dir, quick)
-  ctx = Context(quick=bool(quick), seed=seed, work_dir=work, log=log)
+  ctx = Context(quick=bool(quick), work_dir=work, log=log)
   figures = {}
   for n in names:
     spec = FIGURES[n]
@@ -850,7 +845,7 @@ def generate(
     "package_version": sideways_lab.__version__,
     "git_commit": _git_commit(Path(__file__).resolve().parent.parent),
     "mode": mode,
-    "seeds": {"sweeps": f"0..{(QUICK_SEEDS if quick else SEEDS) - 1} per setting", "figures": seed},
+    "seeds": {"sweeps": f"0..{(QUICK_SEEDS if quick else SEEDS) - 1} per setting"},
     "versions": _versions(),
     "device": _device(),
     "python": sys.version.split()[0],
@@ -927,7 +922,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     help="only train these sweeps into the work dir, draw nothing (processes that share a "
     "work dir may each train disjoint sweeps; a later figures run reads them back)",
   )
-  parser.add_argument("--seed", type=int, default=SEED)
   parser.add_argument(
     "--work-dir",
     default=None,
@@ -944,17 +938,13 @@ def run(args: argparse.Namespace) -> int:
     run_sweeps(args.sweeps, quick=quick, work_dir=args.work_dir)
     print(f"trained {len(args.sweeps)} sweeps in {time.perf_counter() - t0:.0f} s")
     return 0
-  m = generate(args.out, quick=quick, only=args.only, seed=args.seed, work_dir=args.work_dir)
-  skipped = [n for n, f in m["figures"].items() if "skipped" in f]
-  print(
-    f"wrote {len(m['figures']) - len(skipped)} figures to {args.out} in "
-    f"{m['total_time_s']:.0f} s" + (f"; skipped {skipped}" if skipped else "")
-  )
+  m = generate(args.out, quick=quick, only=args.only, work_dir=args.work_dir)
+  print(f"wrote {len(m['figures'])} figures to {args.out} in {m['total_time_s']:.0f} s")
   return 0
 
 
 def main(argv=None) -> int:
-  """``python -m sideways_lab.figures [--quick] [--out DIR] [--only NAME ...] [--seed N]``."""
+  """``python -m sideways_lab.figures [--quick] [--out DIR] [--only NAME ...]``."""
   parser = argparse.ArgumentParser(
     prog="sideways-lab figures",
     description="Regenerate every figure (PNG + PDF) and figures/manifest.json.",

@@ -9,9 +9,6 @@ an *exact twin* on the same graph::
   skip_sideways    skip graph,   method "sideways"         (Skip-Sideways)
   skip_exact       skip graph,   method "pipelined_exact"  (its exact twin)
 
-The old name ``pipelined_exact`` of the skip graph's exact scheme still works (with a
-DeprecationWarning) and means ``skip_exact``.
-
 Every scheme of a task uses the *same* unit functions and widths, so comparisons are fair.
 A unit accepts a variable number of inputs: the main input ``inputs[0]`` (edge ``(k-1, 0)``)
 goes through the unit's own layer; every extra input (a skip) is projected by its own
@@ -31,7 +28,6 @@ The units are stateless (GroupNorm, never BatchNorm), as the engine requires.
 from __future__ import annotations
 
 import dataclasses
-import warnings
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -56,22 +52,10 @@ SCHEMES = {
 }
 #: The exact twin of each approximate scheme: the same graph, method "pipelined_exact".
 EXACT_TWIN = {"sideways": "sideways_exact", "skip_sideways": "skip_exact"}
-#: Old scheme names and the names that replace them.
-DEPRECATED_SCHEMES = {"pipelined_exact": "skip_exact"}
 
 
 def check_scheme(scheme: Any) -> str:
-  """The canonical name of ``scheme`` (a deprecated name warns and maps to its successor);
-  a ValueError naming the known schemes otherwise."""
-  if scheme in DEPRECATED_SCHEMES:
-    new = DEPRECATED_SCHEMES[scheme]
-    warnings.warn(
-      f"scheme {scheme!r} is deprecated: it is {new!r} (the exact twin of "
-      f"skip_sideways on the skip graph); use {new!r}",
-      DeprecationWarning,
-      stacklevel=2,
-    )
-    return new
+  """Returns ``scheme`` or raises a ValueError naming the known schemes."""
   if scheme not in SCHEMES:
     raise ValueError(f"scheme must be one of {tuple(SCHEMES)}, got {scheme!r}")
   return scheme

@@ -15,6 +15,7 @@ check it against instrumented runs of the engine.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Mapping
 
 import numpy as np
 
@@ -362,3 +363,154 @@ def message_lines(graph, stash=0) -> list[int]:
     j = edges[k][e][0]
     W[j] = max(W[j], w)
   return W
+
+
+# ---------------------------------------------------------------------------------------------
+# The schedule diagram's content
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class ScheduleData:
+  """Everything the schedule diagram shows, precomputed (index it by tick).
+
+  Attributes:
+    scheme: "backprop", "sideways", "skip_sideways", ... (a pipelined name for any graph).
+    num_units: L.
+    num_ticks: T, the number of columns.
+    edges: the graph's edges ``k -> ((j, d), ...)``.
+    act_frames: ``act_frames[k][t]``: sorted tuple of frame indices the activation of unit k
+      at tick t derives from (row 0: the incoming frame); ``()`` when the unit has no valid
+      activation (empty pipeline, or a blocked BP unit).
+    grad_frames: ``grad_frames[k][t]``: sorted tuple of the origin frames of the losses whose
+      gradient unit k uses at tick t (``()``: no gradient).
+    messages: list of ``(m, t, j, frames)``: a gradient message from unit m at tick t to unit
+      j (arriving at tick t+1 for pipelined schemes; at tick t+1 in BP as well) carrying the
+      gradients of the losses on ``frames``.
+    blocked: (L+1, T) bool: units idle at that tick (BP only).
+    dropped: (T,) bool: frames that arrive while BP is busy and are never used (BP only).
+    loss_ticks: (T,) bool: ticks at which the top unit emits a loss.
+  """
+
+  scheme: str
+  num_units: int
+  num_ticks: int
+  edges: dict
+  act_frames: tuple
+  grad_frames: tuple
+  messages: tuple
+  blocked: np.ndarray
+  dropped: np.ndarray
+  loss_ticks: np.ndarray
+
+  def mismatch(self, k: int, t: int) -> tuple[int, ...]:
+    """Frames between the activation's main-path frame and each gradient origin at (k, t).
+
+    On a chain this is ``2(L-k)`` for Sideways (docs/design.md §5) and 0 for BP.
+    """
+    if not self.act_frames[k][t] or not self.grad_frames[k][t]:
+      return ()
+    a = min(self.act_frames[k][t])  # the main path's frame (skips only bring newer ones)
+    return tuple(sorted({a - g for g in self.grad_frames[k][t]}))
+
+
+def _diagram_edges(graph_or_edges) -> dict:
+  """``k -> ((j, d), ...)`` as tuples, from a graph or a dict of edges."""
+  if hasattr(graph_or_edges, "edges"):
+    return {k: tuple(tuple(e) for e in v) for k, v in graph_or_edges.edges.items()}
+  if isinstance(graph_or_edges, Mapping):
+    return {int(k): tuple(tuple(e) for e in v) for k, v in graph_or_edges.items()}
+  raise TypeError(
+    f"graph must be a UnitGraph or a dict of edges, got {type(graph_or_edges).__name__}"
+  )
+
+
+def schedule_data(graph, num_ticks: int, scheme: str | None = None) -> ScheduleData:
+  """What the schedule diagram of ``graph`` shows over ``num_ticks`` ticks (``sl.plotting.
+  draw_schedule`` draws it; the tick-slider widget indexes it).
+
+  For a pipelined scheme (Sideways on a chain, Skip-Sideways with skips) it uses
+  :func:`frames_integrated` (the activation of unit k at tick t derives
+  from frame ``t-k+1`` along the main path, plus newer frames through skips) and
+  :func:`gradient_sources` (the cotangent of unit k at tick t started at
+  the losses of ticks s; we colour it by the origin frame ``s-L+1`` of each). For
+  ``scheme="backprop"`` it draws blocking BP with one unit per device: a frame goes up the L
+  units and its gradient comes back down (``2L-1`` ticks, :func:`latency`),
+  every other unit is blocked, and the frames that arrive meanwhile are dropped.
+
+  Args:
+    graph: a :class:`~sideways_lab.UnitGraph` or a dict of edges ``k -> [(j, d), ...]``.
+    num_ticks: number of ticks (columns) to draw, >= 1.
+    scheme: "backprop" or a pipelined scheme name; defaults to the graph's name, else
+      "sideways" for a chain and "skip_sideways" otherwise.
+  """
+  if not isinstance(num_ticks, (int, np.integer)) or num_ticks < 1:
+    raise ValueError(f"num_ticks must be a positive int, got {num_ticks!r}")
+  num_ticks = int(num_ticks)
+  edges = _diagram_edges(graph)
+  if scheme is None:
+    scheme = getattr(graph, "name", None)
+    if scheme is None:
+      is_chain = all(es == ((k - 1, 0),) for k, es in edges.items())
+      scheme = "sideways" if is_chain else "skip_sideways"
+  make = _backprop_diagram if scheme == "backprop" else _pipelined_diagram
+  return make(scheme, edges, num_ticks)
+
+
+def _backprop_diagram(scheme: str, edges: dict, T: int) -> ScheduleData:
+  """Blocking BP, one unit per device: frame ``f = n(2L-1)`` goes up at ticks ``f .. f+L-1``
+  and its gradient down at ``f+L-1 .. f+2L-2``; the frames in between are dropped."""
+  L = len(edges)
+  P = 2 * L - 1
+  act = [[() for _ in range(T)] for _ in range(L + 1)]
+  grad = [[() for _ in range(T)] for _ in range(L + 1)]
+  messages = []
+  blocked = np.zeros((L + 1, T), bool)
+  dropped = np.zeros(T, bool)
+  loss = np.zeros(T, bool)
+  for t in range(T):
+    n, p = divmod(t, P)
+    f = n * P
+    act[0][t] = (t,)
+    dropped[t] = p != 0
+    for k in range(1, L + 1):
+      fwd, bwd = p == k - 1, p == 2 * L - 1 - k
+      if fwd or bwd:
+        act[k][t] = (f,)
+      if bwd:
+        grad[k][t] = (f,)
+        if k > 1 and t + 1 < T:
+          messages.append((k, t, k - 1, (f,)))
+      blocked[k, t] = not (fwd or bwd)
+    loss[t] = p == L - 1
+  act, grad = tuple(map(tuple, act)), tuple(map(tuple, grad))
+  return ScheduleData(scheme, L, T, edges, act, grad, tuple(messages), blocked, dropped, loss)
+
+
+def _pipelined_diagram(scheme: str, edges: dict, T: int) -> ScheduleData:
+  """A pipelined scheme: :func:`frames_integrated` from the first valid tick on, gradients
+  coloured by the origin frames ``s-L+1`` of their loss ticks s, a message per gradient."""
+  L = len(edges)
+  v = first_valid_ticks(edges, PIPELINED)
+  frames = frames_integrated(edges, T, PIPELINED)
+  V = loss_ticks(edges, T)
+  src = gradient_sources(edges, T)
+  act = tuple(
+    tuple(tuple(sorted(f for f in frames[k][t] if f >= 0)) if t >= v[k] else () for t in range(T))
+    for k in range(L + 1)
+  )
+  grad = (tuple(() for _ in range(T)),) + tuple(
+    tuple(tuple(sorted(s - L + 1 for s in src[k][t] if V[s])) for t in range(T))
+    for k in range(1, L + 1)
+  )
+  messages = tuple(
+    (m, t, j, grad[m][t])
+    for m in range(2, L + 1)
+    for j, _ in edges[m]
+    if j >= 1
+    for t in range(T - 1)
+    if grad[m][t]
+  )
+  blocked = np.zeros((L + 1, T), bool)
+  dropped = np.zeros(T, bool)
+  return ScheduleData(scheme, L, T, edges, act, grad, messages, blocked, dropped, V.copy())

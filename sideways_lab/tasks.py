@@ -106,20 +106,44 @@ def psnr_from_mse(m, data_range: float = 1.0):
   return 10.0 * np.log10(data_range**2 / np.maximum(np.asarray(m, np.float64), 1e-10))
 
 
-def grad_cosine(g1, g2, eps: float = 1e-12) -> np.ndarray:
-  """Per-unit cosine similarity of two gradients (tuples of L per-unit pytrees): (L,) array.
+def flatten(tree) -> jax.Array:
+  """All leaves of a pytree, raveled and concatenated: (P,) float32 (``(0,)`` for no leaves)."""
+  leaves = jax.tree_util.tree_leaves(tree)
+  if not leaves:
+    return jnp.zeros((0,), jnp.float32)
+  return jnp.concatenate([jnp.ravel(jnp.asarray(x)).astype(jnp.float32) for x in leaves])
+
+
+def cosine(a, b) -> jax.Array:
+  """Cosine similarity of two vectors along their last axis (leading axes broadcast).
+
+  ``cos = <a/|a|, b/|b|>``, clipped to [-1, 1]; **NaN where either vector is zero**: a zero
+  gradient has no direction, so its alignment is undefined (neither perfect nor absent), and
+  means over units or seeds that contain one come out NaN instead of silently biased. Jittable.
+
+  Args:
+    a, b: (..., P) arrays of the same shape.
+  Returns:
+    (...,) float32.
+  """
+  a = jnp.asarray(a, jnp.float32)
+  b = jnp.asarray(b, jnp.float32)
+  if a.shape != b.shape:
+    raise ValueError(f"a and b must have the same shape, got {a.shape} and {b.shape}")
+  na = jnp.linalg.norm(a, axis=-1, keepdims=True)
+  nb = jnp.linalg.norm(b, axis=-1, keepdims=True)
+  cos = jnp.sum((a / jnp.where(na > 0, na, 1.0)) * (b / jnp.where(nb > 0, nb, 1.0)), axis=-1)
+  return jnp.where((na[..., 0] > 0) & (nb[..., 0] > 0), jnp.clip(cos, -1.0, 1.0), jnp.nan)
+
+
+def grad_cosine(g1, g2) -> np.ndarray:
+  """Per-unit :func:`cosine` of two gradients (tuples of L per-unit pytrees): (L,) array.
 
   ``cos_k = <g1_k, g2_k> / (|g1_k| |g2_k|)`` over all of unit k's parameters (NaN where
   either gradient of the unit is zero)."""
   if len(g1) != len(g2):
     raise ValueError(f"g1 and g2 must have the same number of units, got {len(g1)} and {len(g2)}")
-  out = []
-  for a, b in zip(g1, g2):
-    va = np.concatenate([np.ravel(np.asarray(x, np.float64)) for x in jax.tree_util.tree_leaves(a)])
-    vb = np.concatenate([np.ravel(np.asarray(x, np.float64)) for x in jax.tree_util.tree_leaves(b)])
-    na, nb = np.linalg.norm(va), np.linalg.norm(vb)
-    out.append(float(va @ vb / (na * nb)) if na > eps and nb > eps else float("nan"))
-  return np.asarray(out)
+  return np.asarray([float(cosine(flatten(a), flatten(b))) for a, b in zip(g1, g2)])
 
 
 # ---------------------------------------------------------------------------------------------
@@ -222,10 +246,6 @@ class Task:
   def mask(self):
     """(T,) bool array of ticks with a target, or None (every tick)."""
     return None
-
-  def videos(self, batch_size: int, seed: int, **kw):
-    """Clips of the task's data at its speed and frame stride: (B, T, H, W, 1) and extras."""
-    raise NotImplementedError
 
   def batch(self, batch_size: int, seed: int):
     raise NotImplementedError

@@ -66,7 +66,6 @@ __all__ = [
   "train",
   "evaluate",
   "default_config",
-  "grad_cosine",
   "alignment",
   "OPTIMIZERS",
   "history",

@@ -21,26 +21,24 @@ The pure drawing functions (:func:`draw_schedule_tick`, :func:`draw_alignment`,
 
 from __future__ import annotations
 
+import html
+import os
 from collections.abc import Callable, Mapping, Sequence
 
+import ipywidgets
 import numpy as np
+from IPython import get_ipython
+from IPython.display import display
 
-from sideways_lab import plotting as P
+from sideways_lab import plotting, schedule
 
 
 def has_frontend() -> bool:
-  """True inside an IPython kernel with ipywidgets available (a notebook front end).
+  """True inside an IPython kernel (a notebook front end that can show ipywidgets).
 
   Set the environment variable ``SIDEWAYS_LAB_STATIC=1`` to force static figures.
   """
-  import os
-
   if os.environ.get("SIDEWAYS_LAB_STATIC", "") not in ("", "0"):
-    return False
-  try:
-    import ipywidgets  # noqa: F401
-    from IPython import get_ipython
-  except ImportError:
     return False
   ip = get_ipython()
   return ip is not None and getattr(ip, "kernel", None) is not None
@@ -67,21 +65,19 @@ class Explorer:
     extra: Sequence = (),
     dpi: int = 90,
   ):
-    import ipywidgets as W
-
     self._draw = draw
     self._caption = caption
     self.controls = dict(controls)
     self.dpi = dpi
-    self.fig, _ = P.new_figure(1, 1, figsize=figsize)
+    self.fig, _ = plotting.new_figure(1, 1, figsize=figsize)
     self.fig.clear()
     self.draws = 0
-    self.image = W.Image(format="png")
-    self.caption = W.HTML()
+    self.image = ipywidgets.Image(format="png")
+    self.caption = ipywidgets.HTML()
     for c in self.controls.values():
       c.observe(self._on_change, names="value")
-    self.widget = W.VBox(
-      [W.HBox(list(extra) + list(self.controls.values())), self.image, self.caption]
+    self.widget = ipywidgets.VBox(
+      [ipywidgets.HBox(list(extra) + list(self.controls.values())), self.image, self.caption]
     )
     self.update()
 
@@ -93,14 +89,12 @@ class Explorer:
 
   def update(self) -> None:
     """Redraws the figure at the current control values and refreshes the image."""
-    with P.style():
+    with plotting.style():
       self.fig.clear()
       self._draw(self.fig, **self.values())
     self.draws += 1
-    self.image.value = P.figure_to_png(self.fig, dpi=self.dpi)
+    self.image.value = plotting.figure_to_png(self.fig, dpi=self.dpi)
     if self._caption is not None:
-      import html
-
       self.caption.value = (
         "<pre style='font-size:11px;line-height:1.25'>"
         + html.escape(self._caption(**self.values()))
@@ -112,35 +106,31 @@ class Explorer:
     return self.fig
 
   def _ipython_display_(self):
-    from IPython.display import display
-
     if has_frontend():
       display(self.widget)
     else:
       # the PNG itself, not the Figure: a Figure made without pyplot has no PNG formatter until
       # the inline backend is loaded, so it would show as text if it is a notebook's first
       display(
-        {"image/png": P.figure_to_png(self.fig, dpi=self.dpi), "text/plain": repr(self.fig)},
+        {"image/png": plotting.figure_to_png(self.fig, dpi=self.dpi), "text/plain": repr(self.fig)},
         raw=True,
       )
 
 
 def _int_slider(description, lo, hi, value=None, play: bool = False):
-  import ipywidgets as W
-
-  s = W.IntSlider(
+  s = ipywidgets.IntSlider(
     value=lo if value is None else value,
     min=lo,
     max=hi,
     step=1,
     description=description,
     continuous_update=True,
-    layout=W.Layout(width="420px"),
+    layout=ipywidgets.Layout(width="420px"),
   )
   if not play:
     return s, ()
-  p = W.Play(value=s.value, min=lo, max=hi, step=1, interval=250, description="play")
-  W.jslink((p, "value"), (s, "value"))
+  p = ipywidgets.Play(value=s.value, min=lo, max=hi, step=1, interval=250, description="play")
+  ipywidgets.jslink((p, "value"), (s, "value"))
   return s, (p,)
 
 
@@ -149,11 +139,11 @@ def _int_slider(description, lo, hi, value=None, play: bool = False):
 # ---------------------------------------------------------------------------------------------
 
 
-def draw_schedule_tick(fig, datas: Sequence[P.ScheduleData], tick: int) -> None:
+def draw_schedule_tick(fig, datas: Sequence[schedule.ScheduleData], tick: int) -> None:
   """Draws one schedule diagram per ``ScheduleData`` (stacked) at ``tick``."""
   axes = fig.subplots(len(datas), 1, squeeze=False)[:, 0]
   for ax, d in zip(axes, datas):
-    P.draw_schedule(ax, d, tick=tick)
+    plotting.draw_schedule(ax, d, tick=tick)
   fig.suptitle(f"tick {tick}", fontsize=10)
 
 
@@ -168,14 +158,14 @@ def schedule_explorer(graphs, num_ticks: int = 12, *, tick: int | None = None):
   """
   if not isinstance(graphs, Mapping):
     graphs = {None: graphs}
-  datas = [P.schedule_data(g, num_ticks, s) for s, g in graphs.items()]
+  datas = [schedule.schedule_data(g, num_ticks, s) for s, g in graphs.items()]
   slider, extra = _int_slider(
     "tick", 0, num_ticks - 1, num_ticks // 2 if tick is None else tick, play=True
   )
 
   def caption(tick):
     return "\n\n".join(
-      f"[{P.scheme_label(d.scheme)}]\n" + P.schedule_caption(d, tick) for d in datas
+      f"[{plotting.scheme_label(d.scheme)}]\n" + plotting.schedule_caption(d, tick) for d in datas
     )
 
   ex = Explorer(
@@ -214,14 +204,14 @@ def draw_alignment(
     knob_index: the row of the left panel (highlighted on the right).
     schemes: the schemes to show (default all).
   """
-  schemes = P.order_schemes(schemes if schemes is not None else list(cosine))
+  schemes = plotting.order_schemes(schemes if schemes is not None else list(cosine))
   knob_values = list(knob_values)
   ax1, ax2 = fig.subplots(1, 2)
   L = None
   for s in schemes:
     c = np.asarray(cosine[s], float)
     L = c.shape[1]
-    kw = P.scheme_kwargs(s, marker=True)
+    kw = plotting.scheme_kwargs(s, marker=True)
     ax1.plot(np.arange(1, L + 1), c[knob_index], **kw)
     ax2.plot(knob_values, c[:, unit - 1], **kw)
     ax1.plot([unit], [c[knob_index, unit - 1]], marker="o", ms=10, mfc="none", color="black", lw=0)
@@ -254,8 +244,6 @@ def alignment_explorer(
 
   ``cosine[scheme]`` is an array (len(knob_values), L); see :func:`draw_alignment`.
   """
-  import ipywidgets as W
-
   cosine = {s: np.asarray(v, float) for s, v in cosine.items()}
   if not cosine:
     raise ValueError("cosine must hold at least one scheme")
@@ -269,15 +257,15 @@ def alignment_explorer(
   if K != len(knob_values):
     raise ValueError(f"knob_values has {len(knob_values)} values but cosine has {K} rows")
   unit, _ = _int_slider("unit", 1, L, 1)
-  knob = W.SelectionSlider(
+  knob = ipywidgets.SelectionSlider(
     options=[(str(v), i) for i, v in enumerate(knob_values)],
     value=0,
     description=knob_name,
-    layout=W.Layout(width="360px"),
+    layout=ipywidgets.Layout(width="360px"),
   )
-  names = P.order_schemes(cosine)
-  schemes = W.SelectMultiple(
-    options=[(P.scheme_label(s), s) for s in names],
+  names = plotting.order_schemes(cosine)
+  schemes = ipywidgets.SelectMultiple(
+    options=[(plotting.scheme_label(s), s) for s in names],
     value=tuple(names),
     description="schemes",
     rows=min(4, len(names)),
@@ -325,16 +313,16 @@ def draw_frames(
     valid: optional (T,) bool: ticks where the predictions are meaningful.
     errors: also draw ``|prediction - truth|`` maps.
   """
-  schemes = P.order_schemes(predictions)
+  schemes = plotting.order_schemes(predictions)
   n = 1 + len(schemes)
   axes = fig.subplots(2 if errors else 1, n, squeeze=False)
   ok = True if valid is None else bool(np.asarray(valid)[index])
   t = _gray(truth[index])
   frames = [t] + [_gray(predictions[s][index]) for s in schemes]
-  titles = ["truth"] + [P.scheme_label(s) for s in schemes]
-  P.show_frames(axes[0], frames, titles=titles)
+  titles = ["truth"] + [plotting.scheme_label(s) for s in schemes]
+  plotting.show_frames(axes[0], frames, titles=titles)
   for ax, s in zip(axes[0, 1:], schemes):
-    ax.title.set_color(P.scheme_color(s))
+    ax.title.set_color(plotting.scheme_color(s))
   if errors:
     axes[1, 0].axis("off")
     axes[1, 0].text(
@@ -347,7 +335,7 @@ def draw_frames(
       fontsize=8.5,
     )
     errs = [np.abs(f - t) for f in frames[1:]]
-    ims = P.show_frames(axes[1, 1:], errs, vmin=0.0, vmax=1.0, cmap="magma")
+    ims = plotting.show_frames(axes[1, 1:], errs, vmin=0.0, vmax=1.0, cmap="magma")
     for ax, e in zip(axes[1, 1:], errs):
       ax.set_title(f"MSE {float(np.mean(e**2)):.4f}", fontsize=8)
     del ims

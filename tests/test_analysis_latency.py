@@ -9,7 +9,9 @@ import pytest
 
 import sideways_lab as sl
 from sideways_lab import analysis as an
+from sideways_lab import plotting
 from sideways_lab.models import ModelConfig, build_graph
+from sideways_lab.partition import groups
 from sideways_lab.tasks import mse
 
 # ---------------------------------------------------------------------------------------------
@@ -105,12 +107,12 @@ def test_chain_counts():
 
 
 def test_partition():
-  assert an.partition([1, 1, 1, 1], 2) == ((1, 2), (3, 4))
-  assert an.partition([3, 1, 1, 1], 2) == ((1,), (2, 3, 4))
-  assert an.partition([1, 2, 3], 3) == ((1,), (2,), (3,))
-  assert an.partition([5, 1, 1], 1) == ((1, 2, 3),)
+  assert groups([1, 1, 1, 1], 2) == ((1, 2), (3, 4))
+  assert groups([3, 1, 1, 1], 2) == ((1,), (2, 3, 4))
+  assert groups([1, 2, 3], 3) == ((1,), (2,), (3,))
+  assert groups([5, 1, 1], 1) == ((1, 2, 3),)
   with pytest.raises(ValueError, match="devices"):
-    an.partition([1, 1], 3)
+    groups([1, 1], 3)
 
 
 def test_cost_model_numbers():
@@ -133,10 +135,10 @@ def test_cost_model_numbers():
   m = an.latency_model(3, "sideways", 2, forward_cost=[1, 1, 4], backward_cost=[1, 1, 4])
   assert m.partition == ((1, 2), (3,)) and m.tick_time == pytest.approx(8.0)
   assert m.device_utilisation == pytest.approx((0.5, 1.0))
-  t = an.compare(4, forward_cost=1.0, backward_cost=1.0)
+  t = an.latency_table(4, forward_cost=1.0, backward_cost=1.0)
   s4 = t[(t.scheme == "sideways") & (t.num_devices == 4)]
   assert len(s4) == 1 and s4.speedup_vs_backprop.iloc[0] == pytest.approx(4.0)
-  assert len(t) == 4 * len(an.latency.SCHEMES) and t.attrs["forward_cost"] == 1.0
+  assert len(t) == 4 * len(an.LATENCY_SCHEMES) and t.attrs["forward_cost"] == 1.0
   with pytest.raises(ValueError, match="forward_cost"):
     an.latency_model(3, "sideways", forward_cost=[1, 2])
   with pytest.raises(ValueError, match="scheme"):
@@ -164,8 +166,8 @@ def test_timeline_backprop_and_plot():
   import matplotlib.pyplot as plt
 
   fig, axes = plt.subplots(2)
-  an.plot_timeline(axes[0], sw)
-  an.plot_timeline(axes[1], tl, time=True)
+  plotting.plot_timeline(axes[0], sw)
+  plotting.plot_timeline(axes[1], tl, time=True)
   outlines = [p for p in axes[0].patches if p.get_facecolor()[3] == 0]  # one per work item
   assert len(outlines) == len(sw.items)
   plt.close(fig)

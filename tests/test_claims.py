@@ -86,9 +86,7 @@ def _stash(gaps: dict, seeds=3):
 
 
 def test_stash_frontier_and_c5():
-  df = _stash(
-    {"0": (0, -0.2), "1": (10, -0.1), "0-0-2": (8, -0.01), "full": (40, 0)}
-  )
+  df = _stash({"0": (0, -0.2), "1": (10, -0.1), "0-0-2": (8, -0.01), "full": (40, 0)})
   front = cl.stash_frontier(df)
   assert list(front.value) == ["0", "0-0-2", "1", "full"]
   assert list(front.frontier) == [True, True, False, True]

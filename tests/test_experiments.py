@@ -6,7 +6,7 @@ import pytest
 
 import sideways_lab as sl
 from sideways_lab import experiments as ex
-from sideways_lab import graph, tasks, training
+from sideways_lab import graph, tasks
 
 # ---------------------------------------------------------------------------------------------
 # Data and tasks
@@ -78,12 +78,6 @@ def test_copy_baseline_is_exact_on_a_static_video():
   assert rows["mean_frame"]["mse"] > 0.0
   moving = ex.run_config("next-frame", "sideways", "speed", 2.0, 0, quick=True, anchor="input")
   assert {r["scheme"]: r for r in ex.baseline_rows(moving, "speed")}["copy_newest"]["mse"] > 0
-
-
-def test_old_scheme_name_still_trains_as_skip_exact():
-  with pytest.warns(DeprecationWarning):
-    cfg = training.default_config("digits", "pipelined_exact", quick=True)
-  assert cfg.scheme == "skip_exact"
 
 
 # ---------------------------------------------------------------------------------------------

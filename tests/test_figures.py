@@ -22,7 +22,7 @@ def test_generate_quick_writes_every_figure_and_manifest(tmp_path):
   assert m["versions"]["jax"] and m["versions"]["haiku"]
   assert set(m["figures"]) == set(figures.FIGURES)
   for name, f in m["figures"].items():
-    assert "skipped" not in f, (name, f.get("skipped"))
+    assert f["files"] == [f"{name}.png", f"{name}.pdf"] and f["sentence"], (name, f)
     for ext in ("png", "pdf"):
       p = tmp_path / f"{name}.{ext}"
       assert p.exists() and p.stat().st_size > 1000

@@ -207,8 +207,10 @@ def test_schemes_are_graph_method_pairs_with_exact_twins():
     assert models.method_of(approx) == "sideways" and models.method_of(exact) == "pipelined_exact"
 
 
-def test_old_scheme_name_warns_and_means_skip_exact():
-  with pytest.warns(DeprecationWarning, match="skip_exact"):
-    assert models.check_scheme("pipelined_exact") == "skip_exact"
+def test_a_method_name_is_not_a_scheme_name():
+  # "pipelined_exact" names a gradient method (sl.METHODS); the schemes that use it are the
+  # exact twins, so the method's name is refused as a scheme
+  with pytest.raises(ValueError, match="sideways_exact"):
+    models.check_scheme("pipelined_exact")
   with pytest.raises(ValueError, match="scheme must be one of"):
     models.check_scheme("exact")

@@ -65,7 +65,10 @@ def test_partition_is_contiguous_and_balanced():
 
 def test_one_partition_shared_by_the_core_and_the_analysis():
   loads = [1.0, 5.0, 2.0, 2.0, 1.0, 4.0]
-  assert an.partition(loads, 3) == part.groups(loads, 3) == ((1, 2), (3, 4), (5, 6))
+  assert part.groups(loads, 3) == ((1, 2), (3, 4), (5, 6))
+  assert an.latency_model(6, "sideways", 3, forward_cost=loads, backward_cost=0.0).partition == (
+    part.groups(loads, 3)
+  )
   assert par.partition(6, 3, loads) == part.assignment(6, 3, loads) == (0, 0, 1, 1, 2, 2)
   # the core does not depend on the analysis layer
   tree = ast.parse(open(os.path.join(ROOT, "sideways_lab", "parallel.py")).read())

@@ -8,33 +8,33 @@ import numpy as np
 import pytest
 
 import sideways_lab as sl
-from sideways_lab import plotting as P
+from sideways_lab import plotting, schedule
 
 
 def test_one_distinct_colour_per_scheme():
   for s in ("backprop", "sideways", "sideways_exact", "skip_sideways", "skip_exact"):
-    assert s in P.SCHEME_COLORS
+    assert s in plotting.SCHEME_COLORS
   # one colour per scheme; an exact twin takes its scheme's colour with a dashed line
-  own = {s: c for s, c in P.SCHEME_COLORS.items() if s not in P.EXACT_SCHEMES}
+  own = {s: c for s, c in plotting.SCHEME_COLORS.items() if s not in plotting.EXACT_SCHEMES}
   assert len(set(own.values())) == len(own)
   for approx, exact in (("sideways", "sideways_exact"), ("skip_sideways", "skip_exact")):
-    assert P.SCHEME_COLORS[exact] == P.SCHEME_COLORS[approx]
-    assert P.scheme_kwargs(exact)["linestyle"] == "--"
-    assert P.scheme_kwargs(approx)["linestyle"] == "-"
-  kw = P.scheme_kwargs("skip_sideways", marker=True)
-  assert kw["color"] == P.SCHEME_COLORS["skip_sideways"] and kw["label"] == "Skip-Sideways"
+    assert plotting.SCHEME_COLORS[exact] == plotting.SCHEME_COLORS[approx]
+    assert plotting.scheme_kwargs(exact)["linestyle"] == "--"
+    assert plotting.scheme_kwargs(approx)["linestyle"] == "-"
+  kw = plotting.scheme_kwargs("skip_sideways", marker=True)
+  assert kw["color"] == plotting.SCHEME_COLORS["skip_sideways"] and kw["label"] == "Skip-Sideways"
 
 
 def test_style_context_applies_and_restores():
   before = matplotlib.rcParams["axes.spines.top"]
-  with P.style():
+  with plotting.style():
     assert matplotlib.rcParams["axes.spines.top"] is False
   assert matplotlib.rcParams["axes.spines.top"] == before
 
 
 def test_schedule_data_chain_matches_the_design():
   L, T = 4, 12
-  d = P.schedule_data(sl.chain_edges(L), T, "sideways")
+  d = schedule.schedule_data(sl.chain_edges(L), T, "sideways")
   for t in range(T):
     for k in range(1, L + 1):
       # pipelined: unit k at tick t works on frame t-k+1 (valid from tick k-1)
@@ -48,7 +48,7 @@ def test_schedule_data_chain_matches_the_design():
 
 
 def test_schedule_data_skips_integrate_newer_frames():
-  d = P.schedule_data(sl.skip_edges(4, 2), 10, "skip_sideways")
+  d = schedule.schedule_data(sl.skip_edges(4, 2), 10, "skip_sideways")
   assert d.act_frames[4][8] == (5, 6, 7)  # main path 5, skips bring 6 and 7
   assert any(len(f) > 1 for row in d.grad_frames for f in row)  # gradients mix frames
   assert any(len(m[3]) > 1 for m in d.messages)
@@ -56,7 +56,7 @@ def test_schedule_data_skips_integrate_newer_frames():
 
 def test_schedule_data_backprop_blocks():
   L, T = 3, 12
-  d = P.schedule_data(sl.chain_edges(L), T, "backprop")
+  d = schedule.schedule_data(sl.chain_edges(L), T, "backprop")
   busy = ~d.blocked[1:]
   assert busy.sum(axis=0).max() == 1  # one unit at a time
   assert (busy.sum(axis=0) == 1).all()
@@ -65,44 +65,44 @@ def test_schedule_data_backprop_blocks():
 
 
 def test_draw_schedule_draws_frames_and_messages():
-  d = P.schedule_data(sl.chain_edges(3), 8, "sideways")
-  fig, axes = P.new_figure(1, 1)
+  d = schedule.schedule_data(sl.chain_edges(3), 8, "sideways")
+  fig, axes = plotting.new_figure(1, 1)
   ax = axes[0, 0]
-  P.draw_schedule(ax, d, tick=5)
+  plotting.draw_schedule(ax, d, tick=5)
   texts = [t.get_text() for t in ax.texts]
   assert "x5" in texts and "3" in texts
   assert ax.get_title().startswith("Sideways")
   arrows = [p for p in ax.patches if type(p).__name__ == "FancyArrowPatch"]
   assert len(arrows) >= len([m for m in d.messages if m[1] + 1 < 8])
   with pytest.raises(ValueError, match="tick"):
-    P.draw_schedule(ax, d, tick=8)
+    plotting.draw_schedule(ax, d, tick=8)
   with pytest.raises(ValueError, match="num_ticks"):
-    P.schedule_data(sl.chain_edges(3), 0)
+    schedule.schedule_data(sl.chain_edges(3), 0)
 
 
 def test_caption_and_plots(tmp_path):
-  d = P.schedule_data(sl.chain_edges(4), 12, "sideways")
-  cap = P.schedule_caption(d, 9)
+  d = schedule.schedule_data(sl.chain_edges(4), 12, "sideways")
+  cap = plotting.schedule_caption(d, 9)
   assert "mismatch 6 frames" in cap and "unit 4" in cap
-  fig, axes = P.new_figure(1, 3)
-  P.plot_curves(axes[0, 0], {"sideways": [3, 2, 1], "backprop": ([0, 1, 2], [3, 1, 0.5])})
+  fig, axes = plotting.new_figure(1, 3)
+  plotting.plot_curves(axes[0, 0], {"sideways": [3, 2, 1], "backprop": ([0, 1, 2], [3, 1, 0.5])})
   lines = axes[0, 0].get_lines()
-  assert lines[0].get_color() == P.SCHEME_COLORS["backprop"]
-  P.plot_bars(axes[0, 1], {"skip_sideways": 0.9, "sideways": 0.25}, chance=0.25)
-  P.plot_per_unit(axes[0, 2], {"sideways": np.array([0.5, 0.8, 1.0])})
-  fig2, mosaic = P.new_figure(mosaic=[["top"], ["bottom"]])
+  assert lines[0].get_color() == plotting.SCHEME_COLORS["backprop"]
+  plotting.plot_bars(axes[0, 1], {"skip_sideways": 0.9, "sideways": 0.25}, chance=0.25)
+  plotting.plot_per_unit(axes[0, 2], {"sideways": np.array([0.5, 0.8, 1.0])})
+  fig2, mosaic = plotting.new_figure(mosaic=[["top"], ["bottom"]])
   assert set(mosaic) == {"top", "bottom"}
   ax = mosaic["bottom"]
-  P.plot_grouped_bars(
+  plotting.plot_grouped_bars(
     ax, {"skip_sideways": {"a": 0.9, "b": 0.5}, "backprop": {"a": 0.1, "b": 0.2}}, chance=0.125
   )
   bars = ax.patches
   assert len(bars) == 4  # 2 groups x 2 schemes, schemes in order
   assert [round(b.get_height(), 2) for b in bars] == [0.1, 0.2, 0.9, 0.5]
-  assert bars[0].get_facecolor() == matplotlib.colors.to_rgba(P.SCHEME_COLORS["backprop"])
+  assert bars[0].get_facecolor() == matplotlib.colors.to_rgba(plotting.SCHEME_COLORS["backprop"])
   assert [t.get_text() for t in ax.get_xticklabels()] == ["a", "b"]
   with pytest.raises(ValueError, match="values"):
-    P.plot_grouped_bars(ax, {})
-  files = P.save_figure(fig, tmp_path / "x")
+    plotting.plot_grouped_bars(ax, {})
+  files = plotting.save_figure(fig, tmp_path / "x")
   assert [f[-3:] for f in files] == ["png", "pdf"]
   assert (tmp_path / "x.png").stat().st_size > 1000

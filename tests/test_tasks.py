@@ -1,5 +1,6 @@
 """Tasks: targets, masks, metrics and the cosine helper."""
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -73,10 +74,25 @@ def test_ssim_properties():
 def test_grad_cosine():
   g = ({"a": {"w": jnp.array([1.0, 0.0])}}, {"b": {"w": jnp.array([1.0, 2.0])}})
   h = ({"a": {"w": jnp.array([0.0, 3.0])}}, {"b": {"w": jnp.array([-2.0, -4.0])}})
-  np.testing.assert_allclose(tasks.grad_cosine(g, h), [0.0, -1.0], atol=1e-12)
-  np.testing.assert_allclose(tasks.grad_cosine(g, g), [1.0, 1.0])
+  np.testing.assert_allclose(tasks.grad_cosine(g, h), [0.0, -1.0], atol=1e-6)
+  np.testing.assert_allclose(tasks.grad_cosine(g, g), [1.0, 1.0], atol=1e-6)
+  zero = jax.tree_util.tree_map(jnp.zeros_like, g)
+  assert (
+    np.isnan(tasks.grad_cosine(g, zero)).all() and np.isnan(tasks.grad_cosine(zero, zero)).all()
+  )
   with pytest.raises(ValueError, match="units"):
     tasks.grad_cosine(g, g[:1])
+
+
+def test_cosine_convention_for_zero_vectors():
+  """One cosine for the package: NaN where either vector is zero, batched along leading axes."""
+  a = jnp.array([[3.0, 4.0], [0.0, 0.0], [1.0, 0.0], [0.0, 0.0]])
+  b = jnp.array([[6.0, 8.0], [1.0, 0.0], [0.0, 0.0], [0.0, 0.0]])
+  c = np.asarray(tasks.cosine(a, b))
+  np.testing.assert_allclose(c[0], 1.0, atol=1e-6)
+  assert np.isnan(c[1:]).all()
+  with pytest.raises(ValueError, match="same shape"):
+    tasks.cosine(a, b[:, :1])
 
 
 def test_bad_task_config():

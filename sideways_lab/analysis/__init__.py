@@ -6,8 +6,9 @@
 * :mod:`~sideways_lab.analysis.sweeps` — alignment vs speed, frame stride, depth, clip length
   and training progress, as tidy pandas DataFrames (:func:`per_unit_mean` pivots them).
 * :mod:`~sideways_lab.analysis.cache` — the on-disk JSON cache of those DataFrames.
-* :mod:`~sideways_lab.analysis.latency` — the latency model with per-unit costs on D devices,
-  :func:`timeline` and :func:`plot_timeline` (Gantt chart).
+* :mod:`~sideways_lab.analysis.latency` — the latency model with per-unit costs on D devices
+  (:func:`latency_model`, :func:`latency_table`) and :func:`timeline` (what each device does at
+  each tick; ``sl.plotting.plot_timeline`` draws it as a Gantt chart).
 * :mod:`~sideways_lab.analysis.timing` — measured per-unit costs and projected speed-ups.
 * :mod:`~sideways_lab.analysis.memory` — compiled memory of each method vs clip length.
 """
@@ -24,18 +25,16 @@ from sideways_lab.analysis.alignment import (
 )
 from sideways_lab.analysis.cache import cache_dir, cache_key, cached
 from sideways_lab.analysis.latency import (
+  LATENCY_SCHEMES,
   LatencyModel,
   Timeline,
-  compare,
   latency_model,
-  partition,
-  plot_timeline,
+  latency_table,
   timeline,
 )
 from sideways_lab.analysis.memory import compiled_memory, memory_vs_clip_length
 from sideways_lab.analysis.sweeps import (
   init_params,
-  is_quick,
   measure,
   per_unit_mean,
   sweep_clip_length,
@@ -55,12 +54,11 @@ __all__ = [
   "per_tick_alignment",
   "source_matrix",
   "vector_metrics",
+  "LATENCY_SCHEMES",
   "LatencyModel",
   "Timeline",
-  "compare",
   "latency_model",
-  "partition",
-  "plot_timeline",
+  "latency_table",
   "timeline",
   "compiled_memory",
   "memory_vs_clip_length",
@@ -75,7 +73,6 @@ __all__ = [
   "cache_dir",
   "cache_key",
   "cached",
-  "is_quick",
   "UnitCosts",
   "project_speedup",
   "unit_costs",

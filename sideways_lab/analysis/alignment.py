@@ -4,9 +4,10 @@ For two gradient pytrees ``g`` (the estimate, e.g. Sideways' Ĝ) and ``r`` (the 
 e.g. the exact gradient of ``pipelined_exact``) flattened into vectors — per unit ``k`` (the
 k-th element of a tuple of L per-unit parameter dicts) and overall (all units concatenated)::
 
-    cosine          = <g, r> / (|g| |r|)            (1 when both are zero, 0 when one is)
+    cosine          = <g, r> / (|g| |r|)            (NaN when either is zero:
+                      ``sl.tasks.cosine``, the package's one cosine)
     angle_deg       = arccos(cosine) in degrees (computed as 2 atan2(|u-v|, |u+v|) of the
-                      unit vectors, accurate near 0 and 180)
+                      unit vectors, accurate near 0 and 180; NaN when either is zero)
     norm_ratio      = |g| / |r|                     (inf when r = 0 and g != 0, 1 when both are)
     rel_error       = |g - r| / |r|                 (inf/0 likewise)
     sign_agreement  = mean over coordinates of 1{sign(g_i) = sign(r_i)}
@@ -28,7 +29,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from sideways_lab import schedule
+from sideways_lab import engine, schedule
+from sideways_lab.tasks import cosine, flatten
 
 METRICS = ("cosine", "angle_deg", "norm_ratio", "rel_error", "sign_agreement")
 
@@ -77,13 +79,6 @@ def _units_of(tree) -> list:
   return [tree]
 
 
-def _flat(tree) -> jax.Array:
-  leaves = jax.tree_util.tree_leaves(tree)
-  if not leaves:
-    return jnp.zeros((0,), jnp.float32)
-  return jnp.concatenate([jnp.ravel(jnp.asarray(x)).astype(jnp.float32) for x in leaves])
-
-
 def _safe_div(num, den, both_zero):
   """num / den with den = 0: ``both_zero`` when num = 0 too, else inf."""
   den_ok = den > 0
@@ -101,19 +96,13 @@ def vector_metrics(g: jax.Array, r: jax.Array) -> Metrics:
     )
   ng = jnp.linalg.norm(g, axis=-1)
   nr = jnp.linalg.norm(r, axis=-1)
-  dot = jnp.sum(g * r, axis=-1)
-  prod = ng * nr
-  cos = jnp.where(
-    prod > 0, dot / jnp.where(prod > 0, prod, 1.0), jnp.where((ng == 0) & (nr == 0), 1.0, 0.0)
-  )
-  cos = jnp.clip(cos, -1.0, 1.0)
   # 2 atan2(|u - v|, |u + v|) of the unit vectors: accurate near 0 and 180 degrees.
   u = g / jnp.where(ng > 0, ng, 1.0)[..., None]
   w = r / jnp.where(nr > 0, nr, 1.0)[..., None]
   angle = jnp.where(
-    prod > 0,
+    (ng > 0) & (nr > 0),
     jnp.degrees(2 * jnp.arctan2(jnp.linalg.norm(u - w, axis=-1), jnp.linalg.norm(u + w, axis=-1))),
-    jnp.degrees(jnp.arccos(cos)),
+    jnp.nan,
   )
   ratio = _safe_div(ng, nr, 1.0)
   rel = _safe_div(jnp.linalg.norm(g - r, axis=-1), nr, 0.0)
@@ -122,7 +111,7 @@ def vector_metrics(g: jax.Array, r: jax.Array) -> Metrics:
     if g.shape[-1]
     else jnp.ones(g.shape[:-1], jnp.float32)
   )
-  return Metrics(cos, angle, ratio, rel, sign)
+  return Metrics(cosine(g, r), angle, ratio, rel, sign)
 
 
 def _check_same_structure(g, r) -> None:
@@ -146,9 +135,9 @@ def alignment(estimate, reference) -> Alignment:
   """
   _check_same_structure(estimate, reference)
   gu, ru = _units_of(estimate), _units_of(reference)
-  per = [vector_metrics(_flat(a), _flat(b)) for a, b in zip(gu, ru)]
+  per = [vector_metrics(flatten(a), flatten(b)) for a, b in zip(gu, ru)]
   per_unit = Metrics(*[jnp.stack([getattr(p, m) for p in per], axis=-1) for m in METRICS])
-  overall = vector_metrics(_flat(estimate), _flat(reference))
+  overall = vector_metrics(flatten(estimate), flatten(reference))
   return Alignment(per_unit, overall)
 
 
@@ -221,7 +210,6 @@ def source_matrix(graph, num_ticks: int, mask=None) -> np.ndarray:
 @functools.partial(jax.jit, static_argnames=("graph", "loss_fn"))
 def _per_tick_reference(graph, loss_fn, params, video, targets, weighted_M):
   """Per-unit references ``(N, P_k)`` and per-tick flattened Sideways grads ``(N, P_k)``."""
-  from sideways_lab import engine
 
   def tick_losses(p):
     outs, _ = engine.forward(graph, p, video, "pipelined", check_finite=False)
@@ -230,7 +218,7 @@ def _per_tick_reference(graph, loss_fn, params, video, targets, weighted_M):
   jac = jax.jacrev(tick_losses)(params)  # leaves (T, ...)
   refs = []
   for k in range(graph.num_units):
-    J = jax.vmap(_flat)(jac[k])  # (T, P_k)
+    J = jax.vmap(flatten)(jac[k])  # (T, P_k)
     refs.append(weighted_M[k] @ J)  # (N, P_k)
   return refs
 
@@ -259,8 +247,6 @@ def per_tick_alignment(graph, params, video, targets, loss_fn, mask=None) -> Per
   Returns:
     :class:`PerTickAlignment`.
   """
-  from sideways_lab import engine
-
   grads, info = engine.gradients(
     graph, params, video, targets, loss_fn, "sideways", mask, per_tick=True
   )  # validates the arguments
@@ -276,7 +262,7 @@ def per_tick_alignment(graph, params, video, targets, loss_fn, mask=None) -> Per
   L = graph.num_units
   ms, gn, rn = [], [], []
   for k in range(L):
-    G = jax.vmap(_flat)(per[k])  # (N, P_k)
+    G = jax.vmap(flatten)(per[k])  # (N, P_k)
     ms.append(vector_metrics(G, refs[k]))
     gn.append(np.asarray(jnp.linalg.norm(G, axis=-1)))
     rn.append(np.asarray(jnp.linalg.norm(refs[k], axis=-1)))

@@ -26,7 +26,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-CACHE_VERSION = 2  # 2: results of the models.py next-frame network, as DataFrames
+#: Part of every key: raised whenever cached results change meaning (the network, the clips'
+#: seeds), so that files written before are computed again instead of read as current.
+CACHE_VERSION = 3
 CACHE_ENV = "SIDEWAYS_LAB_CACHE"
 DEFAULT_DIR = ".sideways_cache"
 KEY_HEX_DIGITS = 16

@@ -20,7 +20,7 @@ BP is blocking: one frame goes up through every unit and its gradient back down 
 Counts in ticks (first output, output latency in frames, gradient delay to each unit) are those
 of ``sl.schedule.latency``; their times follow from the tick (pipelined) or from the sums of
 the costs along the path (BP). :func:`timeline` lists what each device does at each tick
-(a Gantt chart: :func:`plot_timeline`).
+(a Gantt chart: ``sl.plotting.plot_timeline`` draws it).
 """
 
 from __future__ import annotations
@@ -31,11 +31,13 @@ from collections.abc import Sequence
 import numpy as np
 import pandas as pd
 
-from sideways_lab import partition as _partition
 from sideways_lab import schedule
 from sideways_lab.graph import chain_edges, skip_edges
+from sideways_lab.partition import groups
 
-SCHEMES = ("backprop", "sideways", "skip_sideways")
+#: The schemes the latency model times: blocking BP and the two pipelined schemes (an exact
+#: twin runs the pipeline of its approximate scheme, so it has the same latency).
+LATENCY_SCHEMES = ("backprop", "sideways", "skip_sideways")
 
 
 def resolve_graph(graph_or_L, scheme: str, span: int = 2) -> dict:
@@ -44,8 +46,8 @@ def resolve_graph(graph_or_L, scheme: str, span: int = 2) -> dict:
   For an int L, ``"backprop"`` and ``"sideways"`` use a chain and ``"skip_sideways"`` skips
   of ``span``.
   """
-  if scheme not in SCHEMES:
-    raise ValueError(f"scheme must be one of {SCHEMES}, got {scheme!r}")
+  if scheme not in LATENCY_SCHEMES:
+    raise ValueError(f"scheme must be one of {LATENCY_SCHEMES}, got {scheme!r}")
   if isinstance(graph_or_L, (int, np.integer)) and not isinstance(graph_or_L, bool):
     L = int(graph_or_L)
     if L < 1:
@@ -71,12 +73,6 @@ def _per_unit(x, L: int, name: str) -> np.ndarray:
   if not np.all(np.isfinite(a)) or np.any(a < 0):
     raise ValueError(f"{name} must be finite and >= 0, got {a}")
   return a
-
-
-def partition(loads: Sequence[float], devices: int) -> tuple[tuple[int, ...], ...]:
-  """A contiguous split of units 1..L onto ``devices`` groups minimising the largest load
-  (:func:`sideways_lab.partition.groups`, which the core's placement shares)."""
-  return _partition.groups(loads, devices)
 
 
 def _check_partition(part, L: int):
@@ -160,7 +156,7 @@ def latency_model(
     forward_cost, backward_cost: ``F_k`` and ``B_k``, scalars or per-unit sequences.
     comm_cost: ``C``, the cost of sending activations/gradients between devices.
     partition_: an explicit contiguous partition (tuples of 1-based units); default
-      :func:`partition` balanced on ``F_k + B_k``.
+      :func:`sideways_lab.partition.groups` balanced on ``F_k + B_k``.
   """
   edges = resolve_graph(graph_or_L, scheme, span)
   L = len(edges)
@@ -170,7 +166,7 @@ def latency_model(
   C = float(comm_cost)
   if not np.isfinite(C) or C < 0:
     raise ValueError(f"comm_cost must be finite and >= 0, got {comm_cost!r}")
-  part = partition(F + Bc, D) if partition_ is None else _check_partition(partition_, L)
+  part = groups(F + Bc, D) if partition_ is None else _check_partition(partition_, L)
   D = len(part)
   dev_of = {k: d for d, g in enumerate(part) for k in g}
   loads = np.array([sum(F[k - 1] + Bc[k - 1] for k in g) for g in part])
@@ -210,7 +206,9 @@ def latency_model(
   )
 
 
-def compare(graph_or_L, devices: Sequence[int] | None = None, schemes=SCHEMES, **costs):
+def latency_table(
+  graph_or_L, devices: Sequence[int] | None = None, schemes=LATENCY_SCHEMES, **costs
+) -> pd.DataFrame:
   """A DataFrame of the model for several schemes and D: one row per (D, scheme).
 
   The columns are those of :meth:`LatencyModel.to_rows`, plus ``speedup_vs_backprop``
@@ -305,7 +303,6 @@ def timeline(
   if not isinstance(num_ticks, (int, np.integer)) or num_ticks < 1:
     raise ValueError(f"num_ticks must be a positive int, got {num_ticks!r}")
   edges = resolve_graph(graph_or_L, scheme, span)
-  L = len(edges)
   m = latency_model(
     edges,
     scheme,
@@ -315,106 +312,78 @@ def timeline(
     comm_cost=comm_cost,
     partition_=partition_,
   )
-  part = m.partition
-  D = len(part)
-  dev_of = {k: d for d, g in enumerate(part) for k in g}
-  F, Bc, C = np.asarray(m.forward_cost), np.asarray(m.backward_cost), m.comm_cost
-  nf = num_ticks if num_frames is None else int(num_frames)
-  items = []
-  busy = np.zeros((D, num_ticks), bool)
-  if scheme == "backprop":
-    P = 2 * L - 1
-    vs = schedule.first_valid_ticks(edges, schedule.SYNCHRONOUS)[L]
-    for f in range(-(-num_ticks // P)):
-      if f >= nf:
-        break
-      t0 = f * m.tick_time
-      clock = t0
-      for k in range(1, L + 1):  # up
-        if k > 1 and dev_of[k] != dev_of[k - 1]:
-          clock += C
-        t = f * P + k - 1
-        if t < num_ticks:
-          items.append(
-            dict(
-              device=dev_of[k],
-              tick=t,
-              unit=k,
-              kind="forward",
-              frame=f,
-              loss_ticks=(),
-              valid=True,
-              start=float(clock),
-              duration=float(F[k - 1]),
-            )
-          )
-          busy[dev_of[k], t] = True
-        clock += F[k - 1]
-      for k in range(L, 0, -1):  # down
-        if k < L and dev_of[k] != dev_of[k + 1]:
-          clock += C
-        t = f * P + 2 * L - 1 - k
-        if t < num_ticks:
-          items.append(
-            dict(
-              device=dev_of[k],
-              tick=t,
-              unit=k,
-              kind="backward",
-              frame=f,
-              loss_ticks=(f,) if f >= vs else (),
-              valid=f >= vs,
-              start=float(clock),
-              duration=float(Bc[k - 1]),
-            )
-          )
-          busy[dev_of[k], t] = True
-        clock += Bc[k - 1]
-    return Timeline(scheme, L, D, num_ticks, part, items, busy, None)
+  num_frames = num_ticks if num_frames is None else int(num_frames)
+  steps = _backprop_steps if scheme == "backprop" else _pipelined_steps
+  dev = _device_of(m)
+  items = [_item(m, dev, *step) for step in steps(edges, m, dev, num_ticks, num_frames)]
+  busy = np.zeros((m.num_devices, num_ticks), bool)
+  for i in items:  # every step BP lists is work; a pipeline also steps on zeros, not busy
+    busy[i["device"], i["tick"]] |= i["valid"] or scheme == "backprop"
+  tick_time = None if scheme == "backprop" else m.tick_time
+  return Timeline(
+    scheme, m.num_units, m.num_devices, num_ticks, m.partition, items, busy, tick_time
+  )
+
+
+def _device_of(m: LatencyModel) -> dict[int, int]:
+  """``unit k -> device index`` of the model's partition."""
+  return {k: d for d, g in enumerate(m.partition) for k in g}
+
+
+def _item(m: LatencyModel, dev: dict, tick, unit, kind, frame, loss_ticks, valid, start) -> dict:
+  """One work item of a :class:`Timeline` (its device and duration follow from the model)."""
+  cost = m.forward_cost if kind == "forward" else m.backward_cost
+  return dict(
+    device=dev[unit],
+    tick=int(tick),
+    unit=unit,
+    kind=kind,
+    frame=int(frame),
+    loss_ticks=tuple(loss_ticks),
+    valid=bool(valid),
+    start=float(start),
+    duration=float(cost[unit - 1]),
+  )
+
+
+def _backprop_steps(edges, m: LatencyModel, dev: dict, num_ticks: int, num_frames: int):
+  """``(tick, unit, kind, frame, loss_ticks, valid, start)`` of blocking BP.
+
+  Frame f occupies ticks ``f P .. f P + P - 1`` (``P = 2L - 1``): up through units 1..L, then
+  back down L-1..1; a message to another device adds C to the clock.
+  """
+  L, C = m.num_units, m.comm_cost
+  P = 2 * L - 1
+  first_loss_frame = schedule.first_valid_ticks(edges, schedule.SYNCHRONOUS)[L]
+  for f in range(min(-(-num_ticks // P), num_frames)):
+    clock = f * m.tick_time
+    for k in range(1, L + 1):  # up
+      clock += C if k > 1 and dev[k] != dev[k - 1] else 0.0
+      if f * P + k - 1 < num_ticks:
+        yield f * P + k - 1, k, "forward", f, (), True, clock
+      clock += m.forward_cost[k - 1]
+    for k in range(L, 0, -1):  # down
+      clock += C if k < L and dev[k] != dev[k + 1] else 0.0
+      if f * P + 2 * L - 1 - k < num_ticks:
+        valid = f >= first_loss_frame
+        yield f * P + 2 * L - 1 - k, k, "backward", f, (f,) if valid else (), valid, clock
+      clock += m.backward_cost[k - 1]
+
+
+def _pipelined_steps(edges, m: LatencyModel, dev: dict, num_ticks: int, num_frames: int):
+  """``(tick, unit, kind, frame, loss_ticks, valid, start)`` of a pipelined scheme.
+
+  At tick t every unit k runs forward on frame ``t - k + 1`` and then backward with the loss
+  ticks ``gradient_sources[k][t] ∩ V``; the units of a device run in order within the tick.
+  """
+  L = m.num_units
   v = schedule.first_valid_ticks(edges, schedule.PIPELINED)
   src = schedule.gradient_sources(edges, num_ticks)
   for t in range(num_ticks):
-    offset = {d: 0.0 for d in range(D)}
+    offset = dict.fromkeys(range(m.num_devices), 0.0)
     for k in range(1, L + 1):
-      d = dev_of[k]
-      fv = t >= v[k]
-      start = t * m.tick_time + offset[d]
-      items.append(
-        dict(
-          device=d,
-          tick=t,
-          unit=k,
-          kind="forward",
-          frame=t - k + 1,
-          loss_ticks=(),
-          valid=bool(fv),
-          start=float(start),
-          duration=float(F[k - 1]),
-        )
-      )
-      ls = tuple(sorted(s for s in src[k][t] if v[L] <= s < nf))
-      items.append(
-        dict(
-          device=d,
-          tick=t,
-          unit=k,
-          kind="backward",
-          frame=t - k + 1,
-          loss_ticks=ls,
-          valid=bool(ls),
-          start=float(start + F[k - 1]),
-          duration=float(Bc[k - 1]),
-        )
-      )
-      offset[d] += F[k - 1] + Bc[k - 1]
-      busy[d, t] |= bool(fv) or bool(ls)
-  return Timeline(scheme, L, D, num_ticks, part, items, busy, m.tick_time)
-
-
-def plot_timeline(
-  ax, tl: Timeline, *, time: bool = False, annotate: bool | None = None, title: str | None = None
-):
-  """Draws a :class:`Timeline` as a Gantt chart (see ``sideways_lab.plotting.plot_timeline``)."""
-  from sideways_lab import plotting
-
-  return plotting.plot_timeline(ax, tl, time=time, annotate=annotate, title=title)
+      start = t * m.tick_time + offset[dev[k]]
+      yield t, k, "forward", t - k + 1, (), t >= v[k], start
+      losses = tuple(sorted(s for s in src[k][t] if v[L] <= s < num_frames))
+      yield t, k, "backward", t - k + 1, losses, bool(losses), start + m.forward_cost[k - 1]
+      offset[dev[k]] += m.forward_cost[k - 1] + m.backward_cost[k - 1]

@@ -15,13 +15,15 @@ together; the sweep's settings are in ``DataFrame.attrs``. They are cached on di
 (:func:`sideways_lab.analysis.cache.cached`), so notebooks and figures reuse them.
 :func:`per_unit_mean` pivots a sweep into the (knob × unit) arrays of the widgets.
 
-Quick mode (``quick=True`` or env ``SIDEWAYS_LAB_QUICK=1``) shrinks the default sizes.
+Quick mode (``quick=True``, or :func:`sideways_lab.experiments.is_quick` when ``quick`` is
+None) shrinks the default sizes. The clips of seed s are ``training.data_seed(s,
+ANALYSIS_STREAM, 0)``; training step i of :func:`sweep_progress` draws ``training.train_seed(s,
+i)``, the clips a training run of seed s sees at step i.
 """
 
 from __future__ import annotations
 
 import functools
-import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -31,36 +33,25 @@ import numpy as np
 import optax
 import pandas as pd
 
-from sideways_lab import data, engine
+from sideways_lab import data, engine, training
 from sideways_lab.analysis.alignment import METRICS, alignment
 from sideways_lab.analysis.cache import cached
+from sideways_lab.experiments import is_quick
 from sideways_lab.graph import UnitGraph
-from sideways_lab.models import ModelConfig, build_graph
+from sideways_lab.models import EXACT_TWIN, ModelConfig, build_graph
 from sideways_lab.tasks import TaskConfig, make_task, mse, shift_targets
 
-SCHEMES = ("sideways", "skip_sideways")
+#: The approximate schemes whose gradient estimate the sweeps measure.
+APPROXIMATE_SCHEMES = tuple(EXACT_TWIN)
+#: The exact gradients an estimate is compared with (methods of ``sl.gradients``).
 REFERENCES = ("pipelined_exact", "backprop")
-QUICK_ENV = "SIDEWAYS_LAB_QUICK"
 HORIZON = 1  # next-frame prediction: the target of tick t is x_{t+1}
 DEFAULT_SPEED = 1.0  # pixels per frame of the digits where a sweep does not vary it
 
-# Random streams. Parameters of seed s come from PRNGKey(s); the clips of seed s are the
-# moving digits of data seed CLIP_SEED_OFFSET + s; training step i of seed s draws data seed
-# TRAIN_SEED_OFFSET + TRAIN_SEED_STRIDE * s + i (independent of the clips for i < stride).
-CLIP_SEED_OFFSET = 1000
-TRAIN_SEED_OFFSET = 50_000
-TRAIN_SEED_STRIDE = 1000
-
-# Default sizes: full, and quick (tiny: for tests and notebooks under SIDEWAYS_LAB_QUICK=1).
+# The sizes of a measurement at initialisation: full, and quick (tiny: tests, notebook smoke
+# runs). Parameters of seed s are graph.init(PRNGKey(s)).
 _FULL = dict(size=(32, 32), batch_size=4, num_frames=12, seeds=4, width=64, num_units=4)
 _QUICK = dict(size=(8, 8), batch_size=1, num_frames=6, seeds=1, width=8, num_units=3)
-
-
-def is_quick(quick: bool | None = None) -> bool:
-  """``quick`` if given, else whether the env var SIDEWAYS_LAB_QUICK is set to a true value."""
-  if quick is not None:
-    return bool(quick)
-  return os.environ.get(QUICK_ENV, "").strip().lower() in ("1", "true", "yes", "on")
 
 
 def _defaults(quick, **given) -> dict:
@@ -75,8 +66,8 @@ def _check_schemes(schemes) -> tuple:
   if isinstance(schemes, str):
     schemes = (schemes,)
   for s in schemes:
-    if s not in SCHEMES:
-      raise ValueError(f"scheme must be one of {SCHEMES}, got {s!r}")
+    if s not in APPROXIMATE_SCHEMES:
+      raise ValueError(f"scheme must be one of {APPROXIMATE_SCHEMES}, got {s!r}")
   return tuple(schemes)
 
 
@@ -278,9 +269,9 @@ def _attrs(sweep: str, x: str, reference: str, cfg: dict, channels: int = 1, **e
 
 
 def _digits(cfg: dict, speed: float, seed: int, num_frames: int | None = None) -> np.ndarray:
-  """(B, T, H, W, 1) moving digits of the next-frame task, data seed CLIP_SEED_OFFSET + seed."""
+  """(B, T, H, W, 1) moving digits of the next-frame task, from the analysis stream of ``seed``."""
   task = _task(num_frames or cfg["num_frames"], cfg["size"], speed)
-  video, _, _ = task.batch(cfg["batch_size"], CLIP_SEED_OFFSET + seed)
+  video, _, _ = task.batch(cfg["batch_size"], training.data_seed(seed, training.ANALYSIS_STREAM, 0))
   return video
 
 
@@ -331,7 +322,7 @@ def _load_source(video, stride_max: int, cfg: dict) -> np.ndarray | None:
 def sweep_speed(
   speeds: Sequence[float] = (0.0, 0.5, 1.0, 2.0, 4.0),
   *,
-  schemes=SCHEMES,
+  schemes=APPROXIMATE_SCHEMES,
   reference: str = "pipelined_exact",
   num_units=None,
   size=None,
@@ -377,7 +368,7 @@ def sweep_stride(
   *,
   video=None,
   speed: float | None = None,
-  schemes=SCHEMES,
+  schemes=APPROXIMATE_SCHEMES,
   reference: str = "pipelined_exact",
   num_units=None,
   size=None,
@@ -447,7 +438,7 @@ def sweep_clip_length(
   clip_lengths: Sequence[int] = (6, 8, 12, 16),
   *,
   speed: float = DEFAULT_SPEED,
-  schemes=SCHEMES,
+  schemes=APPROXIMATE_SCHEMES,
   reference: str = "pipelined_exact",
   num_units=None,
   size=None,
@@ -496,7 +487,7 @@ def sweep_depth(
   num_units: Sequence[int] = (2, 3, 4, 6),
   *,
   speed: float = DEFAULT_SPEED,
-  schemes=SCHEMES,
+  schemes=APPROXIMATE_SCHEMES,
   reference: str = "pipelined_exact",
   size=None,
   batch_size=None,
@@ -540,7 +531,7 @@ def sweep_progress(
   steps: Sequence[int] = (0, 25, 50, 100),
   *,
   speed: float = DEFAULT_SPEED,
-  schemes=SCHEMES,
+  schemes=APPROXIMATE_SCHEMES,
   reference: str = "pipelined_exact",
   learning_rate: float = 3e-3,
   num_units=None,
@@ -621,10 +612,7 @@ def _train_and_measure(
   step, loss, parts = 0, np.full(len(seeds), np.nan), []
   for target_step in steps:
     while step < target_step:
-      batches = [
-        task.batch(cfg["batch_size"], TRAIN_SEED_OFFSET + TRAIN_SEED_STRIDE * s + step)
-        for s in seeds
-      ]
+      batches = [task.batch(cfg["batch_size"], training.train_seed(s, step)) for s in seeds]
       videos, targets = (np.stack(x) for x in list(zip(*batches))[:2])
       params, opt_state, loss = update(params, opt_state, jnp.asarray(videos), jnp.asarray(targets))
       step += 1

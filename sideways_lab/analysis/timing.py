@@ -19,7 +19,7 @@ from collections.abc import Sequence
 import jax
 import jax.numpy as jnp
 
-from sideways_lab.analysis import latency as _latency
+from sideways_lab.analysis.latency import LATENCY_SCHEMES, latency_table
 
 
 @dataclasses.dataclass(frozen=True)
@@ -93,17 +93,17 @@ def project_speedup(
   devices: Sequence[int] | None = None,
   *,
   comm_cost: float = 0.0,
-  schemes=_latency.SCHEMES,
+  schemes=LATENCY_SCHEMES,
 ):
   """The latency model with measured costs, for D = each of ``devices``.
 
-  Returns a DataFrame (see :func:`sideways_lab.analysis.latency.compare`) with, per scheme and D,
-  the tick time, throughput (frames/s), utilisation and ``speedup_vs_backprop``.
+  Returns a DataFrame (see :func:`sideways_lab.analysis.latency.latency_table`) with, per
+  scheme and D, the tick time, throughput (frames/s), utilisation and ``speedup_vs_backprop``.
   """
   L = len(costs.forward)
   if graph_or_L is None:
     graph_or_L = L
-  return _latency.compare(
+  return latency_table(
     graph_or_L,
     devices,
     schemes,
