@@ -190,9 +190,11 @@ class TrainConfig:
 
   @property
   def task(self) -> str:
+    """The task's name (``data.task``)."""
     return self.data.task
 
   def to_dict(self) -> dict:
+    """The config as JSON-ready plain values (the nested configs as dicts)."""
     d = dataclasses.asdict(self)
     d["model"] = self.model.to_dict()
     d["data"] = self.data.to_dict()
@@ -200,6 +202,7 @@ class TrainConfig:
 
   @classmethod
   def from_dict(cls, d: dict) -> TrainConfig:
+    """The config that :meth:`to_dict` returned ``d`` for."""
     d = dict(d)
     d["model"] = ModelConfig.from_dict(d["model"])
     d["data"] = TaskConfig.from_dict(d["data"])
@@ -210,6 +213,7 @@ class TrainConfig:
     return cls(**d)
 
   def replace(self, **kw) -> TrainConfig:
+    """A copy with the fields in ``kw`` replaced."""
     return dataclasses.replace(self, **kw)
 
 
