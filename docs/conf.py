@@ -558,6 +558,18 @@ def digest_markdown(digest: list[tuple[str, str, str]]) -> str:
   return "\n".join(lines) + "\n"
 
 
+def _top_level_parts(text: str, sep: str = ";") -> list[str]:
+  """``text`` split at the ``sep`` that are outside parentheses, stripped, empty parts left out."""
+  parts, depth, start = [], 0, 0
+  for i, ch in enumerate(text):
+    depth += {"(": 1, ")": -1}.get(ch, 0)
+    if ch == sep and depth == 0:
+      parts.append(text[start:i])
+      start = i + 1
+  parts.append(text[start:])
+  return [p.strip() for p in parts if p.strip()]
+
+
 def claims_cards(text: str) -> str | None:
   """The claims table as one block per claim (the claim and its verdict as a heading, what was
   measured, the numbers one per line, why), or None when ``text`` has no such table."""
@@ -569,7 +581,7 @@ def claims_cards(text: str) -> str | None:
     cid, claim = _TABLE_CLAIM.match(row[0]).groups()
     out += [f"# {cid} · {claim}", "", _verdict_span(_verdict(row[3])), "",
             f"**Measured:** {row[1]}.", "", "**Numbers** (mean ± std over seeds):", ""]
-    out += [f"- {part.strip()}" for part in row[2].split(";") if part.strip()]
+    out += [f"- {part}" for part in _top_level_parts(row[2])]
     out.append("")
     if len(row) > 4 and row[4]:
       out += [f"**Why:** {row[4][0].upper() + row[4][1:]}.", ""]
@@ -625,10 +637,12 @@ SPEC_SECTIONS = spec_sections()
 _SECTION = re.compile(r"§(\d+)")
 _SPEC_PATH = re.compile(r"docs/design\.md(?=\s*§)")
 _INLINE_LITERAL = re.compile(r"``(.+?)``")
-# An inline literal is a formula when it uses a mathematical symbol or a one-letter (or short)
-# name with a one-character subscript (``c_k``, ``out_L^t``, ``x_{t-d}``), and reads as no code
+# An inline literal is a formula when it uses a mathematical symbol, a one-letter (or short)
+# name with a one-character subscript (``c_k``, ``out_L^t``, ``x_{t-d}``) or defines a set
+# (``V = {t : ...}``), and reads as no code
 # (no quotes, no ``sl.``, no arrow, no slice, no keyword argument).
-_MATH_SIGN = re.compile(r"[Σ∈≥≤θ∂∇Ĝτ⟨⟩←μσ²δ·×−‖]|\b[A-Za-z]{1,3}_(?:[A-Za-z0-9]\b|\{)")
+_MATH_SIGN = re.compile(
+    r"[Σ∈≥≤θ∂∇Ĝτ⟨⟩←μσ²δ·×−‖]|\b[A-Za-z]{1,3}_(?:[A-Za-z0-9]\b|\{)|^\w+ = \{\w+ : ")
 _CODE_SIGN = re.compile(
     r"[\"'`]|\bsl\.|->|\[:|\.\.\.|\w=\w|^\w+$|\bfor\b.*\bin\b|\b[a-z_]+\.[a-z_]+\(")
 _LATEX_SYMBOLS = {

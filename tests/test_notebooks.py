@@ -41,7 +41,7 @@ def test_quick_mode_and_exercises(path):
   text = "\n".join(c.source for c in nb.cells if c.cell_type == "markdown")
   reads_env = re.search(r"(environ|getenv)\W+.*SIDEWAYS_LAB_QUICK", code)
   assert not reads_env, f"{path.name} reads SIDEWAYS_LAB_QUICK itself"
-  assert "sl.experiments.is_quick()" in code
+  assert "experiments.is_quick()" in code
   exercises = re.findall(r"\*\*Exercise \d+\.\*\*(.*?)(?=\*\*Exercise \d+\.\*\*|\Z)", text, re.S)
   for body in exercises:
     assert '<details class="solution">' in body and "</details>" in body, (

@@ -55,7 +55,9 @@ SKIPPED_FOLDERS = ("_static", "_modules", "_sources", "_images", "_downloads")
 INDEX_PAGES = ("genindex.html", "py-modindex.html", "search.html")  # Sphinx's, without a title
 # Words about how the package was made, which no page of it should carry.
 MAKING_OF = re.compile(
-  r"\bissue \d+|\bsessions?\b|\bengineers?\b|\bhelper agents?\b|\bthe lead\b", re.IGNORECASE
+  r"\bissue \d+|\b(this|first|second|third|previous|earlier|another) session\b|"
+  r"\bsessions? (had|ran|asked)\b|\bengineers?\b|\bhelper agents?\b|\bthe lead\b",
+  re.IGNORECASE,
 )
 
 pytestmark = pytest.mark.browser
