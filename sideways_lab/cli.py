@@ -93,10 +93,12 @@ class Flag:
 
   @property
   def option(self) -> str:
+    """The command-line option, ``--`` and the field's name with dashes."""
     return "--" + self.field.replace("_", "-")
 
   @property
   def help(self) -> str:
+    """The help text, the first sentence of the field's docstring entry and the note."""
     return field_help(self.config, self.field) + self.note
 
 

@@ -152,6 +152,7 @@ class UnitGraph:
   # -- structure -------------------------------------------------------------------------------
   @property
   def num_units(self) -> int:
+    """L, the number of units."""
     return len(self._units)
 
   @property
@@ -161,10 +162,12 @@ class UnitGraph:
 
   @property
   def units(self) -> tuple[UnitFn, ...]:
+    """The L unit functions ``f_1 .. f_L``, in order (unit k is ``units[k - 1]``)."""
     return self._units
 
   @property
   def max_delay(self) -> int:
+    """The largest extra delay d over all edges (0 when no edge is delayed)."""
     return max(d for es in self._edges.values() for _, d in es)
 
   @property
@@ -179,6 +182,7 @@ class UnitGraph:
 
   @property
   def is_chain(self) -> bool:
+    """True when every unit k reads only unit k - 1, undelayed (edges ``{k: [(k-1, 0)]}``)."""
     return all(es == ((k - 1, 0),) for k, es in self._edges.items())
 
   def readers(self, j: int) -> list[tuple[int, int, int]]:

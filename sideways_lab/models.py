@@ -138,12 +138,14 @@ class ModelConfig:
     object.__setattr__(self, "downsample", ds)
 
   def to_dict(self) -> dict:
+    """The config as JSON-ready plain values (tuples as lists)."""
     d = dataclasses.asdict(self)
     d["downsample"] = list(self.downsample)
     return d
 
   @classmethod
   def from_dict(cls, d: dict) -> ModelConfig:
+    """The config that :meth:`to_dict` returned ``d`` for."""
     d = dict(d)
     if "downsample" in d:
       d["downsample"] = tuple(d["downsample"])

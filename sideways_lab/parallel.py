@@ -471,6 +471,7 @@ class DevicePipeline(_Route):
 
   @property
   def num_devices(self) -> int:
+    """D, the number of devices the units are split over."""
     return len(self.devices)
 
   def units_on(self, p: int) -> tuple:
@@ -947,6 +948,7 @@ class ShardedGraph(_Route):
 
   @property
   def num_devices(self) -> int:
+    """D, the number of devices (the mesh's stage axis)."""
     return self.mesh.shape[STAGE]
 
   def units_on(self, s: int) -> tuple:

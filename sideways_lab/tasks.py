@@ -204,12 +204,14 @@ class TaskConfig:
       raise ValueError(f"anchor must be one of {ANCHORS}, got {self.anchor!r}")
 
   def to_dict(self) -> dict:
+    """The config as JSON-ready plain values (tuples as lists)."""
     d = dataclasses.asdict(self)
     d["size"] = list(self.size)
     return d
 
   @classmethod
   def from_dict(cls, d: dict) -> TaskConfig:
+    """The config that :meth:`to_dict` returned ``d`` for."""
     d = dict(d)
     if "size" in d:
       d["size"] = tuple(d["size"])
@@ -248,9 +250,11 @@ class Task:
     return None
 
   def batch(self, batch_size: int, seed: int):
+    """``(video (B, T, H, W, C), targets (B, T, ...), extras dict)``: the clips of ``seed``."""
     raise NotImplementedError
 
   def metrics(self, outputs, targets, loss_ticks, extras) -> dict:
+    """The task's metrics of ``outputs`` (B, T, ...) against ``targets`` over the loss ticks."""
     raise NotImplementedError
 
 
@@ -266,14 +270,17 @@ class Classification(Task):
 
   @property
   def class_names(self) -> tuple:
+    """The K class names, indexed by label."""
     return DIGIT_NAMES if self.config.task == "digits" else data.MOTION_CLASS_NAMES
 
   @property
   def num_classes(self) -> int:
+    """K, the number of classes."""
     return len(self.class_names)
 
   @property
   def chance(self) -> float:
+    """The accuracy of a uniform guess, 1 / K."""
     return 1.0 / self.num_classes
 
   def clips(self, batch_size: int, seed: int, labels=None):

@@ -211,9 +211,11 @@ class TrainConfig:
 
   @property
   def task(self) -> str:
+    """The task's name (``data.task``)."""
     return self.data.task
 
   def to_dict(self) -> dict:
+    """The config as JSON-ready plain values (the nested configs as dicts)."""
     d = dataclasses.asdict(self)
     d["stash"] = list(self.stash) if isinstance(self.stash, tuple) else self.stash
     d["model"] = self.model.to_dict()
@@ -222,6 +224,7 @@ class TrainConfig:
 
   @classmethod
   def from_dict(cls, d: dict) -> TrainConfig:
+    """The config that :meth:`to_dict` returned ``d`` for."""
     d = dict(d)
     d["model"] = ModelConfig.from_dict(d["model"])
     d["data"] = TaskConfig.from_dict(d["data"])
@@ -232,6 +235,7 @@ class TrainConfig:
     return cls(**d)
 
   def replace(self, **kw) -> TrainConfig:
+    """A copy with the fields in ``kw`` replaced."""
     return dataclasses.replace(self, **kw)
 
 

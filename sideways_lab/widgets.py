@@ -82,6 +82,7 @@ class Explorer:
     self.update()
 
   def values(self) -> dict:
+    """The current value of every control, by name."""
     return {name: c.value for name, c in self.controls.items()}
 
   def _on_change(self, change=None):

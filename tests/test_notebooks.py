@@ -1,6 +1,7 @@
 """Every notebook executes (quick mode, headless) and is committed without outputs."""
 
 import os
+import re
 from pathlib import Path
 
 import nbformat
@@ -29,6 +30,23 @@ def test_committed_without_outputs(path):
   assert nb.cells[0].cell_type == "markdown" and "learn" in nb.cells[0].source.lower()
   tail = nb.cells[-1].source.lower()
   assert "exercise" in tail or "next" in tail
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_quick_mode_and_exercises(path):
+  """Quick mode comes from ``sl.experiments.is_quick()`` (one home for it); every exercise has
+  its solution folded right under it."""
+  nb = nbformat.read(path, as_version=4)
+  code = "\n".join(c.source for c in nb.cells if c.cell_type == "code")
+  text = "\n".join(c.source for c in nb.cells if c.cell_type == "markdown")
+  reads_env = re.search(r"(environ|getenv)\W+.*SIDEWAYS_LAB_QUICK", code)
+  assert not reads_env, f"{path.name} reads SIDEWAYS_LAB_QUICK itself"
+  assert "experiments.is_quick()" in code
+  exercises = re.findall(r"\*\*Exercise \d+\.\*\*(.*?)(?=\*\*Exercise \d+\.\*\*|\Z)", text, re.S)
+  for body in exercises:
+    assert '<details class="solution">' in body and "</details>" in body, (
+      f"{path.name}: an exercise without a folded solution: {body[:80]!r}"
+    )
 
 
 @pytest.mark.slow

@@ -266,6 +266,7 @@ class Timeline:
   tick_time: float | None
 
   def to_rows(self) -> list[dict]:
+    """One row per timeline item (device, tick, kind, frame, ...), for a DataFrame."""
     return [dict(i, loss_ticks=list(i["loss_ticks"])) for i in self.items]
 
   def at(self, device: int, tick: int) -> list[dict]:

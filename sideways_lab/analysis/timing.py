@@ -34,6 +34,7 @@ class UnitCosts:
   device: str
 
   def to_rows(self) -> list[dict]:
+    """One row per unit: ``unit``, ``forward_s``, ``backward_s``, ``vjp_s``, repeats, device."""
     return [
       dict(unit=k + 1, forward_s=f, backward_s=b, vjp_s=v, repeats=self.repeats, device=self.device)
       for k, (f, b, v) in enumerate(zip(self.forward, self.backward, self.vjp))

@@ -304,6 +304,7 @@ class VideoFolderDataset:
 
   @property
   def num_classes(self) -> int:
+    """The number of classes of the dataset."""
     return len(self.classes)
 
   def __len__(self) -> int:
