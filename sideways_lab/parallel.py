@@ -168,12 +168,12 @@ def _resolve_assignment(graph: UnitGraph, devices: list, assignment, costs) -> t
 
 
 def _check_inputs(graph, params, video, targets, loss_fn, mask, name="video"):
-  _engine._check_graph_params(graph, params)
-  _engine._check_loss_fn(loss_fn)
-  video = _engine._check_video(video, name)
+  pipeline.check_graph_params(graph, params)
+  pipeline.check_loss_fn(loss_fn)
+  video = pipeline.check_video(video, name)
   B, T = video.shape[:2]
-  _engine._check_targets(targets, B, T)
-  mask = _engine._check_mask(mask, T)
+  pipeline.check_targets(targets, B, T)
+  mask = pipeline.check_mask(mask, T)
   return video, mask
 
 
@@ -236,7 +236,7 @@ class _Route:
     video, mask = _check_inputs(self.graph, params, video, targets, loss_fn, mask)
     T = video.shape[1]
     L = self.graph.num_units
-    weights, V = _engine._loss_weights(self.graph, T, mask, "pipelined", video.dtype)
+    weights, V = pipeline.loss_weights(self.graph, T, mask, "pipelined", video.dtype)
     weights = np.asarray(weights)
     w = np.concatenate([weights, np.zeros(L - 1, weights.dtype)])
     state = self.init_state(params, video)
@@ -384,12 +384,12 @@ def _device_step(graph, spec, loss_fn, params, carry, pending_outs, pending_msgs
   bufs, cots, acc = carry
   bufs = dict(bufs)
   for j in spec.remote:  # absorb what arrived from below
-    bufs[j] = _engine._push(bufs[j], pending_outs[j])
+    bufs[j] = pipeline.push(bufs[j], pending_outs[j])
   cot_in = dict(cots)
   for (j, _), m in zip(spec.recv_msgs, pending_msgs):  # ... and from above
     cot_in[j] = cot_in[j] + m
   if 0 in spec.sources:
-    bufs[0] = _engine._push(bufs[0], x_t)
+    bufs[0] = pipeline.push(bufs[0], x_t)
   outs, grads, loss_t = {}, [], jnp.zeros((), jnp.float32)
   new_cots = {j: jnp.zeros_like(c) for j, c in cots.items()}
   sent_msgs = {}
@@ -411,7 +411,7 @@ def _device_step(graph, spec, loss_fn, params, carry, pending_outs, pending_msgs
   acc = jax.tree_util.tree_map(jnp.add, acc, tuple(grads))
   for j in spec.sources:  # local outputs join local buffers
     if j >= 1 and j not in spec.remote:
-      bufs[j] = _engine._push(bufs[j], outs[j])
+      bufs[j] = pipeline.push(bufs[j], outs[j])
   carry = (bufs, new_cots, acc)
   return (
     carry,
@@ -480,7 +480,7 @@ class DevicePipeline(_Route):
   # -- placement of params and state ---------------------------------------------------------
   def place_params(self, params) -> tuple:
     """``params`` with unit k's dict committed to the device of unit k (do it once)."""
-    _engine._check_graph_params(self.graph, params)
+    pipeline.check_graph_params(self.graph, params)
     return tuple(
       jax.device_put(params[k - 1], self.devices[self._owner[k]])
       for k in range(1, self.graph.num_units + 1)
@@ -493,7 +493,7 @@ class DevicePipeline(_Route):
   def scatter_state(self, state: PipelineState, params=None) -> ParallelState:
     """Spreads a single-device :class:`sl.PipelineState` over the devices (``params`` is
     unused: the per-device layout does not depend on it)."""
-    _engine._check_state(self.graph, state)
+    pipeline.check_state(self.graph, state)
     buffers = [np.asarray(b) for b in state.buffers]  # a one-off move, through the host
     messages = [np.asarray(m) for m in state.messages]
     per = []
@@ -686,7 +686,7 @@ def _make_plan(graph: UnitGraph, assignment: tuple, params, frame) -> _Plan:
   """Layouts of every stage from the unit output shapes (``engine._out_structs``)."""
   L, D = graph.num_units, max(assignment) + 1
   owner = {k: assignment[k - 1] for k in range(1, L + 1)}
-  structs = _engine._out_structs(graph, params, frame)
+  structs = pipeline.out_structs(graph, params, frame)
   dtype = np.dtype(frame.dtype)
   bad = [
     f"unit {k}'s output ({structs[k].dtype})" for k in range(1, L + 1) if structs[k].dtype != dtype
@@ -782,11 +782,11 @@ def _stage_tick(plan: _Plan, s: int, loss_fn, params, state, recv_up, recv_down,
   }
   bufs = {j: cur[("b", j)] for j in st.local}
   if st.frame_depth:
-    bufs[0] = _engine._push(cur[("x",)], x_t)
+    bufs[0] = pipeline.push(cur[("x",)], x_t)
   for j in st.mirrors:  # out_j^{t-1} from stage owner[j]
     δ = s - plan.owner[j]
     got = plan.stages[s - δ].up[δ].unpack(recv_up[plan.deltas.index(δ)])
-    bufs[j] = _engine._push(cur[("m", j)], got[("o", j)])
+    bufs[j] = pipeline.push(cur[("m", j)], got[("o", j)])
   cots = {j: cur[("c", j)] for j in st.units if j < L}
   for δ in plan.deltas:  # messages from stage s+δ
     if s + δ < len(plan.stages):
@@ -810,7 +810,7 @@ def _stage_tick(plan: _Plan, s: int, loss_fn, params, state, recv_up, recv_down,
       else:
         box = down[s - plan.owner[j]]
         box[("g", j)] = box[("g", j)] + m if ("g", j) in box else m
-  new = {("b", j): _engine._push(bufs[j], outs[j]) for j in st.local}
+  new = {("b", j): pipeline.push(bufs[j], outs[j]) for j in st.local}
   new.update({("m", j): bufs[j] for j in st.mirrors})
   new.update({("c", j): c for j, c in new_cots.items()})
   if st.frame_depth:
@@ -858,8 +858,8 @@ def _sharded_scan(plan, mesh, loss_fn, num_ticks, params, carry, video, targets,
         state,
         recv_up,
         recv_down,
-        _engine._frame(video, i),
-        _engine._target(targets, i),
+        pipeline.frame_at(video, i),
+        pipeline.target_at(targets, i),
         weights[i],
       )
       return (state, up, down, acc + g), loss_t  # zero below the top stage
@@ -978,7 +978,7 @@ class ShardedGraph(_Route):
   def place_params(self, params, video) -> jax.Array:
     """The parameters packed per stage for clips shaped like ``video``: a (D, P) array
     sharded over ``stage`` (row s: the units of stage s, flattened and zero-padded)."""
-    _engine._check_graph_params(self.graph, params)
+    pipeline.check_graph_params(self.graph, params)
     plan = self._plan_for(params, video)
     leaves = [[np.asarray(a) for a in jax.tree_util.tree_leaves(p)] for p in params]
     rows = [
@@ -1003,7 +1003,7 @@ class ShardedGraph(_Route):
   def scatter_state(self, state: PipelineState, params=None) -> ShardedState:
     """Spreads a single-device :class:`sl.PipelineState` over the stages (every process
     passes the same state; ``params`` give the layout)."""
-    _engine._check_state(self.graph, state)
+    pipeline.check_state(self.graph, state)
     if params is None:
       raise ValueError(
         "ShardedGraph.scatter_state needs params (the layout of the stages "
