@@ -487,8 +487,10 @@ def stash_bytes(graph: UnitGraph, params, frame, stash) -> int:
   structs = pipeline.out_structs(graph, params, jax.ShapeDtypeStruct(shape, frame.dtype))
   rows = schedule.stash_rows(graph, schedule.static_stash(stash))
   return int(
-    sum(n * np.prod(structs[j].shape, dtype=int) * np.dtype(structs[j].dtype).itemsize
-        for j, n in enumerate(rows))
+    sum(
+      n * np.prod(structs[j].shape, dtype=int) * np.dtype(structs[j].dtype).itemsize
+      for j, n in enumerate(rows)
+    )
   )
 
 
