@@ -10,8 +10,8 @@ Usage::
 
 ``PROGRAM`` is ``train [TRAIN FLAGS]`` (``sideways-lab train`` on the sharded route: the
 command line parses the flags and calls :func:`train_sharded`), ``-m MODULE`` or a script
-path; it runs after ``jax.distributed.initialize``, so ``jax.devices()`` is the global list of every process's
-devices and ``sl.parallel.ShardedGraph(graph)`` spans them all.
+path; it runs after ``jax.distributed.initialize``, so ``jax.devices()`` is the global list
+of every process's devices and ``sl.parallel.ShardedGraph(graph)`` spans them all.
 
 A local launch is supervised: every process runs in its own session and is killed with the
 launcher (Linux ``PR_SET_PDEATHSIG``); when one exits with an error (or is killed), the
