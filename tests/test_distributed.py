@@ -333,8 +333,9 @@ def test_train_on_two_processes_takes_an_exact_twin(tmp_path):
   assert (out / "ckpt_00000002.npz").is_file()
 
 
-def test_backprop_is_refused_across_processes():
+def test_backprop_is_refused_across_processes(tmp_path):
   from sideways_lab import cli
 
   args = ["train", "--processes", "2", "--task", "next-frame", "--scheme", "backprop"]
+  args += ["--out", str(tmp_path)]
   assert cli.main(args) == cli.EXIT_USAGE  # before any process starts

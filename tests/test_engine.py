@@ -392,7 +392,7 @@ def test_per_unit_stash_is_checked():
   call = lambda stash: sl.gradients(graph, params, video, targets, mse, stash=stash)
   with pytest.raises(ValueError, match="stash must give one depth per unit 1..L-1"):
     call((1, 1))
-  with pytest.raises(ValueError, match=r"stash\[2\] \(unit 3\) .* r_3 = 2"):
+  with pytest.raises(ValueError, match=r"stash\[2\] \(unit 3\) .*r_3 = 2"):
     call((0, 0, 3))
   with pytest.raises(ValueError, match=r"unit 1"):
     call((-1, 0, 0))
