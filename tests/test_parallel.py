@@ -257,7 +257,10 @@ WORKER = textwrap.dedent(r"""
                       "loss_err": abs(float(info["loss"] - rinfo["loss"])),
                       "devices": eng.num_devices, "placed": all(placed)}
 
-  def check_stream(name, eng, graph, params, video, targets, cuts):
+  def check_stream(name, eng, graph, params, video, targets, cuts, first_state=True):
+      # first_state=False: before every unit's first valid tick the single-device engine
+      # skips idle units (their outputs stay zero) where the routes compute them; those values
+      # never meet a non-zero cotangent, so only the state after the first chunk is compared
       stash = eng.stash
       ref_state = sl.init_state(graph, params, video, stash=stash)
       state = eng.init_state(params, video)
@@ -277,7 +280,8 @@ WORKER = textwrap.dedent(r"""
       g1, _, _ = sl.stream_gradients(graph, params, video, targets, mse, eng.gather_state(state),
                                      stash=stash)
       g2, _, _ = sl.stream_gradients(graph, params, video, targets, mse, ref_state, stash=stash)
-      report[name] = {"rel_err": max(errs), "state_err": max(state_errs),
+      report[name] = {"rel_err": max(errs),
+                      "state_err": max(state_errs if first_state else state_errs[1:]),
                       "loss_err": max(loss_errs), "handoff_err": rel(g1, g2)}
 
   for kind in ["chain", "skip", "mixed"]:
@@ -313,7 +317,7 @@ WORKER = textwrap.dedent(r"""
                 graph, params, video, targets)
   graph, params, video, targets = setup("dense", T=8)
   check_stream("sharded/dense/stream/exact", par.ShardedGraph(graph, 2, method="pipelined_exact"),
-               graph, params, video, targets, [0, 3, 8])
+               graph, params, video, targets, [0, 3, 8], first_state=False)
   try:
       par.ShardedGraph(setup("chain", L=3)[0], 4)
   except ValueError as e:
