@@ -1,20 +1,24 @@
-"""Engine benchmarks (issue 13). Ratios are measured against baselines in the same run.
+"""Engine benchmarks. Ratios are measured against baselines in the same run.
 
 1. Time per clip of every gradient method (``backprop``, ``bptt``, ``pipelined_exact``,
-   ``sideways`` with ``stash`` ∈ {0, 1, 2, full}) on a conv chain whose units use
+   ``sideways`` with ``stash`` ∈ {0, 1, 2, full, per unit}) on a conv chain whose units use
    ``hk.Conv2D`` or the package's im2col ``models.Conv``.
 2. Compiled temporary memory of the same methods vs the clip length T, for both conv kinds.
 3. Speed-up over what a newcomer would write: an un-jitted Python loop over ticks calling
    ``jax.vjp`` per unit, and a Python loop over ticks calling one jitted tick.
+4. Time per training step of each of the five schemes in the experiments' configuration
+   (``experiments.budget``) of a task.
 
-Run: ``python benchmarks/bench_engine.py [--quick] [--rounds N] [--tables time,memory,naive]``;
-prints Markdown tables.
+Run: ``python benchmarks/bench_engine.py [--quick] [--rounds N]
+[--tables time,memory,naive,steps] [--tasks digits]``; prints Markdown tables and the load
+average before and after.
 """
 
 from __future__ import annotations
 
 import argparse
 import functools
+import os
 import statistics
 import time
 
@@ -37,6 +41,7 @@ VARIANTS = [
   ("sideways stash=1", "sideways", 1),
   ("sideways stash=2", "sideways", 2),
   ("sideways stash=full", "sideways", "full"),
+  ("sideways stash=(2, 0, 0)", "sideways", (2, 0, 0)),  # only unit 1 keeps past inputs
 ]
 NAIVE_TICKS = 8  # the un-jitted naive loop is slow: it runs this many frames
 
@@ -220,13 +225,50 @@ def naive_table(graphs, params, video, labels):
       )
 
 
+def steps_table(tasks, rounds, quick):
+  """Seconds per training step (``Trainer.train_step``: clips, gradients, update) of the five
+  schemes in the experiments' configuration, round after round (median of the rounds)."""
+  from sideways_lab import experiments, training
+  from sideways_lab.models import SCHEMES
+
+  print(
+    "\n| task | " + " | ".join(SCHEMES) + " | sideways_exact / sideways | skip_exact / "
+    "skip_sideways |"
+  )
+  print("|---|" + "---:|" * (len(SCHEMES) + 2))
+  for task in tasks:
+    trainers = {}
+    for scheme in SCHEMES:
+      cfg = training.default_config(task, scheme, seed=0, **experiments.budget(task, quick))
+      tr = training.Trainer(cfg)
+      p, o = tr.init()
+      p, o, _ = tr.train_step(p, o, 0)  # compile
+      trainers[scheme] = [tr, p, o]
+    times = {s: [] for s in SCHEMES}
+    for r in range(rounds):
+      for scheme, (tr, p, o) in trainers.items():
+        t0 = time.perf_counter()
+        p, o, _ = tr.train_step(p, o, 1 + r)
+        times[scheme].append(time.perf_counter() - t0)
+        trainers[scheme][1:] = [p, o]
+    t = {s: statistics.median(ts) for s, ts in times.items()}
+    cells = " | ".join(f"{1e3 * t[s]:.1f}" for s in SCHEMES)
+    print(
+      f"| {task} (ms/step) | {cells} | **{t['sideways_exact'] / t['sideways']:.2f}** | "
+      f"**{t['skip_exact'] / t['skip_sideways']:.2f}** |"
+    )
+
+
 def main(argv=None):
   ap = argparse.ArgumentParser()
   ap.add_argument("--quick", action="store_true", help="a small smoke run (seconds)")
   ap.add_argument("--rounds", type=int, default=5)
   ap.add_argument(
-    "--tables", default="time,memory,naive", help="comma-separated subset of time, memory, naive"
+    "--tables",
+    default="time,memory,naive,steps",
+    help="comma-separated subset of time, memory, naive, steps",
   )
+  ap.add_argument("--tasks", default="digits", help="tasks of the steps table (comma-separated)")
   args = ap.parse_args(argv)
   L, B, H, C, width, T, Ts = 4, 4, 32, 1, 16, 16, (16, 32, 64, 128)
   if args.quick:
@@ -243,12 +285,16 @@ def main(argv=None):
     f"device(s); conv chain L={L} (width {width}), B={B}, {H}x{H}x{C}, T={T}\n"
   )
   tables = args.tables.split(",")
+  print(f"load average before: {os.getloadavg()}\n")
   if "time" in tables:
     time_table(graphs, params, video, labels, args.rounds)
   if "memory" in tables:
     memory_table(graphs, params, B, H, C, Ts)
   if "naive" in tables:
     naive_table(graphs, params, video, labels)
+  if "steps" in tables:
+    steps_table(args.tasks.split(","), args.rounds, args.quick)
+  print(f"\nload average after: {os.getloadavg()}")
 
 
 if __name__ == "__main__":

@@ -18,7 +18,7 @@ clip of Sideways (T ticks + L-1 drain ticks; warm-up first, median of N, block_u
 
 * ``reference``: the single-device engine ``sl.gradients(..., method="sideways")`` (D = 1);
 * ``devices``: :class:`sl.parallel.DevicePipeline` (per-device jitted steps, host loop);
-* ``sharded``: :class:`sl.parallel.ShardedChain` (shard_map + ppermute, one jitted scan);
+* ``sharded``: :class:`sl.parallel.ShardedGraph` (shard_map + ppermute, one jitted scan);
 
 and reports the tick time (clip time / (T + L - 1)) beside the latency model's projection
 ``tick_time(D) = max_d Σ_{k on d} (F_k + B_k) + C·1{D>1}`` with F_k, B_k measured per unit
@@ -145,24 +145,18 @@ def measure(a, num_devices_list, want_costs):
 
 def projection(a, info, D):
   """The latency model's tick time (ms) on D devices from the measured per-unit costs."""
+  from sideways_lab.analysis.latency import latency_model
+
   comm = info.get(f"comm_s_{D}", info.get("comm_s_2", 0.0)) if D > 1 else 0.0
-  try:
-    from sideways_lab.analysis.latency import latency_model
-
-    m = latency_model(
-      a.units,
-      "sideways",
-      D,
-      forward_cost=list(info["forward_s"]),
-      backward_cost=list(info["backward_s"]),
-      comm_cost=comm,
-    )
-    return 1e3 * m.tick_time
-  except ImportError:  # the simple model, as in sl.parallel.tick_time_model
-    from sideways_lab.parallel import partition, tick_time_model
-
-    costs = [f + b for f, b in zip(info["forward_s"], info["backward_s"])]
-    return 1e3 * tick_time_model(costs, partition(a.units, D, costs), comm if D > 1 else 0.0)
+  m = latency_model(
+    a.units,
+    "sideways",
+    D,
+    forward_cost=list(info["forward_s"]),
+    backward_cost=list(info["backward_s"]),
+    comm_cost=comm,
+  )
+  return 1e3 * m.tick_time
 
 
 def worker(a):
@@ -214,9 +208,9 @@ def dist_worker(a):
   params, _ = tr.init()
   video, targets, _ = tr.batch(0)
   loss_fn, mask = tr.task.loss_fn, tr.task.mask
-  eng = par.ShardedGraph(tr.graph)
+  eng = par.ShardedGraph(tr.graph, method=tr.method)
   L, T = tr.graph.num_units, video.shape[1]
-  ticks = T + L - 1
+  ticks = T + eng.drain
   t, _ = timed(lambda: eng.gradients(params, video, targets, loss_fn, mask)[0], a.repeats)
   row = dict(
     route="sharded",
@@ -229,7 +223,7 @@ def dist_worker(a):
   rows = [row]
   if jax.process_count() == 1:
     t, _ = timed(
-      lambda: sl.gradients(tr.graph, params, video, targets, loss_fn, "sideways", mask=mask)[0],
+      lambda: sl.gradients(tr.graph, params, video, targets, loss_fn, tr.method, mask=mask)[0],
       a.repeats,
     )
     rows.append(dict(route="reference", processes=1, D=1, tick_ms=1e3 * t / ticks, clip_s=t))

@@ -27,6 +27,7 @@ import argparse
 import dataclasses
 import inspect
 import json
+import os
 import re
 import sys
 from collections.abc import Callable, Sequence
@@ -34,7 +35,7 @@ from pathlib import Path
 from typing import Any
 
 from sideways_lab import experiments, figures, training
-from sideways_lab.models import READOUTS, SCHEMES, SKIP_KINDS, TASKS, ModelConfig
+from sideways_lab.models import READOUTS, SCHEMES, SKIP_KINDS, TASKS, ModelConfig, method_of
 from sideways_lab.tasks import TaskConfig
 from sideways_lab.training import OPTIMIZERS, SCHEDULES, TrainConfig
 
@@ -228,11 +229,10 @@ def _progress(args: argparse.Namespace) -> bool | None:
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
-  if args.processes:
-    from sideways_lab import launch  # launch imports cli (the train flags): a cycle
+  from sideways_lab import launch  # it starts processes (and imports JAX's distributed runtime)
 
-    argv = launch.without_option(args.argv[1:], "--processes")
-    return launch.launch_local(["train", *argv], args.processes)
+  if args.processes or os.environ.get(launch.IN_LAUNCH):
+    return _train_processes(args, launch)
   saved = Path(args.out) / "config.json"
   if args.resume and saved.exists() and args.task is None:
     cfg = TrainConfig.from_dict(json.loads(saved.read_text()))
@@ -265,6 +265,32 @@ def _cmd_train(args: argparse.Namespace) -> int:
       indent=1,
     )
   )
+  return 0
+
+
+def _train_processes(args: argparse.Namespace, launch) -> int:
+  """``train --processes N``: starts N processes that each run this command (without
+  ``--processes``); inside one of them, trains on the sharded route (``launch.train_sharded``)."""
+  if args.task is None or args.scheme is None:
+    raise ValueError("train --processes needs --task and --scheme")
+  if args.resume:
+    raise ValueError("train --processes does not take --resume")
+  cfg = training.default_config(
+    args.task, args.scheme, quick=args.quick, seed=args.seed, **config_overrides(args)
+  )
+  if method_of(cfg.scheme) == "backprop":
+    raise ValueError(
+      f"--scheme {cfg.scheme} has a synchronous forward, which cannot be pipelined over "
+      f"processes; train it without --processes"
+    )
+  if args.processes:
+    argv = launch.without_option(args.argv[1:], "--processes")
+    return launch.launch_local(["train", *argv], args.processes)
+  result = launch.train_sharded(cfg, args.out)
+  import jax
+
+  if jax.process_index() == 0:
+    print(json.dumps(result, indent=1), flush=True)
   return 0
 
 

@@ -409,23 +409,17 @@ def learning_curve(history: Sequence[dict]) -> list[dict]:
 
 def stash_memory(trainer: training.Trainer) -> dict:
   """The stash a run's gradient keeps: ``stash_frames`` (Σ_k s_k of docs/design.md §5) and
-  ``stash_bytes``, the bytes its pipeline state holds for one training batch beyond those of
-  Sideways without a stash (deeper buffers and message delay lines; both 0 for ``backprop``).
-  """
+  ``stash_bytes`` (:func:`sideways_lab.engine.stash_bytes`: what the stash adds to Sideways'
+  pipeline state for one training batch); both 0 for ``backprop``."""
   if trainer.method not in ("sideways", "pipelined_exact"):
     return {"stash_frames": 0, "stash_bytes": 0}
   stash = "full" if trainer.method == "pipelined_exact" else trainer.config.stash
   c = trainer.config
   params, _ = trainer.init()
   frame = jax.ShapeDtypeStruct((c.batch_size, *c.data.size, 1), jnp.float32)
-
-  def nbytes(m) -> int:
-    state = jax.eval_shape(lambda p: engine.init_state(trainer.graph, p, frame, m), params)
-    return sum(x.size * x.dtype.itemsize for x in jax.tree_util.tree_leaves(state))
-
   return {
-    "stash_frames": int(sum(schedule.stash_depths(trainer.graph, stash))),
-    "stash_bytes": int(nbytes(stash) - nbytes(0)),
+    "stash_frames": int(schedule.stash_frames(trainer.graph, stash)),
+    "stash_bytes": int(engine.stash_bytes(trainer.graph, params, frame, stash)),
   }
 
 

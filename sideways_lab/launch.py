@@ -8,10 +8,10 @@ Usage::
     python -m sideways_lab.launch --coordinator HOST:PORT --num-processes N --process-id I \
         PROGRAM [ARGS...]
 
-``PROGRAM`` is ``train [TRAIN FLAGS]`` (Sideways / Skip-Sideways training on the sharded route,
-see :func:`train_main`), ``-m MODULE`` or a script path; it runs after
-``jax.distributed.initialize``, so ``jax.devices()`` is the global list of every process's
-devices and ``sl.parallel.ShardedGraph(graph)`` spans them all.
+``PROGRAM`` is ``train [TRAIN FLAGS]`` (``sideways-lab train`` on the sharded route: the
+command line parses the flags and calls :func:`train_sharded`), ``-m MODULE`` or a script
+path; it runs after ``jax.distributed.initialize``, so ``jax.devices()`` is the global list
+of every process's devices and ``sl.parallel.ShardedGraph(graph)`` spans them all.
 
 A local launch is supervised: every process runs in its own session and is killed with the
 launcher (Linux ``PR_SET_PDEATHSIG``); when one exits with an error (or is killed), the
@@ -41,7 +41,7 @@ from collections.abc import Sequence
 import jax
 import optax
 
-from sideways_lab import cli, parallel, training
+from sideways_lab import checkpoint, parallel, training
 
 __all__ = [
   "EXIT_INTERRUPTED",
@@ -50,8 +50,9 @@ __all__ = [
   "free_port",
   "initialize",
   "launch_local",
+  "IN_LAUNCH",
   "main",
-  "train_main",
+  "train_sharded",
   "without_option",
 ]
 
@@ -66,6 +67,7 @@ ENV = {
   "num_processes": "SIDEWAYS_LAB_NUM_PROCESSES",
   "process_id": "SIDEWAYS_LAB_PROCESS_ID",
 }
+IN_LAUNCH = "SIDEWAYS_LAB_IN_LAUNCH"  # set while a launched process runs its program
 _PR_SET_PDEATHSIG = 1  # prctl option: a signal to this process when its parent dies
 
 
@@ -293,8 +295,8 @@ def without_option(argv: Sequence[str], name: str) -> list:
 def _run_program(program: Sequence[str]) -> int:
   if not program:
     raise ValueError("no program given: pass `train ...`, `-m MODULE ...` or a script path")
-  if program[0] == "train":
-    return train_main(list(program[1:]))
+  if program[0] == "train":  # the command line parses the flags and calls train_sharded
+    program = ["-m", "sideways_lab.cli", *program]
   if program[0] == "-m":
     if len(program) < 2:
       raise ValueError("-m needs a module name")
@@ -323,6 +325,7 @@ def _join_and_run(args, program: Sequence[str]) -> None:
     os._exit(EXIT_PEER_FAILED)
   # jax.distributed's preemption notifier takes SIGTERM; give it back its usual meaning
   signal.signal(signal.SIGTERM, lambda signum, frame: os._exit(128 + signum))
+  os.environ[IN_LAUNCH] = "1"
   code = 0
   try:
     code = _run_program(program) or 0
@@ -429,38 +432,31 @@ def main(argv: Sequence[str] | None = None) -> int:
 # ---------------------------------------------------------------------------------------------
 
 
-def train_main(argv: Sequence[str]) -> int:
-  """``train`` on the sharded route: the flags of ``sideways-lab train`` (task, scheme, model,
-  steps, ...), every unit on its stage of the global mesh.
+def train_sharded(cfg: training.TrainConfig, out: str | None = None) -> dict:
+  """Trains ``cfg`` on the sharded route, every unit on its stage of the global mesh.
 
-  Every process draws the same clips (same seed) and applies the same optimizer update to
-  the gradients, which ``ShardedGraph.gradients`` returns replicated; process 0 writes
-  ``metrics.jsonl`` and ``results.json`` in ``--out``. Schemes with ``method="sideways"``
-  (``sideways``, ``skip_sideways``) and per-clip updates only.
+  Any scheme whose method runs forward in time (``sideways``, ``skip_sideways`` and their
+  exact twins ``sideways_exact``, ``skip_exact``: ``ShardedGraph(method=...)``); ``backprop``
+  has a synchronous forward and trains on one process. Every process draws the same clips
+  (same seed) and applies the same optimizer update to the gradients, which
+  ``ShardedGraph.gradients`` returns replicated; process 0 appends to ``metrics.jsonl``,
+  writes ``results.json`` atomically and saves a checkpoint of the last step in ``out``.
+  Per-clip updates only. Returns the results (on every process; the test metrics on 0).
   """
-  args = cli.build_parser().parse_args(["train", *argv])
-  if args.task is None or args.scheme is None:
-    raise ValueError("train needs --task and --scheme")
-  if args.processes or args.resume:
-    raise ValueError("inside a launch, train takes neither --processes nor --resume")
-  cfg = training.default_config(
-    args.task, args.scheme, quick=args.quick, seed=args.seed, **cli.config_overrides(args)
-  )
   trainer = training.Trainer(cfg)
-  if trainer.method != "sideways":
+  if trainer.method not in parallel.METHODS:
     raise ValueError(
-      f"the distributed route trains Sideways schemes; --scheme {cfg.scheme} "
-      f"uses method {trainer.method!r}"
+      f"--scheme {cfg.scheme} uses method {trainer.method!r}, whose synchronous forward "
+      f"cannot be pipelined over processes; train it without --processes"
     )
   if cfg.update_every:
     raise ValueError("the distributed route makes per-clip updates; drop --update-every")
-  eng = parallel.ShardedGraph(trainer.graph)
+  eng = parallel.ShardedGraph(trainer.graph, method=trainer.method)
   params, opt_state = trainer.init()
   update = jax.jit(lambda g, s, p: trainer.optimizer.update(g, s, p))
   lead = jax.process_index() == 0
-  out = None
-  if lead and args.out:
-    out = os.path.abspath(args.out)
+  out = os.path.abspath(out) if (lead and out) else None
+  if out:
     os.makedirs(out, exist_ok=True)
   t0, loss = time.perf_counter(), float("nan")
   for step in range(cfg.steps):
@@ -477,6 +473,7 @@ def train_main(argv: Sequence[str]) -> int:
   result = {
     "task": cfg.task,
     "scheme": cfg.scheme,
+    "method": trainer.method,
     "steps": cfg.steps,
     "train_loss": loss,
     "processes": jax.process_count(),
@@ -485,13 +482,13 @@ def train_main(argv: Sequence[str]) -> int:
     "train_time_s": round(time.perf_counter() - t0, 2),
   }
   if lead:
-    params = jax.tree_util.tree_map(lambda a: jax.device_get(a), params)
+    params = jax.tree_util.tree_map(jax.device_get, params)
     result.update(trainer.evaluate(params))
     if out:
-      with open(os.path.join(out, "results.json"), "w") as f:
-        json.dump(result, f, indent=1)
-    print(json.dumps(result, indent=1), flush=True)
-  return 0
+      opt_state = jax.tree_util.tree_map(jax.device_get, opt_state)
+      checkpoint.save(out, cfg.steps, params, opt_state, manifest={"config": cfg.to_dict()})
+      checkpoint.atomic_write_text(os.path.join(out, "results.json"), json.dumps(result, indent=1))
+  return result
 
 
 if __name__ == "__main__":

@@ -5,12 +5,15 @@ produced at tick t-1 and the messages its readers sent at tick t-1. So units can
 different devices, every device steps its units at every tick, and between ticks each
 device sends the outputs of its units up (to the devices of their readers) and the gradient
 messages down (to the devices of their sources). This module gives two routes for that, both
-computing *exactly* the single-device ``sl.gradients(..., method="sideways")`` estimate
+computing *exactly* the single-device ``sl.gradients(..., method, stash=...)`` for the
+forward-in-time methods (``sideways`` with any stash, ``pipelined_exact``)
 
-    Ĝ_k = Σ_t g_k^t,   (out_k^t, g_k^t, messages_k^t) = engine.unit_step(k, θ_k, inputs_k^t, c_k^t)
+    G_k = Σ_t g_k^t,   (g_k^t, messages_k^t) = VJP of f_k at inputs_k^{t - s_k} applied to c_k^t
 
-with ``c_L^t = w_t ∂loss_t/∂out_L^t`` (same tick), ``c_k^t`` = the sum of the messages sent to
-unit k at tick t-1, ``w_t = 1{t∈V}/|V|`` and L-1 drain ticks.
+with ``c_L^t = w_t ∂loss_t/∂out_L^t`` (same tick), ``c_k^t`` = the sum of the messages that
+arrive at unit k at tick t (one tick after they are sent, plus the wait of a stash),
+``w_t = 1{t∈V}/|V|``, ``s_k = schedule.stash_depths`` and ``schedule.drain_ticks`` drain
+ticks (docs/design.md §5). Every piece of it comes from :mod:`sideways_lab.pipeline`.
 
 :class:`ShardedGraph` — the SPMD route, for any graph (chains, skips, dense and delayed edges,
   units of different shapes) on the devices of one process *or of several processes*
@@ -27,7 +30,7 @@ unit k at tick t-1, ``w_t = 1{t∈V}/|V|`` and L-1 drain ticks.
   any assignment of units to devices, including non-contiguous ones.
 
 Both routes share ``_Route`` (validation, loss weights, the clip and streaming drivers)
-and ``_unit_tick`` (one unit's work in one tick); both accept and produce the
+and ``_unit_work`` (one unit's work in one tick); both accept and produce the
 single-device :class:`sl.PipelineState` for streaming (``gather_state``/``scatter_state``).
 """
 
@@ -46,16 +49,14 @@ from jax.experimental import multihost_utils
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
-from sideways_lab import engine as _engine
 from sideways_lab import partition as _partition
-from sideways_lab import schedule
-from sideways_lab.engine import PipelineState
+from sideways_lab import pipeline, schedule
 from sideways_lab.graph import UnitGraph
+from sideways_lab.pipeline import PipelineState
 
 __all__ = [
   "DevicePipeline",
   "ParallelState",
-  "ShardedChain",
   "ShardedGraph",
   "ShardedState",
   "engine_for",
@@ -167,80 +168,66 @@ def _resolve_assignment(graph: UnitGraph, devices: list, assignment, costs) -> t
 # ---------------------------------------------------------------------------------------------
 
 
+METHODS = ("sideways", "pipelined_exact")
+
+
 def _check_inputs(graph, params, video, targets, loss_fn, mask, name="video"):
-  _engine._check_graph_params(graph, params)
-  _engine._check_loss_fn(loss_fn)
-  video = _engine._check_video(video, name)
+  pipeline.check_graph_params(graph, params)
+  pipeline.check_loss_fn(loss_fn)
+  video = pipeline.check_video(video, name)
   B, T = video.shape[:2]
-  _engine._check_targets(targets, B, T)
-  mask = _engine._check_mask(mask, T)
+  pipeline.check_targets(targets, B, T)
+  mask = pipeline.check_mask(mask, T)
   return video, mask
 
 
-def _stream_weights(graph, T, tick, mask, loss_weight, dtype):
-  """Per-tick loss weights of a streaming chunk starting at global tick ``tick``.
-
-  ``V_t = (tick + t >= v_L) ∧ mask_t``; ``w_t = V_t / |V|`` for ``loss_weight="mean"``, else
-  ``V_t · loss_weight``. Returns ``(w (T,), V (T,) bool)`` as NumPy arrays.
-  """
-  v_L = schedule.first_valid_ticks(graph)[-1]
-  V = tick + np.arange(T) >= v_L
-  if mask is not None:
-    V = V & np.asarray(mask, bool)
-  if isinstance(loss_weight, str):
-    if loss_weight != "mean":
-      raise ValueError(f"loss_weight must be 'mean' or a float, got {loss_weight!r}")
-    w = V / max(V.sum(), 1)
-  else:
-    w = V * float(loss_weight)
-  return w.astype(dtype), V
-
-
-def _unit_tick(
-  graph: UnitGraph, k: int, params_k, inputs: list, cotangent, loss_fn=None, y=None, w=None
-):
-  """Unit k's work in one tick: ``engine.unit_step`` with its cotangent.
-
-  Below the top the cotangent is the sum of the messages of the previous tick; for the top
-  unit (k = L) it is the same tick's ``c_L^t = w_t ∂loss_fn(out_L^t, y^t)/∂out_L^t`` (zero
-  where ``w_t = 0``). Returns ``(out_k, g_k, messages, loss_t)`` (``loss_t`` is ``None``
-  below the top). The top unit's extra forward is the VJP's own, merged by XLA's CSE.
-  """
-  loss = None
-  if k == graph.num_units:
-    out = graph.apply_unit(k, params_k, inputs)
-    loss, dl = jax.value_and_grad(functools.partial(_engine._tick_loss, loss_fn))(out, y)
-    cotangent = jnp.where(w > 0, w * dl, 0.0).astype(out.dtype)
-  out, grads, messages = _engine.unit_step(graph, k, params_k, inputs, cotangent)
-  return out, grads, messages, loss
+def _resolve_stash(graph: UnitGraph, method: str, stash):
+  """The stash a route runs (docs/design.md §5): ``"full"`` for ``pipelined_exact``, else
+  ``stash`` (an int >= 0, ``"full"`` or per unit), validated and hashable."""
+  if method not in METHODS:
+    raise ValueError(f"method must be one of {METHODS} on several devices, got {method!r}")
+  if method == "pipelined_exact":
+    if not (isinstance(stash, int) and stash == 0) and stash != schedule.FULL:
+      raise ValueError(
+        f"stash={stash!r} is only meaningful for method='sideways' (stash='full' is "
+        f"method='pipelined_exact'), got method={method!r}"
+      )
+    return schedule.FULL
+  schedule.check_stash(graph, stash)
+  return schedule.static_stash(stash)
 
 
 class _Route:
-  """The common driver of both routes: a clip (T ticks + L-1 drain ticks from an empty
-  pipeline) and a streaming chunk (T ticks, state carried). A route implements
-  ``init_state``, ``scatter_state``, ``gather_state`` and
-  ``_run(params, video, targets, weights, loss_fn, state, num_ticks) -> (grads, loss,
+  """The common driver of both routes: a clip (T ticks + ``schedule.drain_ticks`` drain ticks
+  from an empty pipeline) and a streaming chunk (T ticks, state carried). A route has
+  ``graph`` and ``stash`` and implements ``init_state``, ``scatter_state``, ``gather_state``
+  and ``_run(params, video, targets, weights, loss_fn, state, num_ticks) -> (grads, loss,
   tick_loss, new_state)`` where ``loss = Σ_{w_t > 0} w_t loss_t`` and ``tick_loss`` covers
   ``num_ticks`` ticks."""
 
   graph: UnitGraph
+  stash: object
   _state_type: type
 
+  @property
+  def drain(self) -> int:
+    """Drain ticks after a clip: ``schedule.drain_ticks(graph, stash)``."""
+    return schedule.drain_ticks(self.graph, self.stash)
+
   def gradients(self, params, video, targets, loss_fn, mask=None):
-    """``sl.gradients(graph, params, video, targets, loss_fn, method="sideways", mask)`` on
-    several devices: T ticks then L-1 drain ticks from an empty pipeline.
+    """``sl.gradients(graph, params, video, targets, loss_fn, method, mask, stash)`` on
+    several devices: T ticks then :attr:`drain` drain ticks from an empty pipeline.
 
     Returns ``(grads, info)`` as the single-device call; ``info`` has ``"loss"``,
     ``"loss_ticks"``, ``"tick_loss"`` (T,) and ``"num_loss_ticks"``.
     """
     video, mask = _check_inputs(self.graph, params, video, targets, loss_fn, mask)
     T = video.shape[1]
-    L = self.graph.num_units
-    weights, V = _engine._loss_weights(self.graph, T, mask, "pipelined", video.dtype)
+    weights, V = pipeline.loss_weights(self.graph, T, mask, "pipelined", video.dtype)
     weights = np.asarray(weights)
-    w = np.concatenate([weights, np.zeros(L - 1, weights.dtype)])
+    w = np.concatenate([weights, np.zeros(self.drain, weights.dtype)])
     state = self.init_state(params, video)
-    grads, loss, tick_loss, _ = self._run(params, video, targets, w, loss_fn, state, T + L - 1)
+    grads, loss, tick_loss, _ = self._run(params, video, targets, w, loss_fn, state, len(w))
     return grads, {
       "loss": loss,
       "loss_ticks": V,
@@ -251,14 +238,16 @@ class _Route:
   def stream_gradients(
     self, params, chunk, targets, loss_fn, state, mask=None, *, loss_weight="mean"
   ):
-    """``sl.stream_gradients`` on several devices: one chunk, no drain, state carried over.
+    """``sl.stream_gradients(..., stash=self.stash)`` on several devices: one chunk, no
+    drain, state carried over.
 
     ``state`` is this route's state (from :meth:`init_state` or a previous call) or a
-    single-device :class:`sl.PipelineState` (scattered first). Returns
-    ``(grads, info, new state)``; :meth:`gather_state` turns it back.
+    single-device :class:`sl.PipelineState` made with the same stash (scattered first).
+    Returns ``(grads, info, new state)``; :meth:`gather_state` turns it back.
     """
     chunk, mask = _check_inputs(self.graph, params, chunk, targets, loss_fn, mask, "chunk")
     if isinstance(state, PipelineState):
+      pipeline.check_state(self.graph, state, self.stash)
       state = self.scatter_state(state, params)
     if not isinstance(state, self._state_type):
       raise TypeError(
@@ -266,9 +255,32 @@ class _Route:
         f"{type(state).__name__}"
       )
     T = chunk.shape[1]
-    w, V = _stream_weights(self.graph, T, state.tick, mask, loss_weight, np.dtype(chunk.dtype))
+    w, V = pipeline.stream_loss_weights(self.graph, T, state.tick, mask, loss_weight, chunk.dtype)
+    w, V = np.asarray(w), np.asarray(V)
     grads, loss, tick_loss, state = self._run(params, chunk, targets, w, loss_fn, state, T)
     return grads, {"loss": loss, "loss_ticks": V, "tick_loss": tick_loss}, state
+
+  def _zero_state(self, params, video) -> PipelineState:
+    return pipeline.zero_state(self.graph, params, video, self.stash)
+
+
+def _unit_work(graph: UnitGraph, k: int, lag: int, params_k, bufs, cot_in, loss_fn, y, w):
+  """Unit k's tick on any route: ``(out_k, g_k, messages, loss or None)``."""
+  if k == graph.num_units:
+    return pipeline.top_step(graph, params_k, bufs, loss_fn, y, w)
+  return (*pipeline.stashed_step(graph, k, params_k, bufs, cot_in[k], lag), None)
+
+
+def _lines_before_tick(lines: dict, cots: dict):
+  """The cotangents of this tick's messages for local units: each delay line's front (zeros
+  without a line), and the lines shifted by one tick."""
+  new_cots, lines = {}, dict(lines)
+  for j, c in cots.items():
+    if j in lines:
+      new_cots[j], lines[j] = pipeline.shift_line(lines[j])
+    else:
+      new_cots[j] = jnp.zeros_like(c)
+  return new_cots, lines
 
 
 # ---------------------------------------------------------------------------------------------
@@ -312,27 +324,35 @@ def _clip_loss(weights, tick_loss):
 class _DeviceSpec:
   """What one device does each tick (static: a hashable argument of the jitted step).
 
-  units: the units k on this device, ascending. sources: every source j this device reads
-    (0 is the frame). remote: the sources j >= 1 owned by another device (mirrored here; the
-    newest output arrives as a pending value and is pushed at the start of the next tick).
-  local_cots: local units j < L that receive messages. send_outs: local units whose outputs
-    other devices read. send_msgs: remote units j that local units send messages to.
-  recv_msgs: ``(j, from_device)`` pairs of messages arriving for local units.
+  units: the units k on this device, ascending; lags: their stash depths ``s_k``. sources:
+    every source j this device reads (0 is the frame). remote: the sources j >= 1 owned by
+    another device (mirrored here; the newest output arrives as a pending value and is pushed
+    at the start of the next tick). local_cots: local units j < L that receive messages.
+    lines: local units j with a message delay line (``W_j > 0``). send_outs: local units whose
+    outputs other devices read. send_msgs: ``(j, wait)`` pairs of messages to remote units j.
+    recv_msgs: ``(j, wait, from_device)`` triples of messages arriving for local units.
+    waits: ``((k, e), wait)`` for the edges of local units from units.
   """
 
   units: tuple
+  lags: tuple
   sources: tuple
   remote: tuple
   local_cots: tuple
+  lines: tuple
   send_outs: tuple
   send_msgs: tuple
   recv_msgs: tuple
+  waits: tuple
   top: bool
 
 
-def _device_specs(graph: UnitGraph, assignment: tuple) -> tuple:
+def _device_specs(graph: UnitGraph, assignment: tuple, stash) -> tuple:
   L = graph.num_units
   owner = {k: assignment[k - 1] for k in range(1, L + 1)}
+  s = (0, *schedule.stash_depths(graph, stash))
+  waits = schedule.message_waits(graph, stash)
+  W = schedule.message_lines(graph, stash)
   D = max(assignment) + 1
   specs = []
   for p in range(D):
@@ -344,13 +364,39 @@ def _device_specs(graph: UnitGraph, assignment: tuple) -> tuple:
       j for j in units if j < L and any(owner[k] != p for k, _, _ in graph.readers(j))
     )
     send_msgs = tuple(
-      sorted({j for k in units for j, _ in graph.edges[k] if j >= 1 and owner[j] != p})
+      sorted(
+        {
+          (j, waits[(k, e)])
+          for k in units
+          for e, (j, _) in enumerate(graph.edges[k])
+          if j >= 1 and owner[j] != p
+        }
+      )
     )
     recv_msgs = tuple(
-      sorted({(j, owner[k]) for j in local_cots for k, _, _ in graph.readers(j) if owner[k] != p})
+      sorted(
+        {
+          (j, waits[(k, e)], owner[k])
+          for j in local_cots
+          for k, e, _ in graph.readers(j)
+          if owner[k] != p
+        }
+      )
     )
     specs.append(
-      _DeviceSpec(units, sources, remote, local_cots, send_outs, send_msgs, recv_msgs, L in units)
+      _DeviceSpec(
+        units,
+        tuple(s[k] for k in units),
+        sources,
+        remote,
+        local_cots,
+        tuple(j for j in local_cots if W[j]),
+        send_outs,
+        send_msgs,
+        recv_msgs,
+        tuple(sorted((ke, w) for ke, w in waits.items() if ke[0] in units)),
+        L in units,
+      )
     )
   return tuple(specs)
 
@@ -358,12 +404,14 @@ def _device_specs(graph: UnitGraph, assignment: tuple) -> tuple:
 class ParallelState(NamedTuple):
   """The pipeline state of a :class:`DevicePipeline`, spread over its devices.
 
-  ``per_device[p] = (buffers, cotangents, pending_outs, pending_msgs)`` lives on device p:
-  ``buffers`` (dict j -> (H_j, B, ...)) for every source p reads — mirrors of remote sources
+  ``per_device[p] = (buffers, cotangents, pending_outs, pending_msgs, lines)`` lives on device
+  p: ``buffers`` (dict j -> (H_j, B, ...)) for every source p reads — mirrors of remote sources
   lack their newest output, which is in ``pending_outs`` (dict j -> (B, ...)) and is pushed at
-  the start of the next tick; ``cotangents`` (dict j -> out_j shape) are the messages local
-  units sent to local unit j; ``pending_msgs`` (tuple in ``spec.recv_msgs`` order) are the
-  messages other devices sent. ``tick`` is the global tick of the next frame (a Python int).
+  the start of the next tick; ``cotangents`` (dict j -> out_j shape) are the messages that
+  reach local unit j at the next tick from this device; ``pending_msgs`` (tuple in
+  ``spec.recv_msgs`` order) are the messages other devices sent; ``lines`` (dict j ->
+  (W_j, ...)) the delay lines of a stash for local units j. ``tick`` is the global tick of the
+  next frame (a Python int).
   """
 
   per_device: tuple
@@ -372,57 +420,57 @@ class ParallelState(NamedTuple):
 
 @functools.partial(jax.jit, static_argnames=("graph", "spec", "loss_fn"))
 def _device_step(graph, spec, loss_fn, params, carry, pending_outs, pending_msgs, x_t, y_t, w):
-  """One tick of the units of one device (the body of ``engine._sideways_scan``, restricted).
+  """One tick of the units of one device (the forward-in-time engine, restricted).
 
-  ``carry = (buffers, cotangents, acc)``; ``x_t`` is the frame of this tick (B, H, W, C) when
-  the device reads the frame, ``y_t`` and ``w`` the target and loss weight when it holds unit
-  L (else ``None``), so the compiled step does not depend on the clip length. Returns
-  ``(carry, sent_outs, sent_msgs, loss_t)`` with ``sent_outs`` in ``spec.send_outs`` order and
-  ``sent_msgs`` in ``spec.send_msgs`` order.
+  ``carry = (buffers, cotangents, lines, acc)``; ``x_t`` is the frame of this tick
+  (B, H, W, C) when the device reads the frame, ``y_t`` and ``w`` the target and loss weight
+  when it holds unit L (else ``None``), so the compiled step does not depend on the clip
+  length. Returns ``(carry, sent_outs, sent_msgs, loss_t)`` with ``sent_outs`` in
+  ``spec.send_outs`` order and ``sent_msgs`` in ``spec.send_msgs`` order.
   """
-  L = graph.num_units
-  bufs, cots, acc = carry
-  bufs = dict(bufs)
+  bufs, cots, lines, acc = carry
+  bufs, lines = dict(bufs), dict(lines)
   for j in spec.remote:  # absorb what arrived from below
-    bufs[j] = _engine._push(bufs[j], pending_outs[j])
+    bufs[j] = pipeline.push(bufs[j], pending_outs[j])
   cot_in = dict(cots)
-  for (j, _), m in zip(spec.recv_msgs, pending_msgs):  # ... and from above
-    cot_in[j] = cot_in[j] + m
+  for (j, wait, _), m in zip(spec.recv_msgs, pending_msgs):  # ... and from above
+    if wait == 0:
+      cot_in[j] = cot_in[j] + m
+    else:
+      lines[j] = lines[j].at[wait - 1].add(m)
   if 0 in spec.sources:
-    bufs[0] = _engine._push(bufs[0], x_t)
-  outs, grads, loss_t = {}, [], jnp.zeros((), jnp.float32)
-  new_cots = {j: jnp.zeros_like(c) for j, c in cots.items()}
-  sent_msgs = {}
-  for n, k in enumerate(spec.units):
-    edges = graph.edges[k]
-    inputs = [bufs[j][d] for j, d in edges]  # x_{t-d} or out_j^{t-1-d}
-    out, g, ms, loss = _unit_tick(graph, k, params[n], inputs, cot_in.get(k), loss_fn, y_t, w)
+    bufs[0] = pipeline.push(bufs[0], x_t)
+  new_cots, lines = _lines_before_tick(lines, cots)
+  waits = dict(spec.waits)
+  outs, grads, loss_t, sent = {}, [], jnp.zeros((), jnp.float32), {}
+  for k, lag, p_k in zip(spec.units, spec.lags, params):
+    out, g, ms, loss = _unit_work(graph, k, lag, p_k, bufs, cot_in, loss_fn, y_t, w)
     outs[k] = out
-    if k == L:
+    if loss is not None:
       loss_t = loss
     grads.append(g)
-    for (j, _), m in zip(edges, ms):
+    for e, ((j, _), m) in enumerate(zip(graph.edges[k], ms)):
       if j == 0:
         continue
       if j in new_cots:
-        new_cots[j] = new_cots[j] + m
+        pipeline.post(new_cots, lines, j, m, waits[(k, e)])
       else:
-        sent_msgs[j] = sent_msgs[j] + m if j in sent_msgs else m
+        key = (j, waits[(k, e)])
+        sent[key] = sent[key] + m if key in sent else m
   acc = jax.tree_util.tree_map(jnp.add, acc, tuple(grads))
   for j in spec.sources:  # local outputs join local buffers
     if j >= 1 and j not in spec.remote:
-      bufs[j] = _engine._push(bufs[j], outs[j])
-  carry = (bufs, new_cots, acc)
+      bufs[j] = pipeline.push(bufs[j], outs[j])
   return (
-    carry,
+    (bufs, new_cots, lines, acc),
     tuple(outs[j] for j in spec.send_outs),
-    tuple(sent_msgs[j] for j in spec.send_msgs),
+    tuple(sent[key] for key in spec.send_msgs),
     loss_t,
   )
 
 
 class DevicePipeline(_Route):
-  """Sideways with the units of ``graph`` spread over several devices (the general route).
+  """The forward-in-time engine with the units of ``graph`` spread over several devices.
 
   Args:
     graph: any unit graph (skips, delays, heterogeneous units).
@@ -430,26 +478,40 @@ class DevicePipeline(_Route):
     assignment: ``"contiguous"`` (default: :func:`partition` with ``costs``),
       ``"one_per_device"`` or a sequence giving the device index of each unit.
     costs: per-unit costs for the contiguous partition (default: all equal).
+    method: ``"sideways"`` or ``"pipelined_exact"`` (docs/design.md §5).
+    stash: ``method="sideways"`` only: an int >= 0, ``"full"`` or a per-unit tuple, as in
+      ``sl.gradients``.
 
   Each tick, device p runs one jitted step for its units, then the outputs that other devices
   read and the messages to units on other devices are ``jax.device_put`` to those devices;
-  they are consumed at the next tick, as in the single-device engine. All of it is dispatched
-  asynchronously, so the devices compute their ticks concurrently.
+  they are consumed at the next tick, as in the single-device engine (a message that waits
+  joins its unit's delay line there). All of it is dispatched asynchronously, so the devices
+  compute their ticks concurrently.
   """
 
   _state_type = ParallelState
 
-  def __init__(self, graph: UnitGraph, devices=None, assignment="contiguous", costs=None):
+  def __init__(
+    self,
+    graph: UnitGraph,
+    devices=None,
+    assignment="contiguous",
+    costs=None,
+    *,
+    method: str = "sideways",
+    stash=0,
+  ):
     if not isinstance(graph, UnitGraph):
       raise TypeError(f"graph must be a sl.UnitGraph, got {type(graph).__name__}")
     self.graph = graph
+    self.method, self.stash = method, _resolve_stash(graph, method, stash)
     devices = _resolve_devices(devices, jax.local_devices())
     self.assignment = _resolve_assignment(graph, devices, assignment, costs)
     used = sorted(set(self.assignment))
     remap = {p: n for n, p in enumerate(used)}  # drop devices without units
     self.assignment = tuple(remap[p] for p in self.assignment)
     self.devices = tuple(devices[p] for p in used)
-    self.specs = _device_specs(graph, self.assignment)
+    self.specs = _device_specs(graph, self.assignment, self.stash)
     L = graph.num_units
     self._owner = {k: self.assignment[k - 1] for k in range(1, L + 1)}
     # routes: for each device q, where each pending output / message comes from
@@ -458,7 +520,7 @@ class DevicePipeline(_Route):
       for spec in self.specs
     ]
     self._msg_routes = [
-      [(src, self.specs[src].send_msgs.index(j)) for j, src in spec.recv_msgs]
+      [(src, self.specs[src].send_msgs.index((j, w))) for j, w, src in spec.recv_msgs]
       for spec in self.specs
     ]
     self._empty = {}
@@ -466,7 +528,7 @@ class DevicePipeline(_Route):
   def __repr__(self):
     return (
       f"DevicePipeline(L={self.graph.num_units}, devices={len(self.devices)}, "
-      f"assignment={self.assignment})"
+      f"assignment={self.assignment}, method={self.method!r}, stash={self.stash!r})"
     )
 
   @property
@@ -481,7 +543,7 @@ class DevicePipeline(_Route):
   # -- placement of params and state ---------------------------------------------------------
   def place_params(self, params) -> tuple:
     """``params`` with unit k's dict committed to the device of unit k (do it once)."""
-    _engine._check_graph_params(self.graph, params)
+    pipeline.check_graph_params(self.graph, params)
     return tuple(
       jax.device_put(params[k - 1], self.devices[self._owner[k]])
       for k in range(1, self.graph.num_units + 1)
@@ -492,11 +554,12 @@ class DevicePipeline(_Route):
     return [tuple(params[k - 1] for k in spec.units) for spec in self.specs]
 
   def scatter_state(self, state: PipelineState, params=None) -> ParallelState:
-    """Spreads a single-device :class:`sl.PipelineState` over the devices (``params`` is
-    unused: the per-device layout does not depend on it)."""
-    _engine._check_state(self.graph, state)
+    """Spreads a single-device :class:`sl.PipelineState` (made with this route's stash) over
+    the devices (``params`` is unused: the per-device layout does not depend on it)."""
+    pipeline.check_state(self.graph, state, self.stash)
     buffers = [np.asarray(b) for b in state.buffers]  # a one-off move, through the host
     messages = [np.asarray(m) for m in state.messages]
+    delayed = [np.asarray(d) for d in state.delayed]
     per = []
     for p, spec in enumerate(self.specs):
       dev = self.devices[p]
@@ -510,8 +573,9 @@ class DevicePipeline(_Route):
         else:
           bufs[j] = put(b)
       cots = {j: put(messages[j - 1]) for j in spec.local_cots}
-      msgs = tuple(put(np.zeros_like(messages[j - 1])) for j, _ in spec.recv_msgs)
-      per.append((bufs, cots, pend, msgs))
+      msgs = tuple(put(np.zeros_like(messages[j - 1])) for j, _, _ in spec.recv_msgs)
+      lines = {j: put(delayed[j - 1]) for j in spec.lines}
+      per.append((bufs, cots, pend, msgs, lines))
     return ParallelState(tuple(per), int(state.tick))
 
   def gather_state(self, state: ParallelState, device=None) -> PipelineState:
@@ -521,25 +585,37 @@ class DevicePipeline(_Route):
       raise TypeError(f"state must be a sl.parallel.ParallelState, got {type(state).__name__}")
     dev = self.devices[0] if device is None else device
     L = self.graph.num_units
+    W = schedule.message_lines(self.graph, self.stash)
     buffers = [None] * L  # a one-off move, through the host
     for p, spec in enumerate(self.specs):
-      bufs, _, pend, _ = state.per_device[p]
+      bufs, _, pend, _, _ = state.per_device[p]
       for j in spec.sources:
         if j < L and buffers[j] is None:
           b = np.asarray(bufs[j])
           if j in spec.remote:
             b = np.concatenate([np.asarray(pend[j])[None], b[:-1]], axis=0)
           buffers[j] = b
-    messages = [None] * (L - 1)
+    messages, delayed = [None] * (L - 1), [None] * (L - 1)
     for p, spec in enumerate(self.specs):
-      _, cots, _, msgs = state.per_device[p]
+      _, cots, _, msgs, lines = state.per_device[p]
       for j in spec.local_cots:
         messages[j - 1] = np.asarray(cots[j])
-      for (j, _), m in zip(spec.recv_msgs, msgs):
-        messages[j - 1] = messages[j - 1] + np.asarray(m)
+        delayed[j - 1] = (
+          np.asarray(lines[j]).copy()
+          if j in lines
+          else np.zeros((W[j],) + messages[j - 1].shape, messages[j - 1].dtype)
+        )
+      for (j, wait, _), m in zip(spec.recv_msgs, msgs):
+        if wait == 0:
+          messages[j - 1] = messages[j - 1] + np.asarray(m)
+        else:
+          delayed[j - 1][wait - 1] += np.asarray(m)
     put = functools.partial(jax.device_put, device=dev)
     return PipelineState(
-      tuple(put(b) for b in buffers), tuple(put(m) for m in messages), put(np.int32(state.tick))
+      tuple(put(b) for b in buffers),
+      tuple(put(m) for m in messages),
+      put(np.int32(state.tick)),
+      tuple(put(d) for d in delayed) if any(W) else (),
     )
 
   def init_state(self, params, video) -> ParallelState:
@@ -549,7 +625,7 @@ class DevicePipeline(_Route):
     does not pay for tracing the shapes and moving zeros at every clip."""
     key = _shape_key(params, video)
     if key not in self._empty:
-      self._empty[key] = self.scatter_state(_engine.init_state(self.graph, params, video))
+      self._empty[key] = self.scatter_state(self._zero_state(params, video))
     return self._empty[key]
 
   # -- running -------------------------------------------------------------------------------
@@ -562,10 +638,10 @@ class DevicePipeline(_Route):
     frames, carries, pend_outs, pend_msgs = [], [], [], []
     for p, spec in enumerate(self.specs):
       dev = self.devices[p]
-      bufs, cots, pend, msgs = state.per_device[p]
+      bufs, cots, pend, msgs, lines = state.per_device[p]
       # the clip goes once to every device that reads it, split there into its T frames
       frames.append(_split_time(jax.device_put(video, dev)) if 0 in spec.sources else None)
-      carries.append((bufs, cots, _zeros_on(dev)(dparams[p])))
+      carries.append((bufs, cots, lines, _zeros_on(dev)(dparams[p])))
       pend_outs.append(pend)
       pend_msgs.append(msgs)
     tdev = self.devices[top]
@@ -600,10 +676,10 @@ class DevicePipeline(_Route):
     grads = [None] * L
     per = []
     for p, spec in enumerate(self.specs):
-      bufs, cots, acc = carries[p]
+      bufs, cots, lines, acc = carries[p]
       for k, g in zip(spec.units, acc):
         grads[k - 1] = g
-      per.append((bufs, cots, pend_outs[p], pend_msgs[p]))
+      per.append((bufs, cots, pend_outs[p], pend_msgs[p], lines))
     tick_loss = _stack_list(losses) if losses else jnp.zeros((0,), jnp.float32)
     loss, _ = _clip_loss(jax.device_put(np.asarray(weights), tdev), tick_loss)
     return tuple(grads), loss, tick_loss, ParallelState(tuple(per), state.tick + num_ticks)
@@ -650,13 +726,17 @@ class _Stage:
 
   ``state`` packs ``("x",)`` its frame buffer (newest first, before this tick's frame),
   ``("b", j)`` the buffers of local units j read locally (``[0] = out_j^{t-1}``), ``("m", j)``
-  mirrors of remote sources j (``[0] = out_j^{t-2}``: the newest arrives this tick) and
-  ``("c", j)`` the messages local units sent to local unit j at t-1. ``up[δ]`` packs
-  ``("o", j)``: outputs of local units read on stage s+δ; ``down[δ]`` packs ``("g", j)``: the
-  messages of local units to unit j on stage s-δ. ``params`` packs ``(k, leaf)``.
+  mirrors of remote sources j (``[0] = out_j^{t-2}``: the newest arrives this tick),
+  ``("c", j)`` the messages that reach local unit j at the next tick from this stage and
+  ``("l", j)`` its delay line (a stash's waiting messages). Depths cover the stashed VJPs of
+  the local readers (``1 + d + s_k``). ``up[δ]`` packs ``("o", j)``: outputs of local units
+  read on stage s+δ; ``down[δ]`` packs ``("g", j, w)``: the messages of local units to unit j
+  on stage s-δ that wait w extra ticks. ``params`` packs ``(k, leaf)``.
   """
 
   units: tuple
+  lags: tuple  # s_k of the units
+  lines: tuple  # local units j with a delay line
   frame_depth: int
   local: dict  # j -> depth of its local buffer
   mirrors: dict  # j -> depth of its mirror
@@ -681,13 +761,18 @@ class _Plan:
   param_size: int
   treedefs: tuple  # per unit
   dtype: np.dtype
+  stash: object
+  waits: dict  # (k, e) -> extra ticks (schedule.message_waits)
 
 
-def _make_plan(graph: UnitGraph, assignment: tuple, params, frame) -> _Plan:
-  """Layouts of every stage from the unit output shapes (``engine._out_structs``)."""
+def _make_plan(graph: UnitGraph, assignment: tuple, params, frame, stash=0) -> _Plan:
+  """Layouts of every stage from the unit output shapes (``pipeline.out_structs``)."""
   L, D = graph.num_units, max(assignment) + 1
   owner = {k: assignment[k - 1] for k in range(1, L + 1)}
-  structs = _engine._out_structs(graph, params, frame)
+  lag = (0, *schedule.stash_depths(graph, stash))
+  waits = schedule.message_waits(graph, stash)
+  W = schedule.message_lines(graph, stash)
+  structs = pipeline.out_structs(graph, params, frame)
   dtype = np.dtype(frame.dtype)
   bad = [
     f"unit {k}'s output ({structs[k].dtype})" for k in range(1, L + 1) if structs[k].dtype != dtype
@@ -715,15 +800,25 @@ def _make_plan(graph: UnitGraph, assignment: tuple, params, frame) -> _Plan:
   stages = []
   for s in range(D):
     units = tuple(k for k in range(1, L + 1) if owner[k] == s)
-    reads = [(j, d) for k in units for j, d in graph.edges[k]]
+    reads = [(j, d + lag[k]) for k in units for j, d in graph.edges[k]]  # deepest reads
     depth = {j: 1 + max(d for jj, d in reads if jj == j) for j, _ in reads if j >= 1}
     local = {j: depth[j] for j in sorted(depth) if owner[j] == s}
     mirrors = {j: depth[j] for j in sorted(depth) if owner[j] != s}
     frame_depth = 1 + max((d for j, d in reads if j == 0), default=-1)
+    lines = tuple(j for j in units if j < L and W[j])
     items = [(("x",), (frame_depth,) + shape[0])] if frame_depth else []
     items += [(("b", j), (n,) + shape[j]) for j, n in local.items()]
     items += [(("m", j), (n,) + shape[j]) for j, n in mirrors.items()]
     items += [(("c", j), shape[j]) for j in units if j < L]
+    items += [(("l", j), (W[j],) + shape[j]) for j in lines]
+    sends = sorted(
+      {
+        (j, waits[(k, e)])
+        for k in units
+        for e, (j, _) in enumerate(graph.edges[k])
+        if j >= 1 and owner[j] != s
+      }
+    )
     up = {
       δ: _Layout(
         [
@@ -735,10 +830,7 @@ def _make_plan(graph: UnitGraph, assignment: tuple, params, frame) -> _Plan:
       for δ in deltas
     }
     down = {
-      δ: _Layout(
-        [(("g", j), shape[j]) for j in sorted({j for j, _ in reads if j >= 1}) if owner[j] == s - δ]
-      )
-      for δ in deltas
+      δ: _Layout([(("g", j, w), shape[j]) for j, w in sends if owner[j] == s - δ]) for δ in deltas
     }
     par = _Layout(
       [
@@ -747,7 +839,20 @@ def _make_plan(graph: UnitGraph, assignment: tuple, params, frame) -> _Plan:
         for n, a in enumerate(jax.tree_util.tree_leaves(params[k - 1]))
       ]
     )
-    stages.append(_Stage(units, frame_depth, local, mirrors, _Layout(items), up, down, par))
+    stages.append(
+      _Stage(
+        units,
+        tuple(lag[k] for k in units),
+        lines,
+        frame_depth,
+        local,
+        mirrors,
+        _Layout(items),
+        up,
+        down,
+        par,
+      )
+    )
   size = lambda f: max(max(f(st) for st in stages), 1)
   return _Plan(
     graph,
@@ -760,6 +865,8 @@ def _make_plan(graph: UnitGraph, assignment: tuple, params, frame) -> _Plan:
     size(lambda st: st.params.size),
     tuple(jax.tree_util.tree_structure(p) for p in params),
     dtype,
+    stash,
+    waits,
   )
 
 
@@ -783,37 +890,43 @@ def _stage_tick(plan: _Plan, s: int, loss_fn, params, state, recv_up, recv_down,
   }
   bufs = {j: cur[("b", j)] for j in st.local}
   if st.frame_depth:
-    bufs[0] = _engine._push(cur[("x",)], x_t)
+    bufs[0] = pipeline.push(cur[("x",)], x_t)
   for j in st.mirrors:  # out_j^{t-1} from stage owner[j]
     δ = s - plan.owner[j]
     got = plan.stages[s - δ].up[δ].unpack(recv_up[plan.deltas.index(δ)])
-    bufs[j] = _engine._push(cur[("m", j)], got[("o", j)])
+    bufs[j] = pipeline.push(cur[("m", j)], got[("o", j)])
   cots = {j: cur[("c", j)] for j in st.units if j < L}
+  lines = {j: cur[("l", j)] for j in st.lines}
   for δ in plan.deltas:  # messages from stage s+δ
     if s + δ < len(plan.stages):
       got = plan.stages[s + δ].down[δ].unpack(recv_down[plan.deltas.index(δ)])
-      for (_, j), m in got.items():
-        cots[j] = cots[j] + m
-  new_cots = {j: jnp.zeros_like(c) for j, c in cots.items()}
+      for (_, j, wait), m in got.items():
+        if wait == 0:
+          cots[j] = cots[j] + m
+        else:
+          lines[j] = lines[j].at[wait - 1].add(m)
+  new_cots, lines = _lines_before_tick(lines, cots)
   down = {δ: {} for δ in plan.deltas}
   outs, grads, loss_t = {}, {}, jnp.zeros((), dtype)
-  for k in st.units:
-    inputs = [bufs[j][d] for j, d in graph.edges[k]]  # x_{t-d} or out_j^{t-1-d}
-    out, g, ms, loss = _unit_tick(graph, k, theta[k], inputs, cots.get(k), loss_fn, y_t, w)
+  for k, lag in zip(st.units, st.lags):
+    out, g, ms, loss = _unit_work(graph, k, lag, theta[k], bufs, cots, loss_fn, y_t, w)
     outs[k], grads[k] = out, g
     if loss is not None:
       loss_t = loss.astype(dtype)
-    for (j, _), m in zip(graph.edges[k], ms):
+    for e, ((j, _), m) in enumerate(zip(graph.edges[k], ms)):
       if j == 0:
         continue
+      wait = plan.waits[(k, e)]
       if plan.owner[j] == s:
-        new_cots[j] = new_cots[j] + m
+        pipeline.post(new_cots, lines, j, m, wait)
       else:
         box = down[s - plan.owner[j]]
-        box[("g", j)] = box[("g", j)] + m if ("g", j) in box else m
-  new = {("b", j): _engine._push(bufs[j], outs[j]) for j in st.local}
+        key = ("g", j, wait)
+        box[key] = box[key] + m if key in box else m
+  new = {("b", j): pipeline.push(bufs[j], outs[j]) for j in st.local}
   new.update({("m", j): bufs[j] for j in st.mirrors})
   new.update({("c", j): c for j, c in new_cots.items()})
+  new.update({("l", j): line for j, line in lines.items()})
   if st.frame_depth:
     new[("x",)] = bufs[0]
   g_flat = {(k, n): a for k in st.units for n, a in enumerate(jax.tree_util.tree_leaves(grads[k]))}
@@ -859,8 +972,8 @@ def _sharded_scan(plan, mesh, loss_fn, num_ticks, params, carry, video, targets,
         state,
         recv_up,
         recv_down,
-        _engine._frame(video, i),
-        _engine._target(targets, i),
+        pipeline.frame_at(video, i),
+        pipeline.target_at(targets, i),
         weights[i],
       )
       return (state, up, down, acc + g), loss_t  # zero below the top stage
@@ -899,13 +1012,16 @@ class ShardedState(NamedTuple):
 
 
 class ShardedGraph(_Route):
-  """Sideways on any graph with ``jax.shard_map`` over a ``stage`` mesh (the SPMD route).
+  """The forward-in-time engine on any graph with ``jax.shard_map`` over a ``stage`` mesh.
 
   Args:
     graph: any unit graph (chains, skips, dense and delayed edges, units of any shapes).
     devices: ``None`` (all of ``jax.devices()``, every process's), an int or a list; or
     mesh: a :class:`jax.sharding.Mesh` with the single axis ``"stage"`` (e.g. over hosts).
     costs: per-unit costs for the contiguous split (:func:`partition`; default all equal).
+    method: ``"sideways"`` or ``"pipelined_exact"`` (docs/design.md §5).
+    stash: ``method="sideways"`` only: an int >= 0, ``"full"`` or a per-unit tuple, as in
+      ``sl.gradients``.
 
   Stage s owns a contiguous block of units. Per tick each stage runs its own units (the
   branch ``s`` of a ``lax.switch``: every stage compiles every branch, runs one) on flat
@@ -919,9 +1035,19 @@ class ShardedGraph(_Route):
 
   _state_type = ShardedState
 
-  def __init__(self, graph: UnitGraph, devices=None, mesh: Mesh | None = None, costs=None):
+  def __init__(
+    self,
+    graph: UnitGraph,
+    devices=None,
+    mesh: Mesh | None = None,
+    costs=None,
+    *,
+    method: str = "sideways",
+    stash=0,
+  ):
     if not isinstance(graph, UnitGraph):
       raise TypeError(f"graph must be a sl.UnitGraph, got {type(graph).__name__}")
+    self.method, self.stash = method, _resolve_stash(graph, method, stash)
     if mesh is None:
       mesh = Mesh(np.array(_resolve_devices(devices)), (STAGE,))
     if not isinstance(mesh, Mesh) or tuple(mesh.axis_names) != (STAGE,):
@@ -943,7 +1069,7 @@ class ShardedGraph(_Route):
   def __repr__(self):
     return (
       f"ShardedGraph(L={self.graph.num_units}, stages={self.num_devices}, "
-      f"assignment={self.assignment})"
+      f"assignment={self.assignment}, method={self.method!r}, stash={self.stash!r})"
     )
 
   @property
@@ -969,7 +1095,7 @@ class ShardedGraph(_Route):
     frame = jax.ShapeDtypeStruct(tuple(frame.shape), frame.dtype)
     key = _shape_key(params, frame)
     if key not in self._plans:
-      self._plans[key] = _make_plan(self.graph, self.assignment, params, frame)
+      self._plans[key] = _make_plan(self.graph, self.assignment, params, frame, self.stash)
     return self._plans[key]
 
   def _plan_for(self, params, video):
@@ -980,7 +1106,7 @@ class ShardedGraph(_Route):
   def place_params(self, params, video) -> jax.Array:
     """The parameters packed per stage for clips shaped like ``video``: a (D, P) array
     sharded over ``stage`` (row s: the units of stage s, flattened and zero-padded)."""
-    _engine._check_graph_params(self.graph, params)
+    pipeline.check_graph_params(self.graph, params)
     plan = self._plan_for(params, video)
     leaves = [[np.asarray(a) for a in jax.tree_util.tree_leaves(p)] for p in params]
     rows = [
@@ -999,13 +1125,13 @@ class ShardedGraph(_Route):
     """An empty pipeline sharded over ``stage`` (see :func:`sl.init_state`)."""
     key = _shape_key(params, video)
     if key not in self._empty:
-      self._empty[key] = self.scatter_state(_engine.init_state(self.graph, params, video), params)
+      self._empty[key] = self.scatter_state(self._zero_state(params, video), params)
     return self._empty[key]
 
   def scatter_state(self, state: PipelineState, params=None) -> ShardedState:
     """Spreads a single-device :class:`sl.PipelineState` over the stages (every process
     passes the same state; ``params`` give the layout)."""
-    _engine._check_state(self.graph, state)
+    pipeline.check_state(self.graph, state)
     if params is None:
       raise ValueError(
         "ShardedGraph.scatter_state needs params (the layout of the stages "
@@ -1013,6 +1139,7 @@ class ShardedGraph(_Route):
       )
     bufs = [np.asarray(b) for b in state.buffers]  # a one-off move, through the host
     msgs = [np.asarray(m) for m in state.messages]
+    delayed = [np.asarray(d) for d in state.delayed]
     plan = self.plan(params, jax.ShapeDtypeStruct(bufs[0].shape[1:], bufs[0].dtype))
     rows, ups, downs = [], {δ: [] for δ in plan.deltas}, {δ: [] for δ in plan.deltas}
     for st in plan.stages:
@@ -1026,6 +1153,8 @@ class ShardedGraph(_Route):
       for j in st.units:
         if j < self.graph.num_units:
           named[("c", j)] = msgs[j - 1]
+      for j in st.lines:
+        named[("l", j)] = delayed[j - 1]
       rows.append(st.state.pack(named, plan.state_size, plan.dtype, np))
       for δ in plan.deltas:
         ups[δ].append(
@@ -1057,7 +1186,8 @@ class ShardedGraph(_Route):
     L = self.graph.num_units
     named = [st.state.unpack(rows[s]) for s, st in enumerate(plan.stages)]
     shape = {j: None for j in range(L)}
-    hist = {j: max(self.graph.history(j), 1) for j in range(L)}
+    hist = schedule.buffer_depths(self.graph, self.stash)
+    W = schedule.message_lines(self.graph, self.stash)
     buffers = [None] * L
     for j in range(L):
       rows_j = {}
@@ -1074,18 +1204,31 @@ class ShardedGraph(_Route):
         rows_j[0] = plan.stages[s].up[δ].unpack(fetch(state.up[plan.deltas.index(δ)])[s])[("o", j)]
       shape[j] = rows_j[0].shape
       buffers[j] = np.stack([rows_j.get(d, np.zeros(shape[j], plan.dtype)) for d in range(hist[j])])
-    messages = []
+    messages, delayed = [], []
     for j in range(1, L):
-      m = named[plan.owner[j]][("c", j)].copy()
+      mine = named[plan.owner[j]]
+      m = mine[("c", j)].copy()
+      line = mine[("l", j)].copy() if ("l", j) in mine else np.zeros((W[j],) + m.shape, m.dtype)
       for δ in plan.deltas:
         s = plan.owner[j] + δ
-        if s < len(plan.stages) and ("g", j) in plan.stages[s].down[δ].slots:
-          m = m + plan.stages[s].down[δ].unpack(downs[δ][s])[("g", j)]
+        if s >= len(plan.stages):
+          continue
+        for (_, jj, wait), x in plan.stages[s].down[δ].unpack(downs[δ][s]).items():
+          if jj != j:
+            continue
+          if wait == 0:
+            m = m + x
+          else:
+            line[wait - 1] += x
       messages.append(m)
+      delayed.append(line)
     dev = jax.local_devices()[0] if device is None else device
     put = functools.partial(jax.device_put, device=dev)
     return PipelineState(
-      tuple(put(b) for b in buffers), tuple(put(m) for m in messages), put(np.int32(state.tick))
+      tuple(put(b) for b in buffers),
+      tuple(put(m) for m in messages),
+      put(np.int32(state.tick)),
+      tuple(put(d) for d in delayed) if any(W) else (),
     )
 
   # -- running ---------------------------------------------------------------------------------
@@ -1130,19 +1273,21 @@ class ShardedGraph(_Route):
     return fn(acc)
 
 
-ShardedChain = ShardedGraph  # the earlier name; the sharded route now takes any graph
-
-
-def message_bytes(graph: UnitGraph, params, frame, num_devices: int, costs=None) -> dict:
+def message_bytes(
+  graph: UnitGraph, params, frame, num_devices: int, costs=None, *, stash=0
+) -> dict:
   """Bytes each stage boundary carries per tick on the sharded route with ``num_devices``
   stages: ``{"up": {δ: bytes}, "down": {δ: bytes}}`` (each ppermute's padded vector; every
-  stage sends one of each per tick), from the plan's layouts."""
+  stage sends one of each per tick), from the plan's layouts (a stash whose messages wait
+  sends them by wait, so ``down`` can grow)."""
   L = graph.num_units
+  schedule.check_stash(graph, stash)
   plan = _make_plan(
     graph,
     partition(L, min(num_devices, L), costs),
     params,
     jax.ShapeDtypeStruct(tuple(frame.shape), frame.dtype),
+    schedule.static_stash(stash),
   )
   item = plan.dtype.itemsize
   return {
@@ -1157,18 +1302,24 @@ def message_bytes(graph: UnitGraph, params, frame, num_devices: int, costs=None)
 
 
 def engine_for(
-  graph: UnitGraph, params=None, frame=None, devices=None, route: str = "auto", **kwargs
+  graph: UnitGraph,
+  devices=None,
+  route: str = "auto",
+  *,
+  method: str = "sideways",
+  stash=0,
+  **kwargs,
 ):
   """The engine for ``graph``: ``route="sharded"`` (:class:`ShardedGraph`), ``"devices"``
   (:class:`DevicePipeline`) or ``"auto"`` (sharded: one compiled program per clip, and the
-  only route across processes; per-device steps when an explicit ``assignment`` is given)."""
+  only route across processes; per-device steps when an explicit ``assignment`` is given).
+  ``method`` and ``stash`` as in :class:`ShardedGraph`; other keywords go to the route."""
   if route not in ("auto", "sharded", "devices"):
     raise ValueError(f"route must be 'auto', 'sharded' or 'devices', got {route!r}")
   if route == "auto":
     route = "devices" if "assignment" in kwargs else "sharded"
-  if route == "sharded":
-    return ShardedGraph(graph, devices, **kwargs)
-  return DevicePipeline(graph, devices, **kwargs)
+  cls = ShardedGraph if route == "sharded" else DevicePipeline
+  return cls(graph, devices, method=method, stash=stash, **kwargs)
 
 
 def gradients(
@@ -1177,18 +1328,21 @@ def gradients(
   video,
   targets,
   loss_fn,
+  method: str = "sideways",
   mask=None,
+  stash=0,
   *,
   devices=None,
   route: str = "auto",
   **kwargs,
 ):
-  """``sl.gradients(..., method="sideways")`` with the units spread over ``devices``.
+  """``sl.gradients(..., method, mask, stash)`` with the units spread over ``devices``
+  (``method`` ``"sideways"`` or ``"pipelined_exact"``).
 
   A one-shot helper; for training build the engine once (:func:`engine_for`,
   :class:`ShardedGraph` or :class:`DevicePipeline`) and call its ``gradients``.
   """
-  eng = engine_for(graph, params, None, devices, route, **kwargs)
+  eng = engine_for(graph, devices, route, method=method, stash=stash, **kwargs)
   return eng.gradients(params, video, targets, loss_fn, mask)
 
 
@@ -1204,14 +1358,16 @@ def stream_gradients(
   devices=None,
   route: str = "auto",
   loss_weight="mean",
+  stash=0,
   **kwargs,
 ):
-  """One streaming chunk on several devices; ``state`` may be a :class:`sl.PipelineState`.
+  """One streaming chunk on several devices; ``state`` may be a :class:`sl.PipelineState`
+  made with the same ``stash``.
 
   Returns ``(grads, info, new_state)`` with ``new_state`` gathered back to a
   :class:`sl.PipelineState` (convenient, but it moves the state each call; keep an engine and
   its distributed state for speed)."""
-  eng = engine_for(graph, params, None, devices, route, **kwargs)
+  eng = engine_for(graph, devices, route, stash=stash, **kwargs)
   grads, info, st = eng.stream_gradients(
     params, chunk, targets, loss_fn, state, mask, loss_weight=loss_weight
   )

@@ -253,12 +253,39 @@ def latency(graph, scheme: str | None = None) -> Latency:
 FULL = "full"
 
 
-def check_stash(stash) -> None:
-  """Raises unless ``stash`` is an int >= 0 or ``"full"``."""
+def check_stash(graph, stash) -> None:
+  """Raises a ValueError naming ``stash`` unless it is an int >= 0, ``"full"`` or a per-unit
+  sequence ``(s_1, ..., s_{L-1})`` with ``0 <= s_k <= r_k`` (:func:`exact_lags`)."""
   if stash == FULL:
     return
-  if not isinstance(stash, (int, np.integer)) or isinstance(stash, bool) or stash < 0:
-    raise ValueError(f"stash must be an int >= 0 or 'full', got {stash!r}")
+  if isinstance(stash, (tuple, list)):
+    r = exact_lags(graph)
+    L = len(r) - 1
+    if len(stash) != L - 1:
+      raise ValueError(
+        f"stash must give one depth per unit 1..L-1 ({L - 1} for L={L}; unit L's depth is "
+        f"always 0), got {len(stash)}: {tuple(stash)!r}"
+      )
+    for k, sk in enumerate(stash, 1):
+      if not _is_count(sk) or sk > r[k]:
+        raise ValueError(
+          f"stash[{k - 1}] (unit {k}) must be an int in 0..r_{k} = {r[k]} (its exact lag), "
+          f"got {sk!r}"
+        )
+    return
+  if not _is_count(stash):
+    raise ValueError(
+      f"stash must be an int >= 0, 'full' or a tuple of L-1 per-unit depths, got {stash!r}"
+    )
+
+
+def _is_count(x) -> bool:
+  return isinstance(x, (int, np.integer)) and not isinstance(x, bool) and x >= 0
+
+
+def static_stash(stash):
+  """``stash`` in a hashable form (a per-unit list becomes a tuple of ints)."""
+  return tuple(int(x) for x in stash) if isinstance(stash, (tuple, list)) else stash
 
 
 def exact_lags(graph) -> list[int]:
@@ -276,15 +303,41 @@ def exact_lags(graph) -> list[int]:
   return r
 
 
-def stash_depths(graph, stash=0) -> list[int]:
-  """``s[k] = min(m, r_k)``, k = 0..L: how many ticks back unit k takes its VJP.
-
-  ``m = stash`` (``"full"`` is ∞, so ``s = r`` of :func:`exact_lags`); ``s[0] = s[L] = 0``.
-  At tick τ unit k takes its VJP at its inputs of tick ``τ - s_k``.
-  """
-  check_stash(stash)
+def _depths(graph, stash=0) -> list[int]:
+  """``[0, s_1, ..., s_L]``: :func:`stash_depths` indexed by unit (index 0 is the frame)."""
+  check_stash(graph, stash)
   r = exact_lags(graph)
-  return list(r) if stash == FULL else [min(int(stash), rk) for rk in r]
+  if stash == FULL:
+    return list(r)
+  if isinstance(stash, (tuple, list)):
+    return [0, *(int(x) for x in stash), 0]
+  return [min(int(stash), rk) for rk in r]
+
+
+def stash_depths(graph, stash=0) -> tuple[int, ...]:
+  """``(s_1, ..., s_L)``: how many ticks back each unit takes its VJP.
+
+  ``s_k = min(m, r_k)`` for ``stash = m`` (``"full"`` is ∞, so ``s = r`` of
+  :func:`exact_lags`); a per-unit ``stash = (s_1, ..., s_{L-1})`` is used as given; always
+  ``s_L = 0``. At tick τ unit k takes its VJP at its inputs of tick ``τ - s_k``.
+  """
+  return tuple(_depths(graph, stash)[1:])
+
+
+def stash_frames(graph, stash=0) -> int:
+  """``Σ_k s_k``: the number of stashed input frames (each unit keeps its last ``s_k``
+  inputs). The memory of a stash in bytes is :func:`sideways_lab.engine.stash_bytes`."""
+  return sum(stash_depths(graph, stash))
+
+
+def stash_rows(graph, stash=0) -> tuple[int, ...]:
+  """``R[j]``, j = 0..L-1: the values of source j (the frame for j = 0, else ``out_j``) that a
+  stash keeps beyond Sideways: ``R_j = (H_j(stash) - H_j(0)) + W_j``, the deeper history
+  buffer (:func:`buffer_depths`) plus the message delay line (:func:`message_lines`). The
+  bytes of the stash are ``Σ_j R_j · bytes(out_j)`` (:func:`sideways_lab.engine.stash_bytes`).
+  """
+  H, H0, W = buffer_depths(graph, stash), buffer_depths(graph, 0), message_lines(graph, stash)
+  return tuple(H[j] - H0[j] + W[j] for j in range(len(H)))
 
 
 def message_waits(graph, stash=0) -> dict[tuple[int, int], int]:
@@ -295,7 +348,7 @@ def message_waits(graph, stash=0) -> dict[tuple[int, int], int]:
   a message normally arrives at ``τ + 1``. With ``stash=0`` every wait is 0 (Sideways).
   """
   edges = _edges_of(graph)
-  s = stash_depths(graph, stash)
+  s = _depths(graph, stash)
   return {
     (k, e): max(0, s[j] - s[k] - d - 2)
     for k, es in edges.items()
@@ -328,12 +381,15 @@ def gradient_arrivals(graph, stash=0) -> tuple[list[int], list[int]]:
 def drain_ticks(graph, stash=0) -> int:
   """Ticks after a clip until every loss tick's gradient has reached every unit.
 
-  ``max(L - 1, max_j s_j)`` (docs/design.md §5), or more if a message path with waits is longer
-  (``max_k most[k]`` of :func:`gradient_arrivals`; never the case for ``stash`` 0 or full).
+  ``max(L - 1, max_k s_k, max_k most[k])`` (docs/design.md §5): the last loss tick's gradient
+  reaches unit k ``most[k]`` ticks later along its longest message path (:func:`gradient_arrivals`,
+  waits included), and a unit with stash ``s_k`` takes its last VJP ``s_k`` ticks after the
+  frame it is about. With ``stash`` 0 or full this is ``max(L - 1, max_k s_k)``; an intermediate
+  stash can make a waiting message's path longer (the temporal graph with L=4, stash=3: 4 ticks).
   """
   L = len(_edges_of(graph))
   _, most = gradient_arrivals(graph, stash)
-  return max(L - 1, max(stash_depths(graph, stash)), max(most))
+  return max(L - 1, max(_depths(graph, stash)), max(most))
 
 
 def buffer_depths(graph, stash=0) -> list[int]:
@@ -345,7 +401,7 @@ def buffer_depths(graph, stash=0) -> list[int]:
   """
   edges = _edges_of(graph)
   L = len(edges)
-  s = stash_depths(graph, stash)
+  s = _depths(graph, stash)
   H = [1] * L
   for k, es in edges.items():
     for j, d in es:

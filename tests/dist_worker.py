@@ -6,6 +6,7 @@ process) against the single-device engine run locally in the same process; proce
 process 1 kills itself (SIGKILL) after N clips, to test the failure paths.
 """
 
+import functools
 import json
 import os
 import signal
@@ -34,12 +35,12 @@ def rel_err(a, b):
   return num / max(max(float(np.abs(y).max()) for y in leaves(b)), 1e-30)
 
 
-def check_gradients(kind, report):
-  graph, params, video, targets = setup(kind, T=9)
-  eng = par.ShardedGraph(graph)  # jax.devices(): every process's devices
+def check_gradients(kind, report, method="sideways", stash=0, label="grads"):
+  graph, params, video, targets = setup(kind, T=9 if kind != "temporal" else 11)
+  eng = par.ShardedGraph(graph, method=method, stash=stash)  # every process's devices
   grads, info = eng.gradients(params, video, targets, mse)
-  ref, rinfo = sl.gradients(graph, params, video, targets, mse, method="sideways")
-  report[f"{kind}/grads"] = {
+  ref, rinfo = sl.gradients(graph, params, video, targets, mse, method=method, stash=stash)
+  report[f"{kind}/{label}"] = {
     "rel_err": rel_err(grads, ref),
     "grad_norm": max(float(np.abs(x).max()) for x in leaves(ref)),
     "loss_err": abs(float(info["loss"]) - float(rinfo["loss"])),
@@ -121,12 +122,15 @@ def main(out_dir):
     for check, kind in (
       (check_gradients, "chain"),
       (check_gradients, "skip"),
+      (functools.partial(check_gradients, method="pipelined_exact", label="exact"), "temporal"),
+      (functools.partial(check_gradients, stash=(4, 0, 1), label="stash"), "temporal"),
       (check_training, "skip"),
       (check_streaming, "skip"),
     ):
       t0 = time.perf_counter()
       check(kind, report)
-      report[f"time/{check.__name__}/{kind}"] = time.perf_counter() - t0
+      name = getattr(check, "func", check).__name__
+      report[f"time/{name}/{kind}"] = time.perf_counter() - t0
   with open(os.path.join(out_dir, f"report_{jax.process_index()}.json"), "w") as f:
     json.dump(report, f)
 

@@ -21,6 +21,7 @@ LAYERS = {
   "checkpoint": 1,
   "partition": 2,
   "schedule": 2,
+  "pipeline": 3,
   "engine": 3,
   "parallel": 3,
   "models": 4,

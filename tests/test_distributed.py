@@ -95,6 +95,16 @@ def test_sharded_gradients_across_processes_equal_one_device(reports, kind):
     assert g["rel_err"] < 1e-5 and g["loss_err"] < 1e-6
 
 
+@pytest.mark.parametrize("label", ["exact", "stash"])
+def test_exact_twin_and_per_unit_stash_across_processes_equal_one_device(reports, label):
+  """The delayed graph (messages that wait, a drain longer than L - 1) over 4 stages on 2
+  processes: ``pipelined_exact`` and ``stash=(4, 0, 1)`` as on one device."""
+  for r in reports:
+    g = r[f"temporal/{label}"]
+    assert g["stages"] == 4 and g["grad_norm"] > 1e-3
+    assert g["rel_err"] < 1e-5 and g["loss_err"] < 1e-6
+
+
 def test_skip_sideways_trains_across_processes_like_one_device(reports):
   for r in reports:
     t = r["skip/train"]
@@ -308,3 +318,24 @@ def test_launcher_arguments_are_checked():
     "--quick",
   ]
   assert launch.without_option(["--processes=2", "--out", "d"], "--processes") == ["--out", "d"]
+
+
+def test_train_on_two_processes_takes_an_exact_twin(tmp_path):
+  """`launch train` runs the command line's train on the sharded route: the exact twin of
+  Sideways (method pipelined_exact) trains, writes results.json and a checkpoint."""
+  out = tmp_path / "run"
+  args = ["--processes", "2", "train", "--task", "next-frame", "--scheme", "sideways_exact"]
+  rc, stdout, err = _launch([*args, "--quick", "--steps", "2", "--out", str(out)], RUN_TIMEOUT_S)
+  assert rc == 0, err[-4000:]
+  result = json.loads((out / "results.json").read_text())
+  assert result["method"] == "pipelined_exact" and result["processes"] == 2
+  assert result["steps"] == 2 and result["train_loss"] == result["train_loss"]  # not NaN
+  assert (out / "ckpt_00000002.npz").is_file()
+
+
+def test_backprop_is_refused_across_processes(tmp_path):
+  from sideways_lab import cli
+
+  args = ["train", "--processes", "2", "--task", "next-frame", "--scheme", "backprop"]
+  args += ["--out", str(tmp_path)]
+  assert cli.main(args) == cli.EXIT_USAGE  # before any process starts

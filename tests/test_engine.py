@@ -335,8 +335,15 @@ def test_every_convolution_in_the_scan_is_in_the_fast_form():
   video = jax.random.normal(jax.random.PRNGKey(0), (2, 5, 8, 8, 3))
   targets = jnp.zeros((2, 5, 2))
   params = graph.init(jax.random.PRNGKey(1), video[:, 0])
-  for method in ("sideways", "pipelined_exact", "backprop"):
-    f = jax.jit(lambda v, y, m=method: sl.gradients(graph, params, v, y, mse, method=m)[0])
+  delayed = sl.temporal([unit, unit, head], (1,))  # backprop through time on delays
+  for g, method in [
+    (graph, "sideways"),
+    (graph, "pipelined_exact"),
+    (graph, "backprop"),
+    (graph, "bptt"),  # the scan and its transpose
+    (delayed, "backprop"),
+  ]:
+    f = jax.jit(lambda v, y, g=g, m=method: sl.gradients(g, params, v, y, mse, method=m)[0])
     hlo = f.lower(video, targets).compile().as_text()
     labels = set(re.findall(r"dim_labels=(\S+?),", hlo))
     assert labels == {"b01f_01io->b01f"}, (method, labels)
@@ -358,3 +365,62 @@ def test_pipelined_exact_is_backprop_of_the_delayed_twin(kind):
   np.testing.assert_array_equal(info_a["loss_ticks"], info_b["loss_ticks"])
   assert max_abs(a) > 1e-3
   assert_trees_close(a, b, rtol=1e-5, atol=1e-7)
+
+
+# -- the per-unit stash (docs/design.md §5) -----------------------------------------------------
+
+
+@pytest.mark.parametrize("kind", ["chain", "skip", "dense", "temporal"])
+def test_per_unit_stash_spans_sideways_to_the_exact_twin(kind):
+  """``stash=(r_1, ..., r_{L-1})`` is ``pipelined_exact`` and all zeros is ``sideways``; a
+  per-unit stash equal to ``min(m, r_k)`` is the int stash m."""
+  graph, params, video, targets = setup(kind)
+  r = tuple(sl.schedule.exact_lags(graph)[1:-1])
+  run = lambda method="sideways", stash=0: sl.gradients(
+    graph, params, video, targets, mse, method=method, stash=stash
+  )[0]
+  exact, plain = run("pipelined_exact"), run()
+  assert max_abs_diff(run(stash=r), exact) == 0.0
+  assert max_abs_diff(run(stash=(0,) * len(r)), plain) == 0.0
+  assert max_abs_diff(run(stash=tuple(min(2, x) for x in r)), run(stash=2)) == 0.0
+  mixed = run(stash=r[:1] + (0,) * (len(r) - 1))  # only unit 1 keeps its past inputs
+  assert max_abs_diff(mixed, plain) > 1e-6 and max_abs_diff(mixed, exact) > 1e-6
+
+
+def test_per_unit_stash_is_checked():
+  graph, params, video, targets = setup("chain")  # r = (6, 4, 2, 0)
+  call = lambda stash: sl.gradients(graph, params, video, targets, mse, stash=stash)
+  with pytest.raises(ValueError, match="stash must give one depth per unit 1..L-1"):
+    call((1, 1))
+  with pytest.raises(ValueError, match=r"stash\[2\] \(unit 3\) .*r_3 = 2"):
+    call((0, 0, 3))
+  with pytest.raises(ValueError, match=r"unit 1"):
+    call((-1, 0, 0))
+  with pytest.raises(ValueError, match="stash"):
+    sl.gradients(graph, params, video, targets, mse, method="bptt", stash=(1, 1, 1))
+  grads, _ = call([6, 4, 2])  # a list is taken as the tuple
+  assert max_abs(grads) > 0
+
+
+def test_stash_depths_frames_and_bytes():
+  graph, params, video, _ = setup("temporal")  # r = (9, 6, 3, 0); outputs (B=2, 3)
+  sch = sl.schedule
+  assert sch.stash_depths(graph, 0) == (0, 0, 0, 0)
+  assert sch.stash_depths(graph, "full") == (9, 6, 3, 0)
+  assert sch.stash_depths(graph, 4) == (4, 4, 3, 0)
+  assert sch.stash_depths(graph, (2, 0, 1)) == (2, 0, 1, 0)
+  assert sch.stash_frames(graph, "full") == 18 and sch.stash_frames(graph, (2, 0, 1)) == 3
+  frame = video[:, 0]  # (2, 2, 2, 1)
+  assert sl.engine.stash_bytes(graph, params, frame, 0) == 0
+  # unit 1 reads the frame (now and one tick back): 2 more frames; unit 3 reads unit 2: 1 more
+  # output of unit 2; no message waits for (2, 0, 1) on this graph
+  assert sch.stash_rows(graph, (2, 0, 1)) == (2, 0, 1, 0)
+  frame_bytes, out_bytes = 2 * 2 * 2 * 1 * 4, 2 * 3 * 4
+  assert sl.engine.stash_bytes(graph, params, frame, (2, 0, 1)) == 2 * frame_bytes + out_bytes
+  # the full stash adds delay lines: bytes grow with the rows of schedule.stash_rows
+  rows = sch.stash_rows(graph, "full")
+  assert (
+    sl.engine.stash_bytes(graph, params, frame, "full")
+    == rows[0] * frame_bytes + sum(rows[1:]) * out_bytes
+  )
+  assert sum(rows) >= sch.stash_frames(graph, "full")

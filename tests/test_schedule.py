@@ -155,7 +155,7 @@ def test_schedule_rejects_bad_mode():
 def test_exact_lags_on_a_chain_are_the_sideways_mismatch(L):
   edges = sl.chain_edges(L)
   assert schedule.exact_lags(edges)[1:] == [2 * (L - k) for k in range(1, L + 1)]
-  assert schedule.stash_depths(edges, 1)[1:] == [min(1, 2 * (L - k)) for k in range(1, L + 1)]
+  assert schedule.stash_depths(edges, 1) == tuple(min(1, 2 * (L - k)) for k in range(1, L + 1))
   assert schedule.drain_ticks(edges, "full") == max(L - 1, 2 * (L - 1))
 
 
@@ -167,9 +167,12 @@ def test_exact_lags_and_waits_by_hand_on_dense_and_temporal():
   assert schedule.message_lines(dense, "full") == [0, 4, 2, 0, 0]
   temporal = sl.temporal_edges(4, (1,))
   assert schedule.exact_lags(temporal) == [0, 9, 6, 3, 0]  # r_j = r_{j+1} + 1 + 2
-  # an intermediate stash whose waiting message makes the drain longer than max(L-1, max s_j)
-  assert schedule.stash_depths(temporal, 3) == [0, 3, 3, 3, 0]
+  # an intermediate stash whose waiting message makes the drain longer than max(L-1, max s_j):
+  # unit 4's message to unit 3 on the undelayed edge waits s_3 - s_4 - 0 - 2 = 1 tick, so the
+  # longest message path from the top to unit 1 takes 4 ticks
+  assert schedule.stash_depths(temporal, 3) == (3, 3, 3, 0)
   assert schedule.drain_ticks(temporal, 3) == 4
+  assert schedule.gradient_arrivals(temporal, 3)[1][1] == 4
 
 
 @pytest.mark.parametrize(
@@ -186,3 +189,17 @@ def test_stash_zero_is_sideways_in_the_schedule(edges):
   assert schedule.drain_ticks(graph, 0) == L - 1
   with pytest.raises(ValueError, match="stash"):
     schedule.stash_depths(graph, -1)
+
+
+def test_per_unit_stash_in_the_schedule():
+  dense = sl.dense_edges(4)  # r = (6, 4, 2)
+  assert schedule.stash_depths(dense, (6, 4, 2)) == schedule.stash_depths(dense, "full")
+  assert schedule.message_waits(dense, (6, 4, 2)) == schedule.message_waits(dense, "full")
+  assert schedule.stash_depths(dense, [1, 0, 2]) == (1, 0, 2, 0)
+  assert schedule.stash_frames(dense, (1, 0, 2)) == 3
+  # unit 1 keeps 1 frame, unit 3 two inputs of units 1 and 2 (and of the frame)
+  assert schedule.buffer_depths(dense, (1, 0, 2)) == [3, 3, 3, 1]
+  assert schedule.stash_rows(dense, 0) == (0, 0, 0, 0)
+  for bad in [(1, 0), (7, 0, 0), (0, 0, -1), (0, 0.5, 0)]:
+    with pytest.raises(ValueError, match="stash"):
+      schedule.stash_depths(dense, bad)
