@@ -51,6 +51,7 @@ PUBLIC: tuple[tuple[str, tuple[str, ...]], ...] = (
       "stream_gradients",
     ),
   ),
+  ("pipeline", ()),
   ("parallel", ()),
   ("models", ()),
   ("tasks", ()),

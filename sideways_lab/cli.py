@@ -34,6 +34,8 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+import jax
+
 from sideways_lab import experiments, figures, training
 from sideways_lab.models import READOUTS, SCHEMES, SKIP_KINDS, TASKS, ModelConfig, method_of
 from sideways_lab.tasks import TaskConfig
@@ -287,8 +289,6 @@ def _train_processes(args: argparse.Namespace, launch) -> int:
     argv = launch.without_option(args.argv[1:], "--processes")
     return launch.launch_local(["train", *argv], args.processes)
   result = launch.train_sharded(cfg, args.out)
-  import jax
-
   if jax.process_index() == 0:
     print(json.dumps(result, indent=1), flush=True)
   return 0
