@@ -37,10 +37,15 @@ CLAIMS = {
   "C4": "Skip-Sideways predicts future frames better than Sideways",
   "C5": "A partial stash recovers the exact gradient's accuracy for less memory",
 }
+#: The numbers support the claim.
 REPRODUCED = "reproduced"
+#: The numbers support part of the claim (the reason says which part).
 PARTLY = "partly reproduced"
+#: The numbers contradict the claim.
 NOT_REPRODUCED = "not reproduced"
+#: A compared run had not reached its plateau: no verdict (the reason gives the runs).
 BUDGET_LIMITED = "budget-limited"
+#: The sweep behind the claim was not run.
 NOT_MEASURED = "not measured"
 #: The sweeps with the head's max-pooling readout that test the robustness of C1–C3, by the
 #: name of the mean-pooling sweep they repeat.

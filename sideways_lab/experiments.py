@@ -389,9 +389,9 @@ def has_converged(
 
 
 def learning_curve(history: Sequence[dict]) -> list[dict]:
-  """Tidy rows ``{step, split, metric, y}`` of a run's :class:`~sideways_lab.training.
-  TrainResult` history: the training loss at every logged step (split "train") and the
-  scalar held-out metrics at every evaluation and at the end (split "test")."""
+  """Tidy rows ``{step, split, metric, y}`` of a run's history (the records of its
+  ``metrics.jsonl``): the training loss at every logged step (split "train") and the scalar
+  held-out metrics at every evaluation and at the end (split "test")."""
   rows = []
   for h in history:
     if "eval" in h or "test" in h:
