@@ -103,6 +103,9 @@ SWEEPS: dict[str, dict] = {
   "motion-classes": dict(
     task="motion-classes", knob="speed", values=(2.0,), schemes=MOTION_SCHEMES
   ),
+  "next-frame-input": dict(
+    task="next-frame", knob="speed", values=(0.5,), anchor="input", schemes=NEXT_FRAME_SCHEMES
+  ),
   "next-frame-newest": dict(
     task="next-frame", knob="speed", values=(0.5,), anchor="newest", schemes=NEXT_FRAME_SCHEMES
   ),
@@ -424,9 +427,10 @@ def fig_motion_classes(ctx: Context):
   "next_frame",
   sweeps=NEXT_FRAME_SWEEPS,
   sentence="Next-frame prediction on moving digits: test MSE of every scheme after training, "
-  "with the target counted from the newest frame that reaches the output (every scheme "
-  "forecasts the same horizon, so only the gradient differs), beside copying that newest "
-  "frame and the mean frame (grey lines); tests claim C4.",
+  "with the target counted from the input (left: the pipeline's latency counts) and from the "
+  "newest frame that reaches the output (right: every scheme forecasts the same horizon, so "
+  "only the gradient differs), beside copying that newest frame and the mean frame (grey "
+  "lines); tests claim C4.",
 )
 def fig_next_frame(ctx: Context):
   n = len(NEXT_FRAME_SWEEPS)
