@@ -661,13 +661,10 @@ def compare(
 def read_curves(path) -> pd.DataFrame:
   """A sweep's learning curves (``curves.csv``, a file or its directory): one row per run and
   point, columns :data:`ID_COLUMNS` then :data:`CURVE_COLUMNS`."""
-  path = Path(path)
-  if path.is_dir():
-    path = path / "curves.csv"
-  if not path.exists():
-    raise FileNotFoundError(f"no learning curves at {str(path)!r} (run `sideways-lab sweep`)")
   return pd.read_csv(
-    path, dtype={"anchor": str, "readout": str, "value": str}, keep_default_na=False
+    _sweep_file(path, "curves.csv"),
+    dtype={"anchor": str, "readout": str, "value": str},
+    keep_default_na=False,
   )
 
 
@@ -717,15 +714,20 @@ def _run_rows(kind: str, config: training.TrainConfig, run_dir: Path, knob: str,
   return rows
 
 
-def read_results(path) -> pd.DataFrame:
-  """A sweep's ``results.csv`` (a file or its directory) as a DataFrame."""
+def _sweep_file(path, name: str) -> Path:
+  """``path`` if it is a file, else ``path/name``; a FileNotFoundError when it is absent."""
   path = Path(path)
   if path.is_dir():
-    path = path / "results.csv"
+    path = path / name
   if not path.exists():
-    raise FileNotFoundError(f"no sweep results at {str(path)!r} (run `sideways-lab sweep`)")
+    raise FileNotFoundError(f"no sweep output at {str(path)!r} (run `sideways-lab sweep`)")
+  return path
+
+
+def read_results(path) -> pd.DataFrame:
+  """A sweep's ``results.csv`` (a file or its directory) as a DataFrame."""
   return pd.read_csv(
-    path,
+    _sweep_file(path, "results.csv"),
     dtype={"anchor": str},
     keep_default_na=False,
     na_values={
