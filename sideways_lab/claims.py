@@ -434,11 +434,12 @@ def claim_c5(stash: dict) -> Claim:
     + ("every task" if not hits else "some tasks")
   )
   seeds = max(_seeds(df) for df in stash.values())
+  values = dict.fromkeys(v for df in stash.values() for v in df.value.astype(str))
   claim = Claim(
     "C5",
     CLAIMS["C5"],
-    f"test clip accuracy against the memory of each stash allocation (0, 1, 2, per-unit "
-    f"subsets of the exact lags, full), {seeds} seeds",
+    f"test clip accuracy against the memory (stash_bytes) of each stash allocation "
+    f"({', '.join(values)}; per unit: s_1-s_2-…), paired with the exact twin, {seeds} seeds",
     "; ".join(parts),
     verdict,
     why,
