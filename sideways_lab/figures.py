@@ -451,18 +451,14 @@ def fig_next_frame(ctx: Context):
       fmt="{:.4f}",
     )
     base = df[df.scheme.isin(experiments.BASELINES)]
-    for (scheme, graph, method), part in base.groupby(["scheme", "graph", "method"]):
-      if scheme == "copy_newest" and method == "synchronous":
-        continue  # BP's newest frame is its input: the same line as the chain's at anchor input
-      ls = {"chain": "--", "skip": "-."}.get(graph, ":") if scheme == "copy_newest" else ":"
-      where = f" ({graph} pipeline)" if scheme == "copy_newest" else ""
-      ax.axhline(part.mse.mean(), color="#777777", ls=ls, lw=1.1, label=f"{scheme}{where}")
+    mean_frame = base[base.scheme == "mean_frame"].mse.mean()
+    ax.axhline(mean_frame, color="#777777", ls=":", lw=1.1, label="mean_frame")
+    copies = base[(base.scheme == "copy_newest") & (base.method != "synchronous")]
+    for graph, part in copies.groupby("graph"):
+      ls = {"chain": "--", "skip": "-."}.get(graph, ":")
+      ax.axhline(part.mse.mean(), color="#777777", ls=ls, lw=1.1, label=f"copy_newest ({graph})")
     ax.tick_params(axis="x", labelrotation=25)
-    ax.legend(
-      fontsize=7,
-      loc="upper left",
-      bbox_to_anchor=(1.0, 1.0) if name == NEXT_FRAME_SWEEPS[-1] else None,
-    )
+    ax.legend(fontsize=7, loc="upper right")
   return fig
 
 
