@@ -651,15 +651,14 @@ def train(
 ) -> TrainResult:
   """Trains ``config`` and returns the final parameters and test metrics.
 
-  Every ``log_every`` steps a line ``{"step", "loss", "time_s"}`` goes to ``metrics.jsonl``,
-  where ``loss`` is the mean training loss of the steps since the previous line (a smoothed
-  learning curve); every ``eval_every`` steps ``{"step", "eval": metrics}`` on held-out clips.
+  ``metrics.jsonl`` gets ``{"step", "loss", "time_s"}`` every ``log_every`` steps (``loss``:
+  the mean over the steps since the previous line) and ``{"step", "eval"}`` every
+  ``eval_every``.
 
   Args:
     config: the run.
     out_dir: directory for ``config.json``, ``metrics.jsonl`` and checkpoints (None: nothing
-      is written). A directory that already holds checkpoints needs ``resume=True``; nothing
-      in it is ever overwritten otherwise.
+      is written); one that holds checkpoints needs ``resume=True`` (nothing is overwritten).
     resume: continue from the newest checkpoint in ``out_dir`` (its configuration must match
       ``config`` up to the budget and logging fields).
     progress: show a tqdm bar (default: when stderr is a terminal).
@@ -675,13 +674,8 @@ def train(
   out = Path(out_dir) if out_dir is not None else None
   metrics_path = out / "metrics.jsonl" if out is not None else None
   params, opt_state, start, resumed_from = _open_run(config, out, resume, trainer)
-  bar = tqdm(
-    total=config.steps,
-    initial=start,
-    disable=not (sys.stderr.isatty() if progress is None else progress),
-    desc=f"{config.task}/{config.scheme}",
-    leave=False,
-  )
+  quiet = not (sys.stderr.isatty() if progress is None else progress)
+  bar = tqdm(total=config.steps, initial=start, disable=quiet, desc=config.scheme, leave=False)
   history: list = []
   done = {"params": params, "opt_state": opt_state, "step": start, "saved": start}
 
