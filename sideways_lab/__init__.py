@@ -8,7 +8,7 @@ The public API (docs/design.md §6)::
   outputs, valid = sl.forward(graph, params, video, mode="pipelined")
   grads, info = sl.gradients(graph, params, video, targets, loss_fn, method="sideways")
 
-Every public module and name is listed once, in :data:`PUBLIC`, and loaded on first attribute
+Every public module and name is listed once, in ``PUBLIC``, and loaded on first attribute
 access (``import sideways_lab`` itself imports neither JAX nor any submodule).
 """
 

@@ -53,10 +53,12 @@ class PipelineState(NamedTuple):
 
 
 def is_concrete(x) -> bool:
+  """Whether ``x`` holds values (not a tracer inside ``jit``), so it can be checked."""
   return not isinstance(x, jax.core.Tracer)
 
 
 def check_graph_params(graph, params) -> None:
+  """Raises unless ``graph`` is a UnitGraph and ``params`` a tuple of one dict per unit."""
   if not isinstance(graph, UnitGraph):
     raise TypeError(f"graph must be a sl.UnitGraph, got {type(graph).__name__}")
   if not isinstance(params, (tuple, list)) or len(params) != graph.num_units:
@@ -72,6 +74,7 @@ def check_graph_params(graph, params) -> None:
 
 
 def check_video(video, name: str = "video", check_finite: bool = True) -> jax.Array:
+  """``video`` as a (B, T, H, W, C) float array; errors name ``name`` and say what to do."""
   if not hasattr(video, "shape") or not hasattr(video, "dtype"):
     video = np.asarray(video)
   if video.ndim != 5:
@@ -98,6 +101,7 @@ def check_video(video, name: str = "video", check_finite: bool = True) -> jax.Ar
 
 
 def check_targets(targets, B: int, T: int, check_finite: bool = True) -> None:
+  """Raises unless every leaf of ``targets`` has shape (B, T, ...) (and finite values)."""
   leaves = jax.tree_util.tree_leaves(targets)
   if not leaves:
     raise ValueError("targets must be an array of shape (B, T, ...), got an empty pytree")
@@ -123,6 +127,7 @@ def check_targets(targets, B: int, T: int, check_finite: bool = True) -> None:
 
 
 def check_mask(mask, T: int):
+  """``mask`` as a (T,) bool array, or None; errors name ``mask``."""
   if mask is None:
     return None
   shape = tuple(getattr(mask, "shape", np.shape(mask)))
@@ -135,6 +140,7 @@ def check_mask(mask, T: int):
 
 
 def check_loss_fn(loss_fn) -> None:
+  """Raises unless ``loss_fn`` is callable as ``loss_fn(output, target) -> scalar``."""
   if not callable(loss_fn):
     raise TypeError(f"loss_fn must be callable (output, target) -> scalar, got {loss_fn!r}")
 
@@ -313,6 +319,7 @@ def out_structs(graph: UnitGraph, params, frame: jax.ShapeDtypeStruct) -> list:
 
 
 def zero_buffers(graph: UnitGraph, structs, stash=0) -> tuple:
+  """Zero history buffers of every source, as deep as ``stash`` needs (docs/design.md §5)."""
   depths = schedule.buffer_depths(graph, stash)
   return tuple(
     jnp.zeros((depths[j],) + tuple(structs[j].shape), structs[j].dtype)
@@ -334,6 +341,7 @@ def frame_at(video: jax.Array, i) -> jax.Array:
 
 
 def target_at(targets, i):
+  """The targets of tick ``i``: every leaf of ``targets`` indexed at time axis 1."""
   return jax.tree_util.tree_map(lambda y: frame_at(y, i), targets)
 
 
@@ -361,6 +369,7 @@ def advance(graph, buffers, x_t, outs):
 
 
 def zero_state(graph, params, video, stash=0) -> PipelineState:
+  """An empty :class:`PipelineState` (zero buffers, messages, delay lines; tick 0)."""
   structs = out_structs(
     graph, params, jax.ShapeDtypeStruct((video.shape[0],) + tuple(video.shape[2:]), video.dtype)
   )
@@ -382,6 +391,7 @@ def zero_state(graph, params, video, stash=0) -> PipelineState:
 
 
 def tick_loss(loss_fn, out, y):
+  """``loss_fn(out, y)`` of one tick, as a float32 scalar."""
   loss = jnp.asarray(loss_fn(out, y))
   if loss.shape != ():
     raise ValueError(f"loss_fn must return a scalar (the batch mean), got shape {loss.shape}")
@@ -424,6 +434,7 @@ def stream_loss_weights(
 
 
 def check_state(graph, state, stash=None) -> None:
+  """Raises unless ``state`` is a PipelineState of ``graph`` (and of ``stash``, if given)."""
   if not isinstance(state, PipelineState):
     raise TypeError(
       f"state must be a sl.PipelineState (from sl.init_state), got {type(state).__name__}"

@@ -19,9 +19,9 @@ newest checkpoint so that an interrupted run ends with the same parameters as an
 uninterrupted one. Ctrl-C (KeyboardInterrupt) saves a checkpoint of the last completed step
 before it propagates.
 
-Every task has one configuration (:data:`TASK_DEFAULTS`), shared by ``sideways-lab train``,
-the sweeps and the figures (:mod:`sideways_lab.experiments`), which train through
-:func:`train` and nothing else.
+Every task has one configuration (:data:`sideways_lab.training.TASK_DEFAULTS`), shared by
+``sideways-lab train``, the sweeps and the figures (:mod:`sideways_lab.experiments`), which
+train through :func:`train` and nothing else.
 """
 
 from __future__ import annotations
@@ -66,6 +66,10 @@ __all__ = [
   "train",
   "evaluate",
   "default_config",
+  "TASK_DEFAULTS",
+  "QUICK",
+  "learning_rate",
+  "check_stash",
   "alignment",
   "OPTIMIZERS",
   "history",
