@@ -1,13 +1,15 @@
 """Regenerates every figure of the project (PNG and PDF) with a manifest.
 
-    sideways-lab figures [--quick] [--out DIR] [--only NAME ...]
+    sideways-lab figures [--quick] [--out DIR] [--only NAME ...] [--sweeps NAME ...]
     python -m sideways_lab.figures [--quick] [--out DIR] [--only NAME ...]
 
 or from Python ``sl.figures.generate(out_dir="figures", quick=False)``. Every figure is backed
 by runs made right here: the sweeps of :data:`SWEEPS` (:func:`sideways_lab.experiments.sweep`:
-five schemes, several seeds, trained), the alignment of their checkpoints, the symbolic
-schedule and measured unit costs. Besides the figures it writes the sweeps' tidy results
-(``out_dir/results/*.csv``) and the claims report (``out_dir/claims.md``).
+schemes × knob values × seeds, trained), the alignment of their checkpoints, the symbolic
+schedule and measured unit costs. Besides the figures it writes the sweeps' tidy results and
+learning curves (``out_dir/results/*.csv``, ``curves-*.csv``) and the claims report
+(``out_dir/claims.md``). ``--sweeps`` only trains sweeps into the run cache (processes that
+share it may train disjoint sweeps); a later run draws everything from the cache.
 ``out_dir/manifest.json`` records the package version, git commit, seeds, JAX and Haiku
 versions, the device, the mode (quick or full), each figure's configuration (its sweeps and
 budgets) and the time taken per figure; ``--only`` regenerates some figures and keeps the
