@@ -765,15 +765,10 @@ class _Plan:
   waits: dict  # (k, e) -> extra ticks (schedule.message_waits)
 
 
-def _make_plan(graph: UnitGraph, assignment: tuple, params, frame, stash=0) -> _Plan:
-  """Layouts of every stage from the unit output shapes (``pipeline.out_structs``)."""
-  L, D = graph.num_units, max(assignment) + 1
-  owner = {k: assignment[k - 1] for k in range(1, L + 1)}
-  lag = (0, *schedule.stash_depths(graph, stash))
-  waits = schedule.message_waits(graph, stash)
-  W = schedule.message_lines(graph, stash)
-  structs = pipeline.out_structs(graph, params, frame)
-  dtype = np.dtype(frame.dtype)
+def _check_one_dtype(structs, params, dtype) -> None:
+  """Raises unless every unit's output and parameters have ``dtype`` (the video's): the sharded
+  route packs everything into vectors of one dtype."""
+  L = len(params)
   bad = [
     f"unit {k}'s output ({structs[k].dtype})" for k in range(1, L + 1) if structs[k].dtype != dtype
   ]
@@ -788,6 +783,18 @@ def _make_plan(graph: UnitGraph, assignment: tuple, params, frame, stash=0) -> _
       f"dtype); {', '.join(bad)} differ: cast the parameters or use "
       f"DevicePipeline"
     )
+
+
+def _make_plan(graph: UnitGraph, assignment: tuple, params, frame, stash=0) -> _Plan:
+  """Layouts of every stage from the unit output shapes (``pipeline.out_structs``)."""
+  L, D = graph.num_units, max(assignment) + 1
+  owner = {k: assignment[k - 1] for k in range(1, L + 1)}
+  lag = (0, *schedule.stash_depths(graph, stash))
+  waits = schedule.message_waits(graph, stash)
+  W = schedule.message_lines(graph, stash)
+  structs = pipeline.out_structs(graph, params, frame)
+  dtype = np.dtype(frame.dtype)
+  _check_one_dtype(structs, params, dtype)
   shape = {j: tuple(structs[j].shape) for j in range(L + 1)}
   deltas = sorted(
     {
