@@ -30,6 +30,7 @@ import json
 import os
 import re
 import sys
+import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -179,7 +180,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     f"{args.size}x{args.size}, {args.units} units, speed {args.speed} px/frame\n",
     flush=True,
   )
-  cos = training.alignment(
+  cos = training.init_alignment(
     "next-frame",
     num_units=args.units,
     num_frames=args.frames,
@@ -414,10 +415,42 @@ def _add_sweep(sub) -> None:
   p.set_defaults(func=_cmd_sweep)
 
 
+def _cmd_figures(args) -> int:
+  """``sideways-lab figures``: train ``--sweeps`` into the cache, or draw every figure."""
+  quick = experiments.is_quick(args.quick or None)
+  if args.sweeps:
+    t0 = time.perf_counter()
+    figures.run_sweeps(args.sweeps, quick=quick, work_dir=args.work_dir)
+    print(f"trained {len(args.sweeps)} sweeps in {time.perf_counter() - t0:.0f} s")
+    return 0
+  m = figures.generate(args.out, quick=quick, only=args.only, work_dir=args.work_dir)
+  print(f"wrote {len(m['figures'])} figures to {args.out} in {m['total_time_s']:.0f} s")
+  return 0
+
+
 def _add_figures(sub) -> None:
   p = sub.add_parser("figures", help="regenerate the paper-style figures")
-  figures.add_arguments(p)
-  p.set_defaults(func=figures.run)
+  p.add_argument("--out", default="figures", help="output directory (default: figures)")
+  p.add_argument(
+    "--quick",
+    action="store_true",
+    help="tiny budgets (about a minute on a laptop CPU; also SIDEWAYS_LAB_QUICK=1)",
+  )
+  p.add_argument("--only", nargs="+", choices=list(figures.FIGURES), help="only these figures")
+  p.add_argument(
+    "--sweeps",
+    nargs="+",
+    choices=list(figures.SWEEPS),
+    help="only train these sweeps into the work dir, draw nothing (processes that share a "
+    "work dir may each train disjoint sweeps; a later figures run reads them back)",
+  )
+  p.add_argument(
+    "--work-dir",
+    default=None,
+    help="where the sweeps' runs are cached (default: "
+    ".sideways_cache/figures-<mode>; a rerun reuses finished runs)",
+  )
+  p.set_defaults(func=_cmd_figures)
 
 
 # The subcommands in the order of ``--help``; each adds its parser and sets ``func``.

@@ -18,9 +18,9 @@ This module is how the package tests the papers' claims (docs/design.md §9):
 * next-frame results come with two baselines computed on the same clips and loss ticks:
   ``copy_newest`` (predict the newest frame that reaches the output) and ``mean_frame`` (the
   training clips' mean frame);
-* :func:`alignment` measures, at the checkpoints of a sweep's own runs, the per-unit cosine
-  between the approximate gradient and the exact gradient of the same graph, for single clips
-  and for the expected gradient (mean over many clips).
+* :func:`alignment_along_training` measures, at the checkpoints of a sweep's own runs, the
+  per-unit cosine between the approximate gradient and the exact gradient of the same graph,
+  for single clips and for the expected gradient (mean over many clips).
 
 * every run records its learning curve (:func:`learning_curve`; ``DIR/curves.csv``) and
   whether it reached its plateau (:func:`plateau_trend`, :func:`has_converged`: the
@@ -82,7 +82,7 @@ __all__ = [
   "runs_at",
   "predictions",
   "gradient_alignment",
-  "alignment",
+  "alignment_along_training",
   "CURVE_COLUMNS",
   "compare",
   "read_curves",
@@ -118,7 +118,7 @@ CLASSIFICATION_METRICS = ("accuracy", "tick_accuracy", "loss")
 PREDICTION_METRICS = ("mse", "psnr", "ssim")
 #: Clips of training data averaged into the ``mean_frame`` baseline.
 MEAN_FRAME_CLIPS = 256
-#: Checkpoints per run kept by a sweep (for :func:`alignment` along training).
+#: Checkpoints per run kept by a sweep (for :func:`alignment_along_training` along training).
 CHECKPOINTS_PER_RUN = 4
 #: Evaluations on held-out clips along a run (the test points of its learning curve).
 EVALUATIONS_PER_RUN = 8
@@ -867,7 +867,7 @@ def gradient_alignment(
   return rows
 
 
-def alignment(
+def alignment_along_training(
   results_dir,
   *,
   value=None,

@@ -1,7 +1,6 @@
 """Regenerates every figure of the project (PNG and PDF) with a manifest.
 
     sideways-lab figures [--quick] [--out DIR] [--only NAME ...] [--sweeps NAME ...]
-    python -m sideways_lab.figures [--quick] [--out DIR] [--only NAME ...]
 
 or from Python ``sl.figures.generate(out_dir="figures", quick=False)``. Every figure is backed
 by runs made right here: the sweeps of :data:`SWEEPS` (:func:`sideways_lab.experiments.sweep`:
@@ -21,7 +20,6 @@ One style sheet (:data:`sideways_lab.plotting.STYLE`) and one colour per scheme
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import importlib.metadata as md
 import json
@@ -40,10 +38,8 @@ from matplotlib.figure import Figure
 
 import sideways_lab
 from sideways_lab import checkpoint as ckpt
-from sideways_lab import claims, experiments, schedule, training
-from sideways_lab import plotting as P
-from sideways_lab.analysis import latency as LM
-from sideways_lab.analysis import timing
+from sideways_lab import claims, experiments, plotting, schedule, training
+from sideways_lab.analysis import latency, timing
 from sideways_lab.graph import chain_edges, skip_edges
 from sideways_lab.models import EXACT_TWIN, SCHEMES
 
@@ -226,7 +222,7 @@ class Context:
         self.sweep(name)
         self.log(f"  alignment of {name} at {value:g}")
         parts.append(
-          experiments.alignment(
+          experiments.alignment_along_training(
             self.work_dir / name,
             value=value,
             single_clips=2 if self.quick else experiments.SINGLE_CLIPS,
@@ -252,7 +248,7 @@ class Context:
 )
 def fig_schedule(ctx: Context):
   L, T = 4, 13
-  fig, axes = P.new_figure(3, 1, figsize=(9.5, 9.6))
+  fig, axes = plotting.new_figure(3, 1, figsize=(9.5, 9.6))
   for ax, (scheme, edges) in zip(
     axes[:, 0],
     [
@@ -267,7 +263,9 @@ def fig_schedule(ctx: Context):
       "sideways": "every unit busy every tick; gradient 2(L-k) frames older than the activation",
       "skip_sideways": "skips (span 2) bring newer frames and shorter gradient paths",
     }
-    P.draw_schedule(ax, d, tick=None, title=f"{P.scheme_label(scheme)} — {sub[scheme]}")
+    plotting.draw_schedule(
+      ax, d, tick=None, title=f"{plotting.scheme_label(scheme)} — {sub[scheme]}"
+    )
   return fig
 
 
@@ -284,9 +282,9 @@ def fig_latency(ctx: Context):
     rows["backprop"].append(schedule.latency(chain_edges(L), "backprop"))
     rows["sideways"].append(schedule.latency(chain_edges(L), "sideways"))
     rows["skip_sideways"].append(schedule.latency(skip_edges(L, 2), "skip_sideways"))
-  fig, axes = P.new_figure(1, 3, figsize=(11, 3.2))
+  fig, axes = plotting.new_figure(1, 3, figsize=(11, 3.2))
   a1, a2, a3 = axes[0]
-  P.plot_curves(
+  plotting.plot_curves(
     a1,
     {s: (Ls, [r.output_latency for r in v]) for s, v in rows.items()},
     xlabel="units L",
@@ -294,7 +292,7 @@ def fig_latency(ctx: Context):
     title="frame → first output",
     marker=True,
   )
-  P.plot_curves(
+  plotting.plot_curves(
     a2,
     {s: (Ls, [r.gradient_delay[0] for r in v]) for s, v in rows.items()},
     xlabel="units L",
@@ -303,7 +301,7 @@ def fig_latency(ctx: Context):
     marker=True,
     legend=False,
   )
-  P.plot_curves(
+  plotting.plot_curves(
     a3,
     {s: (Ls, [r.frames_per_tick for r in v]) for s, v in rows.items()},
     xlabel="units L",
@@ -320,12 +318,12 @@ def _sweep_figure(ctx: Context, name: str):
   """Accuracy against the knob (left) and the paired differences that split Sideways' gap to
   BP into the pipeline's delay and the gradient estimate (right); the knob on a log2 axis."""
   df = ctx.sweep(name)
-  fig, axes = P.new_figure(1, 2, figsize=(11, 3.6))
+  fig, axes = plotting.new_figure(1, 2, figsize=(11, 3.6))
   a1, a2 = axes[0]
   knob = df.knob.iloc[0]
   xlabel = {"speed": "speed (pixels per frame)", "stride": "frame stride"}[knob]
   chance = float(df.chance.dropna().iloc[0]) if "chance" in df else None
-  P.plot_sweep(
+  plotting.plot_sweep(
     a1,
     df,
     "accuracy",
@@ -344,7 +342,7 @@ def _sweep_figure(ctx: Context, name: str):
   pairs = [p for p in pairs if {p[0], p[1]} <= present]
   for i, (x, y, label, ls) in enumerate(pairs):
     d = experiments.paired_difference(df, x, y, "accuracy")
-    kw = P.scheme_kwargs(x, marker=True)
+    kw = plotting.scheme_kwargs(x, marker=True)
     kw.update(label=label, capsize=3, linestyle=ls)
     if y == "backprop" and x == "sideways_exact":
       kw.update(color="#555555", markerfacecolor="white")
@@ -392,11 +390,13 @@ def fig_digits_stride(ctx: Context):
 )
 def fig_motion_classes(ctx: Context):
   df = ctx.sweep("motion-classes")
-  fig, ax = P.new_figure(figsize=(11, 6.4), mosaic=[["bars", "classes"]], width_ratios=[1, 2.2])
+  fig, ax = plotting.new_figure(
+    figsize=(11, 6.4), mosaic=[["bars", "classes"]], width_ratios=[1, 2.2]
+  )
   a1, a2 = ax["bars"], ax["classes"]
   stats = experiments.summarize(df, "accuracy", by=["scheme"]).set_index("scheme")
   chance = float(df.chance.dropna().iloc[0])
-  P.plot_bars(
+  plotting.plot_bars(
     a1,
     stats["mean"].to_dict(),
     errors=stats["std"].fillna(0).to_dict(),
@@ -404,7 +404,7 @@ def fig_motion_classes(ctx: Context):
     title=f"held-out clips ({df.seed.nunique()} seeds)",
     chance=chance,
   )
-  order = P.order_schemes(stats.index)
+  order = plotting.order_schemes(stats.index)
   for i, s in enumerate(order):
     acc = df[df.scheme == s].accuracy
     a1.plot(np.full(len(acc), i), acc, "o", color="black", ms=3, zorder=3)
@@ -412,7 +412,7 @@ def fig_motion_classes(ctx: Context):
   a1.tick_params(axis="x", labelrotation=35)
   cols = [c for c in df.columns if c.startswith("class_")]
   per = df.groupby("scheme")[cols].mean()
-  P.plot_grouped_bars(
+  plotting.plot_grouped_bars(
     a2,
     {s: {c[6:]: per.loc[s, c] for c in cols} for s in order},
     ylabel="test clip accuracy",
@@ -436,7 +436,7 @@ def fig_motion_classes(ctx: Context):
 )
 def fig_next_frame(ctx: Context):
   n = len(NEXT_FRAME_SWEEPS)
-  fig, axes = P.new_figure(1, n, figsize=(5.5 * n + 1.5, 3.8), sharey=True)
+  fig, axes = plotting.new_figure(1, n, figsize=(5.5 * n + 1.5, 3.8), sharey=True)
   for ax, name in zip(axes[0], NEXT_FRAME_SWEEPS):
     df = ctx.sweep(name)
     anchor = name.removeprefix("next-frame-")
@@ -444,7 +444,7 @@ def fig_next_frame(ctx: Context):
     df = df[np.isclose(df.value.astype(float), v)]
     trained = df[df.scheme.isin(list(SCHEMES))]
     stats = experiments.summarize(trained, "mse", by=["scheme"]).set_index("scheme")
-    P.plot_bars(
+    plotting.plot_bars(
       ax,
       stats["mean"].to_dict(),
       errors=stats["std"].fillna(0).to_dict(),
@@ -476,21 +476,21 @@ def fig_future_frames(ctx: Context):
   speeds = sorted(df.value.unique())
   speeds = sorted({speeds[0], speeds[-1]})
   work = ctx.work_dir / "next-frame-newest"
-  with P.style():
+  with plotting.style():
     fig = Figure(figsize=(12, 7.2), layout="constrained")
     subs = fig.subfigures(1, len(speeds), wspace=0.04)
     for sf, v in zip(np.atleast_1d(subs), speeds):
       runs = {s: work / r for s, r in experiments.runs_at(df, v).items()}
       video, _, preds, ticks, target_index = experiments.predictions(runs)
-      schemes = P.order_schemes(preds)
+      schemes = plotting.order_schemes(preds)
       shared = np.flatnonzero(np.logical_and.reduce([ticks[s] for s in schemes]))[:4]
       grid = sf.subplots(len(schemes), len(shared), squeeze=False)
       sf.suptitle(f"speed {v:g} px/frame", fontsize=10, fontweight="bold")
       for i, s in enumerate(schemes):
         titles = [f"t={t} → x_{target_index[s][t]}" for t in shared]
-        P.show_frames(grid[i], preds[s][0, shared], titles=titles)
+        plotting.show_frames(grid[i], preds[s][0, shared], titles=titles)
         grid[i, 0].set_ylabel(
-          P.scheme_label(s).replace(", ", "\n"), fontsize=7.5, color=P.scheme_color(s)
+          plotting.scheme_label(s).replace(", ", "\n"), fontsize=7.5, color=plotting.scheme_color(s)
         )
   return fig
 
@@ -507,8 +507,8 @@ def fig_future_frames(ctx: Context):
 def fig_alignment_training(ctx: Context):
   al = ctx.alignment()
   tasks = list(dict.fromkeys(al.task))
-  schemes = P.order_schemes(dict.fromkeys(al.scheme))
-  fig, axes = P.new_figure(
+  schemes = plotting.order_schemes(dict.fromkeys(al.scheme))
+  fig, axes = plotting.new_figure(
     len(tasks), len(schemes), figsize=(5.2 * len(schemes), 3.2 * len(tasks)), sharey=True
   )
   for i, task in enumerate(tasks):
@@ -526,12 +526,12 @@ def fig_alignment_training(ctx: Context):
             ls=ls,
             marker="o" if kind == "expected" else None,
             ms=3,
-            color=P.scheme_color(s),
+            color=plotting.scheme_color(s),
             alpha=shade,
             label=f"unit {u}" if kind == "expected" else None,
           )
       ax.axhline(0, color="#999999", lw=0.8)
-      ax.set_title(f"{task}: {P.scheme_label(s)}")
+      ax.set_title(f"{task}: {plotting.scheme_label(s)}")
       ax.set_xlabel("training step")
       if j == 0:
         ax.set_ylabel("cosine with exact gradient")
@@ -544,7 +544,7 @@ def _band(ax, part: pd.DataFrame, scheme: str, smooth: int = 1, label: bool = Tr
   wide = part.pivot_table(index="step", columns="seed", values="y")
   if smooth > 1:
     wide = wide.rolling(smooth, min_periods=1).mean()
-  kw = P.scheme_kwargs(scheme)
+  kw = plotting.scheme_kwargs(scheme)
   ax.fill_between(wide.index, wide.min(axis=1), wide.max(axis=1), color=kw["color"], alpha=0.15)
   ax.plot(
     wide.index,
@@ -552,7 +552,7 @@ def _band(ax, part: pd.DataFrame, scheme: str, smooth: int = 1, label: bool = Tr
     color=kw["color"],
     ls=kw["linestyle"],
     lw=1.8,
-    label=P.scheme_label(scheme) if label else None,
+    label=plotting.scheme_label(scheme) if label else None,
   )
 
 
@@ -571,13 +571,13 @@ def fig_learning_curves(ctx: Context):
     values = sorted(pd.to_numeric(df.value).unique())
     for v in sorted({values[0], values[-1]}):
       panels.append((name, v))
-  fig, axes = P.new_figure(2, len(panels), figsize=(4.2 * len(panels), 6.2))
+  fig, axes = plotting.new_figure(2, len(panels), figsize=(4.2 * len(panels), 6.2))
   for j, (name, v) in enumerate(panels):
     curves = ctx.curves(name)
     curves = curves[np.isclose(pd.to_numeric(curves.value), v)]
     task = curves.task.iloc[0]
     metric = "accuracy" if task != "next-frame" else "mse"
-    for s in P.order_schemes(dict.fromkeys(curves.scheme)):
+    for s in plotting.order_schemes(dict.fromkeys(curves.scheme)):
       mine = curves[curves.scheme == s]
       _band(axes[0, j], mine[(mine.split == "test") & (mine.metric == metric)], s)
       _band(axes[1, j], mine[(mine.split == "train") & (mine.metric == "loss")], s, smooth=5)
@@ -604,7 +604,7 @@ def fig_learning_curves(ctx: Context):
 )
 def fig_stash_frontier(ctx: Context):
   names = ("stash-digits",)
-  fig, axes = P.new_figure(1, len(names), figsize=(5.6 * len(names), 4.0))
+  fig, axes = plotting.new_figure(1, len(names), figsize=(5.6 * len(names), 4.0))
   for ax, name in zip(axes[0], names):
     df = ctx.sweep(name)
     front = claims.stash_frontier(df)
@@ -612,7 +612,7 @@ def fig_stash_frontier(ctx: Context):
     kib = front.stash_bytes / 2**10
     for r, x in zip(front.itertuples(), kib):
       exact = r.value == "full"
-      kw = P.scheme_kwargs(r.scheme, marker=True)
+      kw = plotting.scheme_kwargs(r.scheme, marker=True)
       ax.errorbar(
         x,
         r.accuracy,
@@ -625,13 +625,15 @@ def fig_stash_frontier(ctx: Context):
       )
       ax.annotate(r.value, (x, r.accuracy), textcoords="offset points", xytext=(4, 4), fontsize=7)
     best = front[front.frontier]
-    ax.plot(best.stash_bytes / 2**10, best.accuracy, color=P.scheme_color(scheme), lw=1.2, ls="-")
+    ax.plot(
+      best.stash_bytes / 2**10, best.accuracy, color=plotting.scheme_color(scheme), lw=1.2, ls="-"
+    )
     task, speed = (
       df.task.iloc[0],
       float(sweep_spec(name, ctx.quick).get("overrides", {}).get("data", {}).get("speed", 0)),
     )
     ax.set_title(
-      f"{task} at {speed:g} px/frame: {P.scheme_label(scheme)} → its exact twin "
+      f"{task} at {speed:g} px/frame: {plotting.scheme_label(scheme)} → its exact twin "
       f"({df.seed.nunique()} seeds)",
       fontsize=10,
     )
@@ -670,13 +672,13 @@ def fig_speedup(ctx: Context):
   costs, L = measured_costs(ctx.quick)
   devices = list(range(1, L + 1))
   table = timing.project_speedup(costs, L, devices)
-  fig, axes = P.new_figure(1, 2, figsize=(9, 3.3))
+  fig, axes = plotting.new_figure(1, 2, figsize=(9, 3.3))
   a1, a2 = axes[0]
   curves = {}
   for s in ("backprop", "sideways", "skip_sideways"):
     rows = table[table.scheme == s].sort_values("num_devices")
     curves[s] = (rows.num_devices.to_numpy(), rows.speedup_vs_one_device.to_numpy())
-  P.plot_curves(
+  plotting.plot_curves(
     a1,
     curves,
     xlabel="devices D",
@@ -706,10 +708,10 @@ def fig_speedup(ctx: Context):
 )
 def fig_timelines(ctx: Context):
   L, T = 4, 12
-  fig, axes = P.new_figure(3, 1, figsize=(9.5, 6.0))
+  fig, axes = plotting.new_figure(3, 1, figsize=(9.5, 6.0))
   for ax, s in zip(axes[:, 0], ("backprop", "sideways", "skip_sideways")):
-    tl = LM.timeline(L, s, T)
-    P.plot_timeline(ax, tl)
+    tl = latency.timeline(L, s, T)
+    plotting.plot_timeline(ax, tl)
   return fig
 
 
@@ -834,7 +836,7 @@ def generate(
     spec = FIGURES[n]
     t1 = time.perf_counter()
     log(f"[figures] {n}...")
-    files = P.save_figure(spec.make(ctx), out / n)
+    files = plotting.save_figure(spec.make(ctx), out / n)
     dt = time.perf_counter() - t1
     figures[n] = {
       "files": [Path(f).name for f in files],
@@ -907,54 +909,3 @@ def _read_manifest(path: Path) -> dict | None:
   except (OSError, ValueError):
     return None
   return m if isinstance(m, dict) and isinstance(m.get("figures"), dict) else None
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-  """The options of ``sideways-lab figures`` (also used by ``python -m sideways_lab.figures``)."""
-  parser.add_argument("--out", default="figures", help="output directory (default: figures)")
-  parser.add_argument(
-    "--quick",
-    action="store_true",
-    help="tiny budgets (about a minute on a laptop CPU; also SIDEWAYS_LAB_QUICK=1)",
-  )
-  parser.add_argument("--only", nargs="+", choices=list(FIGURES), help="only these figures")
-  parser.add_argument(
-    "--sweeps",
-    nargs="+",
-    choices=list(SWEEPS),
-    help="only train these sweeps into the work dir, draw nothing (processes that share a "
-    "work dir may each train disjoint sweeps; a later figures run reads them back)",
-  )
-  parser.add_argument(
-    "--work-dir",
-    default=None,
-    help="where the sweeps' runs are cached (default: "
-    ".sideways_cache/figures-<mode>; a rerun reuses finished runs)",
-  )
-
-
-def run(args: argparse.Namespace) -> int:
-  """Runs :func:`generate` for parsed :func:`add_arguments` options; returns 0."""
-  quick = experiments.is_quick(args.quick or None)
-  if args.sweeps:
-    t0 = time.perf_counter()
-    run_sweeps(args.sweeps, quick=quick, work_dir=args.work_dir)
-    print(f"trained {len(args.sweeps)} sweeps in {time.perf_counter() - t0:.0f} s")
-    return 0
-  m = generate(args.out, quick=quick, only=args.only, work_dir=args.work_dir)
-  print(f"wrote {len(m['figures'])} figures to {args.out} in {m['total_time_s']:.0f} s")
-  return 0
-
-
-def main(argv=None) -> int:
-  """``python -m sideways_lab.figures [--quick] [--out DIR] [--only NAME ...]``."""
-  parser = argparse.ArgumentParser(
-    prog="sideways-lab figures",
-    description="Regenerate every figure (PNG + PDF) and figures/manifest.json.",
-  )
-  add_arguments(parser)
-  return run(parser.parse_args(argv))
-
-
-if __name__ == "__main__":
-  sys.exit(main())

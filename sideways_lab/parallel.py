@@ -18,8 +18,8 @@ ticks (docs/design.md §5). Every piece of it comes from :mod:`sideways_lab.pipe
 :class:`ShardedGraph` — the SPMD route, for any graph (chains, skips, dense and delayed edges,
   units of different shapes) on the devices of one process *or of several processes*
   (``jax.distributed``; see :mod:`sideways_lab.launch`). Units are split contiguously over a
-  ``stage`` mesh axis (:func:`partition`). One jitted ``lax.scan`` over ticks runs a
-  ``jax.shard_map`` in which, per tick, every stage runs *its own* units through
+  ``stage`` mesh axis (:func:`sideways_lab.partition.assignment`). One jitted ``lax.scan``
+  over ticks runs a ``jax.shard_map`` in which, per tick, every stage runs *its own* units through
   ``lax.switch`` on the stage index, on flat padded vectors (parameters, state and messages),
   and ``lax.ppermute`` moves the packed outputs up and the packed messages down over every
   stage distance that an edge spans. No host loop.
@@ -49,8 +49,7 @@ from jax.experimental import multihost_utils
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
-from sideways_lab import partition as _partition
-from sideways_lab import pipeline, schedule
+from sideways_lab import partition, pipeline, schedule
 from sideways_lab.graph import UnitGraph
 from sideways_lab.pipeline import PipelineState
 
@@ -62,7 +61,6 @@ __all__ = [
   "engine_for",
   "gradients",
   "message_bytes",
-  "partition",
   "stream_gradients",
   "tick_time_model",
 ]
@@ -73,19 +71,6 @@ STAGE = "stage"  # the mesh axis of the sharded route
 # ---------------------------------------------------------------------------------------------
 # Placement
 # ---------------------------------------------------------------------------------------------
-
-
-def partition(
-  num_units: int, num_devices: int, costs: Sequence[float] | None = None
-) -> tuple[int, ...]:
-  """A contiguous partition of units 1..L over devices that minimises the slowest device.
-
-  ``assignment[k-1]`` is the device index of unit k, non-decreasing, minimising
-  ``max_p Σ_{k on p} c_k`` for per-tick unit costs ``c_k`` (forward + backward time of unit
-  k; all 1 by default). With ``num_devices >= L`` it is one unit per device. See
-  :func:`sideways_lab.partition.assignment`.
-  """
-  return _partition.assignment(num_units, num_devices, costs)
 
 
 def tick_time_model(
@@ -142,7 +127,7 @@ def _resolve_devices(devices, pool: list | None = None) -> list:
 def _resolve_assignment(graph: UnitGraph, devices: list, assignment, costs) -> tuple[int, ...]:
   L = graph.num_units
   if assignment is None or assignment == "contiguous":
-    return partition(L, len(devices), costs)
+    return partition.assignment(L, len(devices), costs)
   if assignment == "one_per_device":
     if len(devices) < L:
       raise ValueError(
@@ -475,8 +460,8 @@ class DevicePipeline(_Route):
   Args:
     graph: any unit graph (skips, delays, heterogeneous units).
     devices: ``None`` (all of ``jax.devices()``), an int (the first n) or a list of devices.
-    assignment: ``"contiguous"`` (default: :func:`partition` with ``costs``),
-      ``"one_per_device"`` or a sequence giving the device index of each unit.
+    assignment: ``"contiguous"`` (default: :func:`sideways_lab.partition.assignment` with
+      ``costs``), ``"one_per_device"`` or a sequence giving the device index of each unit.
     costs: per-unit costs for the contiguous partition (default: all equal).
     method: ``"sideways"`` or ``"pipelined_exact"`` (docs/design.md §5).
     stash: ``method="sideways"`` only: an int >= 0, ``"full"`` or a per-unit tuple, as in
@@ -1025,7 +1010,8 @@ class ShardedGraph(_Route):
     graph: any unit graph (chains, skips, dense and delayed edges, units of any shapes).
     devices: ``None`` (all of ``jax.devices()``, every process's), an int or a list; or
     mesh: a :class:`jax.sharding.Mesh` with the single axis ``"stage"`` (e.g. over hosts).
-    costs: per-unit costs for the contiguous split (:func:`partition`; default all equal).
+    costs: per-unit costs for the contiguous split (default all equal;
+      :func:`sideways_lab.partition.assignment`).
     method: ``"sideways"`` or ``"pipelined_exact"`` (docs/design.md §5).
     stash: ``method="sideways"`` only: an int >= 0, ``"full"`` or a per-unit tuple, as in
       ``sl.gradients``.
@@ -1070,7 +1056,7 @@ class ShardedGraph(_Route):
         f"(processes x local devices)"
       )
     self.graph, self.mesh = graph, mesh
-    self.assignment = partition(L, D, costs)
+    self.assignment = partition.assignment(L, D, costs)
     self._plans, self._empty, self._unpack_fns = {}, {}, {}
 
   def __repr__(self):
@@ -1291,7 +1277,7 @@ def message_bytes(
   schedule.check_stash(graph, stash)
   plan = _make_plan(
     graph,
-    partition(L, min(num_devices, L), costs),
+    partition.assignment(L, min(num_devices, L), costs),
     params,
     jax.ShapeDtypeStruct(tuple(frame.shape), frame.dtype),
     schedule.static_stash(stash),

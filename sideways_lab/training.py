@@ -70,7 +70,7 @@ __all__ = [
   "QUICK",
   "learning_rate",
   "check_stash",
-  "alignment",
+  "init_alignment",
   "OPTIMIZERS",
   "history",
   "load_run",
@@ -324,7 +324,8 @@ def default_config(
 # ---------------------------------------------------------------------------------------------
 
 #: The independent streams of clips of a run: training batches, held-out test batches, and the
-#: clips on which gradients are analysed (:func:`sideways_lab.experiments.alignment`).
+#: clips on which gradients are analysed
+#: (:func:`sideways_lab.experiments.alignment_along_training`).
 TRAIN_STREAM, TEST_STREAM, ANALYSIS_STREAM = 0, 1, 2
 
 
@@ -786,7 +787,7 @@ def evaluate(path, num_clips: int | None = None, seed: int | None = None) -> dic
 # ---------------------------------------------------------------------------------------------
 
 
-def alignment(
+def init_alignment(
   task: str = "next-frame",
   *,
   num_units: int = 4,

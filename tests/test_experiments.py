@@ -183,7 +183,9 @@ def test_alignment_of_trained_runs_is_exact_on_static_video(tmp_path):
     "digits", "speed", [0.0, 4.0], schemes=["skip_sideways"], seeds=1, quick=True, out=tmp_path
   )
   assert df.accuracy.between(0, 1).all() and (df.train_time_s > 0).all()
-  al = ex.alignment(tmp_path, single_clips=1, num_clips=1)  # one clip shape: one compile
+  al = ex.alignment_along_training(
+    tmp_path, single_clips=1, num_clips=1
+  )  # one clip shape: one compile
   assert set(al.kind) == {"clip", "expected"} and set(al.scheme) == {"skip_sideways"}
   assert sorted(al.step.unique())[0] == 0 and al.step.nunique() > 2  # init + checkpoints
   static, moving = al[al.value == 0.0], al[al.value == 4.0]

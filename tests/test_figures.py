@@ -9,7 +9,7 @@ matplotlib.use("Agg")
 
 import pytest
 
-from sideways_lab import figures
+from sideways_lab import cli, figures
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -39,16 +39,18 @@ def test_generate_quick_writes_every_figure_and_manifest(tmp_path):
 def test_unknown_figure_and_cli(tmp_path):
   with pytest.raises(ValueError, match="unknown figure"):
     figures.generate(tmp_path, quick=True, only=["nope"], log=None)
-  assert figures.main(["--quick", "--out", str(tmp_path), "--only", "schedule", "latency"]) == 0
+  assert (
+    cli.main(["figures", "--quick", "--out", str(tmp_path), "--only", "schedule", "latency"]) == 0
+  )
   assert (tmp_path / "schedule.png").exists() and (tmp_path / "latency.pdf").exists()
   # regenerating one figure keeps the other entries of the manifest
-  assert figures.main(["--quick", "--out", str(tmp_path), "--only", "latency"]) == 0
+  assert cli.main(["figures", "--quick", "--out", str(tmp_path), "--only", "latency"]) == 0
   m = json.loads((tmp_path / "manifest.json").read_text())
   assert set(m["figures"]) == {"schedule", "latency"}
   assert m["command"].endswith("--only latency")
   # a corrupt manifest is replaced, not fatal
   (tmp_path / "manifest.json").write_text("{not json")
-  assert figures.main(["--quick", "--out", str(tmp_path), "--only", "latency"]) == 0
+  assert cli.main(["figures", "--quick", "--out", str(tmp_path), "--only", "latency"]) == 0
   assert set(json.loads((tmp_path / "manifest.json").read_text())["figures"]) == {"latency"}
 
 
