@@ -80,26 +80,45 @@ DIGIT_SCHEMES = ("backprop", "sideways", "sideways_exact")
 MOTION_SCHEMES = ("sideways", "skip_sideways", "skip_exact")
 #: The schemes of next-frame prediction (claim C4), with the two baselines.
 NEXT_FRAME_SCHEMES = ("backprop", "sideways", "skip_sideways", "copy_newest", "mean_frame")
-#: A stash sweep's values: no stash (Sideways), depth 1 everywhere, the first and the last
-#: hidden unit alone keeping its full exact lag, and the full stash (the exact twin).
-STASH_VALUES = ("0", "1", "6-0-0", "0-0-2", "full")
+#: A stash sweep's values on the four-unit digits chain: no stash (Sideways), depth 1 at every
+#: unit, every allocation in which each hidden unit keeps its full exact lag (6, 4, 2 frames)
+#: or nothing (:func:`sideways_lab.experiments.stash_subsets`), and the full stash (the exact
+#: twin).
+STASH_VALUES = ("0", "1", "6-0-0", "0-4-0", "0-0-2", "6-4-0", "6-0-2", "0-4-2", "full")
+#: The head's other readout (global max pooling), for the robustness of claims C1–C3.
+MAX_POOLING = dict(model=dict(readout="max"))
 
 #: The sweeps behind the figures and the claims report (full mode; seeds per setting).
 SWEEPS: dict[str, dict] = {
   "digits-speed": dict(
-    task="digits", knob="speed", values=(0.125, 1.0, 4.0), schemes=DIGIT_SCHEMES
+    task="digits", knob="speed", values=(0.125, 0.5, 1.0, 2.0, 4.0), schemes=DIGIT_SCHEMES
   ),
   # stride s at speed v shows the clips of speed s·v (tests/test_experiments.py), so strides
-  # 1, 8 and 32 at 0.125 px/frame are trained as the speed sweep's runs
+  # 1 to 32 at 0.125 px/frame are the speed sweep's runs, not trained again
   "digits-stride": dict(
     task="digits",
     knob="stride",
-    values=(1, 8, 32),
+    values=(1, 4, 8, 16, 32),
     schemes=DIGIT_SCHEMES,
     overrides=dict(data=dict(speed=0.125)),
   ),
   "motion-classes": dict(
     task="motion-classes", knob="speed", values=(2.0,), schemes=MOTION_SCHEMES
+  ),
+  # the same claims under the other readout: the smoothest and the roughest digits, and motion
+  "digits-speed-max": dict(
+    task="digits",
+    knob="speed",
+    values=(0.125, 4.0),
+    schemes=DIGIT_SCHEMES,
+    overrides=MAX_POOLING,
+  ),
+  "motion-classes-max": dict(
+    task="motion-classes",
+    knob="speed",
+    values=(2.0,),
+    schemes=MOTION_SCHEMES,
+    overrides=MAX_POOLING,
   ),
   "next-frame-input": dict(
     task="next-frame", knob="speed", values=(0.5,), anchor="input", schemes=NEXT_FRAME_SCHEMES
@@ -123,6 +142,7 @@ SEEDS = 3
 QUICK_VALUES = {
   "digits-speed": (0.5, 2.0),
   "digits-stride": (1, 4),
+  "digits-speed-max": (0.5, 2.0),
   "stash-digits": ("0", "1", "full"),
 }
 QUICK_SEEDS = 2
@@ -374,7 +394,7 @@ def fig_digits_speed(ctx: Context):
   "digits_stride",
   sweeps=("digits-stride",),
   sentence="Digit identity against the frame stride (every s-th frame kept, at "
-  "0.5 px/frame): the same schemes and paired differences; tests claim C2.",
+  "0.125 px/frame): the same schemes and paired differences; tests claim C2.",
 )
 def fig_digits_stride(ctx: Context):
   return _sweep_figure(ctx, "digits-stride")
@@ -422,6 +442,52 @@ def fig_motion_classes(ctx: Context):
   a2.set_ylim(0, 1.05)
   a2.legend(fontsize=7.5, ncols=3)
   a2.tick_params(axis="x", labelrotation=25)
+  return fig
+
+
+@_figure(
+  "readout",
+  sweeps=("digits-speed", "digits-speed-max", "motion-classes", "motion-classes-max"),
+  sentence="The head's readout, the same for every scheme: test accuracy with mean pooling "
+  "over positions (filled) and with max pooling (hatched), on digits at the smoothest and the "
+  "roughest speed (left) and on motion classes (right), each seed a dot; claims.md says which "
+  "verdicts of C1–C3 hold under both.",
+)
+def fig_readout(ctx: Context):
+  fig, axes = plotting.new_figure(1, 2, figsize=(11, 3.8), width_ratios=[2, 1])
+  for ax, (mean_name, max_name) in zip(axes[0], claims.MAX_READOUT.items()):
+    by_readout = {"mean": ctx.sweep(mean_name), "max": ctx.sweep(max_name)}
+    values = sorted(set(by_readout["max"].value))
+    schemes = plotting.order_schemes(set(by_readout["max"].scheme))
+    width = 0.8 / (2 * len(schemes))
+    for i, v in enumerate(values):
+      for j, s in enumerate(schemes):
+        for k, (readout, df) in enumerate(by_readout.items()):
+          acc = df[(df.scheme == s) & np.isclose(df.value, v)].accuracy.to_numpy()
+          if not len(acc):
+            continue
+          x = i + (2 * j + k + 0.5 - len(schemes)) * width
+          kw = plotting.scheme_kwargs(s)
+          ax.bar(
+            x,
+            acc.mean(),
+            width,
+            color=kw["color"] if readout == "mean" else "white",
+            edgecolor=kw["color"],
+            hatch=None if readout == "mean" else "////",
+            linestyle=kw["linestyle"],
+            label=f"{kw['label']}, {readout}" if i == 0 else None,
+          )
+          ax.plot(np.full(len(acc), x), acc, "o", color="black", ms=2.5, zorder=3)
+    chance = by_readout["mean"].chance.dropna()
+    if len(chance):
+      ax.axhline(float(chance.iloc[0]), color="#999999", lw=0.8, ls=":", label="chance")
+    ax.set_xticks(range(len(values)), [f"{v:g} px/frame" for v in values])
+    ax.set_ylim(0, 1.05)
+    ax.set_ylabel("test clip accuracy")
+    task = by_readout["mean"].task.iloc[0]
+    ax.set_title(f"{task}: mean vs max readout ({by_readout['max'].seed.nunique()} seeds)")
+    ax.legend(fontsize=6.5, ncols=2 if len(schemes) > 2 else 1, loc="lower left")
   return fig
 
 

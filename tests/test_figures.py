@@ -9,7 +9,7 @@ matplotlib.use("Agg")
 
 import pytest
 
-from sideways_lab import cli, figures
+from sideways_lab import claims, cli, experiments, figures, models, training
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -75,3 +75,19 @@ def test_committed_figures_match_the_manifest():
     for name, f in m["figures"].items():
       if "files" in f:
         assert f"figures/{name}.png" in text, name
+
+
+def test_the_stash_sweep_covers_every_full_or_nothing_allocation():
+  spec = figures.SWEEPS["stash-digits"]
+  config = training.default_config(spec["task"], spec["schemes"][0])
+  graph = models.build_graph(config.model, spec["schemes"][0])
+  subsets = experiments.stash_subsets(graph)
+  assert figures.STASH_VALUES == ("0", "1", *subsets, "full")
+
+
+def test_the_max_readout_sweeps_repeat_their_mean_readout_twins():
+  for mean_name, max_name in claims.MAX_READOUT.items():
+    mean, other = figures.SWEEPS[mean_name], figures.SWEEPS[max_name]
+    assert other["overrides"]["model"]["readout"] == "max"
+    assert set(other["values"]) <= set(mean["values"]) and other["schemes"] == mean["schemes"]
+    assert {max_name, mean_name} <= set(figures.FIGURES["readout"].sweeps)
