@@ -449,7 +449,7 @@ def fig_motion_classes(ctx: Context):
   "readout",
   sweeps=("digits-speed", "digits-speed-max", "motion-classes", "motion-classes-max"),
   sentence="The head's readout, the same for every scheme: test accuracy with mean pooling "
-  "over positions (filled) and with max pooling (hatched), on digits at the smoothest and the "
+  "over positions (solid bars) and with max pooling (pale bars), on digits at the smoothest and the "
   "roughest speed (left) and on motion classes (right), each seed a dot; claims.md says which "
   "verdicts of C1–C3 hold under both.",
 )
@@ -467,16 +467,16 @@ def fig_readout(ctx: Context):
           if not len(acc):
             continue
           x = i + (2 * j + k + 0.5 - len(schemes)) * width
-          kw = plotting.scheme_kwargs(s)
+          color = plotting.scheme_color(s)
           ax.bar(
             x,
             acc.mean(),
             width,
-            color=kw["color"] if readout == "mean" else "white",
-            edgecolor=kw["color"],
-            hatch=None if readout == "mean" else "////",
-            linestyle=kw["linestyle"],
-            label=f"{kw['label']}, {readout}" if i == 0 else None,
+            color=color,
+            alpha=1.0 if readout == "mean" else 0.4,
+            edgecolor="white",
+            hatch="///" if s in plotting.EXACT_SCHEMES else None,
+            label=f"{plotting.scheme_label(s)}, {readout}" if i == 0 else None,
           )
           ax.plot(np.full(len(acc), x), acc, "o", color="black", ms=2.5, zorder=3)
     chance = by_readout["mean"].chance.dropna()
