@@ -449,9 +449,9 @@ def fig_motion_classes(ctx: Context):
   "readout",
   sweeps=("digits-speed", "digits-speed-max", "motion-classes", "motion-classes-max"),
   sentence="The head's readout, the same for every scheme: test accuracy with mean pooling "
-  "over positions (solid bars) and with max pooling (pale bars), on digits at the smoothest and the "
-  "roughest speed (left) and on motion classes (right), each seed a dot; claims.md says which "
-  "verdicts of C1–C3 hold under both.",
+  "over positions (solid bars) and with max pooling (pale bars), on digits at the smoothest "
+  "and the roughest speed (left) and on motion classes (right), each seed a dot; claims.md "
+  "says which verdicts of C1–C3 hold under both.",
 )
 def fig_readout(ctx: Context):
   fig, axes = plotting.new_figure(1, 2, figsize=(11, 3.8), width_ratios=[2, 1])
