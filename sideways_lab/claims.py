@@ -66,6 +66,7 @@ class Claim:
     why: the reason for a verdict other than "reproduced".
     summary: one sentence with the number that decides the verdict (the digest).
     robustness: whether the verdict holds with the other readout ("" when not measured).
+    at_budget: for a budget-limited claim, the verdict its numbers give at this budget.
   """
 
   id: str
@@ -76,6 +77,12 @@ class Claim:
   why: str = ""
   summary: str = ""
   robustness: str = ""
+  at_budget: str = ""
+
+  @property
+  def numbers_say(self) -> str:
+    """The verdict the numbers give, converged or not (:attr:`at_budget` when budget-limited)."""
+    return self.at_budget or self.verdict
 
 
 # ---------------------------------------------------------------------------------------------
@@ -158,6 +165,7 @@ def _budget_check(claim: Claim, bad: list[str]) -> Claim:
   return dataclasses.replace(
     claim,
     verdict=BUDGET_LIMITED,
+    at_budget=claim.verdict,
     why=(
       f"{len(bad)} compared run(s) had not reached their plateau (training loss still changing "
       f"by ≥ 5 % over the last fifth: {shown}); at this budget the numbers say "
@@ -414,7 +422,9 @@ def claim_c5(stash: dict) -> Claim:
   for name, df in stash.items():
     front = stash_frontier(df)
     full = front[front.value == "full"].iloc[0]
-    ok = front[front.gap >= -STASH_CLOSE].sort_values("stash_bytes").iloc[0]
+    close = front[front.gap >= -STASH_CLOSE]
+    cheaper = close[close.stash_bytes < full.stash_bytes]  # a partial stash at full cost is no gain
+    ok = cheaper.iloc[0] if len(cheaper) else full
     share = ok.stash_bytes / full.stash_bytes if full.stash_bytes else float("nan")
     none = front[front.value == "0"].iloc[0]
     parts.append(
@@ -424,7 +434,7 @@ def claim_c5(stash: dict) -> Claim:
       f"{ok.gap:+.3f} ± {ok.gap_std:.3f})"
     )
     sentence.append(f"{name} {ok.value} ({share:.0%} of the exact twin's stash)")
-    hits += ok.value != "full"
+    hits += len(cheaper) > 0
     bad += unconverged(df, tuple(df.scheme.unique()))
   verdict = REPRODUCED if hits == len(stash) else PARTLY if hits else NOT_REPRODUCED
   why = (
@@ -461,11 +471,15 @@ def _unmeasured(cid: str, what: str) -> Claim:
 
 
 def _robustness(claim: Claim, other: Claim | None) -> Claim:
-  """``claim`` with a note on whether ``other`` (the max-pooling readout) agrees."""
+  """``claim`` with a note on whether ``other`` (the max-pooling readout) agrees: the verdicts
+  the numbers give are compared (also for budget-limited claims), and ``other``'s sentence
+  shows its numbers."""
   if other is None:
     return claim
-  same = "holds" if other.verdict == claim.verdict else "flips"
-  note = f"max pooling: {other.verdict} ({same})"
+  mine, theirs = claim.numbers_say, other.numbers_say
+  same = "holds" if mine == theirs else f"flips from {mine}"
+  say = f", the numbers say {theirs}" if other.verdict == BUDGET_LIMITED else ""
+  note = f"max pooling: {other.verdict}{say} ({same}): {other.summary}"
   return dataclasses.replace(claim, robustness=note)
 
 

@@ -454,7 +454,7 @@ def fig_motion_classes(ctx: Context):
   "says which verdicts of C1–C3 hold under both.",
 )
 def fig_readout(ctx: Context):
-  fig, axes = plotting.new_figure(1, 2, figsize=(11, 3.8), width_ratios=[2, 1])
+  fig, axes = plotting.new_figure(1, 2, figsize=(11, 5.0), width_ratios=[2, 1])
   for ax, (mean_name, max_name) in zip(axes[0], claims.MAX_READOUT.items()):
     by_readout = {"mean": ctx.sweep(mean_name), "max": ctx.sweep(max_name)}
     values = sorted(set(by_readout["max"].value))
@@ -486,8 +486,8 @@ def fig_readout(ctx: Context):
     ax.set_ylim(0, 1.05)
     ax.set_ylabel("test clip accuracy")
     task = by_readout["mean"].task.iloc[0]
-    ax.set_title(f"{task}: mean vs max readout ({by_readout['max'].seed.nunique()} seeds)")
-    ax.legend(fontsize=6.5, ncols=2 if len(schemes) > 2 else 1, loc="lower left")
+    ax.set_title(f"{task.replace('-', ' ')} ({by_readout['max'].seed.nunique()} seeds)")
+    ax.legend(fontsize=7, ncols=2, loc="upper center", bbox_to_anchor=(0.5, -0.1))
   return fig
 
 
@@ -676,6 +676,7 @@ def fig_stash_frontier(ctx: Context):
     front = claims.stash_frontier(df)
     scheme = next(s for s in front.scheme if s in EXACT_TWIN)
     kib = front.stash_bytes / 2**10
+    labelled: dict[float, int] = {}  # labels already at this memory, stacked downwards
     for r, x in zip(front.itertuples(), kib):
       exact = r.value == "full"
       kw = plotting.scheme_kwargs(r.scheme, marker=True)
@@ -689,7 +690,10 @@ def fig_stash_frontier(ctx: Context):
         capsize=3,
         ms=6,
       )
-      ax.annotate(r.value, (x, r.accuracy), textcoords="offset points", xytext=(4, 4), fontsize=7)
+      n = labelled[x] = labelled.get(x, -1) + 1
+      ax.annotate(
+        r.value, (x, r.accuracy), textcoords="offset points", xytext=(4, 4 - 9 * n), fontsize=7
+      )
     best = front[front.frontier]
     ax.plot(
       best.stash_bytes / 2**10, best.accuracy, color=plotting.scheme_color(scheme), lw=1.2, ls="-"

@@ -60,7 +60,13 @@ def test_report_has_a_digest_and_the_other_readout():
   digest = report.split("## Digest")[1].split("## Evidence")[0]
   lines = [x for x in digest.splitlines() if x.startswith("- **C")]
   assert len(lines) == 5 and lines[0].startswith("- **C1** — reproduced: ")
-  assert "max pooling: not reproduced (flips)" in report
+  assert "max pooling: not reproduced (flips from reproduced): " in report
+  # budget-limited on both readouts: what the numbers say is compared, not the label
+  late = flipped.assign(converged=False, plateau_change=0.2)
+  slow = df.assign(converged=False, plateau_change=0.2)
+  c1 = cl.claims({"digits-speed": slow, "digits-speed-max": late})[0]
+  assert c1.verdict == cl.BUDGET_LIMITED and c1.numbers_say == cl.REPRODUCED
+  assert "budget-limited, the numbers say not reproduced (flips from reproduced)" in c1.robustness
 
 
 def _stash(gaps: dict, seeds=3):
@@ -94,3 +100,7 @@ def test_stash_frontier_and_c5():
   assert c5.verdict == cl.REPRODUCED and "0-0-2" in c5.numbers and "20% of full" in c5.numbers
   only_full = _stash({"0": (0, -0.2), "1": (10, -0.1), "full": (40, 0)})
   assert cl.claim_c5({"digits": only_full}).verdict == cl.NOT_REPRODUCED
+  # a partial allocation that keeps as many bytes as the full stash saves nothing
+  as_costly = _stash({"0": (0, -0.2), "6-4-0": (40, 0.001), "full": (40, 0)})
+  c5 = cl.claim_c5({"digits": as_costly})
+  assert c5.verdict == cl.NOT_REPRODUCED and "full (40 KiB, 100% of full" in c5.numbers
