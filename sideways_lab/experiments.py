@@ -118,7 +118,7 @@ CLASSIFICATION_METRICS = ("accuracy", "tick_accuracy", "loss")
 PREDICTION_METRICS = ("mse", "psnr", "ssim")
 #: Clips of training data averaged into the ``mean_frame`` baseline.
 MEAN_FRAME_CLIPS = 256
-#: Checkpoints per run kept by a sweep (for :func:`alignment_along_training` along training).
+#: Checkpoints per run kept by a sweep (for :func:`alignment_along_training`).
 CHECKPOINTS_PER_RUN = 4
 #: Evaluations on held-out clips along a run (the test points of its learning curve).
 EVALUATIONS_PER_RUN = 8

@@ -601,7 +601,8 @@ def fig_alignment_training(ctx: Context):
       ax.set_xlabel("training step")
       if j == 0:
         ax.set_ylabel("cosine with exact gradient")
-      ax.legend(fontsize=7, ncols=2)
+      if ax.get_legend_handles_labels()[0]:  # a panel with no run of its scheme has no lines
+        ax.legend(fontsize=7, ncols=2)
   return fig
 
 
