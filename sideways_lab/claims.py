@@ -390,7 +390,8 @@ def claim_c4(next_frame: dict) -> Claim:
 def stash_frontier(df: pd.DataFrame) -> pd.DataFrame:
   """Per stash allocation of a stash sweep: its memory (``stash_bytes``, ``stash_frames``),
   its accuracy (mean, std) and the paired gap to the exact twin (value "full"), and whether
-  it is the cheapest allocation at least as accurate as every cheaper one (``frontier``)."""
+  it is the cheapest allocation at least as accurate as every cheaper one (``frontier``).
+  Rows are ordered by memory, the cheapest first (the most accurate first at equal memory)."""
   df = df.assign(value=df.value.astype(str))
   full = df[df.value == "full"].set_index("seed")["accuracy"]
   rows = []
