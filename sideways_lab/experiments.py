@@ -81,6 +81,8 @@ __all__ = [
   "paired_difference",
   "runs_at",
   "predictions",
+  "frames_by_target",
+  "add_skill",
   "gradient_alignment",
   "alignment_along_training",
   "CURVE_COLUMNS",
@@ -322,6 +324,7 @@ def _row_ids(config: training.TrainConfig, knob: str) -> dict:
     "seed": config.seed,
     "steps": config.steps,
     "anchor": d.anchor if config.task == "next-frame" else "",
+    **({"horizon": d.horizon} if config.task == "next-frame" else {}),
   }
 
 
@@ -632,7 +635,8 @@ def sweep(
       if kind == "train":
         curves.append(_curve_frame(run_dir, {**_row_ids(cfg, knob), **labels}))
       bar.update(1)
-      ckpt.atomic_write_text(out / "results.csv", _order(pd.DataFrame(rows)).to_csv(index=False))
+      table = _order(add_skill(pd.DataFrame(rows)))
+      ckpt.atomic_write_text(out / "results.csv", table.to_csv(index=False))
     if curves:
       curve_table = pd.concat(curves, ignore_index=True)
       ckpt.atomic_write_text(out / "curves.csv", curve_table.to_csv(index=False))
@@ -640,7 +644,7 @@ def sweep(
     bar.close()
     if tmp is not None:
       tmp.cleanup()
-  return _order(pd.DataFrame(rows))
+  return _order(add_skill(pd.DataFrame(rows)))
 
 
 def compare(
@@ -725,8 +729,9 @@ def _sweep_file(path, name: str) -> Path:
 
 
 def read_results(path) -> pd.DataFrame:
-  """A sweep's ``results.csv`` (a file or its directory) as a DataFrame."""
-  return pd.read_csv(
+  """A sweep's ``results.csv`` (a file or its directory) as a DataFrame (next-frame results
+  written before the ``skill`` column existed get it, :func:`add_skill`)."""
+  df = pd.read_csv(
     _sweep_file(path, "results.csv"),
     dtype={"anchor": str},
     keep_default_na=False,
@@ -739,11 +744,13 @@ def read_results(path) -> pd.DataFrame:
         "mse",
         "psnr",
         "ssim",
+        "skill",
         "final_train_loss",
         "chance",
       )
     },
   )
+  return add_skill(df)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -756,6 +763,35 @@ def summarize(df: pd.DataFrame, metric: str, by=("scheme", "value")) -> pd.DataF
   by = list(by)
   g = df.groupby(by, sort=False)[metric]
   return g.agg(["mean", "std", "min", "max", "count"]).reset_index()
+
+
+def add_skill(df: pd.DataFrame) -> pd.DataFrame:
+  """Adds a ``skill`` column to next-frame rows: skill against persistence,
+
+      skill = 1 - MSE / MSE(copy_newest),
+
+  with ``copy_newest`` on the same pipeline (graph and forward mode), anchor, knob value and
+  seed, so the same clips and loss ticks (0: no better than copying the newest frame that
+  reaches the output; negative: worse; 1: perfect). Skill above 0 is not yet motion: a
+  per-frame model gains skill by predicting the blur that averages over directions, so motion
+  is skill above the per-frame model's (BP, or the chain's exact twin). Rows without a
+  matching copy baseline (or without ``mse``) get NaN; ``df`` is returned unchanged when it
+  has no ``mse`` column."""
+  if "mse" not in df.columns:
+    return df
+  mode = [
+    "synchronous" if m == "synchronous" or s == "backprop" else "pipelined"
+    for s, m in zip(df.scheme, df.method)
+  ]
+  keys = ["value", "seed", "graph", "mode", "anchor"] + (["horizon"] if "horizon" in df else [])
+  frame = df.assign(mode=mode, value=df.value.astype(str))
+  copy = frame[frame.scheme == "copy_newest"].groupby(keys)["mse"].mean().rename("copy_mse")
+  copy_mse = frame.join(copy, on=keys)["copy_mse"].to_numpy(dtype=float)
+  skill = 1.0 - df["mse"].to_numpy(dtype=float) / copy_mse
+  out = df.drop(columns=["skill"], errors="ignore")
+  after = "ssim" if "ssim" in out.columns else "mse"
+  out.insert(list(out.columns).index(after) + 1, "skill", skill)
+  return out
 
 
 def paired_difference(df: pd.DataFrame, a: str, b: str, metric: str, by=("value",)) -> pd.DataFrame:
@@ -798,6 +834,54 @@ def predictions(runs, num_clips: int = 1):
     index[s] = trainer.task.target_index
     targets = tgt if targets is None else targets
   return video, targets, preds, ticks, index
+
+
+def frames_by_target(runs, num_clips: int = 1, count: int | None = None) -> dict:
+  """Predicted frames of trained next-frame runs aligned by the frame they predict.
+
+  Each scheme's output at tick t targets frame ``target_index[t]``, which differs between
+  pipelines under ``anchor="newest"``; this picks the target frames j that every run predicts
+  at one of its loss ticks and, for each, the output of the tick that targets it, so a column
+  compares like with like.
+
+  Args:
+    runs: ``{scheme: run dir}`` of one seed (:func:`runs_at`), next-frame runs of one anchor
+      and horizon.
+    num_clips: held-out clips (N).
+    count: how many target frames (evenly spaced over the shared ones; None: all).
+
+  Returns:
+    ``{"targets": (J,) frame indices, "truth": (N, J, H, W, C), "copy_newest": (N, J, H, W, C)
+    or None, "predictions": {scheme: (N, J, H, W, C)}, "horizon": h, "anchor": anchor}``.
+    ``copy_newest`` is frame ``j - h`` (anchor "newest": what copying the newest frame that
+    reaches the output predicts for target j, the same on every pipeline); None with anchor
+    "input", where it differs between pipelines.
+  """
+  runs = dict(runs)
+  if not runs:
+    raise ValueError("runs is empty: pass {scheme: run dir} of at least one trained run")
+  video, _, preds, ticks, index = predictions(runs, num_clips)
+  config = training.load_run(next(iter(runs.values())))[0]
+  h, anchor = config.data.horizon, config.data.anchor
+  shared = sorted(set.intersection(*[set(index[s][ticks[s]].tolist()) for s in preds]))
+  if not shared:
+    raise ValueError(f"no target frame is predicted by every run of {sorted(runs)}")
+  if count is not None and count < len(shared):
+    shared = [shared[i] for i in np.linspace(0, len(shared) - 1, count).round().astype(int)]
+  J = np.asarray(shared)
+
+  def tick_of(s, j):
+    return int(np.flatnonzero(ticks[s] & (index[s] == j))[-1])
+
+  aligned = {s: p[:, [tick_of(s, j) for j in J]] for s, p in preds.items()}
+  return dict(
+    targets=J,
+    truth=video[:, J],
+    copy_newest=video[:, J - h] if anchor == "newest" else None,
+    predictions=aligned,
+    horizon=h,
+    anchor=anchor,
+  )
 
 
 def runs_at(df: pd.DataFrame, value, seed: int = 0) -> dict:

@@ -49,9 +49,53 @@ def test_quick_mode_and_exercises(path):
     )
 
 
+#: Exercise solutions that need something only the student has, by (notebook, exercise); the
+#: exercise's text says so. Every other solution runs after its notebook.
+NEEDS_STUDENT = {
+  ("06_real_video", 1): "a video file of the student's own",
+}
+SOLUTION = re.compile(r'<details class="solution">(.*?)</details>', re.S)
+PYTHON_BLOCK = re.compile(r"```python\n(.*?)```", re.S)
+
+
+def solution_blocks(nb) -> list[tuple[int, str]]:
+  """``[(exercise number, code)]``: the Python blocks of every exercise's folded solution."""
+  text = "\n".join(c.source for c in nb.cells if c.cell_type == "markdown")
+  parts = re.split(r"\*\*Exercise (\d+)\.\*\*", text)
+  out = []
+  for number, body in zip(parts[1::2], parts[2::2]):
+    for solution in SOLUTION.findall(body):
+      out += [(int(number), code) for code in PYTHON_BLOCK.findall(solution)]
+  return out
+
+
+def test_solution_blocks_are_found():
+  nb = nbformat.v4.new_notebook(
+    cells=[
+      nbformat.v4.new_markdown_cell(
+        '**Exercise 1.** a\n<details class="solution">\n\n```python\nx = 1\n```\n'
+        "then\n```python\ny = x\n```\n</details>\n\n**Exercise 2.** b\n"
+        '<details class="solution">text only</details>'
+      )
+    ]
+  )
+  assert solution_blocks(nb) == [(1, "x = 1\n"), (1, "y = x\n")]
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_solutions_that_need_the_students_data_say_so(path):
+  nb = nbformat.read(path, as_version=4)
+  text = "\n".join(c.source for c in nb.cells if c.cell_type == "markdown").lower()
+  for (stem, number), what in NEEDS_STUDENT.items():
+    if stem == path.stem:
+      assert any(n == number for n, _ in solution_blocks(nb)), (stem, number)
+      assert "your own" in text, f"{stem}: exercise {number} must tell the student to supply {what}"
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
 def test_notebook_executes(path, tmp_path, monkeypatch):
+  """The notebook, then every exercise solution in the notebook's namespace (quick mode)."""
   from nbclient import NotebookClient
 
   monkeypatch.setenv("SIDEWAYS_LAB_QUICK", "1")
@@ -66,6 +110,11 @@ def test_notebook_executes(path, tmp_path, monkeypatch):
     ),
   )
   nb = nbformat.read(path, as_version=4)
+  solutions = [(n, code) for n, code in solution_blocks(nb) if (path.stem, n) not in NEEDS_STUDENT]
+  for n, code in solutions:
+    cell = nbformat.v4.new_code_cell(code)
+    cell.metadata["exercise"] = n
+    nb.cells.append(cell)
   work = tmp_path / "notebooks"
   work.mkdir()
   client = NotebookClient(
@@ -73,9 +122,13 @@ def test_notebook_executes(path, tmp_path, monkeypatch):
   )
   client.execute()
   errors = [
-    o for c in nb.cells if c.cell_type == "code" for o in c.outputs if o.output_type == "error"
+    (c.metadata.get("exercise"), o.get("ename"), o.get("evalue"))
+    for c in nb.cells
+    if c.cell_type == "code"
+    for o in c.outputs
+    if o.output_type == "error"
   ]
-  assert not errors
+  assert not errors, f"{path.name}: errors (exercise number or None, name, value): {errors}"
   # the notebook produced figures (images or widgets), not only text
   kinds = {
     k for c in nb.cells if c.cell_type == "code" for o in c.outputs for k in o.get("data", {})

@@ -16,6 +16,7 @@ available as ``sl.plotting.<name>``.
 
 from sideways_lab.plotting.plots import (
   color_title,
+  integer_axis,
   plot_bars,
   plot_curves,
   plot_grouped_bars,
@@ -65,6 +66,7 @@ __all__ = [
   "figure_to_png",
   "frame_color",
   "frame_line_color",
+  "integer_axis",
   "new_figure",
   "order_schemes",
   "plot_bars",

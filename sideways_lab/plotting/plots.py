@@ -113,9 +113,13 @@ def plot_grouped_bars(
   ylabel: str = "",
   title: str | None = None,
   chance: float | None = None,
+  errors: Mapping[str, Mapping[str, float]] | None = None,
+  points: Mapping[str, Mapping[str, Sequence[float]]] | None = None,
 ):
   """Grouped bars: ``values[scheme][group]``, one group per key (e.g. a class), one bar per
-  scheme in its colour inside each group; an optional chance line."""
+  scheme in its colour inside each group (an exact twin hatched); optional error bars
+  ``errors[scheme][group]``, the individual values ``points[scheme][group]`` (e.g. seeds) as
+  black dots, and a chance line."""
   schemes = order_schemes(values)
   if not schemes:
     raise ValueError("values must hold at least one scheme")
@@ -123,15 +127,21 @@ def plot_grouped_bars(
   x = np.arange(len(groups))
   w = 0.8 / len(schemes)
   for i, s in enumerate(schemes):
+    xs = x - 0.4 + (i + 0.5) * w
     ax.bar(
-      x - 0.4 + (i + 0.5) * w,
+      xs,
       [float(values[s][g]) for g in groups],
+      yerr=[float(errors[s][g]) for g in groups] if errors else None,
+      capsize=2,
       width=w,
       color=scheme_color(s),
       edgecolor="white",
       label=scheme_label(s),
       hatch="///" if s in EXACT_SCHEMES else None,
     )
+    for xi, g in zip(xs, groups):
+      ys = list(points[s][g]) if points else []
+      ax.plot(np.full(len(ys), xi), ys, "o", color="black", ms=2.2, zorder=3)
   ax.set_xticks(x)
   ax.set_xticklabels(groups)
   if chance is not None:
@@ -164,6 +174,16 @@ def plot_per_unit(
   if title:
     ax.set_title(title)
   ax.legend()
+  return ax
+
+
+def integer_axis(ax, which: str = "x"):
+  """Integer ticks only on the axis ``which`` ("x", "y" or "both") of an axis that counts
+  (devices, units, ticks, strides): no 1.25 devices."""
+  from matplotlib.ticker import MaxNLocator
+
+  for name in ("x", "y") if which == "both" else (which,):
+    getattr(ax, f"{name}axis").set_major_locator(MaxNLocator(integer=True))
   return ax
 
 
@@ -291,6 +311,7 @@ def plot_sweep(
   rows of each (scheme, graph, method) are drawn separately.
   """
   present = list(dict.fromkeys(df["scheme"]))
+  one_value = df["value"].nunique() == 1
   for s in order_schemes(schemes if schemes is not None else present):
     rows = df[df["scheme"] == s]
     if rows.empty:
@@ -299,14 +320,16 @@ def plot_sweep(
     if s in BASELINE_SCHEMES:
       for (graph, method), part in rows.groupby(["graph", "method"], sort=False):
         mean = part.groupby("value")[metric].mean()
-        ax.plot(
-          mean.index,
-          mean.values,
+        line = dict(
           color=kw["color"],
           lw=1.2,
           ls=":" if method == "synchronous" else "--" if graph == "chain" else "-.",
           label=f"{scheme_label(s)} ({'BP' if method == 'synchronous' else graph})",
         )
+        if one_value:  # a line through one point draws nothing: a reference line instead
+          ax.axhline(float(mean.iloc[0]), **line)
+        else:
+          ax.plot(mean.index, mean.values, **line)
       continue
     for _, seed_rows in rows.groupby("seed"):
       seed_rows = seed_rows.sort_values("value")
@@ -333,6 +356,11 @@ def plot_sweep(
     )
   if logx:
     ax.set_xscale("symlog", linthresh=0.25)
+  if one_value:  # one knob value: its tick only, not an axis from v - 0.02 to v + 0.02
+    v = float(df["value"].iloc[0])
+    ax.set_xticks([v], [f"{v:g}"])
+    if not logx:
+      ax.set_xlim(v - 1.0, v + 1.0)
   ax.set_xlabel(xlabel if xlabel is not None else str(df["knob"].iloc[0]))
   ax.set_ylabel(ylabel if ylabel is not None else metric)
   if title:
