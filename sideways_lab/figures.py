@@ -615,37 +615,41 @@ def fig_future_frames(ctx: Context, count: int = 3):
 )
 def fig_alignment_training(ctx: Context):
   al = ctx.alignment()
+  # one panel per (task, scheme) that has runs: the digits sweeps train no skip scheme
+  order = {s: i for i, s in enumerate(plotting.order_schemes(dict.fromkeys(al.scheme)))}
   tasks = list(dict.fromkeys(al.task))
-  schemes = plotting.order_schemes(dict.fromkeys(al.scheme))
-  fig, axes = plotting.new_figure(
-    len(tasks), len(schemes), figsize=(5.2 * len(schemes), 3.2 * len(tasks)), sharey=True
+  pairs = sorted(
+    dict.fromkeys(zip(al.task, al.scheme)), key=lambda p: (tasks.index(p[0]), order[p[1]])
   )
-  for i, task in enumerate(tasks):
-    for j, s in enumerate(schemes):
-      ax = axes[i, j]
-      part = al[(al.task == task) & (al.scheme == s)]
-      units = sorted(part.unit.unique())
-      for u in units:
-        shade = 0.35 + 0.65 * (u / max(units))
-        for kind, ls in (("expected", "-"), ("clip", ":")):
-          m = part[(part.unit == u) & (part.kind == kind)].groupby("step").cosine.mean()
-          ax.plot(
-            m.index,
-            m.values,
-            ls=ls,
-            marker="o" if kind == "expected" else None,
-            ms=3,
-            color=plotting.scheme_color(s),
-            alpha=shade,
-            label=f"unit {u}" if kind == "expected" else None,
-          )
-      ax.axhline(0, color="#999999", lw=0.8)
-      ax.set_title(f"{task}: {plotting.scheme_label(s)}")
-      ax.set_xlabel("training step")
-      if j == 0:
-        ax.set_ylabel("cosine with exact gradient")
-      if ax.get_legend_handles_labels()[0]:  # a panel with no run of its scheme has no lines
-        ax.legend(fontsize=7, ncols=2)
+  ncols = min(len(pairs), 3)
+  nrows = -(-len(pairs) // ncols)
+  fig, axes = plotting.new_figure(nrows, ncols, figsize=(4.6 * ncols, 3.4 * nrows), sharey=True)
+  for ax in axes.flat[len(pairs) :]:
+    ax.remove()
+  for k, ((task, s), ax) in enumerate(zip(pairs, axes.flat)):
+    part = al[(al.task == task) & (al.scheme == s)]
+    units = sorted(part.unit.unique())
+    for u in units:
+      shade = 0.35 + 0.65 * (u / max(units))
+      for kind, ls in (("expected", "-"), ("clip", ":")):
+        m = part[(part.unit == u) & (part.kind == kind)].groupby("step").cosine.mean()
+        ax.plot(
+          m.index,
+          m.values,
+          ls=ls,
+          marker="o" if kind == "expected" else None,
+          ms=3,
+          color=plotting.scheme_color(s),
+          alpha=shade,
+          label=f"unit {u}" if kind == "expected" else None,
+        )
+    ax.axhline(0, color="#999999", lw=0.8)
+    ax.set_title(f"{task}: {plotting.scheme_label(s)}")
+    ax.set_xlabel("training step")
+    if k % ncols == 0:
+      ax.set_ylabel("cosine with exact gradient")
+    if ax.get_legend_handles_labels()[0]:  # no legend box without an expected-gradient curve
+      ax.legend(fontsize=7, ncols=2)
   return fig
 
 

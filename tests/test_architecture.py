@@ -184,6 +184,50 @@ def unexplained_function_imports(sources: dict[str, str]) -> list[str]:
 # ---------------------------------------------------------------------------------------------
 
 
+# The optimisers of optax (optax.adam, optax.sgd, ...): the package builds them in one function.
+OPTIMISERS = frozenset(
+  """adabelief adadelta adafactor adagrad adam adamax adamaxw adamw adan amsgrad fromage lamb
+  lars lbfgs lion nadam nadamw noisy_sgd novograd optimistic_adam optimistic_adam_v2
+  optimistic_gradient_descent polyak_sgd radam rmsprop rprop sgd sign_sgd signum sm3
+  yogi""".split()
+)
+
+
+def optimiser_constructions(sources: dict[str, str]) -> set[tuple[str, str]]:
+  """``{(module, enclosing function), ...}`` of every call that builds an optax optimiser.
+
+  Catches ``optax.adam(...)``, ``import optax as o; o.sgd(...)`` and ``from optax import adam``;
+  a call at module level has the function ``"<module>"``.
+  """
+  found = set()
+  for module, text in sources.items():
+    tree = ast.parse(text)
+    aliases, direct = set(), set()
+    for node in ast.walk(tree):
+      if isinstance(node, ast.Import):
+        aliases |= {a.asname or a.name for a in node.names if a.name == "optax"}
+      elif isinstance(node, ast.ImportFrom) and node.module == "optax":
+        direct |= {a.asname or a.name for a in node.names if a.name in OPTIMISERS}
+
+    def visit(node, where):
+      if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+        where = node.name
+      if isinstance(node, ast.Call):
+        f = node.func
+        if (
+          isinstance(f, ast.Attribute)
+          and f.attr in OPTIMISERS
+          and isinstance(f.value, ast.Name)
+          and f.value.id in aliases
+        ) or (isinstance(f, ast.Name) and f.id in direct):
+          found.add((module, where))
+      for child in ast.iter_child_nodes(node):
+        visit(child, where)
+
+    visit(tree, "<module>")
+  return found
+
+
 def test_every_module_has_a_layer():
   missing = sorted({_top(m) for m in package_sources()} - set(LAYERS))
   assert not missing, f"add these modules to docs/architecture.md and LAYERS: {missing}"
@@ -218,6 +262,11 @@ def test_no_new_reach_into_another_module_private_names():
 def test_imports_inside_functions_say_why():
   bare = unexplained_function_imports(package_sources())
   assert not bare, f"move to the top, or say in a comment why not: {bare}"
+
+
+def test_optimisers_are_built_in_one_place():
+  # every scheme, sweep and figure trains through training.train; a second optimiser drifts
+  assert optimiser_constructions(package_sources()) == {("sideways_lab.training", "_optimizer")}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -308,3 +357,15 @@ def test_an_import_in_a_function_needs_a_comment():
   assert not unexplained_function_imports(explained)
   above = _with(models="def g():\n  # optional dependency\n  import json\n  return json\n")
   assert not unexplained_function_imports(above)
+
+
+def test_an_optimiser_built_anywhere_is_caught():
+  assert not optimiser_constructions(FAKE)
+  for text, where in [
+    ("import optax\n\ndef f():\n  return optax.adam(1e-3)\n", "f"),
+    ("import optax as ox\nopt = ox.sgd(0.1, momentum=0.9)\n", "<module>"),
+    ("from optax import adam as a\n\nclass T:\n  def g(self):\n    return a(1.0)\n", "g"),
+  ]:
+    assert optimiser_constructions(_with(models=text)) == {("sideways_lab.models", where)}
+  losses = _with(models="import optax\nloss = optax.squared_error\nopt = optax.chain()\n")
+  assert not optimiser_constructions(losses)

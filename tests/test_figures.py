@@ -91,3 +91,37 @@ def test_the_max_readout_sweeps_repeat_their_mean_readout_twins():
     assert other["overrides"]["model"]["readout"] == "max"
     assert set(other["values"]) <= set(mean["values"]) and other["schemes"] == mean["schemes"]
     assert {max_name, mean_name} <= set(figures.FIGURES["readout"].sweeps)
+
+
+def _alignment_rows(task, scheme, steps, units=(1, 2, 3)):
+  return [
+    dict(task=task, scheme=scheme, value=1.0, seed=seed, step=step, kind=kind, unit=u, cosine=c)
+    for seed in (0, 1)
+    for step in steps
+    for kind in ("expected", "clip")
+    for u in units
+    for c in [0.9 - 0.1 * u - 1e-4 * step + 0.05 * seed]
+  ]
+
+
+def test_the_alignment_figure_draws_only_the_panels_that_have_runs(tmp_path):
+  import pandas as pd
+
+  # digits trains only Sideways; next-frame trains both approximate schemes
+  al = pd.DataFrame(
+    _alignment_rows("digits", "sideways", (0, 250, 500))
+    + _alignment_rows("next-frame", "skip_sideways", (0, 300))
+    + _alignment_rows("next-frame", "sideways", (0, 300))
+  )
+  ctx = figures.Context(quick=True, work_dir=tmp_path, log=lambda _: None, _alignment=al)
+  fig = figures.fig_alignment_training(ctx)
+  titles = [ax.get_title() for ax in fig.axes]
+  assert titles == ["digits: Sideways", "next-frame: Sideways", "next-frame: Skip-Sideways"]
+  for ax, last in zip(fig.axes, (500, 300, 300)):
+    assert len(ax.get_lines()) == 2 * 3 + 1  # expected and clip per unit, and the zero line
+    assert [t.get_text() for t in ax.get_legend().get_texts()] == ["unit 1", "unit 2", "unit 3"]
+    lo, hi = ax.get_xlim()
+    assert lo <= 0 and last <= hi < 1.2 * last  # the panel's own steps, not a 0-to-1 axis
+  # the mean over seeds of the expected cosine of unit 1 at step 0 is 0.8 + 0.025
+  x, y = fig.axes[0].get_lines()[0].get_data()
+  assert list(x) == [0, 250, 500] and y[0] == pytest.approx(0.825)

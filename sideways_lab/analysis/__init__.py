@@ -3,8 +3,9 @@
 * :mod:`~sideways_lab.analysis.alignment` — :func:`alignment` (cosine, angle, norm ratio,
   relative error, sign agreement per unit and overall) and :func:`per_tick_alignment` (each
   ``g_k^t`` of Sideways against the exact gradient of the loss tick it came from).
-* :mod:`~sideways_lab.analysis.sweeps` — alignment vs speed, frame stride, depth, clip length
-  and training progress, as tidy pandas DataFrames (:func:`per_unit_mean` pivots them).
+* :mod:`~sideways_lab.analysis.sweeps` — alignment at initialisation vs speed, frame stride,
+  depth and clip length, as tidy pandas DataFrames (:func:`per_unit_mean` pivots them);
+  alignment along training is :func:`sideways_lab.experiments.alignment_along_training`.
 * :mod:`~sideways_lab.analysis.cache` — the on-disk JSON cache of those DataFrames.
 * :mod:`~sideways_lab.analysis.latency` — the latency model with per-unit costs on D devices
   (:func:`latency_model`, :func:`latency_table`) and :func:`timeline` (what each device does at
@@ -39,7 +40,6 @@ from sideways_lab.analysis.sweeps import (
   per_unit_mean,
   sweep_clip_length,
   sweep_depth,
-  sweep_progress,
   sweep_speed,
   sweep_stride,
 )
@@ -67,7 +67,6 @@ __all__ = [
   "per_unit_mean",
   "sweep_clip_length",
   "sweep_depth",
-  "sweep_progress",
   "sweep_speed",
   "sweep_stride",
   "cache_dir",

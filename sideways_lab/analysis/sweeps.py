@@ -1,4 +1,4 @@
-"""Sweeps of gradient alignment: vs smoothness (speed, frame stride), clip length, depth, training.
+"""Sweeps of gradient alignment at initialisation: vs speed, frame stride, clip length, depth.
 
 Every sweep measures, for Sideways (chain) and Skip-Sideways (skips of span 2), the alignment
 (:func:`sideways_lab.analysis.alignment.alignment`) of the Sideways estimate Ĝ with a reference
@@ -17,20 +17,19 @@ together; the sweep's settings are in ``DataFrame.attrs``. They are cached on di
 
 Quick mode (``quick=True``, or :func:`sideways_lab.experiments.is_quick` when ``quick`` is
 None) shrinks the default sizes. The clips of seed s are ``training.data_seed(s,
-ANALYSIS_STREAM, 0)``; training step i of :func:`sweep_progress` draws ``training.train_seed(s,
-i)``, the clips a training run of seed s sees at step i.
+ANALYSIS_STREAM, 0)``. Alignment along training is measured on the checkpoints of trained runs
+(:func:`sideways_lab.experiments.alignment_along_training`), not here.
 """
 
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 import pandas as pd
 
 from sideways_lab import data, engine, training
@@ -225,7 +224,6 @@ def _measure_all(
   conditions,
   reference,
   num_units=None,
-  params_of: Callable | None = None,
 ) -> pd.DataFrame:
   """:func:`measure` for every scheme, concatenated."""
   L = cfg["num_units"] if num_units is None else num_units
@@ -239,7 +237,6 @@ def _measure_all(
         seeds=seeds,
         conditions=conditions,
         reference=reference,
-        params=None if params_of is None else params_of(s),
       )
       for s in schemes
     ],
@@ -525,114 +522,6 @@ def sweep_depth(
     return df
 
   return cached("sweep_depth", args, compute, cache)
-
-
-def sweep_progress(
-  steps: Sequence[int] = (0, 25, 50, 100),
-  *,
-  speed: float = DEFAULT_SPEED,
-  schemes=APPROXIMATE_SCHEMES,
-  reference: str = "pipelined_exact",
-  learning_rate: float = 3e-3,
-  num_units=None,
-  size=None,
-  batch_size=None,
-  num_frames=None,
-  seeds=None,
-  width=None,
-  quick=None,
-  cache=True,
-) -> pd.DataFrame:
-  """Alignment at checkpoints of a training run (Sideways training with Adam, next-frame MSE).
-
-  Each seed trains its own network of each scheme (all seeds in one vmapped, jitted update)
-  on fresh moving-digits batches; at every step in ``steps`` the alignment is measured on a
-  fixed evaluation batch. Columns: scheme, reference, step, seed, train_loss (the loss of the
-  last update, NaN at step 0), unit, ... and the metrics.
-  """
-  schemes = _check_schemes(schemes)
-  _check_reference(reference)
-  steps = sorted(int(s) for s in steps)
-  if not steps or steps[0] < 0:
-    raise ValueError(f"steps must be non-negative ints, got {steps!r}")
-  cfg = _defaults(
-    quick,
-    num_units=num_units,
-    size=size,
-    batch_size=batch_size,
-    num_frames=num_frames,
-    seeds=seeds,
-    width=width,
-  )
-  seeds_ = list(range(cfg["seeds"]))
-  args = dict(
-    steps=steps,
-    schemes=list(schemes),
-    reference=reference,
-    speed=speed,
-    learning_rate=learning_rate,
-    **cfg,
-  )
-
-  def compute():
-    eval_videos = _digits_stack([speed], seeds_, cfg)
-    parts = [
-      _train_and_measure(s, steps, eval_videos, seeds_, cfg, speed, learning_rate, reference)
-      for s in schemes
-    ]
-    df = pd.concat(parts, ignore_index=True)
-    df.attrs = _attrs(
-      "sweep_progress", "step", reference, cfg, speed=speed, learning_rate=learning_rate
-    )
-    return df
-
-  return cached("sweep_progress", args, compute, cache)
-
-
-def _train_and_measure(
-  scheme, steps, eval_videos, seeds, cfg, speed, learning_rate, reference
-) -> pd.DataFrame:
-  """Trains one network per seed with Sideways and Adam, measuring at every step of ``steps``."""
-  graph = _graph(model_config(cfg["num_units"], cfg["width"]), scheme)
-  task = _task(cfg["num_frames"], cfg["size"], speed)
-  mask = jnp.asarray(task.mask)
-  opt = optax.adam(learning_rate)
-  params = init_params(graph, seeds, eval_videos[0, :, 0])
-  opt_state = jax.vmap(opt.init)(params)
-
-  @jax.jit
-  def update(params, opt_state, videos, targets):
-    def one(p, s, v, y):
-      g, info = engine.gradients(graph, p, v, y, task.loss_fn, "sideways", mask, check_finite=False)
-      u, s = opt.update(g, s, p)
-      return optax.apply_updates(p, u), s, info["loss"]
-
-    return jax.vmap(one)(params, opt_state, videos, targets)
-
-  step, loss, parts = 0, np.full(len(seeds), np.nan), []
-  for target_step in steps:
-    while step < target_step:
-      batches = [task.batch(cfg["batch_size"], training.train_seed(s, step)) for s in seeds]
-      videos, targets = (np.stack(x) for x in list(zip(*batches))[:2])
-      params, opt_state, loss = update(params, opt_state, jnp.asarray(videos), jnp.asarray(targets))
-      step += 1
-    conds = [
-      {"step": target_step, "seed": s, "train_loss": float(np.asarray(loss)[i])}
-      for i, s in enumerate(seeds)
-    ]
-    parts.append(
-      measure(
-        scheme,
-        eval_videos,
-        num_units=cfg["num_units"],
-        width=cfg["width"],
-        seeds=seeds,
-        conditions=conds,
-        reference=reference,
-        params=params,
-      )
-    )
-  return pd.concat(parts, ignore_index=True)
 
 
 # ---------------------------------------------------------------------------------------------
