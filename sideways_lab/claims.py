@@ -20,7 +20,7 @@ from collections.abc import Sequence
 import numpy as np
 import pandas as pd
 
-from sideways_lab.experiments import ANCHORS, paired_difference, summarize
+from sideways_lab.experiments import ANCHORS, add_skill, paired_difference, summarize
 from sideways_lab.models import SCHEMES
 
 #: Sideways is "close to BP" when its paired accuracy gap is at most this.
@@ -383,6 +383,7 @@ def claim_c4(next_frame: dict) -> Claim:
   nowhere above Sideways'. The exact twins split each gap: the skip twin against BP says whether
   the skip graph can learn motion at all, Skip-Sideways against its twin what the estimate
   costs."""
+  next_frame = {a: add_skill(df) for a, df in next_frame.items()}
   decide = next_frame.get("newest", next(iter(next_frame.values())))
   decide_anchor = "newest" if "newest" in next_frame else next(iter(next_frame))
   parts, sentence, bad = [], [], []

@@ -83,6 +83,7 @@ __all__ = [
   "predictions",
   "frames_by_target",
   "add_skill",
+  "next_frame_table",
   "gradient_alignment",
   "alignment_along_training",
   "CURVE_COLUMNS",
@@ -794,6 +795,24 @@ def add_skill(df: pd.DataFrame) -> pd.DataFrame:
   return out
 
 
+def next_frame_table(df: pd.DataFrame, metrics=("skill", "mse")) -> pd.DataFrame:
+  """Next-frame results as one table: a row per scheme, and per baseline and pipeline
+  (``copy_newest (BP)``, ``(chain)``, ``(skip)``: each is compared with the schemes of its own
+  pipeline, so they are never averaged into one), a column per metric and setting
+  (``"skill, 1 px/frame, h=2"``), the mean over seeds (``df``: rows of next-frame sweeps, with
+  ``skill``, :func:`add_skill`)."""
+  df = add_skill(df)
+  pipeline = np.where(df.method.isin(["synchronous", "backprop"]), "BP", df.graph)
+  row = np.where(df.scheme.isin(BASELINES), df.scheme + " (" + pipeline + ")", df.scheme)
+  h = df["horizon"] if "horizon" in df else pd.Series(1, index=df.index)
+  setting = [f"{float(v):g} px/frame, h={int(x)}" for v, x in zip(df.value, h)]
+  long = df.assign(row=row, setting=setting)
+  table = long.pivot_table(index="row", columns="setting", values=list(metrics), sort=False)
+  table.columns = [f"{m}, {st}" for m, st in table.columns]
+  table.index.name = None
+  return table
+
+
 def paired_difference(df: pd.DataFrame, a: str, b: str, metric: str, by=("value",)) -> pd.DataFrame:
   """``metric(a) - metric(b)`` per seed (runs of one seed share clips and init), then its
   mean, std, min and max over seeds, per ``by``. A difference smaller than its spread is no
@@ -861,8 +880,11 @@ def frames_by_target(runs, num_clips: int = 1, count: int | None = None) -> dict
   if not runs:
     raise ValueError("runs is empty: pass {scheme: run dir} of at least one trained run")
   video, _, preds, ticks, index = predictions(runs, num_clips)
-  config = training.load_run(next(iter(runs.values())))[0]
-  h, anchor = config.data.horizon, config.data.anchor
+  configs = {s: training.load_run(r)[0] for s, r in runs.items()}
+  h = next(iter(configs.values())).data.horizon
+  # a synchronous run's newest frame is its input, so only the pipelined runs tell the anchor
+  pipelined = [c.data.anchor for s, c in configs.items() if mode_of(s) == "pipelined"]
+  anchor = "input" if "input" in pipelined else "newest"
   shared = sorted(set.intersection(*[set(index[s][ticks[s]].tolist()) for s in preds]))
   if not shared:
     raise ValueError(f"no target frame is predicted by every run of {sorted(runs)}")

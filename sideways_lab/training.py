@@ -270,7 +270,7 @@ TASK_DEFAULTS = {
   ),
   "next-frame": dict(
     model=dict(num_units=4, width=16, span=2, downsample=(1,)),
-    data=dict(num_frames=12, size=(16, 16), speed=0.5, horizon=1),
+    data=dict(num_frames=12, size=(16, 16), speed=1.0, horizon=1),
     steps=600,
     batch_size=16,
     learning_rate=3e-3,

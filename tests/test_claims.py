@@ -6,6 +6,7 @@ import numpy as np
 import pandas as pd
 
 from sideways_lab import claims as cl
+from sideways_lab.models import SCHEMES
 
 
 def _digits(gap_smooth, gap_rough, seeds=3):
@@ -104,3 +105,40 @@ def test_stash_frontier_and_c5():
   as_costly = _stash({"0": (0, -0.2), "6-4-0": (40, 0.001), "full": (40, 0)})
   c5 = cl.claim_c5({"digits": as_costly})
   assert c5.verdict == cl.NOT_REPRODUCED and "full (40 KiB, 100% of full" in c5.numbers
+
+
+def _next_frame(skill: dict, seeds=5, settings=((1.0, 1), (1.0, 2)), anchor="newest"):
+  """Next-frame rows whose skill against the copy baseline is ``skill[scheme]`` (+ jitter)."""
+  rows = []
+  for v, h in settings:
+    for seed in range(seeds):
+      jitter = 0.01 * ((seed * 7) % 5 - 2)
+      for s, k in skill.items():
+        graph, method = SCHEMES[s]
+        mse = 0.01 * (1 - (k + jitter))
+        rows.append(dict(scheme=s, graph=graph, method=method, mse=mse))
+      for graph, mode in (("chain", "synchronous"), ("chain", "pipelined"), ("skip", "pipelined")):
+        rows.append(dict(scheme="copy_newest", graph=graph, method=mode, mse=0.01))
+      for r in rows[-len(skill) - 3 :]:
+        r.update(task="next-frame", knob="speed", value=v, seed=seed, anchor=anchor, horizon=h)
+  return pd.DataFrame(rows)
+
+
+def test_c4_reads_skill_beside_the_exact_twins():
+  base = dict(backprop=0.2, sideways=0.1, sideways_exact=0.2, skip_exact=0.5)
+  wins = _next_frame({**base, "skip_sideways": 0.45})
+  c4 = cl.claim_c4({"newest": wins})
+  assert c4.verdict == cl.REPRODUCED, c4.why
+  assert "skip exact twin − per-frame BP" in c4.numbers and "horizon 2" in c4.numbers
+  # above Sideways but not above the per-frame model: better, but no motion
+  blur = cl.claim_c4({"newest": _next_frame({**base, "skip_sideways": 0.18})})
+  assert blur.verdict == cl.PARTLY and "above per-frame BP's (motion) at 0 of 2" in blur.why
+  # below Sideways where its exact twin learns motion: not reproduced
+  worse = cl.claim_c4({"newest": _next_frame({**base, "skip_sideways": -0.5})})
+  assert worse.verdict == cl.NOT_REPRODUCED
+  assert "Skip-Sideways − its exact twin (the estimate) -1.00" in worse.numbers
+  # the anchor "input" is reported beside, but "newest" decides
+  both = cl.claim_c4(
+    {"newest": wins, "input": _next_frame({**base, "skip_sideways": -0.5}, anchor="input")}
+  )
+  assert both.verdict == cl.REPRODUCED and "anchor input" in both.numbers

@@ -337,3 +337,97 @@ def test_compare_is_a_one_seed_sweep(tmp_path, capsys):
   assert (tmp_path / "results.csv").exists() and (tmp_path / "curves.csv").exists()
   assert sl.cli.main(["compare", "--task", "digits", "--quick", "--out", str(tmp_path)]) == 0
   assert "accuracy (mean over 1 seeds)" in capsys.readouterr().out
+
+
+# ---------------------------------------------------------------------------------------------
+# Next-frame skill and predictions aligned by target frame
+# ---------------------------------------------------------------------------------------------
+
+
+def _next_frame_rows(mse: dict, copy: dict, seeds=(0, 1), horizon=1) -> pd.DataFrame:
+  """Rows like a next-frame sweep's: ``mse[scheme]`` and ``copy[(graph, mode)]``."""
+  rows = []
+  for seed in seeds:
+    for s, m in mse.items():
+      graph, method = sl.models.SCHEMES[s]
+      rows.append(dict(scheme=s, graph=graph, method=method, mse=m + 0.001 * seed))
+    for (graph, mode), m in copy.items():
+      rows.append(dict(scheme="copy_newest", graph=graph, method=mode, mse=m + 0.001 * seed))
+      rows.append(dict(scheme="mean_frame", graph=graph, method=mode, mse=0.05))
+    for r in rows[-len(mse) - 2 * len(copy) :]:
+      r.update(task="next-frame", knob="speed", value=1.0, seed=seed, anchor="newest")
+      r.update(horizon=horizon)
+  return pd.DataFrame(rows)
+
+
+def test_skill_is_against_copying_on_the_same_pipeline(tmp_path):
+  copy = {
+    ("chain", "synchronous"): 0.010,
+    ("chain", "pipelined"): 0.020,
+    ("skip", "pipelined"): 0.004,
+  }
+  df = _next_frame_rows(dict(backprop=0.008, sideways=0.010, skip_sideways=0.006), copy, seeds=(0,))
+  skill = ex.add_skill(df).set_index(["scheme", "graph", "method"]).skill
+  assert skill["backprop", "chain", "backprop"] == pytest.approx(1 - 0.008 / 0.010)
+  assert skill["sideways", "chain", "sideways"] == pytest.approx(1 - 0.010 / 0.020)
+  assert skill["skip_sideways", "skip", "sideways"] == pytest.approx(1 - 0.006 / 0.004)  # < 0
+  assert (ex.add_skill(df).query("scheme == 'copy_newest'").skill == 0).all()
+  # another seed or horizon is another copy baseline; no baseline at all gives NaN
+  other = _next_frame_rows(dict(backprop=0.008), copy, seeds=(1,), horizon=2)
+  both = ex.add_skill(pd.concat([df, other]))
+  assert both.query("seed == 1 and scheme == 'backprop'").skill.iloc[0] == pytest.approx(
+    1 - 0.009 / 0.011
+  )
+  alone = ex.add_skill(df[df.scheme != "copy_newest"])
+  assert alone.skill.isna().all()
+  assert "skill" not in ex.add_skill(df.drop(columns="mse")).columns
+  # results written before the column existed get it back
+  df.to_csv(tmp_path / "results.csv", index=False)
+  np.testing.assert_allclose(ex.read_results(tmp_path).skill, ex.add_skill(df).skill)
+
+
+def test_next_frame_table_keeps_one_copy_baseline_per_pipeline():
+  copy = {
+    ("chain", "synchronous"): 0.010,
+    ("chain", "pipelined"): 0.020,
+    ("skip", "pipelined"): 0.004,
+  }
+  df = _next_frame_rows(dict(backprop=0.008, sideways=0.010), copy)
+  table = ex.next_frame_table(df)
+  assert {"copy_newest (BP)", "copy_newest (chain)", "copy_newest (skip)"} <= set(table.index)
+  assert table.loc["copy_newest (skip)", "mse, 1 px/frame, h=1"] == pytest.approx(0.0045)
+  assert table.loc["sideways", "skill, 1 px/frame, h=1"] == pytest.approx(
+    np.mean([1 - 0.010 / 0.020, 1 - 0.011 / 0.021])
+  )
+
+
+def test_frames_by_target_lines_up_the_frame_each_scheme_predicts(tmp_path):
+  df = ex.sweep(
+    "next-frame",
+    "speed",
+    [1.0],
+    schemes=["backprop", "sideways", "skip_sideways"],
+    seeds=1,
+    quick=True,
+    anchor="newest",
+    out=tmp_path,
+    overrides=dict(data=dict(horizon=2)),
+  )
+  assert (df.horizon == 2).all() and "skill" in df.columns
+  runs = {s: tmp_path / r for s, r in ex.runs_at(df, 1.0).items()}
+  al = ex.frames_by_target(runs, num_clips=2)
+  video, _, preds, ticks, index = ex.predictions(runs, num_clips=2)
+  J = al["targets"]
+  assert al["horizon"] == 2 and al["anchor"] == "newest" and len(J) >= 1
+  np.testing.assert_array_equal(al["truth"], video[:, J])
+  np.testing.assert_array_equal(al["copy_newest"], video[:, J - 2])  # the newest frame seen
+  for s, p in al["predictions"].items():
+    for i, j in enumerate(J):
+      t = np.flatnonzero(ticks[s] & (index[s] == j))
+      assert len(t) and index[s][t[-1]] == j
+      np.testing.assert_array_equal(p[:, i], preds[s][:, t[-1]])
+  # the pipelines target different frames at the same tick: that is why this exists
+  assert any((index["backprop"] != index[s])[ticks["backprop"] & ticks[s]].any() for s in runs)
+  assert len(ex.frames_by_target(runs, count=1)["targets"]) == 1
+  with pytest.raises(ValueError, match="runs is empty"):
+    ex.frames_by_target({})

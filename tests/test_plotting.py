@@ -106,3 +106,53 @@ def test_caption_and_plots(tmp_path):
   files = plotting.save_figure(fig, tmp_path / "x")
   assert [f[-3:] for f in files] == ["png", "pdf"]
   assert (tmp_path / "x.png").stat().st_size > 1000
+
+
+def _one_value_sweep():
+  import pandas as pd
+
+  rows = []
+  for seed in (0, 1):
+    rows.append(dict(scheme="sideways", graph="chain", method="sideways", value=1.0, seed=seed))
+    for graph, method in (("chain", "synchronous"), ("skip", "pipelined")):
+      rows.append(dict(scheme="copy_newest", graph=graph, method=method, value=1.0, seed=seed))
+  df = pd.DataFrame(rows).assign(knob="speed")
+  return df.assign(mse=[0.01, 0.02, 0.03, 0.012, 0.022, 0.032])
+
+
+def test_plot_sweep_with_one_value_draws_every_line_it_lists():
+  fig, axes = plotting.new_figure(1, 1)
+  ax = plotting.plot_sweep(axes[0, 0], _one_value_sweep(), "mse")
+  handles, labels = ax.get_legend_handles_labels()
+  copy = plotting.scheme_label("copy_newest")
+  assert labels == ["Sideways", f"{copy} (BP)", f"{copy} (skip)"]
+  for h in handles:  # a baseline drawn through one point would be invisible: it spans the axes
+    x = np.asarray(h.get_xdata(), float)
+    assert len(x) >= 2 and np.ptp(x) > 0 or h.get_marker() not in (None, "None", "")
+  assert [t.get_text() for t in ax.get_xticklabels()] == ["1"]
+  lo, hi = ax.get_xlim()
+  assert hi - lo >= 1.0  # not an axis from 0.98 to 1.02
+
+
+def test_integer_axis_has_no_fractional_ticks():
+  fig, axes = plotting.new_figure(1, 1)
+  ax = axes[0, 0]
+  ax.plot([1, 2, 3, 4], [1, 2, 3, 4])
+  plotting.integer_axis(ax, "both")
+  fig.canvas.draw()
+  for ticks in (ax.get_xticks(), ax.get_yticks()):
+    assert np.allclose(ticks, np.round(ticks))
+
+
+def test_grouped_bars_with_errors_and_seeds():
+  fig, axes = plotting.new_figure(1, 1)
+  ax = axes[0, 0]
+  plotting.plot_grouped_bars(
+    ax,
+    {"sideways": {"a": 0.5}, "sideways_exact": {"a": 0.7}},
+    errors={"sideways": {"a": 0.1}, "sideways_exact": {"a": 0.0}},
+    points={"sideways": {"a": [0.4, 0.6]}, "sideways_exact": {"a": [0.7]}},
+  )
+  assert ax.patches[1].get_hatch() == "///"  # the exact twin hatched
+  dots = [ln for ln in ax.get_lines() if ln.get_marker() == "o"]
+  assert sorted(np.concatenate([d.get_ydata() for d in dots])) == [0.4, 0.6, 0.7]
