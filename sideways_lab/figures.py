@@ -179,7 +179,7 @@ QUICK_SEEDS = 2
 #: The runs whose checkpoints the alignment figure measures: (sweep, knob value).
 ALIGNMENT_RUNS = (("digits-speed", 1.0), ("next-frame-newest", 1.0))
 #: The learning curves drawn: (sweep, knob value or None for the smoothest and roughest).
-CURVE_SWEEPS = ("digits-speed", "motion-classes")
+CURVE_SWEEPS = ("digits-speed", "motion-classes", "next-frame-newest")
 
 
 #: Where the committed full-run results live (in a checkout of the repository).
@@ -707,8 +707,9 @@ def _band(ax, part: pd.DataFrame, scheme: str, smooth: int = 1, label: bool = Tr
   "learning_curves",
   sweeps=CURVE_SWEEPS,
   sentence="Learning curves of every scheme (mean over seeds, band: min to max): held-out "
-  "accuracy at the evaluations along training (top) and the training loss (bottom), on "
-  "digits at the smoothest and the roughest speed and on motion classes; a verdict is read "
+  "accuracy (test MSE on next-frame) at the evaluations along training (top) and the "
+  "training loss (bottom), on digits at the smoothest and the roughest speed, on motion "
+  "classes and on next-frame one frame ahead; a verdict is read "
   "only from runs whose loss has flattened (docs/design.md §9).",
 )
 def fig_learning_curves(ctx: Context):
