@@ -355,15 +355,16 @@ def _setting(df: pd.DataFrame, v: float, h: int) -> pd.DataFrame:
   return df[keep]
 
 
-def _c4_setting(df: pd.DataFrame, v: float, h: int) -> dict:
-  """Skill per scheme and the paired skill differences of :data:`C4_PAIRS` at one setting."""
+def _c4_setting(df: pd.DataFrame, v: float, h: int, metric: str = "skill") -> dict:
+  """Skill per scheme and the paired differences of ``metric`` (:data:`C4_PAIRS`) at one
+  setting."""
   part = _setting(df, v, h)
   present = set(part.scheme)
   skill = {s: _stats(_at(part, s, v, "skill")) for s in tuple(SCHEMES) if s in present}
   diffs = {}
   for a, b, _ in C4_PAIRS:
     if {a, b} <= present:
-      diffs[(a, b)] = _diff_at(part, a, b, "skill", v)
+      diffs[(a, b)] = _diff_at(part, a, b, metric, v)
   return dict(skill=skill, diffs=diffs)
 
 
@@ -375,8 +376,10 @@ def claim_c4(next_frame: dict) -> Claim:
   setting of the next-frame sweeps, paired by seed (:data:`C4_PAIRS`). The verdict reads the
   anchor ``"newest"`` (every scheme forecasts the same horizon from what it has seen, so only
   the graph and the gradient differ); ``"input"`` (the pipeline's latency counts) is reported
-  beside it. Skill above 0 is not yet motion: a per-frame model earns skill by predicting the
-  blur over directions, so *capturing motion* is skill above per-frame BP's.
+  beside it, with paired differences of test MSE: there each pipeline's copy baseline is
+  another frame, so skill compares a scheme with its own pipeline's copy, while every scheme
+  has the same targets. Skill above 0 is not yet motion: a per-frame model earns skill by
+  predicting the blur over directions, so *capturing motion* is skill above per-frame BP's.
 
   Reproduced when at every setting Skip-Sideways' skill is significantly above Sideways' and
   above BP's; partly when above Sideways' only (or at some settings); not reproduced when it is
@@ -390,12 +393,17 @@ def claim_c4(next_frame: dict) -> Claim:
   above_sideways, motion, settings = [], [], _skill_settings(decide)
   for anchor, df in next_frame.items():
     for v, h in _skill_settings(df):
-      m = _c4_setting(df, v, h)
+      metric, digits = ("skill", 2) if anchor == "newest" else ("mse", 4)
+      m = _c4_setting(df, v, h, metric)
       sk = "; ".join(f"{s} {r['mean']:+.2f} ± {r['std']:.2f}" for s, r in m["skill"].items())
       dd = "; ".join(
-        f"{label} {_pm(m['diffs'][(a, b)], 2)}" for a, b, label in C4_PAIRS if (a, b) in m["diffs"]
+        f"{label} {_pm(m['diffs'][(a, b)], digits)}"
+        for a, b, label in C4_PAIRS
+        if (a, b) in m["diffs"]
       )
-      parts.append(f"anchor {anchor}, {v:g} px/frame, horizon {h}: skill {sk}; paired {dd}")
+      parts.append(
+        f"anchor {anchor}, {v:g} px/frame, horizon {h}: skill {sk}; paired {metric} {dd}"
+      )
       if anchor != decide_anchor:
         continue
       d_side = m["diffs"].get(("skip_sideways", "sideways"))
