@@ -48,6 +48,20 @@ import pandas as pd
 from sideways_lab import schedule
 from sideways_lab.graph import chain_edges, skip_edges
 
+__all__ = [
+  "SCHEDULES",
+  "SCHEDULE_LABELS",
+  "SIDEWAYS_SCHEDULES",
+  "FLUSH",
+  "Cell",
+  "ScheduleGrid",
+  "simulate_schedule",
+  "schedule_table",
+  "schedule_grids",
+  "check_dependencies",
+  "sideways_edges",
+]
+
 #: The schedules :func:`simulate_schedule` builds, in the order of the table and figure.
 SCHEDULES = (
   "backprop",
@@ -180,10 +194,10 @@ class ScheduleGrid:
 # The rules: a static order of cells per device
 # ---------------------------------------------------------------------------------------------
 
-Op = tuple  # (kind, stage, micro-batch)
+_Op = tuple  # (kind, stage, micro-batch[, iteration])
 
 
-def _one_f_one_b(d: int, m: int, warmup: int, fwd: Callable, bwd: Callable) -> list[Op]:
+def _one_f_one_b(d: int, m: int, warmup: int, fwd: Callable, bwd: Callable) -> list[_Op]:
   """``warmup`` forwards, then a forward and a backward in turn, then the last backwards;
   ``fwd(k)``/``bwd(k)`` give the (stage, micro-batch) of the device's k-th forward/backward."""
   order = [("F", *fwd(k)) for k in range(warmup)]
@@ -194,7 +208,7 @@ def _one_f_one_b(d: int, m: int, warmup: int, fwd: Callable, bwd: Callable) -> l
   return order + [("B", *bwd(k)) for k in range(b, m)]
 
 
-def _orders(name: str, p: int, m: int, v: int) -> list[list[Op]]:
+def _orders(name: str, p: int, m: int, v: int) -> list[list[_Op]]:
   """Each device's cells in the order its rule runs them (see the module docstring)."""
   if name == "backprop":
     return [[(k, d, i) for i in range(m) for k in "FB"] for d in range(p)]
@@ -230,7 +244,7 @@ def _orders(name: str, p: int, m: int, v: int) -> list[list[Op]]:
   return [_zero_bubble(d, m, warm(d), lag(d)) for d in range(p)]
 
 
-def _zero_bubble(d: int, m: int, warmup: int, lag: int) -> list[Op]:
+def _zero_bubble(d: int, m: int, warmup: int, lag: int) -> list[_Op]:
   """ZB-H1/H2 on device d: ``warmup`` forwards, then for each micro-batch j its B, the W of
   micro-batch ``j - lag`` and the next forward; the deferred Ws last."""
   w = min(m, warmup)
@@ -245,7 +259,7 @@ def _zero_bubble(d: int, m: int, warmup: int, lag: int) -> list[Op]:
   return order + [("W", d, i) for i in range(max(0, m - lag), m)]
 
 
-def _deps(op: Op, num_stages: int) -> list[Op]:
+def _deps(op: _Op, num_stages: int) -> list[_Op]:
   """What a cell waits for: F(s, i) for F(s-1, i); B(s, i) for B(s+1, i) (at the last stage
   the loss) and its own F(s, i); W(s, i) for B(s, i)."""
   kind, s, i = op[:3]
@@ -257,7 +271,7 @@ def _deps(op: Op, num_stages: int) -> list[Op]:
   return [("B", s, i, *tail)]
 
 
-def _list_schedule(orders: list[list[Op]], num_stages: int, updates: bool = False):
+def _list_schedule(orders: list[list[_Op]], num_stages: int, updates: bool = False):
   """Runs each device's order: a cell starts at the first slot at which everything before it on
   its device and everything it waits for (:func:`_deps`) has finished.
 
