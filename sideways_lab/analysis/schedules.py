@@ -391,7 +391,7 @@ def _peaks(cells, chunks: int, updates: bool) -> tuple[tuple[float, ...], tuple[
       if c is not None:  # the device's weights after this cell (a PipeDream B updates them)
         current = max(current, c.version + c.stale + (updates and c.kind == "B"))
       held = {key: ver for key, ver in held.items() if last[key] > t}
-    acts.append(peak_a / chunks)
+    acts.append(peak_a / chunks if chunks > 1 else peak_a)
     versions.append(peak_v)
   return tuple(acts), tuple(versions)
 
