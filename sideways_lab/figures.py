@@ -813,6 +813,7 @@ def fig_schedules(ctx: Context):
   for ax, g in zip(axes[:, 0], grids):
     label = schedules.SCHEDULE_LABELS[g.name] + (f" (v = {g.chunks})" if g.chunks > 1 else "")
     plotting.plot_schedule_grid(ax, g, title=label)
+  axes[-1, 0].set_xlim(0, max(g.num_slots * g.slot_time for g in grids))  # the longest grid
   axes[-1, 0].set_xlabel(
     "time (forward passes of one stage; every cell, F, B hatched or W dotted, lasts one)"
   )
