@@ -127,7 +127,10 @@ class ScheduleGrid:
   """A schedule's (device, slot) grid and what is measured from it.
 
   Attributes:
-    name: one of :data:`SCHEDULES`. stages: p, the devices. microbatches: m. chunks: v.
+    name: one of :data:`SCHEDULES`.
+    stages: p, the devices.
+    microbatches: m, the micro-batches (Sideways: the loss ticks of a clip).
+    chunks: v, the model chunks per device (interleaved 1F1B; else 1).
     cells: ``cells[d][t]``: the :class:`Cell` device d runs at slot t, or None (idle).
     slot_time: the duration of a slot in forward passes of a whole stage (``1/v``).
     successors: ``successors[S]``: the stages that read stage S (its gradient comes from them).
@@ -461,8 +464,9 @@ def simulate_schedule(name: str, stages: int, microbatches: int, chunks: int = 1
 
   Args:
     name: one of :data:`SCHEDULES`.
-    stages: p >= 1. microbatches: m >= 1. chunks: v >= 1 (1 unless interleaved; with more
-      than p micro-batches, m a multiple of p).
+    stages: p >= 1.
+    microbatches: m >= 1.
+    chunks: v >= 1 (1 unless interleaved; with more than p micro-batches, m a multiple of p).
 
   Returns:
     A :class:`ScheduleGrid`.
