@@ -122,6 +122,7 @@ API_LAYERS = {
                                               "sideways_lab.checkpoint"],
     "Analysis": ["sideways_lab.analysis", "sideways_lab.analysis.alignment",
                  "sideways_lab.analysis.sweeps", "sideways_lab.analysis.latency",
+                 "sideways_lab.analysis.schedules",
                  "sideways_lab.analysis.timing", "sideways_lab.analysis.memory",
                  "sideways_lab.analysis.cache"],
     "Multi-device": ["sideways_lab.parallel", "sideways_lab.launch"],

@@ -39,7 +39,7 @@ from matplotlib.figure import Figure
 import sideways_lab
 from sideways_lab import checkpoint as ckpt
 from sideways_lab import claims, experiments, plotting, schedule, training
-from sideways_lab.analysis import latency, timing
+from sideways_lab.analysis import latency, schedules, timing
 from sideways_lab.graph import chain_edges, skip_edges
 from sideways_lab.models import EXACT_TWIN, SCHEMES
 
@@ -865,6 +865,40 @@ def fig_timelines(ctx: Context):
   for ax, s in zip(axes[:, 0], ("backprop", "sideways", "skip_sideways")):
     tl = latency.timeline(L, s, T)
     plotting.plot_timeline(ax, tl)
+  return fig
+
+
+#: The schedules of the ``schedules`` figure (blocking BP is in ``timelines``) and its grid.
+SCHEDULE_FIGURE = dict(
+  names=tuple(n for n in schedules.SCHEDULES if n != "backprop"), stages=4, microbatches=8, chunks=2
+)
+
+
+@_figure(
+  "schedules",
+  "Sideways among the pipeline schedules: the (device, time) grid of GPipe, 1F1B, "
+  "interleaved 1F1B (2 chunks), ZB-H1, ZB-H2, PipeDream, Sideways, its exact twin and "
+  "Skip-Sideways on 4 devices and 8 micro-batches (frames), simulated from each schedule's "
+  "rule and dependencies, with the bubble, inputs held, weight versions and staleness "
+  "measured from each grid: Sideways' backward meets an input 2(L-k) frames newer than its "
+  "gradient, where 1F1B's meets its own (docs/design.md §10).",
+)
+def fig_schedules(ctx: Context):
+  spec = SCHEDULE_FIGURE
+  grids = [
+    schedules.simulate_schedule(
+      n, spec["stages"], spec["microbatches"], spec["chunks"] if n == "interleaved_1f1b" else 1
+    )
+    for n in spec["names"]
+  ]
+  fig, axes = plotting.new_figure(len(grids), 1, figsize=(13, 1.45 * len(grids)), sharex=True)
+  for ax, g in zip(axes[:, 0], grids):
+    label = schedules.SCHEDULE_LABELS[g.name] + (f" (v = {g.chunks})" if g.chunks > 1 else "")
+    plotting.plot_schedule_grid(ax, g, title=label)
+  axes[-1, 0].set_xlim(0, max(g.num_slots * g.slot_time for g in grids))  # the longest grid
+  axes[-1, 0].set_xlabel(
+    "time (forward passes of one stage; every cell, F, B hatched or W dotted, lasts one)"
+  )
   return fig
 
 

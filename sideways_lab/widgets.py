@@ -9,6 +9,8 @@ indexing and drawing, so the explorers are instant.
 * :func:`alignment_explorer` – cosine with the exact gradient: unit, knob (speed or stride),
   schemes.
 * :func:`frames_explorer` – predicted frames of the schemes beside the truth, with a Play button.
+* :func:`schedule_grid_explorer` – a pipeline schedule's (device, time) grid and its measured
+  numbers: schedule, devices p, micro-batches m, chunks v (docs/design.md §10).
 
 They work in JupyterLab (display the explorer, or ``explorer.widget``) and fall back to a
 static figure when there is no widget front end (``explorer.static()``, or simply displaying
@@ -16,7 +18,7 @@ the explorer in a plain IPython/terminal session). Tests drive them headlessly: 
 control's ``.value`` and inspect ``explorer.fig``.
 
 The pure drawing functions (:func:`draw_schedule_tick`, :func:`draw_alignment`,
-:func:`draw_frames`) can be called directly.
+:func:`draw_frames`, :func:`draw_schedule_grid`) can be called directly.
 """
 
 from __future__ import annotations
@@ -371,4 +373,68 @@ def frames_explorer(
     {"index": slider},
     figsize=(1.7 * n, 3.7 if errors else 2.1),
     extra=extra,
+  )
+
+
+# ---------------------------------------------------------------------------------------------
+# Pipeline schedules
+# ---------------------------------------------------------------------------------------------
+
+
+def _lookup(grids: Mapping, name: str, p: int, m: int, v: int):
+  """``grids[(name, p, m, v)]``; a schedule without chunks (simulated under v = 1 only) is the
+  same whatever v is; None when the combination was not simulated."""
+  if (name, p, m, v) in grids:
+    return grids[(name, p, m, v)]
+  return None if name == "interleaved_1f1b" else grids.get((name, p, m, 1))
+
+
+def draw_schedule_grid(fig, grids: Mapping, name: str, p: int, m: int, v: int) -> None:
+  """Draws ``grids[(name, p, m, v)]`` (a ``ScheduleGrid``), or says that the combination was
+  not simulated (interleaved 1F1B needs m <= p or m a multiple of p)."""
+  ax = fig.subplots(1, 1)
+  g = _lookup(grids, name, p, m, v)
+  if g is None:
+    ax.axis("off")
+    ax.text(0.5, 0.5, f"{name}, p = {p}, m = {m}, v = {v}: not simulated", ha="center")
+    return
+  chunks = f", v = {g.chunks}" if g.chunks > 1 else ""
+  plotting.plot_schedule_grid(ax, g, title=f"{name}: p = {p}, m = {m}{chunks}", numbers=False)
+  ax.set_xlabel("time (forward passes of one stage)")
+
+
+def schedule_grid_explorer(grids: Mapping, *, name: str = "sideways", p=None, m=None, v=None):
+  """Explore precomputed pipeline-schedule grids: schedule, devices p, micro-batches m, chunks v.
+
+  Args:
+    grids: ``{(name, p, m, v): ScheduleGrid}``, e.g.
+      ``sl.analysis.schedule_grids()`` (a schedule without chunks under v = 1 only).
+    name, p, m, v: the initial values (default: the first of each that ``grids`` has).
+  """
+  if not grids:
+    raise ValueError("grids must hold at least one (name, p, m, v) -> ScheduleGrid")
+  names = list(dict.fromkeys(k[0] for k in grids))
+  values = [sorted({k[i] for k in grids}) for i in (1, 2, 3)]
+  if name not in names:
+    raise ValueError(f"name must be one of the schedules in grids {names}, got {name!r}")
+  initial = [x if x is not None else vals[len(vals) // 2] for x, vals in zip((p, m, v), values)]
+  controls = {
+    "name": ipywidgets.Dropdown(options=names, value=name, description="schedule"),
+    **{
+      label: ipywidgets.ToggleButtons(
+        options=vals, value=x, description=label, style={"button_width": "42px"}
+      )
+      for label, vals, x in zip(("p", "m", "v"), values, initial)
+    },
+  }
+
+  def caption(name, p, m, v):
+    g = _lookup(grids, name, p, m, v)
+    return "not simulated" if g is None else plotting.schedule_grid_numbers(g)
+
+  return Explorer(
+    lambda fig, name, p, m, v: draw_schedule_grid(fig, grids, name, p, m, v),
+    controls,
+    figsize=(11, 3.2),
+    caption=caption,
   )

@@ -82,3 +82,26 @@ def test_static_display_publishes_a_png(monkeypatch):
   (output,) = captured.outputs
   assert output.data["image/png"][:4] == b"\x89PNG"
   assert output.data["text/plain"].startswith("<Figure")
+
+
+def test_schedule_grid_explorer_indexes_the_precomputed_grids():
+  grids = sl.analysis.schedule_grids(
+    names=("1f1b", "interleaved_1f1b", "sideways"), stages=(2, 4), microbatches=(4, 6)
+  )
+  ex = W.schedule_grid_explorer(grids, name="sideways")
+  assert ex.values() == {"name": "sideways", "p": 4, "m": 6, "v": 2}
+  (ax,) = ex.fig.axes
+  assert ax.get_title(loc="left") == "sideways: p = 4, m = 6"
+  assert "inputs 6 4 2 0" in ex.caption.value and "not exact" in ex.caption.value
+  drawn = len(ax.patches)
+  ex.controls["m"].value = 4
+  assert ex.draws == 2 and len(ex.fig.axes[0].patches) < drawn  # fewer frames, fewer cells
+  ex.controls["name"].value = "interleaved_1f1b"  # v = 2 indexes the two-chunk grid
+  assert ex.fig.axes[0].get_title(loc="left") == "interleaved_1f1b: p = 4, m = 4, v = 2"
+  assert "bubble 0.27" in ex.caption.value  # (p-1)/(vm+p-1) = 3/11
+  ex.controls["m"].value = 6  # m > p and not a multiple of p: not simulated
+  assert "not simulated" in ex.caption.value and ex.fig.axes[0].texts
+  ex.controls["name"].value = "1f1b"  # no chunks: the v = 1 grid, whatever v is
+  assert "bubble 0.33" in ex.caption.value  # (p-1)/(m+p-1) = 3/9
+  with pytest.raises(ValueError, match="name"):
+    W.schedule_grid_explorer(grids, name="gpipe")

@@ -10,6 +10,9 @@
 * :mod:`~sideways_lab.analysis.latency` — the latency model with per-unit costs on D devices
   (:func:`latency_model`, :func:`latency_table`) and :func:`timeline` (what each device does at
   each tick; ``sl.plotting.plot_timeline`` draws it as a Gantt chart).
+* :mod:`~sideways_lab.analysis.schedules` — pipeline schedules (GPipe, 1F1B, interleaved 1F1B,
+  ZB-H1/H2, PipeDream, blocking BP) and Sideways on one (device, time) grid:
+  :func:`simulate_schedule` measures bubble, memory and staleness from it (docs/design.md §10).
 * :mod:`~sideways_lab.analysis.timing` — measured per-unit costs and projected speed-ups.
 * :mod:`~sideways_lab.analysis.memory` — compiled memory of each method vs clip length.
 """
@@ -34,6 +37,14 @@ from sideways_lab.analysis.latency import (
   timeline,
 )
 from sideways_lab.analysis.memory import compiled_memory, memory_vs_clip_length
+from sideways_lab.analysis.schedules import (
+  SCHEDULES,
+  ScheduleGrid,
+  check_dependencies,
+  schedule_grids,
+  schedule_table,
+  simulate_schedule,
+)
 from sideways_lab.analysis.sweeps import (
   init_params,
   measure,
@@ -60,6 +71,12 @@ __all__ = [
   "latency_model",
   "latency_table",
   "timeline",
+  "SCHEDULES",
+  "ScheduleGrid",
+  "check_dependencies",
+  "schedule_grids",
+  "schedule_table",
+  "simulate_schedule",
   "compiled_memory",
   "memory_vs_clip_length",
   "init_params",

@@ -5,7 +5,8 @@
   figures made without pyplot, frame colours.
 * :mod:`~sideways_lab.plotting.schedule_diagram` – :func:`draw_schedule` and
   :func:`schedule_caption`, drawing :func:`sideways_lab.schedule.schedule_data`.
-* :mod:`~sideways_lab.plotting.plots` – small pure plots (``plot_*``, :func:`show_frames`) that
+* :mod:`~sideways_lab.plotting.plots` – small pure plots (``plot_*``, :func:`show_frames`; a
+  pipeline schedule's grid, :func:`plot_schedule_grid`) that
   take plain arrays or tidy DataFrames and an ``Axes``; the figures module and the notebooks
   compose them.
 
@@ -21,8 +22,10 @@ from sideways_lab.plotting.plots import (
   plot_curves,
   plot_grouped_bars,
   plot_per_unit,
+  plot_schedule_grid,
   plot_sweep,
   plot_timeline,
+  schedule_grid_numbers,
   show_frames,
 )
 from sideways_lab.plotting.schedule_diagram import draw_schedule, schedule_caption
@@ -73,10 +76,12 @@ __all__ = [
   "plot_curves",
   "plot_grouped_bars",
   "plot_per_unit",
+  "plot_schedule_grid",
   "plot_sweep",
   "plot_timeline",
   "save_figure",
   "schedule_caption",
+  "schedule_grid_numbers",
   "scheme_color",
   "scheme_kwargs",
   "scheme_label",

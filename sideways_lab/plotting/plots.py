@@ -1,7 +1,8 @@
 """Generic plots: plain arrays or tidy DataFrames in, an ``Axes`` out, in the house style.
 
 Curves, bars and per-unit values with one colour per scheme; frames; the Gantt chart of a
-latency timeline (``sl.analysis.latency.timeline``); the seeds-and-mean plot of a sweep.
+latency timeline (``sl.analysis.latency.timeline``); the grid of a pipeline schedule
+(``sl.analysis.simulate_schedule``) with its measured numbers; the seeds-and-mean plot of a sweep.
 """
 
 from __future__ import annotations
@@ -286,6 +287,79 @@ def plot_timeline(
     title if title is not None else f"{scheme_label(tl.scheme)}: L = {L}, D = {D}",
     color=scheme_color(tl.scheme),
   )
+  return ax
+
+
+def schedule_grid_numbers(grid) -> str:
+  """The measured numbers of a ``sideways_lab.analysis.schedules.ScheduleGrid``, in three lines
+  (bubble; inputs held and weight versions per device; staleness per stage and exactness)."""
+  join = lambda xs: " ".join(f"{x:g}" for x in xs)
+  per_iteration = (
+    f" (per iteration {grid.steady_bubble:.2f})"
+    if abs(grid.steady_bubble - grid.bubble) > 1e-12
+    else ""
+  )
+  return (
+    f"bubble {grid.bubble:.2f}{per_iteration}\n"
+    f"inputs held {join(grid.peak_activations)} · weight versions {join(grid.weight_versions)}\n"
+    f"stale: weights {join(grid.weight_staleness)} upd., inputs {join(grid.input_staleness)} · "
+    + ("exact" if grid.exact else "not exact")
+  )
+
+
+def plot_schedule_grid(
+  ax, grid, *, title: str | None = None, numbers: bool = True, annotate: bool | None = None
+):
+  """Draws a pipeline schedule's (device, slot) grid (``sl.analysis.simulate_schedule``).
+
+  One row per device, time in forward passes of one stage (a slot lasts ``grid.slot_time``). A
+  forward is coloured by its micro-batch (the frame, for Sideways); a backward is hatched in
+  the colour(s) of the micro-batch(es) whose gradient it carries; a weight-gradient cell (W) is
+  dotted; idle slots are blank. A chunk c > 0 of interleaved 1F1B is marked with c primes.
+  ``numbers`` writes :func:`schedule_grid_numbers` to the right of the grid.
+  """
+  w = grid.slot_time
+  cells = [(d, t, c) for d, row in enumerate(grid.cells) for t, c in enumerate(row) if c]
+  annotate = len(cells) <= 300 if annotate is None else annotate
+  for d, t, c in cells:
+    n = len(c.microbatches)
+    for i, mb in enumerate(c.microbatches):
+      ax.add_patch(
+        Rectangle(
+          (t * w, d - 0.4 + i * 0.8 / n),
+          w,
+          0.8 / n,
+          facecolor=frame_color(mb),
+          lw=0,
+          hatch={"F": None, "B": "///", "W": "..."}[c.kind],
+          hatchcolor="#555555",
+        )
+      )
+    ax.add_patch(Rectangle((t * w, d - 0.4), w, 0.8, facecolor="none", edgecolor="white", lw=0.5))
+    if annotate:
+      chunk = "′" * (c.stage // grid.stages) if grid.chunks > 1 else ""
+      ax.text(
+        (t + 0.5) * w, d, f"{c.microbatches[0]}{chunk}", ha="center", va="center", fontsize=5.5
+      )
+  ax.set_xlim(0, grid.num_slots * w)
+  ax.set_ylim(grid.stages - 0.5, -0.5)
+  ax.set_yticks(range(grid.stages))
+  ax.set_yticklabels([f"device {d + 1}" for d in range(grid.stages)], fontsize=7)
+  ax.grid(False)
+  sideways = grid.name in ("sideways", "sideways_exact", "skip_sideways")
+  color = scheme_color(grid.name) if sideways else "#333333"  # one colour per scheme
+  ax.set_title(title if title is not None else grid.name, loc="left", fontsize=9.5, color=color)
+  if numbers:
+    ax.text(
+      1.01,
+      0.5,
+      schedule_grid_numbers(grid),
+      transform=ax.transAxes,
+      va="center",
+      ha="left",
+      fontsize=7,
+      linespacing=1.4,
+    )
   return ax
 
 
