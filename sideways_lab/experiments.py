@@ -820,7 +820,7 @@ def code_versions(frames) -> pd.DataFrame:
   it computed, most runs first. ``code`` "" is a row cached before runs recorded it."""
   if isinstance(frames, pd.DataFrame):
     frames = [frames]
-  parts = [f.reindex(columns=["code", "commit", "run"]).fillna("") for f in frames]
+  parts = [f.reindex(columns=["code", "commit", "run"]).astype(object).fillna("") for f in frames]
   df = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame()
   if df.empty:
     return pd.DataFrame({"code": [], "commit": [], "runs": []})

@@ -416,27 +416,40 @@ def test_convergence_rule_on_curves_it_must_tell_apart():
   assert not ex.has_converged(*ex.plateau_trend([1, 2], [1.0, 0.5]))  # too short to judge
 
 
-def test_a_short_run_is_flagged_and_its_curve_recorded(tmp_path):
-  # a deliberately short run: its loss still falls steeply over the last fifth
-  df = ex.sweep(
-    "next-frame",
-    "speed",
-    [0.5],
+def test_a_short_run_is_flagged_and_its_curve_recorded(tmp_path, monkeypatch):
+  package = _package_copy(tmp_path / "code", monkeypatch)
+  args = dict(
     schemes=["backprop"],
     seeds=1,
     steps=40,
     quick=True,
-    out=tmp_path,
+    out=tmp_path / "out",
     overrides=dict(learning_rate=3e-3, batch_size=4),
   )
+  # a deliberately short run: its loss still falls steeply over the last fifth
+  df = ex.sweep("next-frame", "speed", [0.5], **args)
   row = df.iloc[0]
   assert not row.converged and row.plateau_change > ex.PLATEAU_TOLERANCE, row
-  curves = ex.read_curves(tmp_path)
+  curves = ex.read_curves(tmp_path / "out")
   assert list(curves.columns) == list(ex.ID_COLUMNS) + list(ex.CURVE_COLUMNS)
   train = curves[curves.split == "train"]
   assert len(train) == 40 and train.step.is_monotonic_increasing
   test = curves[(curves.split == "test") & (curves.metric == "mse")]
   assert list(test.step) == [5 * i for i in range(1, 9)]  # every eighth of the run and the end
+  # the run's config.json records the code that trained it; after a change of the training
+  # code the next sweep trains it again from step 0 (not from its last checkpoint)
+  run_dir = tmp_path / "out" / row.run
+  config = json.loads((run_dir / "config.json").read_text())
+  assert config["code"] == provenance.code_identity() and config["code"]["source"] == row.code
+  assert sl.training.TrainConfig.from_dict(config).steps == 40
+  last = max(run_dir.glob("ckpt_*.npz")).stat().st_mtime_ns
+  code = _edit(package / "tasks.py", "import jax\n", "import jax\nU = 5\n")
+  df = ex.sweep("next-frame", "speed", [0.5], **args)
+  assert df.code[0] == code != row.code and df.train_time_s[0] > 0
+  assert json.loads((run_dir / "config.json").read_text())["code"]["source"] == code
+  assert max(run_dir.glob("ckpt_*.npz")).stat().st_mtime_ns > last
+  train = ex.read_curves(tmp_path / "out").query("split == 'train'")
+  assert len(train) == 40 and train.step.is_monotonic_increasing
 
 
 def test_compare_is_a_one_seed_sweep(tmp_path, capsys):
