@@ -593,42 +593,24 @@ def sweep(
     overrides: fields of :class:`~sideways_lab.training.TrainConfig` on top of the budget.
     progress: a bar of runs done / total (default: when stderr is a terminal).
     log: a function that receives a line per run trained, retrained or reused.
-    reuse_other_code: a cached run computed by other code than this process's (another
-      ``source`` hash, or none recorded) is retrained by default, in place: the numbers of one
-      sweep come from one code, and a cache never answers for code that did not compute it.
-      True reuses such runs instead (when the change is known not to alter them, or to look
-      at old runs without the cost of training): each is logged, and at the end the list;
-      their rows keep the ``code`` that computed them and have ``other_code`` True. An
-      interrupted run of other code is restarted either way (resuming it would mix two codes
-      in one run).
+    reuse_other_code: reuse cached runs computed by other code (another ``source``, or none
+      recorded) instead of retraining them in place, the default (one table, one code:
+      docs/design.md §9). Each is logged, then their list; their rows keep their ``code`` and
+      have ``other_code`` True. An interrupted run of other code restarts either way.
 
   Returns:
     A tidy DataFrame: columns :data:`ID_COLUMNS`, then ``accuracy, tick_accuracy, loss,
     class_<name>..., chance`` (classification) or ``mse, psnr, ssim`` (next-frame), then
     ``final_train_loss, train_time_s, run`` and :data:`CODE_COLUMNS`.
   """
-  task = check_task(task)
-  knob = check_knob(knob)
-  values = check_values(knob, values)
-  schemes = check_schemes(default_schemes(task) if schemes is None else schemes, task)
-  seeds = training.check_int(seeds, "seeds")
-  if steps is not None:
-    training.check_int(steps, "steps")
-  if anchor not in ANCHORS:
-    raise ValueError(f"anchor must be one of {ANCHORS}, got {anchor!r}")
-  if knob == "speed" and task == "motion-classes" and min(values) <= 0:
-    raise ValueError("values of speed must be > 0 for motion-classes (no motion, no class)")
+  task, knob, values, schemes, seeds = _check_sweep(
+    task, knob, values, schemes, seeds, steps, anchor
+  )
   quick = is_quick(quick)
   log = log or (lambda msg: None)
   # every configuration first: bad overrides fail before anything trains
   jobs = _jobs(task, knob, values, schemes, seeds, steps, anchor, quick, overrides)
-  tmp = tempfile.TemporaryDirectory(prefix="sideways_sweep_") if out is None else None
-  out = Path(tmp.name if tmp is not None else out)
-  if out.exists() and not out.is_dir():
-    raise NotADirectoryError(f"out {str(out)!r} exists and is not a directory")
-  runs = out / "runs" if runs is None else Path(runs)
-  runs.mkdir(parents=True, exist_ok=True)
-  out.mkdir(parents=True, exist_ok=True)
+  out, runs, tmp = _sweep_dirs(out, runs)
   code = provenance.code_identity()
   rows: list[dict] = []
   curves: list[pd.DataFrame] = []
@@ -662,15 +644,42 @@ def sweep(
       curve_table = pd.concat(curves, ignore_index=True)
       ckpt.atomic_write_text(out / "curves.csv", curve_table.to_csv(index=False))
     if other:
-      log(
-        f"{len(other)} run(s) computed by other code than this ({code['source']}) were reused "
-        f"(other_code in results.csv): {', '.join(other)}"
-      )
+      names = ", ".join(other)
+      log(f"{len(other)} run(s) of other code than {code['source']} reused (other_code): {names}")
   finally:
     bar.close()
     if tmp is not None:
       tmp.cleanup()
   return _order(pd.DataFrame(rows))
+
+
+def _check_sweep(task, knob, values, schemes, seeds, steps, anchor) -> tuple:
+  """``(task, knob, values, schemes, seeds)`` of :func:`sweep` checked and canonical."""
+  task = check_task(task)
+  knob = check_knob(knob)
+  values = check_values(knob, values)
+  schemes = check_schemes(default_schemes(task) if schemes is None else schemes, task)
+  seeds = training.check_int(seeds, "seeds")
+  if steps is not None:
+    training.check_int(steps, "steps")
+  if anchor not in ANCHORS:
+    raise ValueError(f"anchor must be one of {ANCHORS}, got {anchor!r}")
+  if knob == "speed" and task == "motion-classes" and min(values) <= 0:
+    raise ValueError("values of speed must be > 0 for motion-classes (no motion, no class)")
+  return task, knob, values, schemes, seeds
+
+
+def _sweep_dirs(out, runs) -> tuple:
+  """``(out, runs, tmp)``: a sweep's directories, created (a temporary ``out`` when None, with
+  its TemporaryDirectory ``tmp`` to clean up)."""
+  tmp = tempfile.TemporaryDirectory(prefix="sideways_sweep_") if out is None else None
+  out = Path(tmp.name if tmp is not None else out)
+  if out.exists() and not out.is_dir():
+    raise NotADirectoryError(f"out {str(out)!r} exists and is not a directory")
+  runs = out / "runs" if runs is None else Path(runs)
+  runs.mkdir(parents=True, exist_ok=True)
+  out.mkdir(parents=True, exist_ok=True)
+  return out, runs, tmp
 
 
 def compare(

@@ -176,7 +176,7 @@ def test_a_sweep_retrains_the_runs_of_other_code_and_reuses_them_when_asked(tmp_
   lines.clear()
   df = ex.sweep("digits", "speed", [1.0], **args, log=lines.append, reuse_other_code=True)
   assert len(calls) == 4 and list(df.code) == [code1] * 2 and df.other_code.all()
-  assert code2 not in set(df.code) and "2 run(s) computed by other code" in lines[-1]
+  assert code2 not in set(df.code) and "2 run(s) of other code than" in lines[-1]
   assert all(r in lines[-1] for r in df.run.str.split("/").str[-1])
   back = ex.read_results(tmp_path / "out")
   assert list(back.code) == [code1] * 2 and back.other_code.all()
