@@ -224,7 +224,7 @@ def test_the_code_column_is_stable_across_processes(tmp_path):
     ).stdout.split()[-1]
     for name in ("a", "b")
   ]
-  assert codes == [provenance.code_identity()["source"]] * 2
+  assert codes == [provenance.source_hash()] * 2
   assert list(ex.read_results(tmp_path / "a").code) == codes[:1]
 
 

@@ -87,7 +87,7 @@ def test_identity_is_the_same_in_another_process():
   out = subprocess.run(
     [sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT
   ).stdout
-  assert out.strip() == str(provenance.code_identity())
+  assert out.strip() == str(provenance.code_identity(refresh=True))
 
 
 def test_git_commit_of_a_checkout_and_of_a_folder_inside_one(tmp_path):
