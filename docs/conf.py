@@ -119,7 +119,8 @@ API_LAYERS = {
     "Training, experiments and checkpoints": ["sideways_lab.training",
                                               "sideways_lab.experiments",
                                               "sideways_lab.claims",
-                                              "sideways_lab.checkpoint"],
+                                              "sideways_lab.checkpoint",
+                                              "sideways_lab.provenance"],
     "Analysis": ["sideways_lab.analysis", "sideways_lab.analysis.alignment",
                  "sideways_lab.analysis.sweeps", "sideways_lab.analysis.latency",
                  "sideways_lab.analysis.schedules",
@@ -485,6 +486,12 @@ def provenance(manifest: dict) -> str:
     made += f", JAX {versions.get('jax', '?')} and Haiku {versions.get('haiku', '?')}"
   if minutes:
     made += f"; the sweeps trained for {minutes:.0f} min in all"
+  runs_code = manifest.get("runs_code")
+  if runs_code:  # manifests written before runs recorded their code have none
+    codes = [r.get("code") or "unrecorded" for r in runs_code]
+    made += (f"; their runs were trained by code `{codes[0]}`" if len(codes) == 1 else
+             f"; their runs were trained by {len(codes)} versions of the code "
+             f"({', '.join(f'`{c}`' for c in codes)})")
   return made + "."
 
 

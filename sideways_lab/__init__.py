@@ -36,6 +36,7 @@ PUBLIC: tuple[tuple[str, tuple[str, ...]], ...] = (
   ),
   ("data", ()),
   ("checkpoint", ()),
+  ("provenance", ()),
   ("partition", ()),
   ("schedule", ()),
   (

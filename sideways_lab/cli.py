@@ -7,8 +7,8 @@ Subcommands::
   sideways-lab train --task T --scheme S --out DIR [--resume] [--steps N] ...
   sideways-lab evaluate CHECKPOINT [--clips N]
   sideways-lab compare --task T --out DIR [--quick]
-  sideways-lab sweep --task T --knob K --values V,... --out DIR [--quick]
-  sideways-lab figures [--quick] [--out DIR] [--only NAME ...]
+  sideways-lab sweep --task T --knob K --values V,... --out DIR [--quick] [--reuse-other-code]
+  sideways-lab figures [--quick] [--out DIR] [--only NAME ...] [--reuse-other-code]
 
 The training flags of ``train`` are generated from :data:`TRAIN_FLAGS`, one entry per field of
 the configuration dataclasses (:class:`~sideways_lab.training.TrainConfig`,
@@ -337,6 +337,7 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
     out=args.out,
     progress=False if args.no_progress else None,
     log=print,
+    reuse_other_code=args.reuse_other_code,
   )
   _print_table(df, args.out)
   return 0
@@ -412,7 +413,17 @@ def _add_sweep(sub) -> None:
   p.add_argument("--quick", action="store_true", help="tiny budgets (seconds per run)")
   p.add_argument("--no-progress", action="store_true", help="no progress bar")
   p.add_argument("--out", required=True, help="directory of results.csv, curves.csv and the runs")
+  _add_reuse_other_code(p)
   p.set_defaults(func=_cmd_sweep)
+
+
+def _add_reuse_other_code(p: argparse.ArgumentParser) -> None:
+  p.add_argument(
+    "--reuse-other-code",
+    action="store_true",
+    help="reuse cached runs computed by other code (another hash of the training sources) "
+    "instead of retraining them; they are listed in the log and in results.csv (other_code)",
+  )
 
 
 def _cmd_figures(args) -> int:
@@ -420,10 +431,18 @@ def _cmd_figures(args) -> int:
   quick = experiments.is_quick(args.quick or None)
   if args.sweeps:
     t0 = time.perf_counter()
-    figures.run_sweeps(args.sweeps, quick=quick, work_dir=args.work_dir)
+    figures.run_sweeps(
+      args.sweeps, quick=quick, work_dir=args.work_dir, reuse_other_code=args.reuse_other_code
+    )
     print(f"trained {len(args.sweeps)} sweeps in {time.perf_counter() - t0:.0f} s")
     return 0
-  m = figures.generate(args.out, quick=quick, only=args.only, work_dir=args.work_dir)
+  m = figures.generate(
+    args.out,
+    quick=quick,
+    only=args.only,
+    work_dir=args.work_dir,
+    reuse_other_code=args.reuse_other_code,
+  )
   print(f"wrote {len(m['figures'])} figures to {args.out} in {m['total_time_s']:.0f} s")
   return 0
 
@@ -448,8 +467,9 @@ def _add_figures(sub) -> None:
     "--work-dir",
     default=None,
     help="where the sweeps' runs are cached (default: "
-    ".sideways_cache/figures-<mode>; a rerun reuses finished runs)",
+    ".sideways_cache/figures-<mode>; a rerun reuses the finished runs of the same code)",
   )
+  _add_reuse_other_code(p)
   p.set_defaults(func=_cmd_figures)
 
 

@@ -36,6 +36,7 @@ import itertools
 import json
 import math
 import os
+import shutil
 import tempfile
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -47,7 +48,7 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from sideways_lab import checkpoint as ckpt
-from sideways_lab import engine, schedule, training
+from sideways_lab import engine, provenance, schedule, training
 from sideways_lab.models import (
   CLASSIFICATION_TASKS,
   EXACT_TWIN,
@@ -64,6 +65,8 @@ __all__ = [
   "KNOBS",
   "BASELINES",
   "ID_COLUMNS",
+  "CODE_COLUMNS",
+  "code_versions",
   "budget",
   "is_quick",
   "check_knob",
@@ -113,6 +116,12 @@ ID_COLUMNS = (
   "steps",
   "anchor",
 )
+#: Columns of every row of :func:`sweep` that say which code computed it: ``code``, the
+#: ``source`` of its :func:`~sideways_lab.provenance.code_identity` ("" for a row cached before
+#: runs recorded it), ``commit``, the ``git_commit`` of the process that trained it ("" outside
+#: a checkout), and ``other_code``: True where the sweep reused a run of code other than its own
+#: (``reuse_other_code=True``).
+CODE_COLUMNS = ("code", "commit", "other_code")
 #: Columns of a learning curve row after the run's ids: the step, "train" (the training loss
 #: every ``log_every`` steps) or "test" (held-out metrics at every evaluation), the metric and
 #: its value ``y``.
@@ -562,6 +571,7 @@ def sweep(
   overrides: dict | None = None,
   progress: bool | None = None,
   log: Callable[[str], None] | None = None,
+  reuse_other_code: bool = False,
 ) -> pd.DataFrame:
   """Trains every (scheme, knob value, seed) of ``task`` and returns one row per run.
 
@@ -575,45 +585,40 @@ def sweep(
     steps: training steps (default: the task's, :data:`sideways_lab.training.TASK_DEFAULTS`).
     anchor: next-frame only, "newest" (the fair horizon) or "input" (latency counts).
     quick: tiny budgets (default: the SIDEWAYS_LAB_QUICK environment variable).
-    out: a directory: each run's checkpoints and ``row.json`` go to ``out/runs/<run>/`` and the
-      table to ``out/results.csv`` (rewritten after every run). Runs whose row exists are read
-      back, not retrained; an interrupted run resumes from its checkpoint. None: a temporary
-      directory, removed at the end.
+    out: a directory: each run's checkpoints, ``config.json`` and ``row.json`` go to
+      ``out/runs/<run>/`` and the table to ``out/results.csv`` (rewritten after every run).
+      Runs whose row exists and was computed by this code (the ``source`` of
+      :func:`sideways_lab.provenance.code_identity`) are read back, not retrained; an
+      interrupted run of this code resumes from its checkpoint. None: a temporary directory,
+      removed at the end.
     runs: where the runs go instead of ``out/runs`` (sweeps that share it share the runs of
       equal configurations, e.g. stride 1 of a stride sweep and the same speed of a speed
       sweep).
     overrides: fields of :class:`~sideways_lab.training.TrainConfig` on top of the budget.
     progress: a bar of runs done / total (default: when stderr is a terminal).
+    log: a function that receives a line per run trained, retrained or reused.
+    reuse_other_code: reuse cached runs computed by other code (another ``source``, or none
+      recorded) instead of retraining them in place, the default (one table, one code:
+      docs/design.md §9). Each is logged, then their list; their rows keep their ``code`` and
+      have ``other_code`` True. An interrupted run of other code restarts either way.
 
   Returns:
     A tidy DataFrame: columns :data:`ID_COLUMNS`, then ``accuracy, tick_accuracy, loss,
     class_<name>..., chance`` (classification) or ``mse, psnr, ssim`` (next-frame), then
-    ``final_train_loss, train_time_s, run``.
+    ``final_train_loss, train_time_s, run`` and :data:`CODE_COLUMNS`.
   """
-  task = check_task(task)
-  knob = check_knob(knob)
-  values = check_values(knob, values)
-  schemes = check_schemes(default_schemes(task) if schemes is None else schemes, task)
-  seeds = training.check_int(seeds, "seeds")
-  if steps is not None:
-    training.check_int(steps, "steps")
-  if anchor not in ANCHORS:
-    raise ValueError(f"anchor must be one of {ANCHORS}, got {anchor!r}")
-  if knob == "speed" and task == "motion-classes" and min(values) <= 0:
-    raise ValueError("values of speed must be > 0 for motion-classes (no motion, no class)")
+  task, knob, values, schemes, seeds = _check_sweep(
+    task, knob, values, schemes, seeds, steps, anchor
+  )
   quick = is_quick(quick)
   log = log or (lambda msg: None)
   # every configuration first: bad overrides fail before anything trains
   jobs = _jobs(task, knob, values, schemes, seeds, steps, anchor, quick, overrides)
-  tmp = tempfile.TemporaryDirectory(prefix="sideways_sweep_") if out is None else None
-  out = Path(tmp.name if tmp is not None else out)
-  if out.exists() and not out.is_dir():
-    raise NotADirectoryError(f"out {str(out)!r} exists and is not a directory")
-  runs = out / "runs" if runs is None else Path(runs)
-  runs.mkdir(parents=True, exist_ok=True)
-  out.mkdir(parents=True, exist_ok=True)
+  out, runs, tmp = _sweep_dirs(out, runs)
+  code = provenance.code_identity()
   rows: list[dict] = []
   curves: list[pd.DataFrame] = []
+  other: list[str] = []
   bar = tqdm(
     total=len(jobs),
     disable=not (os.isatty(2) if progress is None else progress),
@@ -630,9 +635,11 @@ def sweep(
         run=os.path.relpath(run_dir, out),
         anchor=anchor if task == "next-frame" else "",
       )
-      for r in _run_rows(kind, cfg, run_dir, knob, log):
+      found, reused = _run_rows(kind, cfg, run_dir, knob, log, code, reuse_other_code)
+      other += [run_dir.name] if reused else []
+      for r in found:
         if r["scheme"] in schemes or kind == "train":
-          rows.append({**r, **labels})
+          rows.append({**r, **labels, "other_code": reused})
       if kind == "train":
         curves.append(_curve_frame(run_dir, {**_row_ids(cfg, knob), **labels}))
       bar.update(1)
@@ -641,11 +648,43 @@ def sweep(
     if curves:
       curve_table = pd.concat(curves, ignore_index=True)
       ckpt.atomic_write_text(out / "curves.csv", curve_table.to_csv(index=False))
+    if other:
+      names = ", ".join(other)
+      log(f"{len(other)} run(s) of other code than {code['source']} reused (other_code): {names}")
   finally:
     bar.close()
     if tmp is not None:
       tmp.cleanup()
   return _order(add_skill(pd.DataFrame(rows)))
+
+
+def _check_sweep(task, knob, values, schemes, seeds, steps, anchor) -> tuple:
+  """``(task, knob, values, schemes, seeds)`` of :func:`sweep` checked and canonical."""
+  task = check_task(task)
+  knob = check_knob(knob)
+  values = check_values(knob, values)
+  schemes = check_schemes(default_schemes(task) if schemes is None else schemes, task)
+  seeds = training.check_int(seeds, "seeds")
+  if steps is not None:
+    training.check_int(steps, "steps")
+  if anchor not in ANCHORS:
+    raise ValueError(f"anchor must be one of {ANCHORS}, got {anchor!r}")
+  if knob == "speed" and task == "motion-classes" and min(values) <= 0:
+    raise ValueError("values of speed must be > 0 for motion-classes (no motion, no class)")
+  return task, knob, values, schemes, seeds
+
+
+def _sweep_dirs(out, runs) -> tuple:
+  """``(out, runs, tmp)``: a sweep's directories, created (a temporary ``out`` when None, with
+  its TemporaryDirectory ``tmp`` to clean up)."""
+  tmp = tempfile.TemporaryDirectory(prefix="sideways_sweep_") if out is None else None
+  out = Path(tmp.name if tmp is not None else out)
+  if out.exists() and not out.is_dir():
+    raise NotADirectoryError(f"out {str(out)!r} exists and is not a directory")
+  runs = out / "runs" if runs is None else Path(runs)
+  runs.mkdir(parents=True, exist_ok=True)
+  out.mkdir(parents=True, exist_ok=True)
+  return out, runs, tmp
 
 
 def compare(
@@ -704,19 +743,50 @@ def _jobs(task, knob, values, schemes, seeds, steps, anchor, quick, overrides) -
   return jobs
 
 
-def _run_rows(kind: str, config: training.TrainConfig, run_dir: Path, knob: str, log) -> list:
-  """The rows of one job: read back from ``run_dir/row.json`` when it finished before, else
-  trained (or, for baselines, computed) and written there atomically."""
+def _run_code(run_dir: Path) -> str:
+  """The ``source`` of the code identity in a run's ``config.json`` ("" when none)."""
+  try:
+    code = json.loads((run_dir / "config.json").read_text()).get("code") or {}
+  except (OSError, ValueError, AttributeError):
+    return ""
+  return str(code.get("source") or "") if isinstance(code, dict) else ""
+
+
+def _run_rows(
+  kind: str,
+  config: training.TrainConfig,
+  run_dir: Path,
+  knob: str,
+  log,
+  code: dict,
+  reuse_other_code: bool = False,
+) -> tuple[list, bool]:
+  """``(rows, reused)`` of one job: read back from ``run_dir/row.json`` when it finished
+  before by the code of identity ``code`` (or by any code, with ``reuse_other_code``:
+  ``reused`` is then True where it was other code), else trained (or, for baselines,
+  computed) and written there atomically with the ``code`` and ``commit`` columns."""
   rows = _read_rows(run_dir / "row.json")
+  old = str(rows[0].get("code") or "") if rows is not None else _run_code(run_dir)
+  if run_dir.exists() and old != code["source"]:
+    what = f"computed by code {old or '(unrecorded)'}, this code is {code['source']}"
+    if rows is not None and reuse_other_code:
+      log(f"  reusing {run_dir.name}: {what}")
+      return rows, True
+    if rows is not None or kind == "train" and ckpt.list_checkpoints(run_dir):
+      log(f"  {'retraining' if rows is not None else 'restarting'} {run_dir.name}: {what}")
+    shutil.rmtree(run_dir)
+    rows = None
   if rows is None:
     if kind == "train":
       log(f"  training {run_dir.name} ({config.steps} steps)")
       rows = [train_run(config, run_dir, knob)]
     else:
       rows = baseline_rows(config, knob)
+    for r in rows:
+      r.update(code=code["source"], commit=code["git_commit"] or "")
     run_dir.mkdir(parents=True, exist_ok=True)
     ckpt.atomic_write_text(run_dir / "row.json", json.dumps(rows, indent=1))
-  return rows
+  return rows, False
 
 
 def _sweep_file(path, name: str) -> Path:
@@ -730,11 +800,13 @@ def _sweep_file(path, name: str) -> Path:
 
 
 def read_results(path) -> pd.DataFrame:
-  """A sweep's ``results.csv`` (a file or its directory) as a DataFrame (next-frame results
-  written before the ``skill`` column existed get it, :func:`add_skill`)."""
+  """A sweep's ``results.csv`` (a file or its directory) as a DataFrame. A table written
+  before runs recorded their code gets the columns ``code`` and ``commit`` empty (unrecorded)
+  and ``other_code`` False; next-frame results written before the ``skill`` column existed get
+  it (:func:`add_skill`)."""
   df = pd.read_csv(
     _sweep_file(path, "results.csv"),
-    dtype={"anchor": str},
+    dtype={"anchor": str, "code": str, "commit": str},
     keep_default_na=False,
     na_values={
       c: ["", "nan", "NaN"]
@@ -751,7 +823,26 @@ def read_results(path) -> pd.DataFrame:
       )
     },
   )
+  for column, empty in zip(CODE_COLUMNS, ("", "", False)):
+    if column not in df.columns:
+      df[column] = empty
   return add_skill(df)
+
+
+def code_versions(frames) -> pd.DataFrame:
+  """The code that computed the rows of sweeps' results (DataFrames of :func:`sweep` or
+  :func:`read_results`, or one of them): one row per (``code``, ``commit``) with ``runs``,
+  the number of distinct runs (the ``run`` column; baselines count once per value and seed)
+  it computed, most runs first. ``code`` "" is a row cached before runs recorded it."""
+  if isinstance(frames, pd.DataFrame):
+    frames = [frames]
+  parts = [f.reindex(columns=["code", "commit", "run"]).astype(object).fillna("") for f in frames]
+  df = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame()
+  if df.empty:
+    return pd.DataFrame({"code": [], "commit": [], "runs": []})
+  df = df.astype(str).drop_duplicates()
+  out = df.groupby(["code", "commit"], sort=False).run.nunique().rename("runs").reset_index()
+  return out.sort_values("runs", ascending=False, kind="stable").reset_index(drop=True)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -11,8 +11,10 @@ learning curves (``out_dir/results/*.csv``, ``curves-*.csv``) and the claims rep
 share it may train disjoint sweeps); a later run draws everything from the cache.
 ``out_dir/manifest.json`` records the package version, git commit, seeds, JAX and Haiku
 versions, the device, the mode (quick or full), each figure's configuration (its sweeps and
-budgets) and the time taken per figure; ``--only`` regenerates some figures and keeps the
-other entries of a manifest of the same mode.
+budgets), the time taken per figure and the code identities of the runs behind the figures
+(:mod:`sideways_lab.provenance`; claims.md's header names them too); ``--only`` regenerates
+some figures and keeps the other entries of a manifest of the same mode. A cached run computed
+by other code is retrained unless ``--reuse-other-code`` (:func:`sideways_lab.experiments.sweep`).
 
 One style sheet (:data:`sideways_lab.plotting.STYLE`) and one colour per scheme
 (:data:`sideways_lab.plotting.SCHEME_COLORS`) everywhere.
@@ -25,7 +27,6 @@ import importlib.metadata as md
 import json
 import os
 import platform
-import subprocess
 import sys
 import time
 from collections.abc import Callable
@@ -38,7 +39,7 @@ from matplotlib.figure import Figure
 
 import sideways_lab
 from sideways_lab import checkpoint as ckpt
-from sideways_lab import claims, experiments, plotting, schedule, training
+from sideways_lab import claims, experiments, plotting, provenance, schedule, training
 from sideways_lab.analysis import latency, schedules, timing
 from sideways_lab.graph import chain_edges, skip_edges
 from sideways_lab.models import EXACT_TWIN, SCHEMES
@@ -242,6 +243,7 @@ class Context:
   quick: bool
   work_dir: Path
   log: Callable[[str], None]
+  reuse_other_code: bool = False
   results: dict = dataclasses.field(default_factory=dict)
   _alignment: pd.DataFrame | None = None
 
@@ -257,6 +259,8 @@ class Context:
         out=self.work_dir / name,
         runs=self.work_dir / "runs",
         progress=False,
+        log=self.log,
+        reuse_other_code=self.reuse_other_code,
       )
     return self.results[name]
 
@@ -907,26 +911,6 @@ def fig_schedules(ctx: Context):
 # ---------------------------------------------------------------------------------------------
 
 
-def _git_commit(root: Path) -> str | None:
-  try:
-    r = subprocess.run(
-      ["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, timeout=10
-    )
-    if r.returncode != 0:
-      return None
-    commit = r.stdout.strip()
-    d = subprocess.run(
-      ["git", "status", "--porcelain", "--untracked-files=no"],
-      cwd=root,
-      capture_output=True,
-      text=True,
-      timeout=10,
-    )
-    return commit + ("-dirty" if d.returncode == 0 and d.stdout.strip() else "")
-  except (OSError, subprocess.SubprocessError):
-    return None
-
-
 def _versions() -> dict:
   out = {}
   for name, dist in (
@@ -969,13 +953,21 @@ def _work_dir(work_dir, quick: bool) -> Path:
   return Path(work_dir) if work_dir is not None else Path(".sideways_cache") / f"figures-{mode}"
 
 
-def run_sweeps(names, quick: bool = False, *, work_dir=None, log=print) -> dict:
+def run_sweeps(
+  names, quick: bool = False, *, work_dir=None, log=print, reuse_other_code: bool = False
+) -> dict:
   """Trains the figure sweeps ``names`` into ``work_dir`` (as :func:`generate` would) and
   returns their DataFrames; draws nothing."""
   for n in names:
     if n not in SWEEPS:
       raise ValueError(f"unknown sweep {n!r}; sweeps are {list(SWEEPS)}")
-  ctx = Context(quick=bool(quick), work_dir=_work_dir(work_dir, quick), log=log)
+  log = log or (lambda msg: None)
+  ctx = Context(
+    quick=bool(quick),
+    work_dir=_work_dir(work_dir, quick),
+    log=log,
+    reuse_other_code=bool(reuse_other_code),
+  )
   return {n: ctx.sweep(n) for n in names}
 
 
@@ -986,6 +978,7 @@ def generate(
   only=None,
   log: Callable[[str], None] | None = print,
   work_dir=None,
+  reuse_other_code: bool = False,
 ) -> dict:
   """Regenerates the figures (PNG and PDF), their results and the claims report.
 
@@ -995,15 +988,22 @@ def generate(
     only: an optional list of figure names (default: all of :data:`FIGURES`).
     log: a function that receives progress lines (None: silent).
     work_dir: where the sweeps' runs go (default: ``.sideways_cache/figures-<mode>``, so an
-      interrupted run resumes and a rerun reuses finished runs).
+      interrupted run resumes and a rerun reuses the finished runs of the same code).
+    reuse_other_code: reuse cached runs computed by other code instead of retraining them
+      (:func:`sideways_lab.experiments.sweep`; they are listed in the log, in the results'
+      ``other_code`` column and in the manifest's ``runs_code``).
 
   Writes ``out_dir/<figure>.png|pdf``, ``out_dir/results/<sweep>.csv`` (the tidy results of
   every sweep behind a figure), ``out_dir/results/alignment.csv``, ``out_dir/claims.md``
   (when a sweep ran) and ``out_dir/manifest.json``.
 
   Returns:
-    The manifest: ``package_version``, ``git_commit``, ``mode``, ``seeds``, ``versions``,
-    ``device``, ``figures`` (name -> files, sentence, config, time_s) and ``total_time_s``.
+    The manifest: ``package_version``, ``git_commit`` (of the checkout that draws), ``code``
+    (the code identity of this process, :func:`sideways_lab.provenance.code_identity`),
+    ``runs_code`` (the code that computed the runs behind the figures:
+    :func:`sideways_lab.experiments.code_versions` as records, one ideally), ``mode``,
+    ``seeds``, ``versions``, ``device``, ``figures`` (name -> files, sentence, config, time_s)
+    and ``total_time_s``.
   """
   names = list(FIGURES) if only is None else list(only)
   for n in names:
@@ -1013,11 +1013,11 @@ def generate(
   out = Path(out_dir)
   out.mkdir(parents=True, exist_ok=True)
   # the commit of the code that draws: read before anything is written into the tree
-  commit = _git_commit(Path(__file__).resolve().parent.parent)
+  commit = provenance.git_commit(Path(__file__).resolve().parent.parent)
   t0 = time.perf_counter()
   mode = "quick" if quick else "full"
   work = _work_dir(work_dir, quick)
-  ctx = Context(quick=bool(quick), work_dir=work, log=log)
+  ctx = Context(quick=bool(quick), work_dir=work, log=log, reuse_other_code=bool(reuse_other_code))
   figures = {}
   for n in names:
     spec = FIGURES[n]
@@ -1036,6 +1036,8 @@ def generate(
   manifest = {
     "package_version": sideways_lab.__version__,
     "git_commit": commit,
+    "code": provenance.code_identity(),
+    "runs_code": experiments.code_versions(list(ctx.results.values())).to_dict("records"),
     "mode": mode,
     "seeds": {"sweeps": f"0..{(QUICK_SEEDS if quick else SEEDS) - 1} per setting"},
     "versions": _versions(),
@@ -1058,6 +1060,8 @@ def generate(
       **figures,
     }
     manifest["command"] += " --only " + " ".join(names)
+  if reuse_other_code:
+    manifest["command"] += " --reuse-other-code"
   ckpt.atomic_write_text(out / "manifest.json", json.dumps(manifest, indent=1) + "\n")
   return manifest
 
@@ -1082,11 +1086,27 @@ def _write_results(out: Path, ctx: Context, quick: bool, commit: str | None) -> 
   header = (
     f"Generated by `sideways-lab figures{' --quick' if quick else ''}` "
     f"({'quick mode: tiny budgets, the verdicts mean nothing' if quick else 'full mode'}"
-    f", commit {commit}); every number is "
-    f"a mean ± std over seeds; differences are paired by seed (same clips and initial "
-    f"parameters). Results: `results/*.csv`."
+    f", drawn at commit {commit}); runs trained by {runs_code_text(results.values())}; every "
+    f"number is a mean ± std over seeds; differences are paired by seed (same clips and "
+    f"initial parameters). Results: `results/*.csv`."
   )
   ckpt.atomic_write_text(out / "claims.md", claims.claims_report(claims.claims(results), header))
+
+
+def runs_code_text(frames) -> str:
+  """The code that computed the runs of sweeps' results, in words: "code <source> (commit
+  <commit>)" when one did, else each with its number of runs, most first
+  (:func:`sideways_lab.experiments.code_versions`)."""
+  versions = experiments.code_versions(list(frames))
+
+  def one(r) -> str:
+    code = f"code {r.code}" if r.code else "code not recorded"
+    return code + (f" (commit {r.commit})" if r.commit else "")
+
+  if len(versions) <= 1:
+    return one(versions.iloc[0]) if len(versions) else "no recorded code"
+  parts = [f"{one(r)}: {r.runs} runs" for r in versions.itertuples()]
+  return f"{len(versions)} versions of the code: " + "; ".join(parts)
 
 
 def _read_manifest(path: Path) -> dict | None:

@@ -43,7 +43,7 @@ import optax
 from tqdm.auto import tqdm
 
 from sideways_lab import checkpoint as ckpt
-from sideways_lab import engine, schedule
+from sideways_lab import engine, provenance, schedule
 from sideways_lab.models import (
   CLASSIFICATION_TASKS,
   ModelConfig,
@@ -228,8 +228,11 @@ class TrainConfig:
 
   @classmethod
   def from_dict(cls, d: dict) -> TrainConfig:
-    """The config that :meth:`to_dict` returned ``d`` for."""
+    """The config that :meth:`to_dict` returned ``d`` for. The ``code`` entry of a run's
+    ``config.json`` (the code identity that trained it, :mod:`sideways_lab.provenance`) is not
+    a field and is left out."""
     d = dict(d)
+    d.pop("code", None)
     d["model"] = ModelConfig.from_dict(d["model"])
     d["data"] = TaskConfig.from_dict(d["data"])
     known = {f.name for f in dataclasses.fields(cls)}
@@ -601,7 +604,9 @@ def _comparable(cfg: dict) -> dict:
 def _open_run(config: TrainConfig, out: Path | None, resume: bool, trainer: Trainer):
   """The run's starting point: ``(params, opt_state, step, resumed_from)``. Checks ``out``
   (a directory with checkpoints needs ``resume``; a resumed configuration must match up to
-  the budget and logging fields) and writes ``config.json`` there."""
+  the budget and logging fields) and writes ``config.json`` there: the configuration's fields
+  and ``code``, the code identity of this process
+  (:func:`sideways_lab.provenance.code_identity`)."""
   params, opt_state = trainer.init()
   if out is None:
     return params, opt_state, 0, None
@@ -631,7 +636,8 @@ def _open_run(config: TrainConfig, out: Path | None, resume: bool, trainer: Trai
       f"or choose another directory"
     )
   out.mkdir(parents=True, exist_ok=True)
-  ckpt.atomic_write_text(out / "config.json", json.dumps(config.to_dict(), indent=1))
+  record = {**config.to_dict(), "code": provenance.code_identity()}
+  ckpt.atomic_write_text(out / "config.json", json.dumps(record, indent=1))
   if start > config.steps:
     raise ValueError(f"the checkpoint is at step {start}, beyond steps={config.steps}")
   return params, opt_state, start, resumed_from
@@ -662,7 +668,8 @@ def train(
 
   Args:
     config: the run.
-    out_dir: directory for ``config.json``, ``metrics.jsonl`` and checkpoints (None: nothing
+    out_dir: directory for ``config.json`` (the configuration and the identity of the code that
+      trains it, :mod:`sideways_lab.provenance`), ``metrics.jsonl`` and checkpoints (None: nothing
       is written); one that holds checkpoints needs ``resume=True`` (nothing is overwritten).
     resume: continue from the newest checkpoint in ``out_dir`` (its configuration must match
       ``config`` up to the budget and logging fields).

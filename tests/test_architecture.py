@@ -19,6 +19,7 @@ LAYERS = {
   "graph": 1,
   "data": 1,
   "checkpoint": 1,
+  "provenance": 1,
   "partition": 2,
   "schedule": 2,
   "pipeline": 3,

@@ -179,3 +179,29 @@ def test_every_subcommand_is_registered(capsys):
     cli.main(["--help"])
   out = capsys.readouterr().out
   assert all(name in out for name in ("demo", "train", "evaluate", "compare", "figures"))
+
+
+@pytest.mark.parametrize("flag", [[], ["--reuse-other-code"]])
+def test_reuse_other_code_reaches_the_sweeps(flag, tmp_path, monkeypatch, capsys):
+  seen = []
+
+  def fake_sweep(*args, **kw):
+    seen.append(kw["reuse_other_code"])
+    return sl.experiments.read_results(results)
+
+  def fake_generate(out, **kw):
+    seen.append(kw["reuse_other_code"])
+    return {"figures": {}, "total_time_s": 0.0}
+
+  results = tmp_path / "results.csv"
+  results.write_text("task,scheme,value,seed,accuracy,run\ndigits,backprop,1.0,0,0.5,runs/x\n")
+  monkeypatch.setattr(sl.experiments, "sweep", fake_sweep)
+  monkeypatch.setattr(sl.figures, "generate", fake_generate)
+  monkeypatch.setattr(
+    sl.figures, "run_sweeps", lambda names, **kw: seen.append(kw["reuse_other_code"])
+  )
+  sweep = ["sweep", "--task", "digits", "--knob", "speed", "--values", "1", "--out", str(tmp_path)]
+  assert cli.main(sweep + flag) == 0
+  assert cli.main(["figures", "--quick", "--out", str(tmp_path)] + flag) == 0
+  assert cli.main(["figures", "--quick", "--sweeps", "digits-speed"] + flag) == 0
+  assert seen == [bool(flag)] * 3

@@ -1,12 +1,17 @@
 """The experiment layer: tasks and anchors, baselines, cached sweeps, alignment, claims."""
 
+import json
+import shutil
+import subprocess
+import sys
+
 import numpy as np
 import pandas as pd
 import pytest
 
 import sideways_lab as sl
 from sideways_lab import experiments as ex
-from sideways_lab import graph, tasks
+from sideways_lab import graph, provenance, tasks
 
 # ---------------------------------------------------------------------------------------------
 # Data and tasks
@@ -130,6 +135,109 @@ def test_interrupted_sweep_loses_no_finished_run(tmp_path, monkeypatch):
   monkeypatch.setattr(ex, "train_run", _fake_train_run(calls))
   df = ex.sweep("digits", "stride", "1,2", schemes=["sideways"], seeds=2, quick=True, out=tmp_path)
   assert len(df) == 4 and len(calls) == 4  # 3 before, 1 after the restart
+
+
+def _package_copy(tmp_path, monkeypatch):
+  """A copy of the package whose sources the code identity hashes (sweeps see its edits)."""
+  package = tmp_path / "package" / "sideways_lab"
+  shutil.copytree(provenance.PACKAGE_DIR, package, ignore=shutil.ignore_patterns("__pycache__"))
+  monkeypatch.setattr(provenance, "PACKAGE_DIR", package)
+  provenance.code_identity(refresh=True)
+  return package
+
+
+def _edit(path, old, new):
+  text = path.read_text()
+  assert text.count(old) == 1, old
+  path.write_text(text.replace(old, new))
+  return provenance.code_identity(refresh=True)["source"]
+
+
+def test_a_sweep_retrains_the_runs_of_other_code_and_reuses_them_when_asked(tmp_path, monkeypatch):
+  package = _package_copy(tmp_path, monkeypatch)
+  calls, lines = [], []
+  monkeypatch.setattr(ex, "train_run", _fake_train_run(calls))
+  args = dict(schemes=["backprop", "sideways"], seeds=1, quick=True, out=tmp_path / "out")
+  df = ex.sweep("digits", "speed", [1.0], **args)
+  code0 = provenance.code_identity()["source"]
+  assert len(calls) == 2 and list(df.code) == [code0] * 2 and not df.other_code.any()
+  # docs, notebooks and docstrings of the training code do not change what a run computes
+  (tmp_path / "package" / "README.md").write_text("rewritten\n")
+  assert _edit(package / "training.py", "A config dict without", "A dict without") == code0
+  ex.sweep("digits", "speed", [1.0], **args, log=lines.append)
+  assert len(calls) == 2 and not lines
+  # a change of the training code: the next sweep retrains both runs, and says so
+  code1 = _edit(package / "training.py", "import functools\n", "import functools\nX = 1\n")
+  df = ex.sweep("digits", "speed", [1.0], **args, log=lines.append)
+  assert len(calls) == 4 and code1 != code0 and list(df.code) == [code1] * 2
+  assert sum(line.strip().startswith("retraining") and code0 in line for line in lines) == 2
+  # asked to reuse runs of other code: nothing trains, the rows say which code made them
+  code2 = _edit(package / "engine.py", "import jax\n", "import jax\nY = 2\n")
+  lines.clear()
+  df = ex.sweep("digits", "speed", [1.0], **args, log=lines.append, reuse_other_code=True)
+  assert len(calls) == 4 and list(df.code) == [code1] * 2 and df.other_code.all()
+  assert code2 not in set(df.code) and "2 run(s) of other code than" in lines[-1]
+  assert all(r in lines[-1] for r in df.run.str.split("/").str[-1])
+  back = ex.read_results(tmp_path / "out")
+  assert list(back.code) == [code1] * 2 and back.other_code.all()
+  # without the flag they are retrained by this code
+  df = ex.sweep("digits", "speed", [1.0], **args)
+  assert len(calls) == 6 and list(df.code) == [code2] * 2 and not df.other_code.any()
+
+
+def test_an_interrupted_run_of_other_code_restarts(tmp_path, monkeypatch):
+  package = _package_copy(tmp_path, monkeypatch)
+  seen, lines = [], []
+
+  def fake(config, run_dir, knob, progress=False):
+    seen.append(sorted(p.name for p in run_dir.glob("*")) if run_dir.exists() else [])
+    return {**ex._row_ids(config, knob), "accuracy": 0.5, "run": run_dir.name}
+
+  monkeypatch.setattr(ex, "train_run", fake)
+  args = dict(schemes=["sideways"], seeds=1, quick=True, out=tmp_path, log=lines.append)
+  df = ex.sweep("digits", "speed", [1.0], **args)
+  run_dir = tmp_path / df.run[0]
+  # the run was interrupted by the old code: checkpoints and config.json, no row
+  (run_dir / "row.json").unlink()
+  (run_dir / "config.json").write_text(json.dumps({"code": provenance.code_identity()}))
+  (run_dir / "ckpt_00000002.npz").write_bytes(b"")
+  _edit(package / "models.py", "import haiku as hk\n", "import haiku as hk\nV = 4\n")
+  ex.sweep("digits", "speed", [1.0], **args, reuse_other_code=True)
+  assert seen[-1] == [] and any(line.strip().startswith("restarting") for line in lines)
+
+
+def test_the_code_column_is_stable_across_processes(tmp_path):
+  script = (
+    "import sys\n"
+    "from sideways_lab import experiments as ex\n"
+    "ex.train_run = lambda c, d, k, progress=False: {**ex._row_ids(c, k), 'run': d.name}\n"
+    "df = ex.sweep('digits', 'speed', [1.0], schemes=['backprop'], seeds=1, quick=True,"
+    " out=sys.argv[1])\n"
+    "print(df.code[0])\n"
+  )
+  codes = [
+    subprocess.run(
+      [sys.executable, "-c", script, str(tmp_path / name)],
+      capture_output=True,
+      text=True,
+      check=True,
+    ).stdout.split()[-1]
+    for name in ("a", "b")
+  ]
+  assert codes == [provenance.source_hash()] * 2
+  assert list(ex.read_results(tmp_path / "a").code) == codes[:1]
+
+
+def test_results_written_before_the_code_column_read_back(tmp_path):
+  old = tmp_path / "results.csv"
+  old.write_text("task,scheme,value,seed,accuracy,run\ndigits,backprop,1.0,0,0.5,runs/x\n")
+  df = ex.read_results(old)
+  assert list(df.code) == [""] and list(df.commit) == [""] and not df.other_code.any()
+  versions = ex.code_versions([df, df.assign(code="abc", run="runs/y")])
+  assert versions.to_dict("records") == [
+    {"code": "", "commit": "", "runs": 1},
+    {"code": "abc", "commit": "", "runs": 1},
+  ]
 
 
 @pytest.mark.parametrize(
@@ -308,27 +416,40 @@ def test_convergence_rule_on_curves_it_must_tell_apart():
   assert not ex.has_converged(*ex.plateau_trend([1, 2], [1.0, 0.5]))  # too short to judge
 
 
-def test_a_short_run_is_flagged_and_its_curve_recorded(tmp_path):
-  # a deliberately short run: its loss still falls steeply over the last fifth
-  df = ex.sweep(
-    "next-frame",
-    "speed",
-    [0.5],
+def test_a_short_run_is_flagged_and_its_curve_recorded(tmp_path, monkeypatch):
+  package = _package_copy(tmp_path / "code", monkeypatch)
+  args = dict(
     schemes=["backprop"],
     seeds=1,
     steps=40,
     quick=True,
-    out=tmp_path,
+    out=tmp_path / "out",
     overrides=dict(learning_rate=3e-3, batch_size=4),
   )
+  # a deliberately short run: its loss still falls steeply over the last fifth
+  df = ex.sweep("next-frame", "speed", [0.5], **args)
   row = df.iloc[0]
   assert not row.converged and row.plateau_change > ex.PLATEAU_TOLERANCE, row
-  curves = ex.read_curves(tmp_path)
+  curves = ex.read_curves(tmp_path / "out")
   assert list(curves.columns) == list(ex.ID_COLUMNS) + list(ex.CURVE_COLUMNS)
   train = curves[curves.split == "train"]
   assert len(train) == 40 and train.step.is_monotonic_increasing
   test = curves[(curves.split == "test") & (curves.metric == "mse")]
   assert list(test.step) == [5 * i for i in range(1, 9)]  # every eighth of the run and the end
+  # the run's config.json records the code that trained it; after a change of the training
+  # code the next sweep trains it again from step 0 (not from its last checkpoint)
+  run_dir = tmp_path / "out" / row.run
+  config = json.loads((run_dir / "config.json").read_text())
+  assert config["code"] == provenance.code_identity() and config["code"]["source"] == row.code
+  assert sl.training.TrainConfig.from_dict(config).steps == 40
+  last = max(run_dir.glob("ckpt_*.npz")).stat().st_mtime_ns
+  code = _edit(package / "tasks.py", "import jax\n", "import jax\nU = 5\n")
+  df = ex.sweep("next-frame", "speed", [0.5], **args)
+  assert df.code[0] == code != row.code and df.train_time_s[0] > 0
+  assert json.loads((run_dir / "config.json").read_text())["code"]["source"] == code
+  assert max(run_dir.glob("ckpt_*.npz")).stat().st_mtime_ns > last
+  train = ex.read_curves(tmp_path / "out").query("split == 'train'")
+  assert len(train) == 40 and train.step.is_monotonic_increasing
 
 
 def test_compare_is_a_one_seed_sweep(tmp_path, capsys):

@@ -7,9 +7,10 @@ import matplotlib
 
 matplotlib.use("Agg")
 
+import pandas as pd
 import pytest
 
-from sideways_lab import claims, cli, experiments, figures, models, training
+from sideways_lab import claims, cli, experiments, figures, models, provenance, training
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -34,6 +35,20 @@ def test_generate_quick_writes_every_figure_and_manifest(tmp_path):
     assert (tmp_path / "results" / f"{sweep}.csv").exists(), sweep
   claims = (tmp_path / "claims.md").read_text()
   assert all(f"**C{i}**" in claims for i in range(1, 5)) and "quick mode" in claims
+  # the runs behind the figures were computed by one code, this process's, and both say so
+  code = provenance.code_identity()
+  assert m["code"] == code and [r["code"] for r in m["runs_code"]] == [code["source"]]
+  assert m["runs_code"][0]["runs"] > 0 and f"runs trained by code {code['source']}" in claims
+  results = experiments.read_results(tmp_path / "results" / "digits-speed.csv")
+  assert set(results.code) == {code["source"]} and not results.other_code.any()
+
+
+def test_runs_code_text_names_one_code_or_counts_each():
+  one = pd.DataFrame({"code": ["a1", "a1"], "commit": ["c", "c"], "run": ["r1", "r2"]})
+  assert figures.runs_code_text([one]) == "code a1 (commit c)"
+  old = pd.DataFrame({"scheme": ["backprop"], "run": ["r3"]})  # a table without the columns
+  two = figures.runs_code_text([one, one, old])
+  assert two == "2 versions of the code: code a1 (commit c): 2 runs; code not recorded: 1 runs"
 
 
 def test_unknown_figure_and_cli(tmp_path):
