@@ -535,44 +535,67 @@ def _setting_label(v: float, h) -> str:
 @_figure(
   "next_frame",
   sweeps=NEXT_FRAME_SWEEPS,
-  sentence="Next-frame prediction on moving digits: skill against copying the newest frame "
-  "(1 − MSE / MSE of copy-newest on the same pipeline and loss ticks; 0 = copying, grey line) "
-  "of every scheme and its exact twin (hatched) after training, per speed and horizon h, with "
-  "the target counted from the newest frame that reaches the output (top: every scheme "
-  "forecasts the same horizon, so only the graph and the gradient differ) and from the input "
-  "(middle: the pipeline's latency counts), and the test MSE beside copying and the mean frame "
-  "(bottom, anchor 'newest'); dots are seeds. Skill above per-frame BP's is motion; tests "
-  "claim C4.",
+  sentence="Next-frame prediction on moving digits at 1 px/frame, one and two frames ahead (h): "
+  "skill against copying the newest frame the output has seen (1 − MSE / MSE of copy-newest "
+  "on the same clips and loss ticks; 0 = copying, dashed) of every scheme and its exact twin "
+  "(hatched), with the target counted from that newest frame (top: every scheme forecasts the "
+  "same horizon, so only the graph and the gradient differ), and the test MSE beside copying "
+  "and the mean frame (grey) with that anchor (middle) and with the target counted from the "
+  "input (bottom: the pipeline's latency counts, so each pipeline copies another frame); dots "
+  "are seeds. Skill above per-frame BP's is motion; tests claim C4.",
 )
 def fig_next_frame(ctx: Context):
-  frames = [ctx.sweep(n) for n in NEXT_FRAME_SWEEPS]
-  df = pd.concat(frames, ignore_index=True)
+  df = pd.concat([ctx.sweep(n) for n in NEXT_FRAME_SWEEPS], ignore_index=True)
   df = df.assign(horizon=df.get("horizon", 1))
   df = df.assign(setting=[_setting_label(float(v), h) for v, h in zip(df.value, df.horizon)])
-  settings = list(dict.fromkeys(df.sort_values(["horizon", "value"]).setting))
-  anchors = [a for a in ("newest", "input") if a in set(df.anchor)]
-  fig, axes = plotting.new_figure(len(anchors) + 1, 1, figsize=(9.5, 3.3 * (len(anchors) + 1)))
-  for ax, anchor in zip(axes[:, 0], anchors):
-    part = df[(df.anchor == anchor) & df.scheme.isin(list(SCHEMES))]
-    _grouped(ax, part, "skill", settings)
-    ax.axhline(0, color="#777777", lw=1.1, ls="--", label="copy-newest (skill 0)")
-    ax.set_ylabel("skill against copying")
-    ax.set_title(f"anchor = {anchor!r} ({part.seed.nunique()} seeds; error bars: ± std)")
-    ax.legend(fontsize=7, ncols=4, loc="lower left")
-  ax = axes[-1, 0]
-  part = df[df.anchor == anchors[0]]
-  _grouped(ax, part[part.scheme.isin(list(SCHEMES))], "mse", settings)
-  for i, setting in enumerate(settings):
-    for name, ls in (("copy_newest", "--"), ("mean_frame", ":")):
-      base = part[(part.scheme == name) & (part.setting == setting)].mse.mean()
-      ax.hlines(
-        base, i - 0.45, i + 0.45, color="#777777", ls=ls, lw=1.2, label=name if not i else None
-      )
-  ax.set_yscale("log")
-  ax.set_ylabel("test MSE")
-  ax.set_title(f"test MSE, anchor = {anchors[0]!r} (grey: copy-newest dashed, mean frame dotted)")
-  ax.legend(fontsize=7, ncols=4, loc="upper left")
+  panels = [("newest", "skill"), ("newest", "mse"), ("input", "mse")]
+  panels = [(a, m) for a, m in panels if a in set(df.anchor)]
+  fig, axes = plotting.new_figure(len(panels), 1, figsize=(10.5, 3.1 * len(panels)))
+  for ax, (anchor, metric) in zip(axes[:, 0], panels):
+    part = df[df.anchor == anchor]
+    settings = list(dict.fromkeys(part.sort_values(["horizon", "value"]).setting))
+    _grouped(ax, part[part.scheme.isin(list(SCHEMES))], metric, settings)
+    n = part.seed.nunique()
+    if metric == "skill":
+      ax.axhline(0, color="#777777", lw=1.1, ls="--", label="copy-newest (skill 0)")
+      ax.set_ylabel("skill against copying")
+      ax.set_title(f"skill, anchor = {anchor!r} ({n} seeds; error bars: ± std)")
+    else:
+      _baseline_marks(ax, part, settings, per_pipeline=anchor == "input")
+      ax.set_yscale("log")
+      ax.set_ylabel("test MSE")
+      ax.set_title(f"test MSE, anchor = {anchor!r} ({n} seeds)")
+  handles, labels = axes[0, 0].get_legend_handles_labels()
+  for ax in axes[1:, 0]:  # the baselines' marks, once
+    for h, lab in zip(*ax.get_legend_handles_labels()):
+      if lab not in labels:
+        handles.append(h)
+        labels.append(lab)
+  fig.legend(handles, labels, loc="outside right upper", fontsize=7.5)
   return fig
+
+
+def _baseline_marks(ax, part: pd.DataFrame, settings: list, per_pipeline: bool) -> None:
+  """The copy-newest and mean-frame MSE of each setting, as grey segments across its group of
+  bars; with ``per_pipeline`` one copy mark per pipeline (anchor "input": each copies its own
+  newest frame), else one (anchor "newest": every pipeline copies frame j − h)."""
+  styles = {"BP": "--", "chain": (0, (5, 1, 1, 1)), "skip": "-.", "": "--"}
+  for i, setting in enumerate(settings):
+    here = part[part.setting == setting]
+    copies = here[here.scheme == "copy_newest"]
+    pipe = np.where(copies.method == "synchronous", "BP", copies.graph)
+    for p, g in copies.groupby(pipe if per_pipeline else np.full(len(copies), ""), sort=False):
+      ax.hlines(
+        g.mse.mean(),
+        i - 0.45,
+        i + 0.45,
+        color="#777777",
+        ls=styles.get(p, "--"),
+        lw=1.2,
+        label=f"copy-newest ({p})" if p else "copy-newest",
+      )
+    mean = here[here.scheme == "mean_frame"].mse.mean()
+    ax.hlines(mean, i - 0.45, i + 0.45, color="#777777", ls=":", lw=1.2, label="mean frame")
 
 
 def _grouped(ax, df: pd.DataFrame, metric: str, settings: list) -> None:
