@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Sequence
+from typing import NamedTuple
 
 import numpy as np
 import pandas as pd
@@ -315,31 +316,44 @@ def paired_ladder(frame: pd.DataFrame, a: str, b: str, value, b_value=None) -> p
 
 @dataclasses.dataclass(frozen=True)
 class Test:
-  """How a claim reads an effect's interval at one budget: ``kind`` "within" (holds when the
-  interval lies inside ±``bound``, fails when it lies wholly outside), "above" (holds when it
-  lies above ``bound``, fails when below) or "below" (the mirror image); else it is open."""
+  """How a claim reads an effect's interval at one budget.
+
+  ``kind`` "within": holds when the interval lies inside ±``bound`` (equivalence), fails
+  when it lies wholly outside. "above": holds when it lies above ``bound``, fails when it lies
+  below ``fail`` (default ``bound``; a ``fail`` above ``bound`` makes "not reproduced" mean
+  "smaller than a meaningful effect", not only "of the other sign"). "below": the mirror
+  image (holds below ``bound``, fails above ``fail``). Anything else is open.
+  """
 
   kind: str
   bound: float = 0.0
+  fail: float | None = None
 
   def __post_init__(self):
     if self.kind not in ("within", "above", "below"):
       raise ValueError(f'kind must be "within", "above" or "below", got {self.kind!r}')
 
+  @property
+  def fail_bound(self) -> float:
+    """The bound beyond which the claim fails ("above"/"below")."""
+    return self.bound if self.fail is None else self.fail
+
   def state(self, iv: Interval) -> str:
     """:data:`HOLDS`, :data:`FAILS` or :data:`OPEN` for ``iv`` (NaN bounds: open)."""
-    lo, hi, b = iv.low, iv.high, self.bound
+    lo, hi, b, f = iv.low, iv.high, self.bound, self.fail_bound
     if self.kind == "within":
       return HOLDS if -b <= lo and hi <= b else FAILS if hi < -b or lo > b else OPEN
     if self.kind == "above":
-      return HOLDS if lo > b else FAILS if hi < b else OPEN
-    return HOLDS if hi < b else FAILS if lo > b else OPEN
+      return HOLDS if lo > b else FAILS if hi < f else OPEN
+    return HOLDS if hi < b else FAILS if lo > f else OPEN
 
   def distance(self, mean: float) -> float:
-    """How far ``mean`` lies from the bound its interval must clear to decide."""
+    """How far ``mean`` lies from the bound its interval must clear to decide (the farther
+    of the two for "above"/"below": the one an interval shrinking around ``mean`` clears)."""
     if self.kind == "within":
       return abs(self.bound - abs(mean))
-    return abs(mean - self.bound)
+    sign = 1 if self.kind == "above" else -1
+    return max(sign * (mean - self.bound), sign * (self.fail_bound - mean))
 
   def toward(self, mean: float, slope: float) -> bool:
     """Whether an effect at ``mean`` that changes by ``slope`` moves toward holding."""
@@ -348,14 +362,22 @@ class Test:
     return slope > 0 if self.kind == "above" else slope < 0
 
   def describe(self) -> str:
-    """``inside ±0.02``, ``above 0``, ``below -0.02``."""
-    return f"inside ±{self.bound:g}" if self.kind == "within" else f"{self.kind} {self.bound:g}"
+    """``inside ±0.02``, ``above 0``, ``above 0 (fails below 0.02)``."""
+    if self.kind == "within":
+      return f"inside ±{self.bound:g}"
+    if self.fail is None:
+      return f"{self.kind} {self.bound:g}"
+    other = "below" if self.kind == "above" else "above"
+    return f"{self.kind} {self.bound:g} (fails {other} {self.fail:g})"
 
   def open_text(self) -> str:
     """What an open interval does: ``is neither inside ±0.02 nor wholly outside it``."""
     if self.kind == "within":
       return f"is neither inside ±{self.bound:g} nor wholly outside it"
-    return f"contains {self.bound:g}"
+    if self.fail is None:
+      return f"contains {self.bound:g}"
+    other = "below" if self.kind == "above" else "above"
+    return f"is neither {self.kind} {self.bound:g} nor {other} {self.fail:g}"
 
 
 def _runs(steps, states, state) -> tuple[int, ...]:
@@ -728,7 +750,7 @@ def _degrades(df, curves, longer) -> tuple[Reading, str]:
   long = None
   if longer is not None and {"sideways", "sideways_exact"} <= set(longer.scheme):
     long = _widening(ladder_frame(longer), lo, hi)
-  r = read_ladder(_widening(frame, lo, hi), Test("above", 0.0), long)
+  r = read_ladder(_widening(frame, lo, hi), Test("above", 0.0, EQUIVALENCE), long)
   last = frame[frame.step == frame.step.max()]
   gaps = [
     t_interval(paired_ladder(last, "sideways", "sideways_exact", v)["diff"]) for v in (lo, hi)
@@ -800,7 +822,7 @@ def claim_c2(
     "; ".join(_same_runs(results)),
     r,
     f"the widening of the gap Sideways − exact twin from {v.min():g} to {v.max():g} px/frame",
-    "interval above 0",
+    f"interval above 0 (fails wholly below {EQUIVALENCE:g})",
     why,
     convergence_text(speed, ("backprop", "sideways", "sideways_exact"), [v.min(), v.max()]),
   )
@@ -820,7 +842,7 @@ def claim_c3(
   frame = ladder_frame(motion, curves)
   r = read_ladder(
     paired_ladder(frame, "skip_sideways", "sideways", v),
-    Test("above", 0.0),
+    Test("above", 0.0, EQUIVALENCE),
     _longer_ladder(longer, "skip_sideways", "sideways", v),
   )
   last = frame[frame.step == frame.step.max()]
@@ -860,7 +882,7 @@ def claim_c3(
     numbers,
     r,
     f"on motion classes (chance {chance:.3f}) the accuracy gain Skip-Sideways − Sideways",
-    "interval above 0",
+    f"interval above 0 (fails wholly below {EQUIVALENCE:g})",
     why,
     convergence_text(motion, ("sideways", "skip_sideways", "skip_exact")),
   )
@@ -954,13 +976,21 @@ def stash_frontier(df: pd.DataFrame) -> pd.DataFrame:
   return out.reset_index(drop=True)
 
 
-def _stash_task(df: pd.DataFrame, curves: pd.DataFrame | None) -> tuple[Reading, str, str, str]:
+class _StashTask(NamedTuple):
+  reading: Reading
+  numbers: str
+  best: str
+  best_label: str
+  open_why: str
+
+
+def _stash_task(df: pd.DataFrame, curves: pd.DataFrame | None) -> _StashTask:
   """One task of C5: every allocation cheaper than the full stash read along the ladder
   (its gap to the exact twin, non-inferiority at −:data:`STASH_CLOSE`); the claim holds at a
   budget where one of them holds and fails where all fail. Returns the reading (the states
   and verdict are the claim's, the intervals the headline allocation's: the cheapest that
-  holds at the full budget, else the best), the numbers, the headline's name and, when the
-  full budget is open, which allocations keep it open."""
+  holds at the full budget, else the best), the numbers, the headline allocation (value and
+  label) and, when the full budget is open, which allocations keep it open."""
   front = stash_frontier(df)
   full = front[front.value == "full"].iloc[0]
   cheaper = front[front.stash_bytes < full.stash_bytes]
@@ -995,7 +1025,7 @@ def _stash_task(df: pd.DataFrame, curves: pd.DataFrame | None) -> tuple[Reading,
     f"those of {', '.join(still)} reach above it (wide spreads over seeds)"
   )
   best_label = f"{best} ({kib[best]:.0f} KiB, {kib[best] / kib['full']:.0%} of the full stash)"
-  return r, numbers, best_label, open_why
+  return _StashTask(r, numbers, best, best_label, open_why)
 
 
 def claim_c5(stash: dict, curves: dict | None = None) -> Claim:
@@ -1008,9 +1038,9 @@ def claim_c5(stash: dict, curves: dict | None = None) -> Claim:
   by task like ``stash``). Reproduced on every task, partly on some."""
   curves = curves or {}
   tasks = {name: _stash_task(df, curves.get(name)) for name, df in stash.items()}
-  verdicts = [t[0].verdict for t in tasks.values()]
+  verdicts = [t.reading.verdict for t in tasks.values()]
   name = next(iter(tasks))
-  r, _, best, open_why = tasks[name]
+  r, _, _, best, open_why = tasks[name]
   verdict = (
     verdicts[0] if len(set(verdicts)) == 1 else PARTLY if REPRODUCED in verdicts else r.verdict
   )
@@ -1020,7 +1050,7 @@ def claim_c5(stash: dict, curves: dict | None = None) -> Claim:
     why += f"than {STASH_CLOSE:g}"
   elif verdict == PARTLY:
     why = "a cheaper allocation recovers the exact twin on " + ", ".join(
-      k for k, t in tasks.items() if t[0].verdict == REPRODUCED
+      k for k, t in tasks.items() if t.reading.verdict == REPRODUCED
     )
   seeds = max(_seeds(df) for df in stash.values())
   values = dict.fromkeys(v for df in stash.values() for v in df.value.astype(str))
@@ -1031,7 +1061,7 @@ def claim_c5(stash: dict, curves: dict | None = None) -> Claim:
     f"({', '.join(values)}; per unit: s_1-s_2-…), paired with the exact twin, at every held-out "
     f"evaluation of the last half of the runs, {seeds} seeds; the allocation shown is the "
     f"cheapest that recovers the exact twin at the full budget, else the closest cheaper one",
-    "; ".join(f"{k}: {t[1]}" for k, t in tasks.items()),
+    "; ".join(f"{k}: {t.numbers}" for k, t in tasks.items()),
     r,
     f"on {name} the accuracy gap of allocation {best} to the exact twin",
     f"some cheaper allocation's interval above −{STASH_CLOSE:g} (non-inferiority)",
@@ -1040,6 +1070,130 @@ def claim_c5(stash: dict, curves: dict | None = None) -> Claim:
     open_why,
   )
   return dataclasses.replace(claim, verdict=verdict)
+
+
+# ---------------------------------------------------------------------------------------------
+# Effects against the budget (the claim_budgets figure)
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class Effect:
+  """One line of a claim's effect against the budget (:func:`effects`).
+
+  Attributes:
+    label: what the line shows ("Sideways − BP at 0.125 px/frame").
+    ladder: the effect per seed at each step (``step, seed, diff``).
+    longer: the same effect in longer runs, or None.
+    test: the claim's :class:`Test` (its bound is drawn).
+    scheme: the scheme whose colour the line takes.
+    metric: the metric of the difference ("accuracy", "mse").
+  """
+
+  label: str
+  ladder: pd.DataFrame
+  longer: pd.DataFrame | None
+  test: Test
+  scheme: str
+  metric: str = "accuracy"
+
+
+def ladder_intervals(ladder: pd.DataFrame, confidence: float = CONFIDENCE) -> pd.DataFrame:
+  """Per step of ``ladder`` (``step, seed, diff``): ``step, mean, low, high, seeds`` of its
+  Student-t interval over seeds (:func:`t_interval`)."""
+  rows = []
+  for step, g in ladder.groupby("step", sort=True):
+    iv = t_interval(g["diff"], confidence)
+    rows.append(dict(step=int(step), mean=iv.mean, low=iv.low, high=iv.high, seeds=iv.seeds))
+  return pd.DataFrame(rows, columns=["step", "mean", "low", "high", "seeds"])
+
+
+def _digit_effects(digits, curves, longer, start) -> dict:
+  values = pd.to_numeric(digits.value)
+  lo, hi = float(values.min()), float(values.max())
+  frame = ladder_frame(digits, curves, start=start)
+  c1 = Effect(
+    f"Sideways − BP at {lo:g} px/frame",
+    paired_ladder(frame, "sideways", "backprop", lo),
+    _longer_ladder(longer, "sideways", "backprop", lo),
+    Test("within", EQUIVALENCE),
+    "sideways",
+  )
+  long = None
+  if longer is not None and {"sideways", "sideways_exact"} <= set(longer.scheme):
+    long = _widening(ladder_frame(longer), lo, hi)
+  c2 = Effect(
+    f"widening of Sideways − exact twin, {lo:g} → {hi:g} px/frame",
+    _widening(frame, lo, hi),
+    long,
+    Test("above", 0.0, EQUIVALENCE),
+    "sideways",
+  )
+  return {"C1": [c1], "C2": [c2]}
+
+
+def _stash_effects(name, df, curves, start) -> list:
+  best = _stash_task(df, curves).best
+  front = stash_frontier(df)
+  full = front[front.value == "full"].iloc[0]
+  frame = ladder_frame(df, curves, start=start)
+  out = []
+  for value in dict.fromkeys([best, "0"]):
+    row = front[front.value == value].iloc[0]
+    out.append(
+      Effect(
+        f"{name}: stash {value} − exact twin",
+        paired_ladder(frame, row.scheme, full.scheme, value, "full"),
+        None,
+        Test("above", -STASH_CLOSE),
+        row.scheme,
+      )
+    )
+  return out
+
+
+def effects(
+  results: dict, curves: dict | None = None, longer: dict | None = None, start: float = 0.0
+) -> dict[str, list[Effect]]:
+  """Each claim's effect, paired by seed, at every held-out evaluation from ``start`` · N (0:
+  all of them), by claim id: the effects :func:`claims` reads (C1: Sideways − BP at the
+  smoothest speed; C2: the widening of Sideways − exact twin; C3: Skip-Sideways − Sideways
+  on motion classes; C4: Skip-Sideways − Sideways in MSE at each anchor; C5: the gap to the
+  exact twin of the allocation C5 names and of no stash). Arguments as :func:`claims`'; a
+  claim whose sweep is missing is left out."""
+  curves, longer = curves or {}, longer or {}
+  out: dict[str, list[Effect]] = {}
+  if results.get("digits-speed") is not None:
+    out |= _digit_effects(
+      results["digits-speed"], curves.get("digits-speed"), longer.get("digits-speed"), start
+    )
+  motion = results.get("motion-classes")
+  if motion is not None:
+    v = float(pd.to_numeric(motion.value).iloc[0])
+    frame = ladder_frame(motion, curves.get("motion-classes"), start=start)
+    out["C3"] = [
+      Effect(
+        f"Skip-Sideways − Sideways at {v:g} px/frame",
+        paired_ladder(frame, "skip_sideways", "sideways", v),
+        _longer_ladder(longer.get("motion-classes"), "skip_sideways", "sideways", v),
+        Test("above", 0.0, EQUIVALENCE),
+        "skip_sideways",
+      )
+    ]
+  for anchor in ANCHORS:
+    df = results.get(f"next-frame-{anchor}")
+    if df is not None:
+      v = float(pd.to_numeric(df.value).min())
+      frame = ladder_frame(df, curves.get(f"next-frame-{anchor}"), "mse", start)
+      ladder = paired_ladder(frame, "skip_sideways", "sideways", v)
+      effect = Effect(
+        f"Skip − Sideways MSE, anchor {anchor}", ladder, None, Test("below"), "skip_sideways", "mse"
+      )
+      out.setdefault("C4", []).append(effect)
+  for name, df in results.items():
+    if name.startswith("stash-") and df is not None:
+      out.setdefault("C5", []).extend(_stash_effects(name[6:], df, curves.get(name), start))
+  return dict(sorted(out.items()))
 
 
 # ---------------------------------------------------------------------------------------------

@@ -8,7 +8,7 @@ Subcommands::
   sideways-lab evaluate CHECKPOINT [--clips N]
   sideways-lab compare --task T --out DIR [--quick]
   sideways-lab sweep --task T --knob K --values V,... --out DIR [--quick]
-  sideways-lab figures [--quick] [--out DIR] [--only NAME ...]
+  sideways-lab figures [--quick] [--out DIR] [--only NAME ...] [--from-results DIR]
 
 The training flags of ``train`` are generated from :data:`TRAIN_FLAGS`, one entry per field of
 the configuration dataclasses (:class:`~sideways_lab.training.TrainConfig`,
@@ -418,12 +418,16 @@ def _add_sweep(sub) -> None:
 def _cmd_figures(args) -> int:
   """``sideways-lab figures``: train ``--sweeps`` into the cache, or draw every figure."""
   quick = experiments.is_quick(args.quick or None)
+  if args.sweeps and args.from_results:
+    raise ValueError("--sweeps trains and --from-results draws without training: give one")
   if args.sweeps:
     t0 = time.perf_counter()
     figures.run_sweeps(args.sweeps, quick=quick, work_dir=args.work_dir)
     print(f"trained {len(args.sweeps)} sweeps in {time.perf_counter() - t0:.0f} s")
     return 0
-  m = figures.generate(args.out, quick=quick, only=args.only, work_dir=args.work_dir)
+  m = figures.generate(
+    args.out, quick=quick, only=args.only, work_dir=args.work_dir, from_results=args.from_results
+  )
   print(f"wrote {len(m['figures'])} figures to {args.out} in {m['total_time_s']:.0f} s")
   return 0
 
@@ -449,6 +453,14 @@ def _add_figures(sub) -> None:
     default=None,
     help="where the sweeps' runs are cached (default: "
     ".sideways_cache/figures-<mode>; a rerun reuses finished runs)",
+  )
+  p.add_argument(
+    "--from-results",
+    default=None,
+    metavar="DIR",
+    help="draw the figures and claims.md from the results an earlier run wrote (e.g. "
+    "figures/results: <sweep>.csv, curves-<sweep>.csv, alignment.csv) without training; "
+    "figures that need the runs' checkpoints are skipped",
   )
   p.set_defaults(func=_cmd_figures)
 
