@@ -91,3 +91,34 @@ def test_the_max_readout_sweeps_repeat_their_mean_readout_twins():
     assert other["overrides"]["model"]["readout"] == "max"
     assert set(other["values"]) <= set(mean["values"]) and other["schemes"] == mean["schemes"]
     assert {max_name, mean_name} <= set(figures.FIGURES["readout"].sweeps)
+
+
+def test_figures_and_claims_from_committed_results(tmp_path):
+  """Drawn from results without training: the figures asked for and claims.md are written,
+  the results are not, and the manifest keeps the training run's record and other entries."""
+  source = ROOT / "figures" / "results"
+  old = json.loads((ROOT / "figures" / "manifest.json").read_text())
+  (tmp_path / "manifest.json").write_text(json.dumps(old))
+  m = figures.generate(tmp_path, only=["next_frame"], from_results=source, log=None)
+  assert set(m["figures"]) == set(old["figures"]) | {"next_frame"}
+  assert m["device"] == old["device"] and m["git_commit"] == old["git_commit"]
+  entry = m["figures"]["next_frame"]
+  assert entry["from_results"] == str(source) and entry["command"].endswith("--only next_frame")
+  assert entry["config"] == json.loads(json.dumps(figures.figure_config("next_frame")))
+  assert (tmp_path / "next_frame.png").exists() and not (tmp_path / "results").exists()
+  report = (tmp_path / "claims.md").read_text()
+  assert "without training" in report and "after 1000 steps (95 % t-interval, 3 seeds)" in report
+  # figures that need the runs' checkpoints: refused when asked for, skipped otherwise
+  with pytest.raises(ValueError, match="checkpoints"):
+    figures.generate(tmp_path, only=["future_frames"], from_results=source, log=None)
+  (tmp_path / "empty").mkdir()
+  with pytest.raises(FileNotFoundError, match="curves-digits-speed.csv|digits-speed.csv"):
+    figures.draw("claim_budgets", from_results=tmp_path / "empty")
+  assert figures._names(None, source, lambda m: None) == [
+    n for n in figures.FIGURES if n != "future_frames"
+  ]
+  args = ["figures", "--from-results", str(source), "--sweeps", "digits-speed"]
+  assert cli.main(args) == cli.EXIT_USAGE
+  fig = figures.draw("claim_budgets", from_results=source)
+  titles = [ax.get_title() for ax in fig.axes]
+  assert all(any(t.startswith(f"C{i}:") for t in titles) for i in range(1, 6))
