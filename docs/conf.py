@@ -512,7 +512,7 @@ def write_figures_page() -> None:
 
 
 _RELATIVE_IMAGE = re.compile(r"(!\[[^\]]*\]\()(?!https?:|/)([^)\s]+)")
-VERDICTS = ("partly reproduced", "not reproduced", "reproduced", "budget-limited")
+VERDICTS = ("partly reproduced", "not reproduced", "reproduced", "inconclusive", "budget-limited")
 _DIGEST_LINE = re.compile(r"^- \*\*(C\d+)\*\*\s+—\s+(" + "|".join(VERDICTS) + r"):\s*(.+)$")
 _TABLE_CLAIM = re.compile(r"^\*\*(C\d+)\*\*\s*(.*)$")
 _NO_REPORT = ("*The claims report (`figures/claims.md`, written by `sideways-lab figures`) is not "
@@ -591,11 +591,16 @@ def claims_cards(text: str) -> str | None:
   for row in rows:
     cid, claim = _TABLE_CLAIM.match(row[0]).groups()
     out += [f"# {cid} · {claim}", "", _verdict_span(_verdict(row[3])), "",
-            f"**Measured:** {row[1]}.", "", "**Numbers** (mean ± std over seeds):", ""]
+            f"**Measured:** {row[1]}.", "",
+            "**Numbers** (mean ± std over seeds; paired differences: mean [95 % interval]):", ""]
     out += [f"- {part}" for part in _top_level_parts(row[2])]
     out.append("")
-    if len(row) > 4 and row[4]:
+    if len(row) > 4 and row[4] and row[4] != "—":
       out += [f"**Why:** {row[4][0].upper() + row[4][1:]}.", ""]
+    if len(row) > 6 and row[6] and row[6] != "—":
+      out += [f"**Budgets:** {row[6][0].upper() + row[6][1:]}.", ""]
+    if len(row) > 7 and row[7] and row[7] != "—":
+      out += [f"**Converged:** {row[7][0].upper() + row[7][1:]}.", ""]
   return "\n".join(out)
 
 

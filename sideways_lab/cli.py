@@ -8,7 +8,8 @@ Subcommands::
   sideways-lab evaluate CHECKPOINT [--clips N]
   sideways-lab compare --task T --out DIR [--quick]
   sideways-lab sweep --task T --knob K --values V,... --out DIR [--quick] [--reuse-other-code]
-  sideways-lab figures [--quick] [--out DIR] [--only NAME ...] [--reuse-other-code]
+  sideways-lab figures [--quick] [--out DIR] [--only NAME ...] [--from-results DIR]
+                       [--reuse-other-code]
 
 The training flags of ``train`` are generated from :data:`TRAIN_FLAGS`, one entry per field of
 the configuration dataclasses (:class:`~sideways_lab.training.TrainConfig`,
@@ -429,6 +430,8 @@ def _add_reuse_other_code(p: argparse.ArgumentParser) -> None:
 def _cmd_figures(args) -> int:
   """``sideways-lab figures``: train ``--sweeps`` into the cache, or draw every figure."""
   quick = experiments.is_quick(args.quick or None)
+  if args.sweeps and args.from_results:
+    raise ValueError("--sweeps trains and --from-results draws without training: give one")
   if args.sweeps:
     t0 = time.perf_counter()
     figures.run_sweeps(
@@ -442,6 +445,7 @@ def _cmd_figures(args) -> int:
     only=args.only,
     work_dir=args.work_dir,
     reuse_other_code=args.reuse_other_code,
+    from_results=args.from_results,
   )
   print(f"wrote {len(m['figures'])} figures to {args.out} in {m['total_time_s']:.0f} s")
   return 0
@@ -470,6 +474,14 @@ def _add_figures(sub) -> None:
     ".sideways_cache/figures-<mode>; a rerun reuses the finished runs of the same code)",
   )
   _add_reuse_other_code(p)
+  p.add_argument(
+    "--from-results",
+    default=None,
+    metavar="DIR",
+    help="draw the figures and claims.md from the results an earlier run wrote (e.g. "
+    "figures/results: <sweep>.csv, curves-<sweep>.csv, alignment.csv) without training; "
+    "figures that need the runs' checkpoints are skipped",
+  )
   p.set_defaults(func=_cmd_figures)
 
 

@@ -1,6 +1,7 @@
 """Regenerates every figure of the project (PNG and PDF) with a manifest.
 
     sideways-lab figures [--quick] [--out DIR] [--only NAME ...] [--sweeps NAME ...]
+    sideways-lab figures --from-results figures/results --only claim_budgets
 
 or from Python ``sl.figures.generate(out_dir="figures", quick=False)``. Every figure is backed
 by runs made right here: the sweeps of :data:`SWEEPS` (:func:`sideways_lab.experiments.sweep`:
@@ -9,6 +10,9 @@ schedule and measured unit costs. Besides the figures it writes the sweeps' tidy
 learning curves (``out_dir/results/*.csv``, ``curves-*.csv``) and the claims report
 (``out_dir/claims.md``). ``--sweeps`` only trains sweeps into the run cache (processes that
 share it may train disjoint sweeps); a later run draws everything from the cache.
+``--from-results DIR`` draws from the results an earlier run wrote (no training, no run
+cache; the figures that need checkpoints are skipped) and rewrites only the figures and
+``claims.md``.
 ``out_dir/manifest.json`` records the package version, git commit, seeds, JAX and Haiku
 versions, the device, the mode (quick or full), each figure's configuration (its sweeps and
 budgets), the time taken per figure and the code identities of the runs behind the figures
@@ -28,6 +32,7 @@ import json
 import os
 import platform
 import sys
+import textwrap
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -54,19 +59,20 @@ class FigureSpec:
   sentence: str  # one sentence on what the figure shows (README)
   make: Callable  # make(ctx) -> matplotlib Figure
   sweeps: tuple = ()  # the sweeps (names of SWEEPS) it draws from
+  needs_runs: bool = False  # it reads the trained runs' checkpoints (not in committed results)
 
 
 FIGURES: dict[str, FigureSpec] = {}
 
 
-def _figure(name: str, sentence: str, sweeps: tuple = ()):
+def _figure(name: str, sentence: str, sweeps: tuple = (), needs_runs: bool = False):
   def deco(fn):
     if fn.__doc__ is None:
       fn.__doc__ = (
         f"Draws the ``{name}`` figure from ``ctx`` (a :class:`Context`); returns the "
         f"matplotlib Figure.\n\n{sentence}"
       )
-    FIGURES[name] = FigureSpec(name, sentence, fn, tuple(sweeps))
+    FIGURES[name] = FigureSpec(name, sentence, fn, tuple(sweeps), needs_runs)
     return fn
 
   return deco
@@ -189,8 +195,10 @@ RESULTS_DIR = Path(__file__).resolve().parent.parent / "figures" / "results"
 
 def results(name: str) -> pd.DataFrame:
   """The committed full-run results of figure sweep ``name`` (``figures/results/<name>.csv``,
-  or ``alignment``), as the DataFrame :func:`sideways_lab.experiments.sweep` returned."""
-  names = list(SWEEPS) + ["alignment"] + [f"curves-{n}" for n in SWEEPS]
+  or ``alignment``, ``curves-<sweep>``, ``longer-<sweep>``), as the DataFrame
+  :func:`sideways_lab.experiments.sweep` returned (:func:`~sideways_lab.experiments.read_curves`'
+  for curves; longer runs of a sweep's settings in the results' columns)."""
+  names = list(SWEEPS) + ["alignment"] + [f"{k}-{n}" for k in ("curves", "longer") for n in SWEEPS]
   if name not in names:
     raise ValueError(f"name must be one of {names}, got {name!r}")
   path = RESULTS_DIR / f"{name}.csv"
@@ -238,19 +246,39 @@ def _alignment_runs(quick: bool) -> list:
 
 @dataclasses.dataclass
 class Context:
-  """What the figure functions share: the mode, a work dir, the sweeps run so far."""
+  """What the figure functions share: the mode, a work dir, the sweeps run so far.
+
+  With ``results_dir`` (committed results, e.g. ``figures/results``) nothing is trained: a
+  sweep is read from ``<results_dir>/<sweep>.csv``, its curves from ``curves-<sweep>.csv`` and
+  the alignment from ``alignment.csv``; a figure that needs the runs' checkpoints raises.
+  Longer runs of a sweep's settings are read from ``<longer_dir>/longer-<sweep>.csv`` where
+  present."""
 
   quick: bool
   work_dir: Path
   log: Callable[[str], None]
   reuse_other_code: bool = False
   results: dict = dataclasses.field(default_factory=dict)
+  results_dir: Path | None = None
+  longer_dir: Path | None = None
   _alignment: pd.DataFrame | None = None
+
+  def _committed(self, file: str) -> Path:
+    path = Path(self.results_dir) / file
+    if not path.exists():
+      raise FileNotFoundError(
+        f"{str(path)!r} does not exist: drawing from results needs the sweeps' results, "
+        f"curves and alignment that `sideways-lab figures` writes to <out>/results"
+      )
+    return path
 
   def sweep(self, name: str) -> pd.DataFrame:
     """The DataFrame of figure sweep ``name`` (:data:`SWEEPS`), run once (and cached on disk
-    in ``work_dir``: an interrupted figures run resumes)."""
+    in ``work_dir``: an interrupted figures run resumes), or read from ``results_dir``."""
     if name not in self.results:
+      if self.results_dir is not None:
+        self.results[name] = experiments.read_results(self._committed(f"{name}.csv"))
+        return self.results[name]
       spec = sweep_spec(name, self.quick)
       self.log(f"  sweep {name}: {spec}")
       self.results[name] = experiments.sweep(
@@ -266,11 +294,29 @@ class Context:
 
   def curves(self, name: str) -> pd.DataFrame:
     """The learning curves of figure sweep ``name`` (its ``curves.csv``)."""
+    if self.results_dir is not None:
+      return experiments.read_curves(self._committed(f"curves-{name}.csv"))
     self.sweep(name)
     return experiments.read_curves(self.work_dir / name)
 
+  def longer(self, name: str) -> pd.DataFrame | None:
+    """Longer runs of sweep ``name``'s settings (``longer-<name>.csv``), or None."""
+    path = Path(self.longer_dir or self.results_dir or ".") / f"longer-{name}.csv"
+    return experiments.read_results(path) if path.exists() else None
+
+  def run_dir(self, name: str) -> Path:
+    """Where the runs of sweep ``name`` are (their checkpoints); committed results have none."""
+    if self.results_dir is not None:
+      raise FileNotFoundError(
+        f"the runs of {name!r} (their checkpoints) are not in the results "
+        f"{str(self.results_dir)!r}: draw this figure without --from-results"
+      )
+    return self.work_dir / name
+
   def alignment(self) -> pd.DataFrame:
     """Alignment along training of the runs of :data:`ALIGNMENT_RUNS`."""
+    if self._alignment is None and self.results_dir is not None:
+      self._alignment = pd.read_csv(self._committed("alignment.csv"))
     if self._alignment is None:
       parts = []
       for name, value in _alignment_runs(self.quick):
@@ -617,6 +663,7 @@ def _grouped(ax, df: pd.DataFrame, metric: str, settings: list) -> None:
 @_figure(
   "future_frames",
   sweeps=NEWEST_SWEEPS,
+  needs_runs=True,
   sentence="Frames predicted by every trained scheme and its exact twin (anchor 'newest', "
   "seed 0) on a held-out clip, aligned by the frame they predict: the true frame, copying the "
   "newest frame, then each scheme, with |prediction − truth| on the right; a smooth and a "
@@ -633,7 +680,7 @@ def fig_future_frames(ctx: Context, count: int = 3):
     fig = Figure(figsize=(5.2 * len(settings), 9.0), layout="constrained")
     subs = np.atleast_1d(fig.subfigures(1, len(settings), wspace=0.03))
     for sf, (name, v) in zip(subs, settings):
-      work = ctx.work_dir / name
+      work = ctx.run_dir(name)
       runs = {s: work / r for s, r in experiments.runs_at(ctx.sweep(name), v).items()}
       al = experiments.frames_by_target(runs, count=count)
       schemes = plotting.order_schemes(al["predictions"])
@@ -766,6 +813,93 @@ def fig_learning_curves(ctx: Context):
     axes[1, j].set_yscale("log")
   for ax in axes[0]:
     ax.legend(fontsize=7)
+  return fig
+
+
+#: The sweeps behind each claim's effect against the budget (C1–C5).
+CLAIM_SWEEPS = ("digits-speed", "motion-classes", *NEXT_FRAME_SWEEPS, "stash-digits")
+
+
+def _claim_inputs(ctx: Context) -> tuple[dict, dict, dict]:
+  """The results, curves and longer runs of :data:`CLAIM_SWEEPS` (by sweep name)."""
+  results = {n: ctx.sweep(n) for n in CLAIM_SWEEPS}
+  curves = {n: ctx.curves(n) for n in CLAIM_SWEEPS}
+  longer = {n: df for n in CLAIM_SWEEPS if (df := ctx.longer(n)) is not None}
+  return results, curves, longer
+
+
+def _draw_bound(ax, test) -> None:
+  """The bound of a claim's test: the equivalence band, or a dashed line (and 0)."""
+  ax.axhline(0, color="#999999", lw=0.8)
+  if test.kind == "within":
+    ax.axhspan(-test.bound, test.bound, color="#999999", alpha=0.2, lw=0, label=f"±{test.bound:g}")
+  elif test.bound:
+    ax.axhline(test.bound, color="#777777", ls="--", lw=1.0, label=f"bound {test.bound:g}")
+
+
+def _budget_ticks(ax, effect) -> None:
+  """Labels at the evaluations a doubling apart from the first, the last and the longer runs;
+  the other evaluations as unlabelled minor ticks."""
+  steps = sorted(set(effect.ladder.step))
+  more = sorted(set(effect.longer.step)) if effect.longer is not None else []
+  major = [s for s in steps if np.log2(s / steps[0]) % 1 == 0] + [steps[-1]] + more
+  major = sorted(set(major))
+  ax.set_xticks(major, [f"{s:g}" for s in major], fontsize=7.5)
+  ax.set_xticks([s for s in steps if s not in major], minor=True)
+  ax.xaxis.set_minor_formatter("")
+
+
+@_figure(
+  "claim_budgets",
+  sweeps=CLAIM_SWEEPS,
+  sentence="Each claim's effect against the training budget: the difference paired by seed "
+  "(mean and 95 % Student-t interval over seeds) at every held-out evaluation along the runs, "
+  "steps on a log2 axis; the grey first half does not decide, the grey band (C1's equivalence "
+  "margin) or dashed line is the claim's bound, open diamonds are longer runs (seed 0); the "
+  "last panel gives the verdicts of claims.md (docs/design.md §9).",
+)
+def fig_claim_budgets(ctx: Context):
+  results, curves, longer = _claim_inputs(ctx)
+  effects = claims.effects(results, curves, longer)
+  verdicts = claims.claims(results, curves, longer)
+  fig, axes = plotting.new_figure(2, 3, figsize=(14, 8.2))
+  for ax, c in zip(axes.flat, verdicts):
+    lines = effects.get(c.id, [])
+    for i, e in enumerate(lines):
+      table = claims.ladder_intervals(e.ladder)
+      plotting.plot_ladder(
+        ax,
+        table,
+        color=plotting.scheme_color(e.scheme) if i == 0 else "#555555",
+        label=e.label,
+        linestyle="-" if i == 0 else "--",
+        marker="o" if i == 0 else "s",
+        offset=0.03 * (i - (len(lines) - 1) / 2),
+        longer=None if e.longer is None else claims.ladder_intervals(e.longer),
+        decides_from=claims.LADDER_FROM * table.step.max(),
+      )
+    if lines:
+      _draw_bound(ax, lines[0].test)
+      _budget_ticks(ax, lines[0])
+      ax.set_ylabel(f"paired {lines[0].metric.replace('mse', 'MSE')} difference")
+    ax.set_xlabel("training step (log scale)")
+    ax.set_title("\n".join(textwrap.wrap(f"{c.id}: {c.claim}", 48)), fontsize=9)
+    ax.margins(y=0.3)
+    ax.legend(fontsize=7, loc="best", framealpha=0.9)
+  text = axes[1, 2]
+  text.axis("off")
+  body = [
+    f"{c.id}: {c.verdict}, {c.seeds} seeds" + (f" — {c.budgets.split(';')[0]}" if c.budgets else "")
+    for c in verdicts
+  ]
+  text.text(
+    0.0,
+    1.0,
+    "\n\n".join("\n".join(textwrap.wrap(b, 52)) for b in body),
+    va="top",
+    fontsize=8.5,
+    transform=text.transAxes,
+  )
   return fig
 
 
@@ -994,6 +1128,41 @@ def run_sweeps(
   return {n: ctx.sweep(n) for n in names}
 
 
+def _names(only, from_results, log) -> list[str]:
+  """The figures to draw: ``only`` (checked) or all; drawn from results, the figures that need
+  the runs' checkpoints are skipped with a message (named in ``only``: an error)."""
+  names = list(FIGURES) if only is None else list(only)
+  for n in names:
+    if n not in FIGURES:
+      raise ValueError(f"unknown figure {n!r}; figures are {list(FIGURES)}")
+  if from_results is None:
+    return names
+  runs = [n for n in names if FIGURES[n].needs_runs]
+  if runs and only is not None:
+    raise ValueError(
+      f"{runs} need the trained runs' checkpoints, which results do not hold: draw them "
+      f"without from_results (--from-results)"
+    )
+  for n in runs:
+    log(f"[figures] {n}: skipped (needs the trained runs' checkpoints, not in the results)")
+  return [n for n in names if n not in runs]
+
+
+def _context(quick, work_dir, log, out: Path, from_results, reuse_other_code=False) -> Context:
+  if from_results is None:
+    return Context(
+      bool(quick),
+      _work_dir(work_dir, quick),
+      log,
+      bool(reuse_other_code),
+      longer_dir=out / "results",
+    )
+  path = Path(from_results)
+  if not path.is_dir():
+    raise NotADirectoryError(f"from_results {str(path)!r} is not a directory of results")
+  return Context(bool(quick), _work_dir(work_dir, quick), log, results_dir=path)
+
+
 def generate(
   out_dir="figures",
   quick: bool = False,
@@ -1002,6 +1171,7 @@ def generate(
   log: Callable[[str], None] | None = print,
   work_dir=None,
   reuse_other_code: bool = False,
+  from_results=None,
 ) -> dict:
   """Regenerates the figures (PNG and PDF), their results and the claims report.
 
@@ -1015,10 +1185,17 @@ def generate(
     reuse_other_code: reuse cached runs computed by other code instead of retraining them
       (:func:`sideways_lab.experiments.sweep`; they are listed in the log, in the results'
       ``other_code`` column and in the manifest's ``runs_code``).
+    from_results: a directory of results that an earlier run wrote (``figures/results``): the
+      figures and the claims are drawn from its ``<sweep>.csv``, ``curves-<sweep>.csv``,
+      ``longer-<sweep>.csv`` and ``alignment.csv`` without training; the figures that need
+      the runs' checkpoints (``future_frames``) are skipped, or refused when named in
+      ``only``. The results are not rewritten.
 
   Writes ``out_dir/<figure>.png|pdf``, ``out_dir/results/<sweep>.csv`` (the tidy results of
   every sweep behind a figure), ``out_dir/results/alignment.csv``, ``out_dir/claims.md``
-  (when a sweep ran) and ``out_dir/manifest.json``.
+  (when a sweep ran or was read) and ``out_dir/manifest.json``; ``only`` keeps the other
+  entries of a manifest of the same mode (from results: its other fields too, and each
+  figure drawn records ``from_results``, its commit and command).
 
   Returns:
     The manifest: ``package_version``, ``git_commit`` (of the checkout that draws), ``code``
@@ -1028,19 +1205,17 @@ def generate(
     ``seeds``, ``versions``, ``device``, ``figures`` (name -> files, sentence, config, time_s)
     and ``total_time_s``.
   """
-  names = list(FIGURES) if only is None else list(only)
-  for n in names:
-    if n not in FIGURES:
-      raise ValueError(f"unknown figure {n!r}; figures are {list(FIGURES)}")
   log = log or (lambda msg: None)
+  names = _names(only, from_results, log)
   out = Path(out_dir)
   out.mkdir(parents=True, exist_ok=True)
   # the commit of the code that draws: read before anything is written into the tree
   commit = provenance.git_commit(Path(__file__).resolve().parent.parent)
   t0 = time.perf_counter()
-  mode = "quick" if quick else "full"
-  work = _work_dir(work_dir, quick)
-  ctx = Context(quick=bool(quick), work_dir=work, log=log, reuse_other_code=bool(reuse_other_code))
+  ctx = _context(quick, work_dir, log, out, from_results, reuse_other_code)
+  command = "sideways-lab figures" + (" --quick" if quick else "") + f" --out {out_dir}"
+  if from_results is not None:
+    command += f" --from-results {from_results}"
   figures = {}
   for n in names:
     spec = FIGURES[n]
@@ -1054,14 +1229,18 @@ def generate(
       "config": figure_config(n, quick),
       "time_s": round(dt, 2),
     }
+    if from_results is not None:
+      figures[n].update(
+        from_results=str(from_results), git_commit=commit, command=f"{command} --only {n}"
+      )
     log(f"  wrote {', '.join(Path(f).name for f in files)} ({dt:.1f} s)")
-  _write_results(out, ctx, quick, commit)
+  _write_results(out, ctx, quick, commit, command)
   manifest = {
     "package_version": sideways_lab.__version__,
     "git_commit": commit,
     "code": provenance.code_identity(),
     "runs_code": experiments.code_versions(list(ctx.results.values())).to_dict("records"),
-    "mode": mode,
+    "mode": "quick" if quick else "full",
     "seeds": {"sweeps": f"0..{(QUICK_SEEDS if quick else SEEDS) - 1} per setting"},
     "versions": _versions(),
     "device": _device(),
@@ -1073,47 +1252,80 @@ def generate(
     "sweeps_train_time_s": {
       n: round(float(df.train_time_s.sum()), 1) for n, df in ctx.results.items()
     },
-    "command": "sideways-lab figures" + (" --quick" if quick else "") + f" --out {out_dir}",
+    "command": command,
   }
+  if from_results is not None:
+    manifest["from_results"] = str(from_results)
   old = _read_manifest(out / "manifest.json") if only is not None else None
   if old is not None and old.get("mode") == manifest["mode"]:
-    # regenerating some figures keeps the others' entries (their files are still there)
-    manifest["figures"] = {
-      **{n: f for n, f in old.get("figures", {}).items() if n not in figures},
-      **figures,
-    }
-    manifest["command"] += " --only " + " ".join(names)
+    # regenerating some figures keeps the others' entries (their files are still there);
+    # drawn from results, the run that trained them keeps its record as well
+    figures = {**{n: f for n, f in old.get("figures", {}).items() if n not in figures}, **figures}
+    if from_results is not None:
+      manifest = dict(old)
+    else:
+      manifest["command"] += " --only " + " ".join(names)
+    manifest["figures"] = figures
   if reuse_other_code:
     manifest["command"] += " --reuse-other-code"
   ckpt.atomic_write_text(out / "manifest.json", json.dumps(manifest, indent=1) + "\n")
   return manifest
 
 
-def _write_results(out: Path, ctx: Context, quick: bool, commit: str | None) -> None:
-  """The sweeps' CSVs, the alignment CSV and, when any sweep ran, ``claims.md``."""
-  if not ctx.results:
-    return
-  (out / "results").mkdir(exist_ok=True)
-  for name, df in ctx.results.items():
-    ckpt.atomic_write_text(out / "results" / f"{name}.csv", df.to_csv(index=False))
-    curves = ctx.work_dir / name / "curves.csv"
-    if curves.exists():
-      ckpt.atomic_write_text(out / "results" / f"curves-{name}.csv", curves.read_text())
-  if ctx._alignment is not None:
-    ckpt.atomic_write_text(out / "results" / "alignment.csv", ctx._alignment.to_csv(index=False))
-  results = dict(ctx.results)
-  for name in SWEEPS:  # claims read every sweep this output directory has
-    path = out / "results" / f"{name}.csv"
+def draw(name: str, *, from_results=None, quick: bool = False, work_dir=None, log=None) -> Figure:
+  """The matplotlib Figure ``name`` of :data:`FIGURES`, drawn and returned without writing
+  anything: from the results in ``from_results`` (e.g. :data:`RESULTS_DIR`, the committed
+  ones) or, without it, from the sweeps in ``work_dir`` (trained there if missing)."""
+  if name not in FIGURES:
+    raise ValueError(f"unknown figure {name!r}; figures are {list(FIGURES)}")
+  log = log or (lambda msg: None)
+  _names([name], from_results, log)
+  ctx = _context(quick, work_dir, log, Path("."), from_results)
+  return FIGURES[name].make(ctx)
+
+
+def _claims_inputs(source: Path, have: dict) -> tuple[dict, dict, dict]:
+  """Every sweep's results, curves and longer runs in ``source`` (``have`` first)."""
+  results, curves, longer = dict(have), {}, {}
+  for name in SWEEPS:  # claims read every sweep this directory has
+    path = source / f"{name}.csv"
     if name not in results and path.exists():
       results[name] = experiments.read_results(path)
+    if (source / f"curves-{name}.csv").exists():
+      curves[name] = experiments.read_curves(source / f"curves-{name}.csv")
+    if (source / f"longer-{name}.csv").exists():
+      longer[name] = experiments.read_results(source / f"longer-{name}.csv")
+  return results, curves, longer
+
+
+def _write_results(out: Path, ctx: Context, quick: bool, commit: str | None, command: str) -> None:
+  """The sweeps' CSVs and the alignment CSV (not when drawn from results) and, when any sweep
+  ran or was read, ``claims.md``."""
+  if not ctx.results:
+    return
+  if ctx.results_dir is None:
+    (out / "results").mkdir(exist_ok=True)
+    for name, df in ctx.results.items():
+      ckpt.atomic_write_text(out / "results" / f"{name}.csv", df.to_csv(index=False))
+      curves = ctx.work_dir / name / "curves.csv"
+      if curves.exists():
+        ckpt.atomic_write_text(out / "results" / f"curves-{name}.csv", curves.read_text())
+    if ctx._alignment is not None:
+      alignment = ctx._alignment.to_csv(index=False)
+      ckpt.atomic_write_text(out / "results" / "alignment.csv", alignment)
+  source = Path(ctx.results_dir) if ctx.results_dir is not None else out / "results"
+  results, curves, longer = _claims_inputs(source, ctx.results)
+  how = "quick mode: tiny budgets, the verdicts mean nothing" if quick else "full mode"
+  if ctx.results_dir is not None:
+    how += f", drawn from the results in `{ctx.results_dir}` without training"
   header = (
-    f"Generated by `sideways-lab figures{' --quick' if quick else ''}` "
-    f"({'quick mode: tiny budgets, the verdicts mean nothing' if quick else 'full mode'}"
-    f", drawn at commit {commit}); runs trained by {runs_code_text(results.values())}; every "
-    f"number is a mean ± std over seeds; differences are paired by seed (same clips and "
-    f"initial parameters). Results: `results/*.csv`."
+    f"Generated by `{command}` ({how}, drawn at commit {commit}); runs trained by "
+    f"{runs_code_text(results.values())}; numbers are means ± std over seeds; differences are "
+    f"paired by seed (same clips and initial parameters), with their 95 % Student-t intervals "
+    f"over seeds in brackets. Results: `results/*.csv`."
   )
-  ckpt.atomic_write_text(out / "claims.md", claims.claims_report(claims.claims(results), header))
+  report = claims.claims_report(claims.claims(results, curves, longer), header)
+  ckpt.atomic_write_text(out / "claims.md", report)
 
 
 def runs_code_text(frames) -> str:

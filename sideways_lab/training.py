@@ -351,9 +351,11 @@ def test_seed(seed: int, index: int) -> int:
 
 def _core(config: TrainConfig) -> TrainConfig:
   """``config`` without the fields that do not change the compiled program: the seed, the
-  data's speed and stride, evaluation, checkpoint and logging fields."""
+  data's speed and stride, evaluation, checkpoint and logging fields, and the number of steps
+  unless a cosine schedule decays over them (:func:`learning_rate`)."""
   return config.replace(
     seed=0,
+    steps=config.steps if config.schedule == "cosine" else 0,
     data=dataclasses.replace(config.data, speed=0.0, stride=1),
     eval_every=0,
     eval_clips=1,
@@ -366,15 +368,22 @@ def _core(config: TrainConfig) -> TrainConfig:
 def learning_rate(config: TrainConfig) -> optax.ScalarOrSchedule:
   """The learning rate of update n: ``lr · min(1, n / warmup)``, times the cosine decay
   ``(1 + cos(π (n − warmup) / (N − warmup))) / 2`` over the run's N updates when
-  ``schedule="cosine"`` (a constant ``lr`` without warmup or decay)."""
-  T, K = config.data.num_frames, config.update_every
-  updates = max(config.steps * (-(-T // K) if K else 1), 1)
-  lr, warmup = config.learning_rate, min(config.warmup, updates - 1)
+  ``schedule="cosine"`` (a constant ``lr`` without warmup or decay).
+
+  A constant schedule does not depend on the run's length, also while the warmup lasts (a
+  run shorter than the warmup ends before the full rate): so the first n steps of a longer run
+  are the n-step run, and a run's held-out evaluations are the results of shorter runs
+  (docs/design.md §9). Only the cosine decay depends on N (its warmup is cut to N − 1)."""
+  lr = config.learning_rate
   if config.schedule == "cosine":
+    T, K = config.data.num_frames, config.update_every
+    updates = max(config.steps * (-(-T // K) if K else 1), 1)
+    warmup = min(config.warmup, updates - 1)
     return optax.warmup_cosine_decay_schedule(0.0, lr, warmup, updates, end_value=0.0)
-  if warmup:
+  if config.warmup:
     return optax.join_schedules(
-      [optax.linear_schedule(0.0, lr, warmup), optax.constant_schedule(lr)], [warmup]
+      [optax.linear_schedule(0.0, lr, config.warmup), optax.constant_schedule(lr)],
+      [config.warmup],
     )
   return lr
 

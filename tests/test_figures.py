@@ -140,3 +140,34 @@ def test_the_alignment_figure_draws_only_the_panels_that_have_runs(tmp_path):
   # the mean over seeds of the expected cosine of unit 1 at step 0 is 0.8 + 0.025
   x, y = fig.axes[0].get_lines()[0].get_data()
   assert list(x) == [0, 250, 500] and y[0] == pytest.approx(0.825)
+
+
+def test_figures_and_claims_from_committed_results(tmp_path):
+  """Drawn from results without training: the figures asked for and claims.md are written,
+  the results are not, and the manifest keeps the training run's record and other entries."""
+  source = ROOT / "figures" / "results"
+  old = json.loads((ROOT / "figures" / "manifest.json").read_text())
+  (tmp_path / "manifest.json").write_text(json.dumps(old))
+  m = figures.generate(tmp_path, only=["next_frame"], from_results=source, log=None)
+  assert set(m["figures"]) == set(old["figures"]) | {"next_frame"}
+  assert m["device"] == old["device"] and m["git_commit"] == old["git_commit"]
+  entry = m["figures"]["next_frame"]
+  assert entry["from_results"] == str(source) and entry["command"].endswith("--only next_frame")
+  assert entry["config"] == json.loads(json.dumps(figures.figure_config("next_frame")))
+  assert (tmp_path / "next_frame.png").exists() and not (tmp_path / "results").exists()
+  report = (tmp_path / "claims.md").read_text()
+  assert "without training" in report and "after 1000 steps (95 % t-interval, 3 seeds)" in report
+  # figures that need the runs' checkpoints: refused when asked for, skipped otherwise
+  with pytest.raises(ValueError, match="checkpoints"):
+    figures.generate(tmp_path, only=["future_frames"], from_results=source, log=None)
+  (tmp_path / "empty").mkdir()
+  with pytest.raises(FileNotFoundError, match="curves-digits-speed.csv|digits-speed.csv"):
+    figures.draw("claim_budgets", from_results=tmp_path / "empty")
+  assert figures._names(None, source, lambda m: None) == [
+    n for n in figures.FIGURES if n != "future_frames"
+  ]
+  args = ["figures", "--from-results", str(source), "--sweeps", "digits-speed"]
+  assert cli.main(args) == cli.EXIT_USAGE
+  fig = figures.draw("claim_budgets", from_results=source)
+  titles = [ax.get_title() for ax in fig.axes]
+  assert all(any(t.startswith(f"C{i}:") for t in titles) for i in range(1, 6))

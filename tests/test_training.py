@@ -9,6 +9,7 @@ import pytest
 
 from sideways_lab import checkpoint as ckpt
 from sideways_lab import training
+from sideways_lab.models import SCHEMES
 
 
 def tiny(task="motion-classes", scheme="skip_sideways", **kw):
@@ -141,6 +142,43 @@ def test_warmup_then_constant_or_cosine_learning_rate():
   cos = training.learning_rate(cfg.replace(steps=20, schedule="cosine"))
   np.testing.assert_allclose([cos(2), cos(4), cos(12), cos(20)], [0.05, 0.1, 0.05, 0.0], atol=1e-7)
   assert training.learning_rate(cfg.replace(warmup=0)) == 0.1
+
+
+@pytest.mark.parametrize("scheme", list(SCHEMES))
+def test_the_first_steps_of_a_longer_run_are_the_shorter_run(tmp_path, scheme):
+  """A constant rate after the warmup makes a run's held-out evaluations the results of
+  shorter runs (docs/design.md §9): the first n steps of an N-step run equal the n-step run,
+  in parameters, optimiser state, losses and the held-out metrics at n, for n inside the
+  warmup (3 of 4 updates) and past it (6)."""
+  cfg = tiny(scheme=scheme, steps=8, warmup=4, eval_every=3, checkpoint_every=3, keep=3)
+  seen = []
+  long = training.train(
+    cfg, tmp_path / "long", progress=False, callback=lambda n, x: seen.append(x)
+  )
+  evals = {h["step"]: h["eval"] for h in long.history if "eval" in h}
+  assert sorted(evals) == [3, 6]
+  template = training.Trainer(cfg).init()
+  for n in (3, 6):
+    short_seen = []
+    short = training.train(
+      cfg.replace(steps=n, eval_every=0, checkpoint_every=0),
+      tmp_path / f"short{n}",
+      progress=False,
+      callback=lambda n, x: short_seen.append(x),
+    )
+    (path,) = [p for s, p in ckpt.list_checkpoints(tmp_path / "long") if s == n]
+    params, opt_state, _ = ckpt.load(path, *template)
+    np.testing.assert_array_equal(_flat(short.params), _flat(params))
+    np.testing.assert_array_equal(_flat(short.opt_state), _flat(opt_state))
+    assert short_seen == seen[:n]
+    assert json.dumps(short.test, sort_keys=True) == json.dumps(evals[n], sort_keys=True)
+  # the warmup does not depend on the run's length; a cosine decay does, by design
+  lr = [training.learning_rate(cfg.replace(steps=k)) for k in (3, 8, 1000)]
+  np.testing.assert_array_equal(
+    [[f(u) for u in range(8)] for f in lr[1:]], [[lr[0](u) for u in range(8)]] * 2
+  )
+  cos = [training.learning_rate(cfg.replace(steps=k, schedule="cosine")) for k in (6, 8)]
+  assert cos[0](5) != cos[1](5)
 
 
 def test_logged_loss_is_the_mean_since_the_last_line(tmp_path):

@@ -442,3 +442,64 @@ def plot_sweep(
   if legend:
     ax.legend(fontsize=7.5)
   return ax
+
+
+def plot_ladder(
+  ax,
+  table,
+  *,
+  color: str = "#333333",
+  label: str | None = None,
+  linestyle: str = "-",
+  marker: str = "o",
+  offset: float = 0.0,
+  longer=None,
+  decides_from: float | None = None,
+):
+  """An effect against the training budget: ``table`` (a DataFrame with columns ``step,
+  mean, low, high``, e.g. :func:`sideways_lab.claims.ladder_intervals`) as markers joined by a
+  line with the interval ``[low, high]`` as error bars, on a log2 step axis; ``longer`` (the
+  same columns, longer runs) as open diamonds with their intervals where they have one;
+  ``decides_from`` shades the steps before it (the rungs that do not decide a verdict).
+
+  ``offset`` shifts the points by a factor 2**offset along the axis, so that several effects
+  on one axes do not hide each other's bars.
+  """
+  shift = 2.0**offset
+  x = np.asarray(table["step"], float) * shift
+  mean = np.asarray(table["mean"], float)
+  err = np.stack([mean - np.asarray(table["low"], float), np.asarray(table["high"], float) - mean])
+  ax.errorbar(
+    x,
+    mean,
+    yerr=np.nan_to_num(err),
+    color=color,
+    ls=linestyle,
+    marker=marker,
+    ms=4.5,
+    lw=1.4,
+    capsize=2.5,
+    label=label,
+  )
+  if longer is not None and len(longer):
+    lx = np.asarray(longer["step"], float) * shift
+    lm = np.asarray(longer["mean"], float)
+    lerr = np.stack([lm - np.asarray(longer["low"], float), np.asarray(longer["high"], float) - lm])
+    ax.errorbar(
+      lx,
+      lm,
+      yerr=np.nan_to_num(lerr),
+      color=color,
+      ls="none",
+      marker="D",
+      mfc="white",
+      ms=6,
+      label="longer run" if label else None,
+    )
+    ax.plot([x[-1], lx[0]], [mean[-1], lm[0]], color=color, ls=":", lw=1.0)
+  ax.set_xscale("log", base=2)
+  if decides_from is not None:
+    left = x.min() / 2**0.3
+    ax.axvspan(left, decides_from / 2**0.12, color="#999999", alpha=0.1, lw=0)
+    ax.set_xlim(left=left)
+  return ax
