@@ -646,10 +646,16 @@ def _sentence(effect: str, r: Reading, bound: str) -> str:
   parts = [
     f"{effect} is {r.final.text()} after {r.steps[-1]} steps (95 % t-interval, "
     f"{r.final.seeds} seeds)",
-    f"{bound}: {r.budgets}",
+    f"{bound}: {_state_word(r)}{r.budgets}",
   ]
   parts += [p for p in (r.trend_text(), r.longer_text()) if p]
   return "; ".join(parts) + "."
+
+
+def _state_word(r: Reading) -> str:
+  """"holds " or "fails " before the budgets of a decided ladder ("" for an open one, whose
+  budgets say it)."""
+  return {REPRODUCED: "holds ", NOT_REPRODUCED: "fails "}.get(r.ladder_verdict, "")
 
 
 def _budgets(r: Reading) -> str:
@@ -933,30 +939,47 @@ def _c4_setting(df: pd.DataFrame, v: float, h: int, metric: str = "skill") -> di
   return dict(skill=skill, diffs=diffs)
 
 
-def claim_c4(next_frame: dict) -> Claim:
+def _skill_ladder(df: pd.DataFrame, curves: pd.DataFrame | None, v: float) -> pd.DataFrame:
+  """A :func:`ladder_frame` of skill against copying at knob value ``v``: the held-out MSE of
+  every run at every rung divided by its copy-newest baseline's (same seed and pipeline; a
+  baseline does not train, so one value serves every budget)."""
+  frame = ladder_frame(df, curves, "mse")
+  frame = frame[frame.scheme.isin(list(SCHEMES))]
+  copy = df[df.scheme == "copy_newest"].assign(
+    mode=lambda d: np.where(d.method == "synchronous", "synchronous", "pipelined")
+  )
+  copy = copy[_close(copy.value, v)].groupby(["seed", "graph", "mode"]).mse.mean()
+  mode = {s: ("synchronous" if m == "backprop" else "pipelined") for s, (_, m) in SCHEMES.items()}
+  keys = zip(frame.seed, frame.scheme.map(lambda s: SCHEMES[s][0]), frame.scheme.map(mode))
+  base = np.array([copy.get(k, np.nan) for k in keys], dtype=float)
+  return frame.assign(skill=1.0 - frame.mse.to_numpy(dtype=float) / base).drop(columns="mse")
+
+
+def claim_c4(next_frame: dict, curves: dict | None = None) -> Claim:
   """C4: Skip-Sideways predicts future frames better than Sideways, capturing motion cues.
 
+  ``next_frame`` maps a name (a sweep's, or an anchor) to next-frame results; ``curves`` the
+  same names to their learning curves (the ladders of budgets; without, the final results).
   Measured by skill against persistence, ``1 − MSE / MSE(copy-newest)`` on the same pipeline
   and loss ticks (:func:`~sideways_lab.experiments.add_skill`), at every (speed, horizon)
-  setting of the next-frame sweeps, paired by seed (:data:`C4_PAIRS`). The verdict reads the
-  anchor ``"newest"`` (every scheme forecasts the same horizon from what it has seen, so only
-  the graph and the gradient differ); ``"input"`` (the pipeline's latency counts) is reported
-  beside it, with paired differences of test MSE: there each pipeline's copy baseline is
-  another frame, so skill compares a scheme with its own pipeline's copy, while every scheme
-  has the same targets. Skill above 0 is not yet motion: a per-frame model earns skill by
-  predicting the blur over directions, so *capturing motion* is skill above per-frame BP's.
+  setting, paired by seed (:data:`C4_PAIRS`). The verdict reads the anchor ``"newest"`` (every
+  scheme forecasts the same horizon from what it has seen, so only the graph and the gradient
+  differ) along the ladder of budgets (:func:`read_ladder`): at each setting Skip-Sideways −
+  Sideways (the claim) and Skip-Sideways − per-frame BP (motion: a per-frame model earns skill
+  by predicting the blur over directions, so *capturing motion* is skill above BP's) hold when
+  their 95 % interval lies above 0 and fail when it lies below. ``"input"`` (the pipeline's
+  latency counts) is reported beside it with paired differences of test MSE: there each
+  pipeline's copy baseline is another frame, while every scheme has the same targets.
 
-  Reproduced when at every setting Skip-Sideways' skill is significantly above Sideways' and
-  above BP's; partly when above Sideways' only (or at some settings); not reproduced when it is
-  nowhere above Sideways'. The exact twins split each gap: the skip twin against BP says whether
-  the skip graph can learn motion at all, Skip-Sideways against its twin what the estimate
-  costs."""
-  next_frame = {a: add_skill(df) for a, df in next_frame.items()}
-  decide = next_frame.get("newest", next(iter(next_frame.values())))
-  decide_anchor = "newest" if "newest" in next_frame else next(iter(next_frame))
-  parts, sentence, bad = [], [], []
-  above_sideways, motion, settings = [], [], _skill_settings(decide)
-  for anchor, df in next_frame.items():
+  Reproduced when both hold at every setting; not reproduced when Skip-Sideways − Sideways
+  fails at every setting; partly when some reading holds; inconclusive otherwise. The exact
+  twins split each gap: the skip twin against BP says whether the skip graph can learn motion
+  at all, Skip-Sideways against its twin what the estimate costs."""
+  curves = curves or {}
+  sets = {k: add_skill(df) for k, df in next_frame.items() if df is not None and len(df)}
+  parts, readings, converged = [], [], []
+  for key, df in sets.items():
+    anchor = str(df.anchor.iloc[0])
     for v, h in _skill_settings(df):
       metric, digits = ("skill", 2) if anchor == "newest" else ("mse", 4)
       m = _c4_setting(df, v, h, metric)
@@ -969,54 +992,62 @@ def claim_c4(next_frame: dict) -> Claim:
       parts.append(
         f"anchor {anchor}, {v:g} px/frame, horizon {h}: skill {sk}; paired {metric} {dd}"
       )
-      if anchor != decide_anchor:
+      if anchor != "newest":
         continue
-      d_side = m["diffs"].get(("skip_sideways", "sideways"))
-      d_bp = m["diffs"].get(("skip_sideways", "backprop"))
-      if d_side is not None and d_side["mean"] > 0 and _significant(d_side):
-        above_sideways.append((v, h))
-      if d_bp is not None and d_bp["mean"] > 0 and _significant(d_bp):
-        motion.append((v, h))
-      skip = m["skill"].get("skip_sideways", {"mean": float("nan")})
-      twin = m["diffs"].get(("skip_exact", "backprop"))
-      twin_txt = f", skip twin − BP {_pm(twin, 2)}" if twin is not None else ""
-      sentence.append(
-        f"{v:g} px/frame, horizon {h}: Skip-Sideways skill {skip['mean']:+.2f}, "
-        f"Skip − Sideways {_pm(d_side, 2) if d_side is not None else 'n/a'}, "
-        f"Skip − BP {_pm(d_bp, 2) if d_bp is not None else 'n/a'}{twin_txt}"
-      )
-      bad += unconverged(
-        _setting(df, v, h), tuple(s for s in tuple(SCHEMES) if s in set(df.scheme)), [v]
-      )
-  n = len(settings)
-  if len(above_sideways) == n and len(motion) == n:
+      frame = _skill_ladder(_setting(df, v, h), curves.get(key), v)
+      test = Test("above", 0.0)
+      side = read_ladder(paired_ladder(frame, "skip_sideways", "sideways", v), test)
+      bp = read_ladder(paired_ladder(frame, "skip_sideways", "backprop", v), test)
+      readings.append((v, h, side, bp))
+      parts[-1] += f"; Skip − Sideways along the budgets: {ladder_table(side)}"
+      converged.append(convergence_text(_setting(df, v, h), tuple(SCHEMES), [v]))
+  if not readings:
+    raise ValueError('claim C4 needs next-frame results with anchor "newest"')
+  sides = [r[2].ladder_verdict for r in readings]
+  bps = [r[3].ladder_verdict for r in readings]
+  n = len(readings)
+  if all(x == REPRODUCED for x in sides + bps):
     verdict, why = REPRODUCED, ""
-  elif above_sideways or motion:
+  elif all(x == NOT_REPRODUCED for x in sides):
+    verdict = NOT_REPRODUCED
+    twin = [r for r in readings if r[3].final.mean < 0]
+    why = f"Skip-Sideways' skill is below Sideways' at every budget of all {n} settings" + (
+      ", and below per-frame BP's, where its exact twin is above it" if twin else ""
+    )
+  elif REPRODUCED in sides + bps:
     verdict = PARTLY
     why = (
-      f"Skip-Sideways' skill is above Sideways' at {len(above_sideways)} of {n} settings and "
-      f"above per-frame BP's (motion) at {len(motion)} of {n}"
+      f"Skip-Sideways' skill is above Sideways' at {sides.count(REPRODUCED)} of {n} settings "
+      f"and above per-frame BP's (motion) at {bps.count(REPRODUCED)} of {n}"
     )
   else:
-    verdict = NOT_REPRODUCED
-    why = (
-      "Skip-Sideways' skill is not significantly above Sideways' at any setting "
-      f"(anchor {decide_anchor})"
-    )
-  seeds = _seeds(decide)
-  claim = Claim(
+    verdict, why = INCONCLUSIVE, "the intervals are open at the full budget"
+  sentence = "; ".join(
+    _sentence(
+      f"at {v:g} px/frame, {h} frame{'s' if h > 1 else ''} ahead, the skill gain Skip-Sideways "
+      f"− Sideways",
+      side,
+      "interval above 0",
+    )[:-1]
+    + f"; Skip-Sideways − per-frame BP {bp.final.text()}"
+    for v, h, side, bp in readings
+  )
+  seeds = readings[0][2].final.seeds
+  return Claim(
     "C4",
     CLAIMS["C4"],
     f"next-frame prediction, skill against copying the newest frame (1 − MSE / MSE of "
     f"copy-newest on the same pipeline and loss ticks) at {n} speed–horizon settings, every "
-    f"scheme beside its exact twin, differences paired by seed, {seeds} seeds; the verdict "
-    f"reads anchor {decide_anchor!r}",
+    f"scheme beside its exact twin, differences paired by seed, {seeds} seeds, at every "
+    f"held-out evaluation of the last half of the runs; the verdict reads anchor 'newest'",
     "; ".join(parts),
     verdict,
     why,
-    "skill against copying, anchor " + repr(decide_anchor) + ": " + "; ".join(sentence) + ".",
+    sentence + ".",
+    budgets="; ".join(_budgets(r[2]) for r in readings),
+    converged="; ".join(c for c in converged if c),
+    seeds=seeds,
   )
-  return _budget_check(claim, bad)
 
 
 def stash_frontier(df: pd.DataFrame) -> pd.DataFrame:
@@ -1306,12 +1337,6 @@ def claims(results: dict, curves: dict | None = None, longer: dict | None = None
   """
   curves, longer = curves or {}, longer or {}
   digits, motion = results.get("digits-speed"), results.get("motion-classes")
-  next_frame = {}  # anchor -> the rows of every next-frame sweep with that anchor
-  for name, df in results.items():
-    if name.startswith("next-frame") and df is not None and len(df):
-      for anchor, part in df.groupby("anchor", sort=False):
-        next_frame[anchor] = pd.concat([next_frame.get(anchor), part], ignore_index=True)
-  next_frame = {a: next_frame[a] for a in ANCHORS if a in next_frame}
   stash = {n[len("stash-") :]: df for n, df in results.items() if n.startswith("stash-")}
   stash = {k: df for k, df in stash.items() if df is not None}
   if digits is None:
@@ -1341,9 +1366,8 @@ def claims(results: dict, curves: dict | None = None, longer: dict | None = None
       claim_c3(motion, curves.get("motion-classes"), longer.get("motion-classes")),
       claim_c3(results[mx], curves.get(mx), longer.get(mx)) if mx in results else None,
     )
-  c4 = claim_c4(next_frame) if next_frame else _unmeasured("C4", "next-frame")
-  if next_frame:
-    c4 = dataclasses.replace(c4, seeds=min(_seeds(df) for df in next_frame.values()))
+  nf = {n: df for n, df in results.items() if n.startswith("next-frame") and df is not None}
+  c4 = claim_c4(nf, curves) if nf else _unmeasured("C4", "next-frame")
   stash_curves = {k: curves.get(f"stash-{k}") for k in stash}
   c5 = claim_c5(stash, stash_curves) if stash else _unmeasured("C5", "stash")
   return [c1, c2, c3, c4, c5]

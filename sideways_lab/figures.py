@@ -605,12 +605,12 @@ def fig_next_frame(ctx: Context):
     if metric == "skill":
       ax.axhline(0, color="#777777", lw=1.1, ls="--", label="copy-newest (skill 0)")
       ax.set_ylabel("skill against copying")
-      ax.set_title(f"skill, anchor = {anchor!r} ({n} seeds; error bars: ± std)")
+      ax.set_title(f"skill, anchor = {anchor!r} ({n} seeds; error bars: 95 % t-interval)")
     else:
       _baseline_marks(ax, part, settings, per_pipeline=anchor == "input")
       ax.set_yscale("log")
       ax.set_ylabel("test MSE")
-      ax.set_title(f"test MSE, anchor = {anchor!r} ({n} seeds)")
+      ax.set_title(f"test MSE, anchor = {anchor!r} ({n} seeds; error bars: 95 % t-interval)")
   handles, labels = axes[0, 0].get_legend_handles_labels()
   for ax in axes[1:, 0]:  # the baselines' marks, once
     for h, lab in zip(*ax.get_legend_handles_labels()):
@@ -645,14 +645,16 @@ def _baseline_marks(ax, part: pd.DataFrame, settings: list, per_pipeline: bool) 
 
 
 def _grouped(ax, df: pd.DataFrame, metric: str, settings: list) -> None:
-  """Grouped bars of ``metric`` per scheme and setting: mean, ± std and every seed."""
+  """Grouped bars of ``metric`` per scheme and setting: the mean, its 95 % Student-t interval
+  over seeds and every seed."""
   schemes = plotting.order_schemes(dict.fromkeys(df.scheme))
   g = df.groupby(["scheme", "setting"])[metric]
-  mean, std = g.mean(), g.std().fillna(0.0)
+  mean = g.mean()
+  half = {key: (x.mean() - claims.t_interval(x).low) if len(x) > 1 else 0.0 for key, x in g}
   plotting.plot_grouped_bars(
     ax,
     {s: {k: mean.get((s, k), np.nan) for k in settings} for s in schemes},
-    errors={s: {k: std.get((s, k), 0.0) for k in settings} for s in schemes},
+    errors={s: {k: half.get((s, k), 0.0) for k in settings} for s in schemes},
     points={
       s: {k: g.get_group((s, k)).tolist() if (s, k) in mean else [] for k in settings}
       for s in schemes

@@ -139,6 +139,7 @@ def _next_frame(skill: dict, seeds=5, settings=((1.0, 1), (1.0, 2)), anchor="new
         rows.append(dict(scheme="copy_newest", graph=graph, method=mode, mse=0.01))
       for r in rows[-len(skill) - 3 :]:
         r.update(task="next-frame", knob="speed", value=v, seed=seed, anchor=anchor, horizon=h)
+        r.update(steps=600)
   return pd.DataFrame(rows)
 
 
