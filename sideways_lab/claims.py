@@ -31,7 +31,7 @@ from typing import NamedTuple
 import numpy as np
 import pandas as pd
 
-from sideways_lab.experiments import ANCHORS, add_skill, paired_difference, summarize
+from sideways_lab.experiments import add_skill, paired_difference, summarize
 from sideways_lab.models import SCHEMES
 
 #: The confidence of every interval of the report (two-sided, Student t over seeds).
@@ -653,7 +653,7 @@ def _sentence(effect: str, r: Reading, bound: str) -> str:
 
 
 def _state_word(r: Reading) -> str:
-  """"holds " or "fails " before the budgets of a decided ladder ("" for an open one, whose
+  """ "holds " or "fails " before the budgets of a decided ladder ("" for an open one, whose
   budgets say it)."""
   return {REPRODUCED: "holds ", NOT_REPRODUCED: "fails "}.get(r.ladder_verdict, "")
 
@@ -939,11 +939,18 @@ def _c4_setting(df: pd.DataFrame, v: float, h: int, metric: str = "skill") -> di
   return dict(skill=skill, diffs=diffs)
 
 
-def _skill_ladder(df: pd.DataFrame, curves: pd.DataFrame | None, v: float) -> pd.DataFrame:
+def _plot_name(scheme: str) -> str:
+  """A scheme's name in a label: "Sideways", "per-frame BP"."""
+  return {"backprop": "per-frame BP", "sideways": "Sideways"}.get(scheme, scheme)
+
+
+def _skill_ladder(
+  df: pd.DataFrame, curves: pd.DataFrame | None, v: float, start: float = LADDER_FROM
+) -> pd.DataFrame:
   """A :func:`ladder_frame` of skill against copying at knob value ``v``: the held-out MSE of
   every run at every rung divided by its copy-newest baseline's (same seed and pipeline; a
   baseline does not train, so one value serves every budget)."""
-  frame = ladder_frame(df, curves, "mse")
+  frame = ladder_frame(df, curves, "mse", start)
   frame = frame[frame.scheme.isin(list(SCHEMES))]
   copy = df[df.scheme == "copy_newest"].assign(
     mode=lambda d: np.where(d.method == "synchronous", "synchronous", "pipelined")
@@ -1261,7 +1268,8 @@ def effects(
   """Each claim's effect, paired by seed, at every held-out evaluation from ``start`` · N (0:
   all of them), by claim id: the effects :func:`claims` reads (C1: Sideways − BP at the
   smoothest speed; C2: the widening of Sideways − exact twin; C3: Skip-Sideways − Sideways
-  on motion classes; C4: Skip-Sideways − Sideways in MSE at each anchor; C5: the gap to the
+  on motion classes; C4: Skip-Sideways − Sideways and − per-frame BP in skill against copying,
+  anchor "newest", at each setting; C5: the gap to the
   exact twin of the allocation C5 names and of no stash). Arguments as :func:`claims`'; a
   claim whose sweep is missing is left out."""
   curves, longer = curves or {}, longer or {}
@@ -1283,16 +1291,21 @@ def effects(
         "skip_sideways",
       )
     ]
-  for anchor in ANCHORS:
-    df = results.get(f"next-frame-{anchor}")
-    if df is not None:
-      v = float(pd.to_numeric(df.value).min())
-      frame = ladder_frame(df, curves.get(f"next-frame-{anchor}"), "mse", start)
-      ladder = paired_ladder(frame, "skip_sideways", "sideways", v)
-      effect = Effect(
-        f"Skip − Sideways MSE, anchor {anchor}", ladder, None, Test("below"), "skip_sideways", "mse"
-      )
-      out.setdefault("C4", []).append(effect)
+  for name, df in results.items():  # C4: skill, anchor "newest", every horizon
+    if name.startswith("next-frame") and df is not None and (df.anchor == "newest").all():
+      df = add_skill(df)
+      for v, h in _skill_settings(df):
+        frame = _skill_ladder(_setting(df, v, h), curves.get(name), v, start)
+        for other, style in (("sideways", "skip_sideways"), ("backprop", "backprop")):
+          effect = Effect(
+            f"Skip-Sideways − {_plot_name(other)} skill, {v:g} px/frame, h = {h}",
+            paired_ladder(frame, "skip_sideways", other, v),
+            None,
+            Test("above", 0.0),
+            style,
+            "skill",
+          )
+          out.setdefault("C4", []).append(effect)
   for name, df in results.items():
     if name.startswith("stash-") and df is not None:
       out.setdefault("C5", []).extend(_stash_effects(name[6:], df, curves.get(name), start))
