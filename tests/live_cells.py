@@ -45,4 +45,5 @@ def tiny_notebook(source: str, *more: str, steps: int = 3):
   ``steps`` steps), then ``source``, then ``more`` cells."""
   preamble = _PREAMBLE.format(steps=steps)
   cells = [nbformat.v4.new_code_cell(s) for s in (preamble, source, *more)]
-  return nbformat.v4.new_notebook(cells=cells)
+  kernel = {"name": "python3", "display_name": "Python 3 (ipykernel)", "language": "python"}
+  return nbformat.v4.new_notebook(cells=cells, metadata={"kernelspec": kernel})
