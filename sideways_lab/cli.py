@@ -227,9 +227,10 @@ def _add_demo(sub) -> None:
 # ---------------------------------------------------------------------------------------------
 
 
-def _progress(args: argparse.Namespace) -> bool | None:
-  """``progress=`` of the training functions: False with --no-progress, else automatic."""
-  return False if args.no_progress else None
+def _progress(args: argparse.Namespace) -> bool:
+  """``progress=`` of the training functions: False with --no-progress, else the rule of
+  :func:`sideways_lab.training.show_progress` (a bar in a terminal, none with --quick)."""
+  return training.show_progress(False if args.no_progress else None, args.quick or None)
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
@@ -336,7 +337,7 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
     anchor=args.anchor,
     quick=args.quick or None,
     out=args.out,
-    progress=False if args.no_progress else None,
+    progress=_progress(args),
     log=print,
     reuse_other_code=args.reuse_other_code,
   )

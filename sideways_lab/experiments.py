@@ -60,6 +60,7 @@ from sideways_lab.models import (
   mode_of,
 )
 from sideways_lab.tasks import ANCHORS, frame_metrics, grad_cosine, newest_frames
+from sideways_lab.training import is_quick
 
 __all__ = [
   "KNOBS",
@@ -136,17 +137,6 @@ CHECKPOINTS_PER_RUN = 4
 EVALUATIONS_PER_RUN = 8
 #: Training-loss points of a learning curve.
 LOG_POINTS_PER_RUN = 100
-
-
-def is_quick(quick: bool | None = None) -> bool:
-  """``quick`` if given, else whether the environment variable SIDEWAYS_LAB_QUICK is set to
-  a true value ("1", "true", "yes", "on"; any other value, or none, means full budgets).
-
-  The one place that reads SIDEWAYS_LAB_QUICK: the figures, the sweeps and the notebooks call
-  it."""
-  if quick is not None:
-    return bool(quick)
-  return os.environ.get("SIDEWAYS_LAB_QUICK", "").strip().lower() in ("1", "true", "yes", "on")
 
 
 def budget(task: str, quick: bool = False) -> dict:
@@ -595,7 +585,10 @@ def sweep(
       equal configurations, e.g. stride 1 of a stride sweep and the same speed of a speed
       sweep).
     overrides: fields of :class:`~sideways_lab.training.TrainConfig` on top of the budget.
-    progress: a bar of runs done / total (default: when stderr is a terminal).
+    progress: a tqdm bar of runs done / total and, inside each run, one of its steps with the
+      current training loss (a widget in a notebook, text in a terminal). None: on when not
+      quick, not under pytest, and in a Jupyter kernel or with stderr a terminal
+      (:func:`sideways_lab.training.show_progress`); so a notebook at full budget shows them.
     log: a function that receives a line per run trained, retrained or reused.
     reuse_other_code: reuse cached runs computed by other code (another ``source``, or none
       recorded) instead of retraining them in place, the default (one table, one code:
@@ -619,9 +612,10 @@ def sweep(
   rows: list[dict] = []
   curves: list[pd.DataFrame] = []
   other: list[str] = []
+  progress = training.show_progress(progress, quick)
   bar = tqdm(
     total=len(jobs),
-    disable=not (os.isatty(2) if progress is None else progress),
+    disable=not progress,
     desc=f"sweep {task}/{knob}",
     unit="run",
   )
@@ -635,7 +629,7 @@ def sweep(
         run=os.path.relpath(run_dir, out),
         anchor=anchor if task == "next-frame" else "",
       )
-      found, reused = _run_rows(kind, cfg, run_dir, knob, log, code, reuse_other_code)
+      found, reused = _run_rows(kind, cfg, run_dir, knob, log, code, reuse_other_code, progress)
       other += [run_dir.name] if reused else []
       for r in found:
         if r["scheme"] in schemes or kind == "train":
@@ -697,7 +691,12 @@ def compare(
 ) -> pd.DataFrame:
   """Every scheme of ``task`` trained once, on the same clips and initial parameters: a
   one-seed :func:`sweep` at the task's configured speed (``sideways-lab compare``). The
-  figures' sweeps are this with more seeds and knob values."""
+  figures' sweeps are this with more seeds and knob values.
+
+  ``progress``: a tqdm bar of the runs and, inside each, of its steps with the current training
+  loss. None: on when not quick, not under pytest, and in a Jupyter kernel or with stderr a
+  terminal (:func:`sideways_lab.training.show_progress`); so a notebook at full budget shows
+  them, quick mode and the test suite do not."""
   speed = training.default_config(check_task(task), quick=is_quick(quick)).data.speed
   return sweep(task, "speed", [speed], seeds=1, quick=quick, out=out, progress=progress, log=log)
 
@@ -760,11 +759,13 @@ def _run_rows(
   log,
   code: dict,
   reuse_other_code: bool = False,
+  progress: bool = False,
 ) -> tuple[list, bool]:
   """``(rows, reused)`` of one job: read back from ``run_dir/row.json`` when it finished
   before by the code of identity ``code`` (or by any code, with ``reuse_other_code``:
-  ``reused`` is then True where it was other code), else trained (or, for baselines,
-  computed) and written there atomically with the ``code`` and ``commit`` columns."""
+  ``reused`` is then True where it was other code), else trained (with a bar of its steps
+  when ``progress``; or, for baselines, computed) and written there atomically with the
+  ``code`` and ``commit`` columns."""
   rows = _read_rows(run_dir / "row.json")
   old = str(rows[0].get("code") or "") if rows is not None else _run_code(run_dir)
   if run_dir.exists() and old != code["source"]:
@@ -779,7 +780,7 @@ def _run_rows(
   if rows is None:
     if kind == "train":
       log(f"  training {run_dir.name} ({config.steps} steps)")
-      rows = [train_run(config, run_dir, knob)]
+      rows = [train_run(config, run_dir, knob, progress=progress)]
     else:
       rows = baseline_rows(config, knob)
     for r in rows:
@@ -1079,7 +1080,8 @@ def alignment_along_training(
   (and whose knob value is ``value``, if given), at its initial parameters and at each saved
   checkpoint: :func:`gradient_alignment`. Returns a tidy DataFrame with columns ``task,
   scheme, value, seed, step, kind, unit, cosine, cosine_std``. A negative cosine means the
-  estimate points away from the exact gradient: it is reported as it is.
+  estimate points away from the exact gradient: it is reported as it is. ``progress``: a bar
+  of the runs (None: :func:`sideways_lab.training.show_progress`'s rule).
   """
   df = read_results(results_dir)
   runs = df[df.scheme.isin(schemes) & (df.run != "")]
@@ -1090,10 +1092,9 @@ def alignment_along_training(
       f"no runs of {tuple(schemes)} in {str(results_dir)!r}"
       + (f" at value {value}" if value is not None else "")
     )
-  if progress is None:
-    progress = os.isatty(2)
   rows = []
-  for r in tqdm(list(runs.itertuples()), disable=not progress, desc="alignment", unit="run"):
+  shown = training.show_progress(progress)
+  for r in tqdm(list(runs.itertuples()), disable=not shown, desc="alignment", unit="run"):
     run_dir = Path(results_dir) / r.run
     config = training.TrainConfig.from_dict(json.loads((run_dir / "config.json").read_text()))
     trainer = training.Trainer(config)

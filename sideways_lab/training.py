@@ -30,6 +30,7 @@ import dataclasses
 import functools
 import json
 import math
+import os
 import sys
 import time
 from collections.abc import Callable
@@ -68,6 +69,8 @@ __all__ = [
   "default_config",
   "TASK_DEFAULTS",
   "QUICK",
+  "is_quick",
+  "show_progress",
   "learning_rate",
   "check_stash",
   "init_alignment",
@@ -292,6 +295,49 @@ QUICK = dict(
   model=dict(num_units=3, width=8, groups=4, downsample=(1,)),
   data=dict(num_frames=6, size=(12, 12)),
 )
+
+
+def is_quick(quick: bool | None = None) -> bool:
+  """``quick`` if given, else whether the environment variable SIDEWAYS_LAB_QUICK is set to
+  a true value ("1", "true", "yes", "on"; any other value, or none, means full budgets).
+
+  The one place that reads SIDEWAYS_LAB_QUICK: the figures, the sweeps, the progress bars
+  (:func:`show_progress`) and the notebooks (as ``sideways_lab.experiments.is_quick``) call
+  it."""
+  if quick is not None:
+    return bool(quick)
+  return os.environ.get("SIDEWAYS_LAB_QUICK", "").strip().lower() in ("1", "true", "yes", "on")
+
+
+def _in_kernel() -> bool:
+  """Whether this code runs in a Jupyter kernel (JupyterLab, Notebook, VS Code): an IPython
+  shell with a kernel, not a terminal IPython."""
+  ipython = sys.modules.get("IPython")  # never imported here: a kernel has imported it
+  shell = ipython.get_ipython() if ipython is not None else None
+  return getattr(shell, "kernel", None) is not None
+
+
+def show_progress(progress: bool | None = None, quick: bool | None = None) -> bool:
+  """Whether the training functions (:func:`train`, :func:`sideways_lab.experiments.sweep`,
+  :func:`~sideways_lab.experiments.compare`) show their tqdm bars: ``progress`` if it is given,
+  else (``progress=None``, their default) all of
+
+  * not quick mode (``quick``; None: :func:`is_quick`, the SIDEWAYS_LAB_QUICK variable),
+  * not under pytest (no PYTEST_CURRENT_TEST in the environment; the kernels and processes a
+    test starts inherit it, and a test that removes it from their environment gets the
+    behaviour of a notebook), and
+  * someone is watching: the code runs in a Jupyter kernel (``tqdm.auto`` draws a widget) or
+    stderr is a terminal (a text bar).
+
+  So a notebook at full budget shows its bars; quick mode, the test suite and output
+  redirected to a file are silent.
+  """
+  if progress is not None:
+    return bool(progress)
+  if is_quick(quick) or "PYTEST_CURRENT_TEST" in os.environ:
+    return False
+  terminal = sys.stderr is not None and sys.stderr.isatty()
+  return _in_kernel() or terminal
 
 
 def default_config(
@@ -682,7 +728,9 @@ def train(
       is written); one that holds checkpoints needs ``resume=True`` (nothing is overwritten).
     resume: continue from the newest checkpoint in ``out_dir`` (its configuration must match
       ``config`` up to the budget and logging fields).
-    progress: show a tqdm bar (default: when stderr is a terminal).
+    progress: a tqdm bar over the steps with the mean training loss of the last logged steps
+      (None: :func:`show_progress`'s rule, on in a notebook or a terminal at full budget, off
+      in quick mode and under pytest).
     callback: ``callback(step, loss)`` after every completed step (tests use it to interrupt).
     evaluate_at_end: evaluate on ``config.eval_clips`` held-out clips at the end.
 
@@ -695,7 +743,7 @@ def train(
   out = Path(out_dir) if out_dir is not None else None
   metrics_path = out / "metrics.jsonl" if out is not None else None
   params, opt_state, start, resumed_from = _open_run(config, out, resume, trainer)
-  quiet = not (sys.stderr.isatty() if progress is None else progress)
+  quiet = not show_progress(progress)
   bar = tqdm(total=config.steps, initial=start, disable=quiet, desc=config.scheme, leave=False)
   history: list = []
   done = {"params": params, "opt_state": opt_state, "step": start, "saved": start}

@@ -10,6 +10,11 @@ the notebook in headless Chromium through Playwright, runs all cells and checks 
   no widget left "Loading");
 * moving each slider (one key press on its handle) changes the image in its output.
 
+The notebooks' live training cells (tests/live_cells.py) run once more in a JupyterLab started as
+a student starts it (full budget, no pytest in the kernels' environment), each after a preamble
+that cuts its runs to a tiny model and a few steps: the cell draws a tqdm widget of its runs and,
+for each run, one of its steps with the training loss.
+
 Screenshots of a failing notebook are written to ``$SIDEWAYS_LAB_SCREENSHOTS`` (default: the
 test's temporary folder). The server and its kernels are stopped at the end.
 
@@ -18,6 +23,7 @@ browser downloaded at run time. Without it, or without Playwright, the test is s
 ``SIDEWAYS_LAB_REQUIRE_BROWSER=1`` (set by ``.ci/run``) makes that a failure.
 """
 
+import contextlib
 import json
 import os
 import re
@@ -30,6 +36,7 @@ import urllib.request
 import uuid
 from pathlib import Path
 
+import nbformat
 import pytest
 
 try:
@@ -102,14 +109,18 @@ def _api(url: str, token: str, method: str = "GET"):
   return json.loads(body) if body else None
 
 
-@pytest.fixture(scope="module")
-def lab(tmp_path_factory):
-  """A JupyterLab server on a copy of the notebooks: (base url, token, folder)."""
-  work = tmp_path_factory.mktemp("lab")
+@contextlib.contextmanager
+def _jupyterlab(work: Path, notebooks: dict, **env_vars):
+  """A JupyterLab server on ``notebooks`` ({file name: a notebook path or nbformat notebook})
+  copied into ``work/notebooks``, with ``env_vars`` in its kernels' environment (PYTEST_CURRENT_TEST
+  is left out when the value given is None): (base url, token, folder)."""
   folder = work / "notebooks"
   folder.mkdir()
-  for path in _widget_notebooks():
-    shutil.copy(path, folder / path.name)
+  for name, nb in notebooks.items():
+    if isinstance(nb, Path):
+      shutil.copy(nb, folder / name)
+    else:
+      nbformat.write(nb, folder / name)
   # no news or update checks (nothing leaves the machine); every cell kept in the page
   for plugin, values in [
     ("apputils-extension/notification", {"fetchNews": "false", "checkForUpdates": False}),
@@ -121,7 +132,6 @@ def lab(tmp_path_factory):
   token, port = uuid.uuid4().hex, _free_port()
   env = dict(
     os.environ,
-    SIDEWAYS_LAB_QUICK="1",
     SIDEWAYS_LAB_CACHE=str(work / "cache"),
     PYTHONPATH=os.pathsep.join(
       [str(ROOT)] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
@@ -131,6 +141,8 @@ def lab(tmp_path_factory):
     JUPYTERLAB_SETTINGS_DIR=str(work / "settings"),
     JUPYTERLAB_WORKSPACES_DIR=str(work / "workspaces"),
   )
+  env.update(env_vars)
+  env = {k: v for k, v in env.items() if v is not None}
   cmd = [
     sys.executable,
     "-m",
@@ -174,6 +186,14 @@ def lab(tmp_path_factory):
       server.kill()
       server.wait()
     log.close()
+
+
+@pytest.fixture(scope="module")
+def lab(tmp_path_factory):
+  """A JupyterLab server on a copy of the widget notebooks, in quick mode."""
+  work = tmp_path_factory.mktemp("lab")
+  with _jupyterlab(work, {p.name: p for p in _widget_notebooks()}, SIDEWAYS_LAB_QUICK="1") as s:
+    yield s
 
 
 # JavaScript run in the page (the app is exposed by --LabApp.expose_app_in_browser).
@@ -289,6 +309,82 @@ def test_notebook_widgets_render_and_respond(path, browser, lab, tmp_path):
   except BaseException:
     shots.mkdir(parents=True, exist_ok=True)
     page.screenshot(path=str(shots / f"{path.stem}.png"), full_page=True)
+    raise
+  finally:
+    page.close()
+    for kernel in _api(f"{base}/api/kernels", token):  # one kernel at a time on 2 cores
+      _api(f"{base}/api/kernels/{kernel['id']}", token, method="DELETE")
+
+
+# Every text a tqdm bar shows while the notebook runs (a bar of a run's steps closes at its end):
+# the text of each widget box that holds a progress bar, recorded on every change of the page.
+_JS_RECORD_BARS = """() => {
+  window.__bars = new Set();
+  const record = () => document.querySelectorAll('.jp-OutputArea-output .widget-hbox').forEach(
+    b => { if (b.querySelector('.widget-hprogress')) window.__bars.add(b.innerText); });
+  new MutationObserver(record).observe(document.body,
+    {subtree: true, childList: true, characterData: true, attributes: true});
+}"""
+_JS_BARS = "() => Array.from(window.__bars)"
+PROGRESS_STEPS = 20  # a run's bar of its steps stays long enough to show its loss
+
+
+@pytest.fixture(scope="module")
+def lab_full(tmp_path_factory):
+  """JupyterLab as a student starts it: full budget (no SIDEWAYS_LAB_QUICK) and no pytest in
+  the kernels' environment, on a notebook per live training cell (tests/live_cells.py: the
+  cell after a preamble that cuts every run to a tiny model and a few steps)."""
+  from live_cells import live_cells, tiny_notebook
+
+  notebooks = {
+    f"progress_{nb}_{i}.ipynb": tiny_notebook(source, steps=PROGRESS_STEPS)
+    for i, (nb, source) in enumerate(live_cells())
+  }
+  work = tmp_path_factory.mktemp("lab_full")
+  with _jupyterlab(work, notebooks, SIDEWAYS_LAB_QUICK="0", PYTEST_CURRENT_TEST=None) as s:
+    yield s
+
+
+def _progress_notebooks() -> list[str]:
+  from live_cells import live_cells
+
+  return [f"progress_{nb}_{i}.ipynb" for i, (nb, _) in enumerate(live_cells())]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", _progress_notebooks(), ids=lambda n: n.split("_")[1])
+def test_live_training_cell_shows_progress_bars(name, browser, lab_full, tmp_path):
+  """A live training cell at full budget draws a tqdm widget of its runs and, for each run,
+  one of its steps with the training loss, and the bars render (no widget error)."""
+  base, token, _ = lab_full
+  shots = Path(os.environ.get("SIDEWAYS_LAB_SCREENSHOTS", tmp_path))
+  page = browser.new_page(viewport={"width": 1400, "height": 1000})
+  try:
+    page.goto(f"{base}/lab/tree/{name}?reset&token={token}", timeout=PAGE_LOAD_S * 1000)
+    page.wait_for_function(_JS_KERNEL_IDLE, arg=name, timeout=PAGE_LOAD_S * 1000, polling=500)
+    page.evaluate(_JS_RECORD_BARS)
+    page.evaluate(_JS_RUN_ALL)
+    _wait(page, _JS_DONE, RUN_ALL_S, f"running all cells of {name}")
+    errors = [
+      f"{o.get('ename')}: {o.get('evalue')}"
+      for cell in page.evaluate(_JS_OUTPUTS)
+      for o in cell
+      if o["output_type"] == "error"
+    ]
+    assert not errors, errors
+    # tqdm pads with figure spaces (U+2007): one plain space for each run of white space
+    bars = [re.sub(r"\s+", " ", b) for b in page.evaluate(_JS_BARS)]
+    assert "Error displaying widget" not in page.inner_text("body")
+    runs = [b for b in bars if re.match(r"sweep [\w-]+/speed: 100%.*? (\d+)/\1 ", b)]
+    assert runs, bars  # the bar of the runs, drawn and finished
+    steps = re.compile(rf"\w+: .*? \d+/{PROGRESS_STEPS} .*loss=\d+\.\d{{4}}")
+    assert any(steps.search(b) for b in bars), bars  # a run's steps with its loss
+    shots.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(shots / f"{Path(name).stem}.png"), full_page=True)
+    print(f"{name}: {len(bars)} bar texts, e.g. {bars[-1]!r}")
+  except BaseException:
+    shots.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(shots / f"{Path(name).stem}.png"), full_page=True)
     raise
   finally:
     page.close()
