@@ -264,6 +264,26 @@ def _check_sliders(page) -> tuple[int, list[str]]:
   return moved, problems
 
 
+def _check_toggles(page) -> tuple[int, list[str]]:
+  """Clicks a button not yet chosen in every group of toggle buttons: (how many, the
+  problems: a group whose output's image stayed)."""
+  clicked, problems = 0, []
+  groups = page.locator(".widget-toggle-buttons")
+  for j in range(groups.count()):
+    group = groups.nth(j)
+    output = page.locator(".jp-OutputArea-output").filter(has=group).last
+    other = group.locator("button:not(.mod-active)").first
+    before = _images(output)
+    other.click()
+    clicked += 1
+    deadline = time.monotonic() + WIDGET_UPDATE_S
+    while _images(output) == before and time.monotonic() < deadline:
+      time.sleep(POLL_S)
+    if _images(output) == before:
+      problems.append(f"toggle group {j}: clicking {other.inner_text()!r} did not change the image")
+  return clicked, problems
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("path", _widget_notebooks(), ids=lambda p: p.stem)
 def test_notebook_widgets_render_and_respond(path, browser, lab, tmp_path):
@@ -303,9 +323,11 @@ def test_notebook_widgets_render_and_respond(path, browser, lab, tmp_path):
     shown = page.locator(".jp-OutputArea-output").filter(has=rendered).count()
     assert shown >= views, f"{views} widget outputs, {shown} rendered; {console}"
     moved, problems = _check_sliders(page)
-    assert moved == page.locator(".widget-slider").count() > 0, f"{path.name}: {moved} sliders"
-    assert not problems, problems
-    print(f"{path.name}: {views} widget outputs rendered, {moved} sliders moved")
+    assert moved == page.locator(".widget-slider").count(), f"{path.name}: {moved} sliders"
+    clicked, more = _check_toggles(page)
+    assert moved + clicked > 0, f"{path.name}: no slider or toggle button to drive"
+    assert not problems + more, problems + more
+    print(f"{path.name}: {views} widget outputs rendered, {moved} sliders, {clicked} toggles")
   except BaseException:
     shots.mkdir(parents=True, exist_ok=True)
     page.screenshot(path=str(shots / f"{path.stem}.png"), full_page=True)

@@ -11,6 +11,7 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 from matplotlib.patches import Rectangle
+from matplotlib.ticker import MaxNLocator
 
 from sideways_lab.plotting.style import (
   BASELINE_SCHEMES,
@@ -181,8 +182,6 @@ def plot_per_unit(
 def integer_axis(ax, which: str = "x"):
   """Integer ticks only on the axis ``which`` ("x", "y" or "both") of an axis that counts
   (devices, units, ticks, strides): no 1.25 devices."""
-  from matplotlib.ticker import MaxNLocator
-
   for name in ("x", "y") if which == "both" else (which,):
     getattr(ax, f"{name}axis").set_major_locator(MaxNLocator(integer=True))
   return ax
