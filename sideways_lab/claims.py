@@ -192,7 +192,7 @@ def _two_sided_t_cdf(theta: float, df: int) -> float:
 
 
 def t_quantile(df: int, confidence: float = CONFIDENCE) -> float:
-  """The two-sided Student-t quantile t with P(|T_df| ≤ t) = ``confidence``, i.e.
+  """The two-sided Student-t quantile t with ``P(|T_df| <= t) = confidence``, i.e.
   t_{(1+confidence)/2, df}: an interval mean ± t·sd/√n over n seeds has df = n − 1 (4.303 for
   3 seeds, 2.776 for 5, 1.960 in the limit). Exact for integer ``df`` ≥ 1: the closed-form
   CDF, inverted by bisection in θ = atan(t/√df) to machine precision."""
@@ -288,7 +288,7 @@ def ladder_frame(
   df: pd.DataFrame, curves: pd.DataFrame | None = None, metric: str = "accuracy", start=LADDER_FROM
 ) -> pd.DataFrame:
   """The held-out ``metric`` of every run at every budget of its ladder: columns ``scheme,
-  value`` (:func:`_key` strings), ``seed, step`` and ``metric``.
+  value`` (``_key`` strings), ``seed, step`` and ``metric``.
 
   From ``curves`` (a sweep's learning curves, :func:`sideways_lab.experiments.read_curves`):
   every held-out evaluation at a step ≥ ``start`` · N, N the run's last step (with 8

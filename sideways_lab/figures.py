@@ -668,9 +668,9 @@ def _grouped(ax, df: pd.DataFrame, metric: str, settings: list) -> None:
   needs_runs=True,
   sentence="Frames predicted by every trained scheme and its exact twin (anchor 'newest', "
   "seed 0) on a held-out clip, aligned by the frame they predict: the true frame, copying the "
-  "newest frame, then each scheme, with |prediction − truth| on the right; a smooth and a "
-  "rough setting. Motion shows as a digit moved to where the truth has it, not left behind "
-  "(copy) or blurred (a per-frame model); tests claim C4.",
+  "newest frame, then each scheme, with the absolute error on the right; one and two "
+  "frames ahead at 1 px/frame. Motion shows as a digit moved to where the truth has it, not "
+  "left behind (copy) or blurred (a per-frame model); tests claim C4.",
 )
 def fig_future_frames(ctx: Context, count: int = 3):
   settings = [
