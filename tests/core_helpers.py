@@ -53,6 +53,42 @@ def mse(o, y):
   return jnp.mean((o - y) ** 2)
 
 
+def conv_first(channels: int = 4):
+  """An ordinary first unit: a 3x3 convolution of the frame to ``channels``, then tanh."""
+
+  def f(inputs):
+    return jnp.tanh(sl.models.Conv(channels, 3, name="conv")(inputs[0]))
+
+  return f
+
+
+def pooled_head(out: int = 2):
+  """A head: the sum of a linear map of every input, pooled over space."""
+
+  def f(inputs):
+    return sum(
+      hk.Linear(out, name=f"head_{e}")(jnp.mean(x, axis=(1, 2))) for e, x in enumerate(inputs)
+    )
+
+  return f
+
+
+def reversible_setup(L=5, T=10, B=2, H=4, seed=0, dtype=jnp.float32, plain=(), edges=None):
+  """A graph (a chain unless ``edges`` are given) of an ordinary conv unit, L - 2 reversible
+  coupling units (4 channels; the units in ``plain`` ordinary shape-keeping convs instead) and
+  a pooled linear head; a random (B, T, H, H, 1) video and (B, T, 2) targets."""
+  mids = [
+    conv_first(4) if k in plain else sl.models.reversible_unit(groups=1, name=f"rev_{k}")
+    for k in range(2, L)
+  ]
+  graph = sl.UnitGraph([conv_first(4), *mids, pooled_head(2)], edges or sl.chain_edges(L))
+  k1, k2, k3 = jax.random.split(jax.random.PRNGKey(seed), 3)
+  video = jax.random.normal(k1, (B, T, H, H, 1), dtype)
+  targets = jax.random.normal(k2, (B, T, 2), dtype)
+  params = jax.tree_util.tree_map(lambda a: a.astype(dtype), graph.init(k3, video[:, 0]))
+  return graph, params, video, targets
+
+
 def setup(kind="chain", L=4, T=None, B=2, H=2, seed=0, dtype=jnp.float32):
   """A graph, its params, a random (B, T, H, H, 1) video and (B, T, 2) targets."""
   if T is None:
