@@ -211,11 +211,14 @@ def _carried_messages(graph: UnitGraph, k: int, params_k, carried, cotangent):
   return g, _to_units(graph, k, msgs), x
 
 
-def _unit_tick(graph, k, params_k, bufs, cot, carried, lag, carries, fwd, vjp, tick, top=None):
+def _unit_tick(
+  graph, k, params_k, bufs, cot, carried, lag, carries, fwd, vjp, tick, top=None, dtype="float32"
+):
   """Unit k's work at one tick of the single-device scan, idle work skipped (:func:`_windows`):
   ``(out_k, g_k, messages to units, the VJP's inputs, loss or None)``. ``top`` (unit L only)
   computes ``(out_L, g_L, messages, loss)`` from the loss; ``carried`` is the output carried
-  down to a unit that ``carries`` its input (docs/design.md §5)."""
+  down to a unit that ``carries`` its input (docs/design.md §5); ``dtype`` the stash's storage
+  (:func:`pipeline.stashed_inputs`)."""
   cur = pipeline.unit_inputs(graph, k, bufs)
   if top is not None:
     out, g, m, loss = _when(_between(tick, *fwd), top)
@@ -229,7 +232,7 @@ def _unit_tick(graph, k, params_k, bufs, cot, carried, lag, carries, fwd, vjp, t
     fn = functools.partial(_carried_messages, graph, k, params_k, carried, cot)
     g, m, ins = _when(_between(tick, *vjp), fn)
   else:
-    ins = pipeline.unit_inputs(graph, k, bufs, lag=lag)
+    ins = pipeline.stashed_inputs(graph, k, bufs, lag, dtype)
     fn = functools.partial(_unit_messages, graph, k, params_k, ins, cot)
     _, g, m = _when(_between(tick, *vjp), fn)
   return out, g, m, ins, None
@@ -300,7 +303,7 @@ def _pipeline_scan(
   s = (0, *schedule.stash_depths(graph, stash))
   waits = schedule.message_waits(graph, stash)
   lines = schedule.message_lines(graph, stash)
-  carry = schedule.carry_units(graph, stash)
+  carry, dtype = schedule.carry_units(graph, stash), schedule.stash_dtype(stash)
   fwd, vjp = _windows(graph, stash, last_loss_tick)
   zero = jax.tree_util.tree_map(jnp.zeros_like, params)
 
@@ -330,7 +333,19 @@ def _pipeline_scan(
       cot = msgs[k - 1] if k < L else None
       y_k = carried[k - 1][0] if k in carry else None
       out, g, m, ins, loss = _unit_tick(
-        graph, k, params[k - 1], bufs_in, cot, y_k, s[k], k in carry, fwd[k], vjp[k], tick, top
+        graph,
+        k,
+        params[k - 1],
+        bufs_in,
+        cot,
+        y_k,
+        s[k],
+        k in carry,
+        fwd[k],
+        vjp[k],
+        tick,
+        top,
+        dtype,
       )
       loss_t = loss if k == L else loss_t
       outs.append(out)
@@ -510,8 +525,10 @@ def stash_bytes(graph: UnitGraph, params, frame, stash) -> int:
   ``Σ_j R_j · bytes(out_j)`` over the sources j = 0..L-1 (the frame for j = 0), with ``R_j``
   the extra stored values of source j (``schedule.stash_rows``: the deeper history buffer,
   the message delay line and, for a unit that carries its input down, the carried output).
-  ``frame`` is one (B, H, W, C) frame (an array or a ``jax.ShapeDtypeStruct``); ``stash`` as
-  in :func:`gradients`. ``stash=0`` gives 0.
+  The history rows count in the stash's storage dtype (``schedule.Stash``: ``n`` values
+  take ``2n`` bytes in bfloat16, ``n + 4`` in int8 with its float32 scale); delay lines and
+  carried outputs in the activations' dtype. ``frame`` is one (B, H, W, C) frame (an array
+  or a ``jax.ShapeDtypeStruct``); ``stash`` as in :func:`gradients`. ``stash=0`` gives 0.
   """
   pipeline.check_graph_params(graph, params)
   schedule.check_stash(graph, stash)
@@ -519,13 +536,16 @@ def stash_bytes(graph: UnitGraph, params, frame, stash) -> int:
   if len(shape) != 4:
     raise ValueError(f"frame must have shape (B, H, W, C) (rank 4), got shape {shape}")
   structs = pipeline.out_structs(graph, params, jax.ShapeDtypeStruct(shape, frame.dtype))
-  rows = schedule.stash_rows(graph, schedule.static_stash(stash))
-  return int(
-    sum(
-      n * np.prod(structs[j].shape, dtype=int) * np.dtype(structs[j].dtype).itemsize
-      for j, n in enumerate(rows)
-    )
-  )
+  stash = schedule.static_stash(stash)
+  H, H0 = schedule.buffer_depths(graph, stash), schedule.buffer_depths(graph, 0)
+  kept = [r - (h - h0) for r, h, h0 in zip(schedule.stash_rows(graph, stash), H, H0)]
+  dtype = schedule.stash_dtype(stash)
+  total = 0
+  for j in range(graph.num_units):
+    n = int(np.prod(structs[j].shape, dtype=int))
+    stored = n * jnp.dtype(dtype).itemsize + (4 if dtype == "int8" else 0)
+    total += (H[j] - H0[j]) * stored + kept[j] * n * np.dtype(structs[j].dtype).itemsize
+  return int(total)
 
 
 @functools.partial(jax.jit, static_argnames=("graph",))

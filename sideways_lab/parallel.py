@@ -254,15 +254,18 @@ class _Route:
 CARRIED = -1
 
 
-def _unit_work(graph: UnitGraph, k: int, lag: int, params_k, bufs, cot_in, carried, loss_fn, y, w):
+def _unit_work(
+  graph: UnitGraph, k: int, lag: int, params_k, bufs, cot_in, carried, loss_fn, y, w, dtype
+):
   """Unit k's tick on any route: ``(out_k, g_k, messages, loss or None, the VJP's inputs)``;
-  ``carried`` maps the local units that carry their input down to the output carried to them."""
+  ``carried`` maps the local units that carry their input down to the output carried to them;
+  ``dtype`` is the stash's storage (``schedule.stash_dtype``)."""
   if k == graph.num_units:
     return pipeline.top_step(graph, params_k, bufs, loss_fn, y, w)
   if k in carried:
     out, g, ms, ins = pipeline.carry_step(graph, k, params_k, bufs, cot_in[k], carried[k])
   else:
-    out, g, ms, ins = pipeline.stashed_step(graph, k, params_k, bufs, cot_in[k], lag)
+    out, g, ms, ins = pipeline.stashed_step(graph, k, params_k, bufs, cot_in[k], lag, dtype)
   return out, g, ms, None, ins
 
 
@@ -338,7 +341,8 @@ class _DeviceSpec:
     recv_msgs: ``(j, wait, from_device)`` triples of messages arriving for local units.
     waits: ``((k, e), wait)`` for the edges of local units from units. carry: every unit that
     carries its input down (``schedule.carry_units``); the output carried to a remote one is
-    sent as ``(j, CARRIED)``, received as ``(j, CARRIED, from_device)``.
+    sent as ``(j, CARRIED)``, received as ``(j, CARRIED, from_device)``. dtype: the stash's
+    storage (``schedule.stash_dtype``).
   """
 
   units: tuple
@@ -353,6 +357,7 @@ class _DeviceSpec:
   waits: tuple
   top: bool
   carry: tuple = ()
+  dtype: str = "float32"
 
 
 def _device_specs(graph: UnitGraph, assignment: tuple, stash) -> tuple:
@@ -414,6 +419,7 @@ def _device_specs(graph: UnitGraph, assignment: tuple, stash) -> tuple:
         tuple(sorted((ke, w) for ke, w in waits.items() if ke[0] in units)),
         L in units,
         carry,
+        schedule.stash_dtype(stash),
       )
     )
   return tuple(specs)
@@ -468,7 +474,7 @@ def _device_step(graph, spec, loss_fn, params, carry, pending_outs, pending_msgs
   new_carried = {j: jnp.zeros_like(y) for j, y in carried.items()}
   for k, lag, p_k in zip(spec.units, spec.lags, params):
     out, g, ms, loss, ins = _unit_work(
-      graph, k, lag, p_k, bufs, cot_in, carried_in, loss_fn, y_t, w
+      graph, k, lag, p_k, bufs, cot_in, carried_in, loss_fn, y_t, w, spec.dtype
     )
     _post_carried(graph, k, ins, spec.carry, new_carried, sent)
     outs[k] = out
@@ -967,7 +973,17 @@ def _stage_tick(plan: _Plan, s: int, loss_fn, params, state, recv_up, recv_down,
   new_carried, sent = {j: jnp.zeros_like(y) for j, y in carried.items()}, {}
   for k, lag in zip(st.units, st.lags):
     out, g, ms, loss, ins = _unit_work(
-      graph, k, lag, theta[k], bufs, cots, carried, loss_fn, y_t, w
+      graph,
+      k,
+      lag,
+      theta[k],
+      bufs,
+      cots,
+      carried,
+      loss_fn,
+      y_t,
+      w,
+      schedule.stash_dtype(plan.stash),
     )
     _post_carried(graph, k, ins, plan.carry, new_carried, sent)
     outs[k], grads[k] = out, g

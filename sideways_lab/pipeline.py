@@ -472,11 +472,43 @@ def check_state(graph, state, stash=None) -> None:
 # ---------------------------------------------------------------------------------------------
 
 
-def stashed_step(graph: UnitGraph, k: int, params_k, buffers, cotangent, lag: int):
+def compress(x: jax.Array, dtype: str = "float32") -> jax.Array:
+  """``x`` after a round trip through a stash stored in ``dtype`` (``schedule.STASH_DTYPES``).
+
+  ``float32``: ``x``; ``bfloat16``: ``x`` rounded to bfloat16; ``int8`` with one scale per
+  tensor: ``a = max|x| / 127``, ``q = round(x / a) ∈ [-127, 127]``, the result ``a·q`` (zeros
+  when ``x`` is). The result has ``x``'s dtype and shape.
+  """
+  if dtype == "float32":
+    return x
+  if dtype == "bfloat16":
+    return x.astype(jnp.bfloat16).astype(x.dtype)
+  if dtype != "int8":
+    raise ValueError(f"dtype must be one of {schedule.STASH_DTYPES}, got {dtype!r}")
+  scale = jnp.max(jnp.abs(x)) / 127
+  q = jnp.clip(jnp.round(x / jnp.where(scale > 0, scale, 1)), -127, 127).astype(jnp.int8)
+  return q.astype(x.dtype) * scale
+
+
+def stashed_inputs(graph: UnitGraph, k: int, buffers, lag: int, dtype: str = "float32") -> list:
+  """``src(j, d, τ - lag)`` for the edges of unit k (:func:`unit_inputs`), each as the stash
+  stores it (:func:`compress` to ``dtype``) where it is a row the stash adds, i.e. beyond the
+  ``1 + max d`` rows of source j that Sideways keeps (``d + lag >= graph.history(j)``)."""
+  inputs = unit_inputs(graph, k, buffers, lag=lag)
+  return [
+    compress(x, dtype) if d + lag >= graph.history(j) else x
+    for (j, d), x in zip(graph.edges[k], inputs)
+  ]
+
+
+def stashed_step(
+  graph: UnitGraph, k: int, params_k, buffers, cotangent, lag: int, dtype: str = "float32"
+):
   """Unit k's work at tick τ: its forward at the inputs of τ, its VJP at the inputs of τ - lag.
 
   ``out_k^τ = f_k(θ_k; src(·, ·, τ))`` and ``(g_k, messages) = c_k^τ · ∂f_k/∂(θ_k, inputs)``
-  at ``src(·, ·, τ - lag)`` (docs/design.md §5; ``lag = s_k``). ``buffers`` are indexed by
+  at ``src(·, ·, τ - lag)`` as the stash stores them in ``dtype`` (:func:`stashed_inputs`;
+  docs/design.md §5; ``lag = s_k``). ``buffers`` are indexed by
   source (a dict or a sequence), newest first, with this tick's frame already pushed:
   ``buffers[0][d] = x_{τ-d}``, ``buffers[j][d] = out_j^{τ-1-d}``. One :func:`unit_step`
   when ``lag = 0``; a forward and a :func:`unit_step` otherwise.
@@ -488,7 +520,7 @@ def stashed_step(graph: UnitGraph, k: int, params_k, buffers, cotangent, lag: in
   if lag == 0:
     return (*unit_step(graph, k, params_k, cur, cotangent), cur)
   out = graph.apply_unit(k, params_k, cur)
-  stashed = unit_inputs(graph, k, buffers, lag=lag)
+  stashed = stashed_inputs(graph, k, buffers, lag, dtype)
   _, grads, messages = unit_step(graph, k, params_k, stashed, cotangent)
   return out, grads, messages, stashed
 

@@ -162,10 +162,12 @@ def ref_stash_depths(graph, stash=0) -> dict:
   r = {L: 0}
   for j in range(L - 1, 0, -1):
     r[j] = max(r[k] + d + 2 for k in range(j + 1, L + 1) for jj, d in graph.edges[k] if jj == j)
+  if isinstance(stash, tuple):  # per unit: (s_1, ..., s_{L-1}), s_L = 0
+    return {k: stash[k - 1] if k < L else 0 for k in r}
   return {k: r[k] if stash == "full" else min(stash, r[k]) for k in r}
 
 
-def ref_sideways(graph, params, video, targets, loss_fn, mask=None, stash=0):
+def ref_sideways(graph, params, video, targets, loss_fn, mask=None, stash=0, pairing="activation"):
   """Sideways with a stash by the letter of docs/design.md §5: a Python loop over the ticks.
 
   Every unit runs its forward at every tick (no idle units); at tick τ unit k takes its VJP
@@ -173,6 +175,7 @@ def ref_sideways(graph, params, video, targets, loss_fn, mask=None, stash=0):
   the message on edge (j, d) arrives ``1 + max(0, s_j - s_k - d - 2)`` ticks after it is sent;
   at least ``max(L - 1, max_j s_j)`` drain ticks feed the last frame, more while a non-zero
   message is still on its way (a message that waits can need more). ``stash=0`` is Sideways.
+  ``pairing="loss"``: no message waits.
   """
   B, T = video.shape[:2]
   L = graph.num_units
@@ -220,7 +223,8 @@ def ref_sideways(graph, params, video, targets, loss_fn, mask=None, stash=0):
       g_t.append(g)
       for (j, d), m in zip(graph.edges[k], d_inputs):
         if j >= 1:
-          arrive = t + 1 + max(0, s[j] - s[k] - d - 2)
+          wait = max(0, s[j] - s[k] - d - 2) if pairing == "activation" else 0
+          arrive = t + 1 + wait
           cot[(j, arrive)] = cot.get((j, arrive), 0.0) + m
     per_tick.append(g_t)
   return tuple(grads), per_tick

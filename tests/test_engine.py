@@ -554,3 +554,58 @@ def test_carry_down_streams_in_chunks_like_a_whole_clip():
     loss_weight=w,
   )
   assert max_abs_diff(total, whole) < 1e-6 * max_abs(whole)
+
+
+# -- a compressed stash and the pairing of a partial stash (docs/design.md §5) ---------------------
+
+
+def test_compress_round_trips_by_the_closed_form():
+  x = jnp.asarray([[0.5, -1.27, 0.0], [1.0, 0.26, -0.013]], jnp.float32)
+  c = sl.pipeline.compress
+  assert c(x, "float32") is x
+  np.testing.assert_array_equal(c(x, "bfloat16"), x.astype(jnp.bfloat16).astype(jnp.float32))
+  scale = 1.27 / 127  # max |x| / 127, one scale for the tensor
+  np.testing.assert_allclose(c(x, "int8"), np.round(np.asarray(x) / scale) * scale, rtol=1e-6)
+  assert float(jnp.max(jnp.abs(c(x, "int8") - x))) <= scale / 2 + 1e-7
+  np.testing.assert_array_equal(c(jnp.zeros(3), "int8"), 0.0)
+  with pytest.raises(ValueError, match="dtype"):
+    c(x, "int4")
+
+
+@pytest.mark.parametrize("kind", ["chain", "temporal"])
+def test_a_compressed_stash_is_close_to_the_exact_gradient_but_not_equal(kind):
+  graph, params, video, targets = setup(kind)
+  S = sl.schedule.Stash
+  run = lambda stash: sl.gradients(graph, params, video, targets, mse, stash=stash)[0]
+  exact = run("full")
+  assert max_abs_diff(run(S("full", dtype="float32")), exact) == 0.0
+  for dtype, tol in [("bfloat16", 2e-2), ("int8", 5e-2)]:
+    err = max_abs_diff(run(S("full", dtype=dtype)), exact) / max_abs(exact)
+    assert 0 < err < tol, (dtype, err)
+  # a stash of depth 0 stores nothing: its dtype changes nothing
+  assert max_abs_diff(run(S(0, dtype="int8")), run(0)) == 0.0
+
+
+def test_a_compressed_stash_counts_its_bytes():
+  graph, params, video, _ = setup("chain")  # r = (6, 4, 2); frames (2, 2, 2, 1), outs (2, 3)
+  S, frame = sl.schedule.Stash, video[:, 0]
+  nbytes = lambda stash: sl.engine.stash_bytes(graph, params, frame, stash)
+  full = nbytes("full")
+  assert full == 6 * 8 * 4 + 6 * 6 * 4
+  assert nbytes(S("full", dtype="bfloat16")) == full // 2
+  assert nbytes(S("full", dtype="int8")) == 6 * (8 + 4) + 6 * (6 + 4)  # values and a scale
+  # the delay line of (6, 0, 0) holds messages: in the activations' dtype
+  assert nbytes(S((6, 0, 0), dtype="int8")) == 6 * (8 + 4) + 4 * 6 * 4
+
+
+@pytest.mark.parametrize("stash", [(6, 0, 0), (0, 4, 0), (6, 4, 0), (6, 0, 2)])
+def test_the_loss_pairing_matches_the_direct_reference(stash):
+  """``pairing="loss"``: no message waits, by the letter of docs/design.md §5; it differs from
+  the default pairing wherever a message would wait."""
+  graph, params, video, targets = setup("chain", T=9)
+  S = sl.schedule.Stash
+  grads, _ = sl.gradients(graph, params, video, targets, mse, stash=S(stash, pairing="loss"))
+  ref, _ = ref_sideways(graph, params, video, targets, mse, stash=stash, pairing="loss")
+  assert_trees_close(grads, ref, rtol=1e-4, atol=1e-6)
+  other, _ = sl.gradients(graph, params, video, targets, mse, stash=stash)
+  assert max_abs_diff(grads, other) > 1e-4 * max_abs(other)

@@ -1,10 +1,12 @@
 """Analysis: gradient alignment, sweeps, the latency model, measured costs and memory.
 
 * :mod:`~sideways_lab.analysis.alignment` — :func:`alignment` (cosine, angle, norm ratio,
-  relative error, sign agreement per unit and overall) and :func:`per_tick_alignment` (each
-  ``g_k^t`` of Sideways against the exact gradient of the loss tick it came from).
-* :mod:`~sideways_lab.analysis.sweeps` — alignment vs speed, frame stride, depth, clip length
-  and training progress, as tidy pandas DataFrames (:func:`per_unit_mean` pivots them).
+  relative error, sign agreement per unit and overall), :func:`stash_alignment` (a stash's
+  gradient against the exact one) and :func:`per_tick_alignment` (each ``g_k^t`` of Sideways
+  against the exact gradient of the loss tick it came from).
+* :mod:`~sideways_lab.analysis.sweeps` — alignment vs speed, frame stride, depth, clip length,
+  training progress and stash allocation (:func:`sweep_stash`), as tidy pandas DataFrames
+  (:func:`per_unit_mean` pivots them).
 * :mod:`~sideways_lab.analysis.cache` — the on-disk JSON cache of those DataFrames.
 * :mod:`~sideways_lab.analysis.latency` — the latency model with per-unit costs on D devices
   (:func:`latency_model`, :func:`latency_table`) and :func:`timeline` (what each device does at
@@ -21,6 +23,7 @@ from sideways_lab.analysis.alignment import (
   alignment,
   per_tick_alignment,
   source_matrix,
+  stash_alignment,
   vector_metrics,
 )
 from sideways_lab.analysis.cache import cache_dir, cache_key, cached
@@ -41,6 +44,7 @@ from sideways_lab.analysis.sweeps import (
   sweep_depth,
   sweep_progress,
   sweep_speed,
+  sweep_stash,
   sweep_stride,
 )
 from sideways_lab.analysis.timing import UnitCosts, project_speedup, unit_costs
@@ -53,6 +57,7 @@ __all__ = [
   "alignment",
   "per_tick_alignment",
   "source_matrix",
+  "stash_alignment",
   "vector_metrics",
   "LATENCY_SCHEMES",
   "LatencyModel",
@@ -69,6 +74,7 @@ __all__ = [
   "sweep_depth",
   "sweep_progress",
   "sweep_speed",
+  "sweep_stash",
   "sweep_stride",
   "cache_dir",
   "cache_key",
