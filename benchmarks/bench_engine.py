@@ -308,6 +308,12 @@ def stash_table(rounds, quick):
       times[(n, label)].append(time.perf_counter() - t0)
   t = {key: statistics.median(ts) for key, ts in times.items()}
   frame = video[:, 0]
+  m, d = cfg.model, cfg.data
+  print(
+    f"\nstash table: the digits configuration (L={m.num_units}, width {m.width}, "
+    f"B={cfg.batch_size}, {d.size[0]}x{d.size[1]}x1, T={d.num_frames}, {d.speed} px/frame), "
+    f"median of {rounds} rounds"
+  )
   print(
     "\n| network | gradient | ms/clip | time / sideways | stash KiB | bytes / full stash |"
     "\n|---|---|---:|---:|---:|---:|"

@@ -249,9 +249,9 @@ class _Route:
     return pipeline.zero_state(self.graph, params, video, self.stash)
 
 
-#: The "wait" that tags, in the message routing of both routes, the output carried down to a
-#: unit that recovers its input from it (``schedule.carry_units``; docs/design.md §5).
-CARRIED = -1
+# The "wait" that tags, in the message routing of both routes, the output carried down to a
+# unit that recovers its input from it (``schedule.carry_units``; docs/design.md §5).
+_CARRIED = -1
 
 
 def _unit_work(
@@ -271,12 +271,12 @@ def _unit_work(
 
 def _post_carried(graph: UnitGraph, k: int, ins, carry: tuple, local: dict, remote: dict) -> None:
   """What unit k carries down (``pipeline.carried_posts``): into ``local[j]`` for a carrying
-  unit j of this device, else into ``remote[key]`` with ``key`` ``(j, CARRIED)``."""
+  unit j of this device, else into ``remote[key]`` with ``key`` ``(j, _CARRIED)``."""
   for j, y in pipeline.carried_posts(graph, k, ins, carry):
     if j in local:
       local[j] = y
     else:
-      remote[(j, CARRIED)] = y
+      remote[(j, _CARRIED)] = y
 
 
 def _lines_before_tick(lines: dict, cots: dict):
@@ -341,7 +341,7 @@ class _DeviceSpec:
     recv_msgs: ``(j, wait, from_device)`` triples of messages arriving for local units.
     waits: ``((k, e), wait)`` for the edges of local units from units. carry: every unit that
     carries its input down (``schedule.carry_units``); the output carried to a remote one is
-    sent as ``(j, CARRIED)``, received as ``(j, CARRIED, from_device)``. dtype: the stash's
+    sent as ``(j, _CARRIED)``, received as ``(j, _CARRIED, from_device)``. dtype: the stash's
     storage (``schedule.stash_dtype``).
   """
 
@@ -385,7 +385,7 @@ def _device_specs(graph: UnitGraph, assignment: tuple, stash) -> tuple:
           for e, (j, _) in enumerate(graph.edges[k])
           if j >= 1 and owner[j] != p
         }
-        | {(j, CARRIED) for k in units for j, _ in graph.edges[k] if j in carry and owner[j] != p}
+        | {(j, _CARRIED) for k in units for j, _ in graph.edges[k] if j in carry and owner[j] != p}
       )
     )
     recv_msgs = tuple(
@@ -397,7 +397,7 @@ def _device_specs(graph: UnitGraph, assignment: tuple, stash) -> tuple:
           if owner[k] != p
         }
         | {
-          (j, CARRIED, owner[k])
+          (j, _CARRIED, owner[k])
           for j in units
           if j in carry
           for k, _, _ in graph.readers(j)
@@ -460,7 +460,7 @@ def _device_step(graph, spec, loss_fn, params, carry, pending_outs, pending_msgs
     bufs[j] = pipeline.push(bufs[j], pending_outs[j])
   cot_in, carried_in = dict(cots), dict(carried)
   for (j, wait, _), m in zip(spec.recv_msgs, pending_msgs):  # ... and from above
-    if wait == CARRIED:
+    if wait == _CARRIED:
       carried_in[j] = carried_in[j] + m
     elif wait == 0:
       cot_in[j] = cot_in[j] + m
@@ -645,7 +645,7 @@ class DevicePipeline(_Route):
         if j in ys:
           carried[j - 1] = carried[j - 1] + np.asarray(ys[j])
       for (j, wait, _), m in zip(spec.recv_msgs, msgs):
-        if wait == CARRIED:
+        if wait == _CARRIED:
           carried[j - 1] = carried[j - 1] + np.asarray(m)
         elif wait == 0:
           messages[j - 1] = messages[j - 1] + np.asarray(m)
@@ -774,7 +774,7 @@ class _Stage:
   down to a local carrying unit j from this stage (``schedule.carry_units``). Depths cover the
   stashed VJPs of the local readers (``1 + d + s_k``). ``up[δ]`` packs ``("o", j)``: outputs
   of local units read on stage s+δ; ``down[δ]`` packs ``("g", j, w)``: the messages of local
-  units to unit j on stage s-δ that wait w extra ticks (``w = CARRIED``: the output carried
+  units to unit j on stage s-δ that wait w extra ticks (``w = _CARRIED``: the output carried
   down to unit j). ``params`` packs ``(k, leaf)``.
   """
 
@@ -874,7 +874,7 @@ def _make_plan(graph: UnitGraph, assignment: tuple, params, frame, stash=0) -> _
         for e, (j, _) in enumerate(graph.edges[k])
         if j >= 1 and owner[j] != s
       }
-      | {(j, CARRIED) for k in units for j, _ in graph.edges[k] if j in carry and owner[j] != s}
+      | {(j, _CARRIED) for k in units for j, _ in graph.edges[k] if j in carry and owner[j] != s}
     )
     up = {
       δ: _Layout(
@@ -961,7 +961,7 @@ def _stage_tick(plan: _Plan, s: int, loss_fn, params, state, recv_up, recv_down,
     if s + δ < len(plan.stages):
       got = plan.stages[s + δ].down[δ].unpack(recv_down[plan.deltas.index(δ)])
       for (_, j, wait), m in got.items():
-        if wait == CARRIED:
+        if wait == _CARRIED:
           carried[j] = carried[j] + m
         elif wait == 0:
           cots[j] = cots[j] + m
@@ -1000,7 +1000,7 @@ def _stage_tick(plan: _Plan, s: int, loss_fn, params, state, recv_up, recv_down,
         key = ("g", j, wait)
         box[key] = box[key] + m if key in box else m
   for (j, _), y in sent.items():  # outputs carried down to other stages
-    down[s - plan.owner[j]][("g", j, CARRIED)] = y
+    down[s - plan.owner[j]][("g", j, _CARRIED)] = y
   new = {("b", j): pipeline.push(bufs[j], outs[j]) for j in st.local}
   new.update({("y", j): y for j, y in new_carried.items()})
   new.update({("m", j): bufs[j] for j in st.mirrors})
@@ -1300,7 +1300,7 @@ class ShardedGraph(_Route):
         for (_, jj, wait), x in plan.stages[s].down[δ].unpack(downs[δ][s]).items():
           if jj != j:
             continue
-          if wait == CARRIED:
+          if wait == _CARRIED:
             y = y + x
           elif wait == 0:
             m = m + x
