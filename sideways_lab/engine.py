@@ -192,11 +192,50 @@ def _between(tick, lo: int, hi: int | None):
   return (tick >= lo) if hi is None else ((tick >= lo) & (tick <= hi))
 
 
+def _to_units(graph: UnitGraph, k: int, messages) -> list:
+  """The messages of unit k's edges from units (``j >= 1``), in edge order: those to the
+  frame are dropped, so that their computation is dead code."""
+  return [m for (j, _), m in zip(graph.edges[k], messages) if j >= 1]
+
+
 def _unit_messages(graph: UnitGraph, k: int, params_k, inputs, cotangent):
-  """:func:`unit_step` without the messages to the frame: ``(out_k, g_k, [(j, wait-free
-  message) for the edges with j >= 1])``, so that their computation is dead code."""
+  """:func:`unit_step` without the messages to the frame: ``(out_k, g_k, [message per edge
+  with j >= 1])``."""
   out, g, msgs = unit_step(graph, k, params_k, inputs, cotangent)
-  return out, g, [m for (j, _), m in zip(graph.edges[k], msgs) if j >= 1]
+  return out, g, _to_units(graph, k, msgs)
+
+
+def _carried_messages(graph: UnitGraph, k: int, params_k, carried, cotangent):
+  """:func:`pipeline.carried_vjp` without the messages to the frame: ``(g_k, messages, [x])``."""
+  g, msgs, x = pipeline.carried_vjp(graph, k, params_k, carried, cotangent)
+  return g, _to_units(graph, k, msgs), x
+
+
+def _unit_tick(
+  graph, k, params_k, bufs, cot, carried, lag, carries, fwd, vjp, tick, top=None, dtype="float32"
+):
+  """Unit k's work at one tick of the single-device scan, idle work skipped (:func:`_windows`):
+  ``(out_k, g_k, messages to units, the VJP's inputs, loss or None)``. ``top`` (unit L only)
+  computes ``(out_L, g_L, messages, loss)`` from the loss; ``carried`` is the output carried
+  down to a unit that ``carries`` its input (docs/design.md §5); ``dtype`` the stash's storage
+  (:func:`pipeline.stashed_inputs`)."""
+  cur = pipeline.unit_inputs(graph, k, bufs)
+  if top is not None:
+    out, g, m, loss = _when(_between(tick, *fwd), top)
+    return out, g, m, cur, loss
+  if lag == 0:
+    active = _between(tick, *fwd) | _between(tick, *vjp)
+    out, g, m = _when(active, functools.partial(_unit_messages, graph, k, params_k, cur, cot))
+    return out, g, m, cur, None
+  out = _when(_between(tick, *fwd), functools.partial(graph.apply_unit, k, params_k, cur))
+  if carries:
+    fn = functools.partial(_carried_messages, graph, k, params_k, carried, cot)
+    g, m, ins = _when(_between(tick, *vjp), fn)
+  else:
+    ins = pipeline.stashed_inputs(graph, k, bufs, lag, dtype)
+    fn = functools.partial(_unit_messages, graph, k, params_k, ins, cot)
+    _, g, m = _when(_between(tick, *vjp), fn)
+  return out, g, m, ins, None
 
 
 def _windows(graph: UnitGraph, stash, last_loss_tick: int | None):
@@ -247,15 +286,16 @@ def _pipeline_scan(
   With ``s = schedule.stash_depths(graph, stash)``, at every tick τ every unit k
 
   * runs its forward at its current inputs, ``out_k^τ = f_k(θ_k; src(·, ·, τ))``, and
-  * takes the VJP of f_k at its inputs of tick ``τ - s_k`` (read from the deeper buffers)
-    applied to its cotangent: ``c_L^τ = w_τ ∂loss/∂out_L^τ`` at the top (``s_L = 0``) and,
-    below, the sum of the messages that arrive at τ;
+  * takes the VJP of f_k at its inputs of tick ``τ - s_k`` (read from the deeper buffers, or
+    recovered by inverting the output carried down to it, ``x = f_k^{-1}(y)``, for a unit of
+    ``schedule.carry_units``) applied to its cotangent: ``c_L^τ = w_τ ∂loss/∂out_L^τ`` at the
+    top (``s_L = 0``) and, below, the sum of the messages that arrive at τ;
 
-  (one :func:`unit_step` when ``s_k = 0``; a forward and a :func:`unit_step` otherwise). The
-  message on edge e = (j, d) of unit k waits ``schedule.message_waits`` extra ticks before it
-  joins ``c_j``. ``stash=0`` is Sideways, ``stash="full"`` the exact gradient. Ticks past the
-  clip feed its last frame again (the drain); ``weights`` is zero there. Idle units skip their
-  work with ``lax.cond`` (see :func:`_windows`), so no result changes.
+  (:func:`_unit_tick`). The message on edge e = (j, d) of unit k waits
+  ``schedule.message_waits`` extra ticks before it joins ``c_j``; to a carrying unit j it
+  carries the input of unit k's VJP on that edge. ``stash=0`` is Sideways, ``stash="full"``
+  and ``"carry"`` the exact gradient. Ticks past the clip feed its last frame again (the
+  drain); ``weights`` is zero there. Idle units skip their work with ``lax.cond``.
 
   Returns ``(Ĝ, new_state, per-tick loss (num_ticks,), per-tick grads or None)``.
   """
@@ -263,46 +303,51 @@ def _pipeline_scan(
   s = (0, *schedule.stash_depths(graph, stash))
   waits = schedule.message_waits(graph, stash)
   lines = schedule.message_lines(graph, stash)
+  carry, dtype = schedule.carry_units(graph, stash), schedule.stash_dtype(stash)
   fwd, vjp = _windows(graph, stash, last_loss_tick)
   zero = jax.tree_util.tree_map(jnp.zeros_like, params)
-  has_lines = bool(state.delayed)
 
-  def body(carry, i):
-    bufs, msgs, delayed, acc = carry
+  def body(c, i):
+    bufs, msgs, delayed, carried, acc = c
     tick = state.tick + i
     x_t = pipeline.frame_at(video, i)
     bufs_in = (pipeline.push(bufs[0], x_t),) + tuple(bufs[1:])
     outs, grads_t, loss_t = [x_t], [], None
     # messages for the next tick (c^{τ+1}) and the delay lines, shifted by one tick
-    nxt = [delayed[j - 1][0] if lines[j] else jnp.zeros_like(msgs[j - 1]) for j in range(1, L)]
-    line = [
-      jnp.concatenate([delayed[j - 1][1:], jnp.zeros_like(delayed[j - 1][:1])])
-      if lines[j]
-      else None
-      for j in range(1, L)
-    ]
+    nxt, line, nxt_y = [], [], list(carried)
+    for j in range(1, L):
+      now, later = pipeline.shift_line(delayed[j - 1]) if lines[j] else (None, None)
+      nxt.append(jnp.zeros_like(msgs[j - 1]) if now is None else now)
+      line.append(later)
+    cur_L = pipeline.unit_inputs(graph, L, bufs_in)
     for k in range(1, L + 1):
-      p, cur = params[k - 1], pipeline.unit_inputs(graph, k, bufs_in)
+      top = None
       if k == L:
 
-        def top(p=p, cur=cur):
+        def top(p=params[L - 1], cur=cur_L):
           out = graph.apply_unit(L, p, cur)
-          loss, cot = pipeline.loss_cotangent(
-            loss_fn, out, pipeline.target_at(targets, i), weights[i]
-          )
+          y = pipeline.target_at(targets, i)
+          loss, cot = pipeline.loss_cotangent(loss_fn, out, y, weights[i])
           return _unit_messages(graph, L, p, cur, cot) + (loss,)
 
-        out, g, m, loss_t = _when(_between(tick, *fwd[L]), top)
-      elif s[k] == 0:
-        active = _between(tick, *fwd[k]) | _between(tick, *vjp[k])
-        out, g, m = _when(active, functools.partial(_unit_messages, graph, k, p, cur, msgs[k - 1]))
-      else:
-        out = _when(_between(tick, *fwd[k]), functools.partial(graph.apply_unit, k, p, cur))
-        stashed = pipeline.unit_inputs(graph, k, bufs_in, lag=s[k])
-        _, g, m = _when(
-          _between(tick, *vjp[k]),
-          functools.partial(_unit_messages, graph, k, p, stashed, msgs[k - 1]),
-        )
+      cot = msgs[k - 1] if k < L else None
+      y_k = carried[k - 1][0] if k in carry else None
+      out, g, m, ins, loss = _unit_tick(
+        graph,
+        k,
+        params[k - 1],
+        bufs_in,
+        cot,
+        y_k,
+        s[k],
+        k in carry,
+        fwd[k],
+        vjp[k],
+        tick,
+        top,
+        dtype,
+      )
+      loss_t = loss if k == L else loss_t
       outs.append(out)
       grads_t.append(g)
       sources = [(e, j) for e, (j, _) in enumerate(graph.edges[k]) if j >= 1]
@@ -312,17 +357,17 @@ def _pipeline_scan(
           nxt[j - 1] = nxt[j - 1] + msg
         else:
           line[j - 1] = line[j - 1].at[w - 1].add(msg)
-    new_delayed = (
-      tuple(line[j - 1] if lines[j] else delayed[j - 1] for j in range(1, L)) if has_lines else ()
-    )
+      for j, y in pipeline.carried_posts(graph, k, ins, carry):
+        nxt_y[j - 1] = y[None]
+    new_delayed = tuple(line[j - 1] if lines[j] else delayed[j - 1] for j in range(1, L) if delayed)
     acc = jax.tree_util.tree_map(jnp.add, acc, tuple(grads_t))
-    carry = (pipeline.advance(graph, bufs, x_t, outs), tuple(nxt), new_delayed, acc)
-    return carry, (loss_t, tuple(grads_t) if per_tick else None)
+    new_bufs = pipeline.advance(graph, bufs, x_t, outs)
+    c = (new_bufs, tuple(nxt), new_delayed, tuple(nxt_y), acc)
+    return c, (loss_t, tuple(grads_t) if per_tick else None)
 
-  (bufs, msgs, delayed, grads), (losses, per) = lax.scan(
-    body, (state.buffers, state.messages, state.delayed, zero), jnp.arange(num_ticks)
-  )
-  new_state = PipelineState(bufs, msgs, state.tick + num_ticks, delayed)
+  init = (state.buffers, state.messages, state.delayed, state.carried, zero)
+  (bufs, msgs, delayed, carried, grads), (losses, per) = lax.scan(body, init, jnp.arange(num_ticks))
+  new_state = PipelineState(bufs, msgs, state.tick + num_ticks, delayed, carried)
   return grads, new_state, losses, per
 
 
@@ -403,11 +448,14 @@ def gradients(
       Skip-Sideways on a graph with skips). The forward-in-time methods run
       ``schedule.drain_ticks(graph, stash)`` drain ticks after the clip (L - 1 for Sideways).
     mask: optional (T,) bool array: which ticks have a target.
-    stash: ``method="sideways"`` only (static): an int m >= 0, ``"full"`` or a per-unit
-      tuple ``(s_1, ..., s_{L-1})`` with ``0 <= s_k <= r_k`` (``schedule.exact_lags``); unit k
-      takes its VJP at its inputs of ``s_k = min(m, r_k)`` (or the given ``s_k``) ticks earlier
-      (``schedule.stash_depths``). ``0`` is Sideways; ``"full"`` and ``(r_1, ..., r_{L-1})``
-      equal ``pipelined_exact``.
+    stash: ``method="sideways"`` only (static): an int m >= 0, ``"full"``, ``"carry"`` or a
+      per-unit tuple ``(s_1, ..., s_{L-1})`` with ``0 <= s_k <= r_k`` (``schedule.exact_lags``)
+      or ``s_k = "carry"``; unit k takes its VJP at its inputs of ``s_k = min(m, r_k)`` (or the
+      given ``s_k``) ticks earlier (``schedule.stash_depths``). ``0`` is Sideways; ``"full"``
+      and ``(r_1, ..., r_{L-1})`` equal ``pipelined_exact``. A unit that *carries* (``"carry"``:
+      every reversible unit with one input and one reader, ``schedule.carry_units``) recovers
+      that input by inverting the output its reader sends down with its message, instead of
+      stashing it; ``"carry"`` equals ``pipelined_exact`` (docs/design.md §5).
     per_tick: also return the per-tick gradients (forward-in-time methods: every unit's
       ``g_k^t`` for the T + drain ticks; ``backprop`` without delays: ``w_t ∇loss_t`` for the
       T ticks) in ``info["per_tick_grads"]``, a pytree like ``params`` with a leading tick axis.
@@ -457,9 +505,9 @@ def gradients(
 def init_state(graph: UnitGraph, params, video, stash=0) -> PipelineState:
   """An empty pipeline (zero buffers and messages, tick 0) for clips shaped like ``video``.
 
-  ``video`` may be a (B, T, H, W, C) chunk or one (B, H, W, C) frame; ``stash`` (an int >= 0
-  or ``"full"``) sizes the buffers and message delay lines for ``stream_gradients(...,
-  stash=stash)``.
+  ``video`` may be a (B, T, H, W, C) chunk or one (B, H, W, C) frame; ``stash`` (as in
+  :func:`gradients`) sizes the buffers, message delay lines and carried outputs for
+  ``stream_gradients(..., stash=stash)``.
   """
   pipeline.check_graph_params(graph, params)
   schedule.check_stash(graph, stash)
@@ -475,9 +523,12 @@ def stash_bytes(graph: UnitGraph, params, frame, stash) -> int:
   """Bytes a stash adds to Sideways' pipeline state for frames shaped like ``frame``.
 
   ``Σ_j R_j · bytes(out_j)`` over the sources j = 0..L-1 (the frame for j = 0), with ``R_j``
-  the extra stored values of source j (``schedule.stash_rows``: the deeper history buffer and
-  the message delay line). ``frame`` is one (B, H, W, C) frame (an array or a
-  ``jax.ShapeDtypeStruct``); ``stash`` as in :func:`gradients`. ``stash=0`` gives 0.
+  the extra stored values of source j (``schedule.stash_rows``: the deeper history buffer,
+  the message delay line and, for a unit that carries its input down, the carried output).
+  The history rows count in the stash's storage dtype (``schedule.Stash``: ``n`` values
+  take ``2n`` bytes in bfloat16, ``n + 4`` in int8 with its float32 scale); delay lines and
+  carried outputs in the activations' dtype. ``frame`` is one (B, H, W, C) frame (an array
+  or a ``jax.ShapeDtypeStruct``); ``stash`` as in :func:`gradients`. ``stash=0`` gives 0.
   """
   pipeline.check_graph_params(graph, params)
   schedule.check_stash(graph, stash)
@@ -485,13 +536,16 @@ def stash_bytes(graph: UnitGraph, params, frame, stash) -> int:
   if len(shape) != 4:
     raise ValueError(f"frame must have shape (B, H, W, C) (rank 4), got shape {shape}")
   structs = pipeline.out_structs(graph, params, jax.ShapeDtypeStruct(shape, frame.dtype))
-  rows = schedule.stash_rows(graph, schedule.static_stash(stash))
-  return int(
-    sum(
-      n * np.prod(structs[j].shape, dtype=int) * np.dtype(structs[j].dtype).itemsize
-      for j, n in enumerate(rows)
-    )
-  )
+  stash = schedule.static_stash(stash)
+  H, H0 = schedule.buffer_depths(graph, stash), schedule.buffer_depths(graph, 0)
+  kept = [r - (h - h0) for r, h, h0 in zip(schedule.stash_rows(graph, stash), H, H0)]
+  dtype = schedule.stash_dtype(stash)
+  total = 0
+  for j in range(graph.num_units):
+    n = int(np.prod(structs[j].shape, dtype=int))
+    stored = n * jnp.dtype(dtype).itemsize + (4 if dtype == "int8" else 0)
+    total += (H[j] - H0[j]) * stored + kept[j] * n * np.dtype(structs[j].dtype).itemsize
+  return int(total)
 
 
 @functools.partial(jax.jit, static_argnames=("graph",))
@@ -557,8 +611,8 @@ def stream_gradients(
     state: the state returned by the previous call (or ``sl.init_state(..., stash=stash)``).
     loss_weight: ``"mean"`` weighs each loss tick of the chunk by ``1/|V_chunk|``; a float
       gives every loss tick that fixed weight (use ``1/|V|`` of a whole clip to reproduce it).
-    stash: an int >= 0 or ``"full"`` (static), as in :func:`gradients`; the state must have
-      been made with the same stash.
+    stash: as in :func:`gradients` (static); the state must have been made with the same
+      stash.
 
   Returns:
     ``(grads, info, new_state)``: ``grads = Σ_{t in chunk} g^t``; ``info`` has ``"loss"``,

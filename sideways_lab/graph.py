@@ -97,7 +97,9 @@ class UnitGraph:
   Args:
     units: ``[f_1, ..., f_L]``; ``f_k(inputs: list[Array]) -> Array`` is a plain function
       that builds Haiku modules. ``inputs`` follows the order of ``edges[k]``. The graph
-      transforms each one with ``hk.transform``; units must not create Haiku state.
+      transforms each one with ``hk.transform``; units must not create Haiku state. A unit
+      function with an ``inverse`` attribute (``inverse(out) -> input``, the same Haiku
+      modules) is *reversible* (:attr:`reversible_units`, :meth:`invert_unit`).
     edges: maps ``k = 1..L`` to a list of ``(j, d)``. A missing key means the chain
       edge ``[(k-1, 0)]``; ``None`` means a chain. Every list must contain a main edge
       ``(k-1, d)`` (usually d = 0; the delayed twin of :func:`delayed_twin` has d = 1).
@@ -148,6 +150,9 @@ class UnitGraph:
     self.name = name
     self._transformed = tuple(hk.transform(f) for f in units)
     self._with_state = tuple(hk.transform_with_state(f) for f in units)
+    self._inverses = tuple(
+      hk.transform(f.inverse) if callable(getattr(f, "inverse", None)) else None for f in units
+    )
 
   # -- structure -------------------------------------------------------------------------------
   @property
@@ -185,6 +190,13 @@ class UnitGraph:
     """True when every unit k reads only unit k - 1, undelayed (edges ``{k: [(k-1, 0)]}``)."""
     return all(es == ((k - 1, 0),) for k, es in self._edges.items())
 
+  @property
+  def reversible_units(self) -> tuple[int, ...]:
+    """The units k (1-based) whose function has an ``inverse``: ``f_k.inverse(out) -> input``,
+    built from the same Haiku modules, with ``f_k^{-1}(θ_k; f_k(θ_k; [x])) = x``
+    (:meth:`invert_unit`; the carry-down gradient of docs/design.md §5 uses it)."""
+    return tuple(k for k, inv in enumerate(self._inverses, 1) if inv is not None)
+
   def readers(self, j: int) -> list[tuple[int, int, int]]:
     """The edges that read source ``j``: a list of ``(k, edge_index, d)``."""
     return [(k, i, d) for k, es in self._edges.items() for i, (jj, d) in enumerate(es) if jj == j]
@@ -204,6 +216,17 @@ class UnitGraph:
   def apply_unit(self, k: int, params: Any, inputs: list) -> jax.Array:
     """``out = f_k(θ_k; inputs)`` for unit ``k`` (1-based)."""
     return self._transformed[k - 1].apply(params, None, inputs)
+
+  def invert_unit(self, k: int, params: Any, out: jax.Array) -> jax.Array:
+    """``x = f_k^{-1}(θ_k; out)``: the input of a reversible unit ``k`` (1-based) from its output.
+
+    Raises a ValueError naming the unit when its function has no ``inverse``."""
+    if self._inverses[k - 1] is None:
+      raise ValueError(
+        f"unit {k} has no inverse: its function ({getattr(self._units[k - 1], '__name__', '?')}) "
+        f"has no `inverse` attribute (reversible units: {self.reversible_units})"
+      )
+    return self._inverses[k - 1].apply(params, None, out)
 
   def init(self, rng: jax.Array, frame: jax.Array) -> tuple:
     """Initialises every unit on one frame.

@@ -23,6 +23,10 @@ The units are stateless (GroupNorm, never BatchNorm), as the engine requires.
   (global average pool then a linear layer to the logits, one linear per input).
 * :func:`predictor_units` — encoder–decoder units; the last unit outputs a frame in [0, 1].
 * :func:`build_graph` — the graph of a scheme for a :class:`ModelConfig`.
+* :class:`RevCoupling`, :func:`reversible_unit` — a reversible conv unit (additive coupling,
+  shapes kept) with an ``inverse``; :func:`reversible_classifier_units` and
+  :func:`reversible_chain` — the classifier chain with its hidden units reversible (the
+  carry-down gradient of docs/design.md §5 recovers their inputs instead of stashing them).
 """
 
 from __future__ import annotations
@@ -391,3 +395,115 @@ def method_of(scheme: str) -> str:
 def mode_of(scheme: str) -> str:
   """The forward mode of ``scheme``: "synchronous" for backprop, else "pipelined"."""
   return "synchronous" if method_of(scheme) == "backprop" else "pipelined"
+
+
+# ---------------------------------------------------------------------------------------------
+# Reversible units
+# ---------------------------------------------------------------------------------------------
+
+
+class RevCoupling(hk.Module):
+  """Additive coupling (RevNet), invertible for any residual functions F and G.
+
+  With the channels split in halves, ``x = (x1, x2)`` (B, H, W, C) with C even::
+
+    y1 = x1 + F(x2),  y2 = x2 + G(y1)           (forward, shape kept)
+    x2 = y2 - G(y1),  x1 = y1 - F(x2)           (inverse)
+
+  ``F, G(z) = relu(GroupNorm(conv3x3(z)))`` on C/2 channels (``groups`` must divide C/2).
+  """
+
+  def __init__(self, groups: int, name: str | None = None):
+    super().__init__(name=name)
+    self.groups = groups
+
+  def _residual(self, which: str, z: jax.Array) -> jax.Array:
+    h = Conv(z.shape[-1], 3, name=f"{which}_conv")(z)
+    return _norm_relu(h, self.groups, f"{which}_norm")
+
+  def _halves(self, x: jax.Array) -> tuple[jax.Array, jax.Array]:
+    C = x.shape[-1]
+    if C % 2 or (C // 2) % self.groups:
+      raise ValueError(
+        f"a coupling unit needs an even number of channels whose half is divisible by "
+        f"groups={self.groups}, got {C} channels"
+      )
+    return x[..., : C // 2], x[..., C // 2 :]
+
+  def __call__(self, x: jax.Array) -> jax.Array:
+    x1, x2 = self._halves(x)
+    y1 = x1 + self._residual("f", x2)
+    return jnp.concatenate([y1, x2 + self._residual("g", y1)], axis=-1)
+
+  def inverse(self, y: jax.Array) -> jax.Array:
+    """The input ``x`` whose output is ``y`` (the same parameters as ``__call__``)."""
+    y1, y2 = self._halves(y)
+    x2 = y2 - self._residual("g", y1)
+    return jnp.concatenate([y1 - self._residual("f", x2), x2], axis=-1)
+
+
+def reversible_unit(groups: int, name: str = "rev_unit") -> Callable:
+  """A unit ``f(inputs) = RevCoupling(inputs[0])`` with ``f.inverse(out)`` its input.
+
+  One input only (a unit with several inputs cannot be recovered from its one output); the
+  output has the input's shape."""
+
+  def unit(inputs):
+    if len(inputs) != 1:
+      raise ValueError(
+        f"a reversible unit reads one input (it is recovered from its output), got {len(inputs)}"
+      )
+    return RevCoupling(groups, name="coupling")(inputs[0])
+
+  def inverse(out):
+    return RevCoupling(groups, name="coupling").inverse(out)
+
+  unit.__name__ = name
+  unit.inverse = inverse
+  return unit
+
+
+def reversible_classifier_units(
+  num_units: int = 4,
+  width: int = 16,
+  num_classes: int = 4,
+  groups: int = 4,
+  downsample: Sequence[int] = (1,),
+  readout: str = "mean",
+) -> list[Callable]:
+  """:func:`classifier_units` with the shape-keeping hidden units reversible.
+
+  Unit 1 (frames to ``width`` channels, stride 2 if in ``downsample``) and the head (unit L)
+  are the ordinary units; units 2..L-1 are :func:`reversible_unit` couplings on ``width``
+  channels (``groups`` must divide ``width / 2``). ``downsample`` may name unit 1 only: a
+  reversible unit keeps its input's shape."""
+  downsample = tuple(downsample)
+  if any(k != 1 for k in downsample):
+    raise ValueError(
+      f"downsample may name unit 1 only (units 2..L-1 are reversible and keep their input's "
+      f"shape), got {downsample!r}"
+    )
+  if width % 2 or (width // 2) % groups:
+    raise ValueError(f"width={width} must be even with groups={groups} dividing width/2")
+  plain = classifier_units(num_units, width, num_classes, groups, downsample, 1, readout)
+  rev = [reversible_unit(groups, f"rev_unit_{k}") for k in range(2, num_units)]
+  return [plain[0], *rev, plain[-1]]
+
+
+def reversible_chain(config: ModelConfig, name: str = "reversible_sideways") -> UnitGraph:
+  """The chain of a classification ``config`` with :func:`reversible_classifier_units`:
+  the same first unit and head as :func:`build_graph`'s chain, reversible units between."""
+  if not isinstance(config, ModelConfig) or config.task not in CLASSIFICATION_TASKS:
+    raise ValueError(
+      f"config must be a ModelConfig of a classification task {CLASSIFICATION_TASKS}, "
+      f"got {config!r}"
+    )
+  units = reversible_classifier_units(
+    config.num_units,
+    config.width,
+    config.num_classes,
+    config.groups,
+    config.downsample,
+    config.readout,
+  )
+  return UnitGraph(units, chain_edges(config.num_units), name=name)

@@ -249,11 +249,34 @@ class _Route:
     return pipeline.zero_state(self.graph, params, video, self.stash)
 
 
-def _unit_work(graph: UnitGraph, k: int, lag: int, params_k, bufs, cot_in, loss_fn, y, w):
-  """Unit k's tick on any route: ``(out_k, g_k, messages, loss or None)``."""
+# The "wait" that tags, in the message routing of both routes, the output carried down to a
+# unit that recovers its input from it (``schedule.carry_units``; docs/design.md §5).
+_CARRIED = -1
+
+
+def _unit_work(
+  graph: UnitGraph, k: int, lag: int, params_k, bufs, cot_in, carried, loss_fn, y, w, dtype
+):
+  """Unit k's tick on any route: ``(out_k, g_k, messages, loss or None, the VJP's inputs)``;
+  ``carried`` maps the local units that carry their input down to the output carried to them;
+  ``dtype`` is the stash's storage (``schedule.stash_dtype``)."""
   if k == graph.num_units:
     return pipeline.top_step(graph, params_k, bufs, loss_fn, y, w)
-  return (*pipeline.stashed_step(graph, k, params_k, bufs, cot_in[k], lag), None)
+  if k in carried:
+    out, g, ms, ins = pipeline.carry_step(graph, k, params_k, bufs, cot_in[k], carried[k])
+  else:
+    out, g, ms, ins = pipeline.stashed_step(graph, k, params_k, bufs, cot_in[k], lag, dtype)
+  return out, g, ms, None, ins
+
+
+def _post_carried(graph: UnitGraph, k: int, ins, carry: tuple, local: dict, remote: dict) -> None:
+  """What unit k carries down (``pipeline.carried_posts``): into ``local[j]`` for a carrying
+  unit j of this device, else into ``remote[key]`` with ``key`` ``(j, _CARRIED)``."""
+  for j, y in pipeline.carried_posts(graph, k, ins, carry):
+    if j in local:
+      local[j] = y
+    else:
+      remote[(j, _CARRIED)] = y
 
 
 def _lines_before_tick(lines: dict, cots: dict):
@@ -316,7 +339,10 @@ class _DeviceSpec:
     lines: local units j with a message delay line (``W_j > 0``). send_outs: local units whose
     outputs other devices read. send_msgs: ``(j, wait)`` pairs of messages to remote units j.
     recv_msgs: ``(j, wait, from_device)`` triples of messages arriving for local units.
-    waits: ``((k, e), wait)`` for the edges of local units from units.
+    waits: ``((k, e), wait)`` for the edges of local units from units. carry: every unit that
+    carries its input down (``schedule.carry_units``); the output carried to a remote one is
+    sent as ``(j, _CARRIED)``, received as ``(j, _CARRIED, from_device)``. dtype: the stash's
+    storage (``schedule.stash_dtype``).
   """
 
   units: tuple
@@ -330,6 +356,8 @@ class _DeviceSpec:
   recv_msgs: tuple
   waits: tuple
   top: bool
+  carry: tuple = ()
+  dtype: str = "float32"
 
 
 def _device_specs(graph: UnitGraph, assignment: tuple, stash) -> tuple:
@@ -338,6 +366,7 @@ def _device_specs(graph: UnitGraph, assignment: tuple, stash) -> tuple:
   s = (0, *schedule.stash_depths(graph, stash))
   waits = schedule.message_waits(graph, stash)
   W = schedule.message_lines(graph, stash)
+  carry = schedule.carry_units(graph, stash)
   D = max(assignment) + 1
   specs = []
   for p in range(D):
@@ -356,6 +385,7 @@ def _device_specs(graph: UnitGraph, assignment: tuple, stash) -> tuple:
           for e, (j, _) in enumerate(graph.edges[k])
           if j >= 1 and owner[j] != p
         }
+        | {(j, _CARRIED) for k in units for j, _ in graph.edges[k] if j in carry and owner[j] != p}
       )
     )
     recv_msgs = tuple(
@@ -364,6 +394,13 @@ def _device_specs(graph: UnitGraph, assignment: tuple, stash) -> tuple:
           (j, waits[(k, e)], owner[k])
           for j in local_cots
           for k, e, _ in graph.readers(j)
+          if owner[k] != p
+        }
+        | {
+          (j, _CARRIED, owner[k])
+          for j in units
+          if j in carry
+          for k, _, _ in graph.readers(j)
           if owner[k] != p
         }
       )
@@ -381,6 +418,8 @@ def _device_specs(graph: UnitGraph, assignment: tuple, stash) -> tuple:
         recv_msgs,
         tuple(sorted((ke, w) for ke, w in waits.items() if ke[0] in units)),
         L in units,
+        carry,
+        schedule.stash_dtype(stash),
       )
     )
   return tuple(specs)
@@ -389,14 +428,16 @@ def _device_specs(graph: UnitGraph, assignment: tuple, stash) -> tuple:
 class ParallelState(NamedTuple):
   """The pipeline state of a :class:`DevicePipeline`, spread over its devices.
 
-  ``per_device[p] = (buffers, cotangents, pending_outs, pending_msgs, lines)`` lives on device
+  ``per_device[p] = (buffers, cotangents, pending_outs, pending_msgs, lines, carried)`` lives on
+  device
   p: ``buffers`` (dict j -> (H_j, B, ...)) for every source p reads — mirrors of remote sources
   lack their newest output, which is in ``pending_outs`` (dict j -> (B, ...)) and is pushed at
   the start of the next tick; ``cotangents`` (dict j -> out_j shape) are the messages that
   reach local unit j at the next tick from this device; ``pending_msgs`` (tuple in
   ``spec.recv_msgs`` order) are the messages other devices sent; ``lines`` (dict j ->
-  (W_j, ...)) the delay lines of a stash for local units j. ``tick`` is the global tick of the
-  next frame (a Python int).
+  (W_j, ...)) the delay lines of a stash for local units j; ``carried`` (dict j -> out_j shape)
+  the outputs carried down to local carrying units j from this device (those from other devices
+  are in ``pending_msgs``). ``tick`` is the global tick of the next frame (a Python int).
   """
 
   per_device: tuple
@@ -407,19 +448,21 @@ class ParallelState(NamedTuple):
 def _device_step(graph, spec, loss_fn, params, carry, pending_outs, pending_msgs, x_t, y_t, w):
   """One tick of the units of one device (the forward-in-time engine, restricted).
 
-  ``carry = (buffers, cotangents, lines, acc)``; ``x_t`` is the frame of this tick
+  ``carry = (buffers, cotangents, lines, carried, acc)``; ``x_t`` is the frame of this tick
   (B, H, W, C) when the device reads the frame, ``y_t`` and ``w`` the target and loss weight
   when it holds unit L (else ``None``), so the compiled step does not depend on the clip
   length. Returns ``(carry, sent_outs, sent_msgs, loss_t)`` with ``sent_outs`` in
   ``spec.send_outs`` order and ``sent_msgs`` in ``spec.send_msgs`` order.
   """
-  bufs, cots, lines, acc = carry
+  bufs, cots, lines, carried, acc = carry
   bufs, lines = dict(bufs), dict(lines)
   for j in spec.remote:  # absorb what arrived from below
     bufs[j] = pipeline.push(bufs[j], pending_outs[j])
-  cot_in = dict(cots)
+  cot_in, carried_in = dict(cots), dict(carried)
   for (j, wait, _), m in zip(spec.recv_msgs, pending_msgs):  # ... and from above
-    if wait == 0:
+    if wait == _CARRIED:
+      carried_in[j] = carried_in[j] + m
+    elif wait == 0:
       cot_in[j] = cot_in[j] + m
     else:
       lines[j] = lines[j].at[wait - 1].add(m)
@@ -428,8 +471,12 @@ def _device_step(graph, spec, loss_fn, params, carry, pending_outs, pending_msgs
   new_cots, lines = _lines_before_tick(lines, cots)
   waits = dict(spec.waits)
   outs, grads, loss_t, sent = {}, [], jnp.zeros((), jnp.float32), {}
+  new_carried = {j: jnp.zeros_like(y) for j, y in carried.items()}
   for k, lag, p_k in zip(spec.units, spec.lags, params):
-    out, g, ms, loss = _unit_work(graph, k, lag, p_k, bufs, cot_in, loss_fn, y_t, w)
+    out, g, ms, loss, ins = _unit_work(
+      graph, k, lag, p_k, bufs, cot_in, carried_in, loss_fn, y_t, w, spec.dtype
+    )
+    _post_carried(graph, k, ins, spec.carry, new_carried, sent)
     outs[k] = out
     if loss is not None:
       loss_t = loss
@@ -447,7 +494,7 @@ def _device_step(graph, spec, loss_fn, params, carry, pending_outs, pending_msgs
     if j >= 1 and j not in spec.remote:
       bufs[j] = pipeline.push(bufs[j], outs[j])
   return (
-    (bufs, new_cots, lines, acc),
+    (bufs, new_cots, lines, new_carried, acc),
     tuple(outs[j] for j in spec.send_outs),
     tuple(sent[key] for key in spec.send_msgs),
     loss_t,
@@ -545,6 +592,7 @@ class DevicePipeline(_Route):
     buffers = [np.asarray(b) for b in state.buffers]  # a one-off move, through the host
     messages = [np.asarray(m) for m in state.messages]
     delayed = [np.asarray(d) for d in state.delayed]
+    carried = [np.asarray(c) for c in state.carried]
     per = []
     for p, spec in enumerate(self.specs):
       dev = self.devices[p]
@@ -560,7 +608,8 @@ class DevicePipeline(_Route):
       cots = {j: put(messages[j - 1]) for j in spec.local_cots}
       msgs = tuple(put(np.zeros_like(messages[j - 1])) for j, _, _ in spec.recv_msgs)
       lines = {j: put(delayed[j - 1]) for j in spec.lines}
-      per.append((bufs, cots, pend, msgs, lines))
+      ys = {j: put(carried[j - 1][0]) for j in spec.units if j in spec.carry}
+      per.append((bufs, cots, pend, msgs, lines, ys))
     return ParallelState(tuple(per), int(state.tick))
 
   def gather_state(self, state: ParallelState, device=None) -> PipelineState:
@@ -573,7 +622,7 @@ class DevicePipeline(_Route):
     W = schedule.message_lines(self.graph, self.stash)
     buffers = [None] * L  # a one-off move, through the host
     for p, spec in enumerate(self.specs):
-      bufs, _, pend, _, _ = state.per_device[p]
+      bufs, _, pend, _, _, _ = state.per_device[p]
       for j in spec.sources:
         if j < L and buffers[j] is None:
           b = np.asarray(bufs[j])
@@ -581,8 +630,10 @@ class DevicePipeline(_Route):
             b = np.concatenate([np.asarray(pend[j])[None], b[:-1]], axis=0)
           buffers[j] = b
     messages, delayed = [None] * (L - 1), [None] * (L - 1)
+    C = schedule.carried_rows(self.graph, self.stash)
+    carried = [None] * (L - 1)
     for p, spec in enumerate(self.specs):
-      _, cots, _, msgs, lines = state.per_device[p]
+      _, cots, _, msgs, lines, ys = state.per_device[p]
       for j in spec.local_cots:
         messages[j - 1] = np.asarray(cots[j])
         delayed[j - 1] = (
@@ -590,8 +641,13 @@ class DevicePipeline(_Route):
           if j in lines
           else np.zeros((W[j],) + messages[j - 1].shape, messages[j - 1].dtype)
         )
+        carried[j - 1] = np.zeros((C[j],) + messages[j - 1].shape, messages[j - 1].dtype)
+        if j in ys:
+          carried[j - 1] = carried[j - 1] + np.asarray(ys[j])
       for (j, wait, _), m in zip(spec.recv_msgs, msgs):
-        if wait == 0:
+        if wait == _CARRIED:
+          carried[j - 1] = carried[j - 1] + np.asarray(m)
+        elif wait == 0:
           messages[j - 1] = messages[j - 1] + np.asarray(m)
         else:
           delayed[j - 1][wait - 1] += np.asarray(m)
@@ -601,6 +657,7 @@ class DevicePipeline(_Route):
       tuple(put(m) for m in messages),
       put(np.int32(state.tick)),
       tuple(put(d) for d in delayed) if any(W) else (),
+      tuple(put(c) for c in carried) if any(C) else (),
     )
 
   def init_state(self, params, video) -> ParallelState:
@@ -623,10 +680,10 @@ class DevicePipeline(_Route):
     frames, carries, pend_outs, pend_msgs = [], [], [], []
     for p, spec in enumerate(self.specs):
       dev = self.devices[p]
-      bufs, cots, pend, msgs, lines = state.per_device[p]
+      bufs, cots, pend, msgs, lines, ys = state.per_device[p]
       # the clip goes once to every device that reads it, split there into its T frames
       frames.append(_split_time(jax.device_put(video, dev)) if 0 in spec.sources else None)
-      carries.append((bufs, cots, lines, _zeros_on(dev)(dparams[p])))
+      carries.append((bufs, cots, lines, ys, _zeros_on(dev)(dparams[p])))
       pend_outs.append(pend)
       pend_msgs.append(msgs)
     tdev = self.devices[top]
@@ -661,10 +718,10 @@ class DevicePipeline(_Route):
     grads = [None] * L
     per = []
     for p, spec in enumerate(self.specs):
-      bufs, cots, lines, acc = carries[p]
+      bufs, cots, lines, ys, acc = carries[p]
       for k, g in zip(spec.units, acc):
         grads[k - 1] = g
-      per.append((bufs, cots, pend_outs[p], pend_msgs[p], lines))
+      per.append((bufs, cots, pend_outs[p], pend_msgs[p], lines, ys))
     tick_loss = _stack_list(losses) if losses else jnp.zeros((0,), jnp.float32)
     loss, _ = _clip_loss(jax.device_put(np.asarray(weights), tdev), tick_loss)
     return tuple(grads), loss, tick_loss, ParallelState(tuple(per), state.tick + num_ticks)
@@ -712,11 +769,13 @@ class _Stage:
   ``state`` packs ``("x",)`` its frame buffer (newest first, before this tick's frame),
   ``("b", j)`` the buffers of local units j read locally (``[0] = out_j^{t-1}``), ``("m", j)``
   mirrors of remote sources j (``[0] = out_j^{t-2}``: the newest arrives this tick),
-  ``("c", j)`` the messages that reach local unit j at the next tick from this stage and
-  ``("l", j)`` its delay line (a stash's waiting messages). Depths cover the stashed VJPs of
-  the local readers (``1 + d + s_k``). ``up[δ]`` packs ``("o", j)``: outputs of local units
-  read on stage s+δ; ``down[δ]`` packs ``("g", j, w)``: the messages of local units to unit j
-  on stage s-δ that wait w extra ticks. ``params`` packs ``(k, leaf)``.
+  ``("c", j)`` the messages that reach local unit j at the next tick from this stage,
+  ``("l", j)`` its delay line (a stash's waiting messages) and ``("y", j)`` the output carried
+  down to a local carrying unit j from this stage (``schedule.carry_units``). Depths cover the
+  stashed VJPs of the local readers (``1 + d + s_k``). ``up[δ]`` packs ``("o", j)``: outputs
+  of local units read on stage s+δ; ``down[δ]`` packs ``("g", j, w)``: the messages of local
+  units to unit j on stage s-δ that wait w extra ticks (``w = _CARRIED``: the output carried
+  down to unit j). ``params`` packs ``(k, leaf)``.
   """
 
   units: tuple
@@ -729,6 +788,7 @@ class _Stage:
   up: dict  # δ -> _Layout
   down: dict  # δ -> _Layout
   params: _Layout
+  carries: tuple = ()  # local units that carry their input down
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -748,6 +808,7 @@ class _Plan:
   dtype: np.dtype
   stash: object
   waits: dict  # (k, e) -> extra ticks (schedule.message_waits)
+  carry: tuple = ()  # every unit that carries its input down (schedule.carry_units)
 
 
 def _check_one_dtype(structs, params, dtype) -> None:
@@ -777,6 +838,7 @@ def _make_plan(graph: UnitGraph, assignment: tuple, params, frame, stash=0) -> _
   lag = (0, *schedule.stash_depths(graph, stash))
   waits = schedule.message_waits(graph, stash)
   W = schedule.message_lines(graph, stash)
+  carry = schedule.carry_units(graph, stash)
   structs = pipeline.out_structs(graph, params, frame)
   dtype = np.dtype(frame.dtype)
   _check_one_dtype(structs, params, dtype)
@@ -792,7 +854,8 @@ def _make_plan(graph: UnitGraph, assignment: tuple, params, frame, stash=0) -> _
   stages = []
   for s in range(D):
     units = tuple(k for k in range(1, L + 1) if owner[k] == s)
-    reads = [(j, d + lag[k]) for k in units for j, d in graph.edges[k]]  # deepest reads
+    # the deepest reads (a unit that carries its input down reads no past input)
+    reads = [(j, d + (0 if k in carry else lag[k])) for k in units for j, d in graph.edges[k]]
     depth = {j: 1 + max(d for jj, d in reads if jj == j) for j, _ in reads if j >= 1}
     local = {j: depth[j] for j in sorted(depth) if owner[j] == s}
     mirrors = {j: depth[j] for j in sorted(depth) if owner[j] != s}
@@ -803,6 +866,7 @@ def _make_plan(graph: UnitGraph, assignment: tuple, params, frame, stash=0) -> _
     items += [(("m", j), (n,) + shape[j]) for j, n in mirrors.items()]
     items += [(("c", j), shape[j]) for j in units if j < L]
     items += [(("l", j), (W[j],) + shape[j]) for j in lines]
+    items += [(("y", j), shape[j]) for j in units if j in carry]
     sends = sorted(
       {
         (j, waits[(k, e)])
@@ -810,6 +874,7 @@ def _make_plan(graph: UnitGraph, assignment: tuple, params, frame, stash=0) -> _
         for e, (j, _) in enumerate(graph.edges[k])
         if j >= 1 and owner[j] != s
       }
+      | {(j, _CARRIED) for k in units for j, _ in graph.edges[k] if j in carry and owner[j] != s}
     )
     up = {
       δ: _Layout(
@@ -843,6 +908,7 @@ def _make_plan(graph: UnitGraph, assignment: tuple, params, frame, stash=0) -> _
         up,
         down,
         par,
+        tuple(j for j in units if j in carry),
       )
     )
   size = lambda f: max(max(f(st) for st in stages), 1)
@@ -859,6 +925,7 @@ def _make_plan(graph: UnitGraph, assignment: tuple, params, frame, stash=0) -> _
     dtype,
     stash,
     waits,
+    carry,
   )
 
 
@@ -889,19 +956,36 @@ def _stage_tick(plan: _Plan, s: int, loss_fn, params, state, recv_up, recv_down,
     bufs[j] = pipeline.push(cur[("m", j)], got[("o", j)])
   cots = {j: cur[("c", j)] for j in st.units if j < L}
   lines = {j: cur[("l", j)] for j in st.lines}
+  carried = {j: cur[("y", j)] for j in st.carries}
   for δ in plan.deltas:  # messages from stage s+δ
     if s + δ < len(plan.stages):
       got = plan.stages[s + δ].down[δ].unpack(recv_down[plan.deltas.index(δ)])
       for (_, j, wait), m in got.items():
-        if wait == 0:
+        if wait == _CARRIED:
+          carried[j] = carried[j] + m
+        elif wait == 0:
           cots[j] = cots[j] + m
         else:
           lines[j] = lines[j].at[wait - 1].add(m)
   new_cots, lines = _lines_before_tick(lines, cots)
   down = {δ: {} for δ in plan.deltas}
   outs, grads, loss_t = {}, {}, jnp.zeros((), dtype)
+  new_carried, sent = {j: jnp.zeros_like(y) for j, y in carried.items()}, {}
   for k, lag in zip(st.units, st.lags):
-    out, g, ms, loss = _unit_work(graph, k, lag, theta[k], bufs, cots, loss_fn, y_t, w)
+    out, g, ms, loss, ins = _unit_work(
+      graph,
+      k,
+      lag,
+      theta[k],
+      bufs,
+      cots,
+      carried,
+      loss_fn,
+      y_t,
+      w,
+      schedule.stash_dtype(plan.stash),
+    )
+    _post_carried(graph, k, ins, plan.carry, new_carried, sent)
     outs[k], grads[k] = out, g
     if loss is not None:
       loss_t = loss.astype(dtype)
@@ -915,7 +999,10 @@ def _stage_tick(plan: _Plan, s: int, loss_fn, params, state, recv_up, recv_down,
         box = down[s - plan.owner[j]]
         key = ("g", j, wait)
         box[key] = box[key] + m if key in box else m
+  for (j, _), y in sent.items():  # outputs carried down to other stages
+    down[s - plan.owner[j]][("g", j, _CARRIED)] = y
   new = {("b", j): pipeline.push(bufs[j], outs[j]) for j in st.local}
+  new.update({("y", j): y for j, y in new_carried.items()})
   new.update({("m", j): bufs[j] for j in st.mirrors})
   new.update({("c", j): c for j, c in new_cots.items()})
   new.update({("l", j): line for j, line in lines.items()})
@@ -1133,6 +1220,7 @@ class ShardedGraph(_Route):
     bufs = [np.asarray(b) for b in state.buffers]  # a one-off move, through the host
     msgs = [np.asarray(m) for m in state.messages]
     delayed = [np.asarray(d) for d in state.delayed]
+    carried = [np.asarray(c) for c in state.carried]
     plan = self.plan(params, jax.ShapeDtypeStruct(bufs[0].shape[1:], bufs[0].dtype))
     rows, ups, downs = [], {δ: [] for δ in plan.deltas}, {δ: [] for δ in plan.deltas}
     for st in plan.stages:
@@ -1148,6 +1236,8 @@ class ShardedGraph(_Route):
           named[("c", j)] = msgs[j - 1]
       for j in st.lines:
         named[("l", j)] = delayed[j - 1]
+      for j in st.carries:
+        named[("y", j)] = carried[j - 1][0]
       rows.append(st.state.pack(named, plan.state_size, plan.dtype, np))
       for δ in plan.deltas:
         ups[δ].append(
@@ -1197,11 +1287,12 @@ class ShardedGraph(_Route):
         rows_j[0] = plan.stages[s].up[δ].unpack(fetch(state.up[plan.deltas.index(δ)])[s])[("o", j)]
       shape[j] = rows_j[0].shape
       buffers[j] = np.stack([rows_j.get(d, np.zeros(shape[j], plan.dtype)) for d in range(hist[j])])
-    messages, delayed = [], []
+    messages, delayed, carried = [], [], []
     for j in range(1, L):
       mine = named[plan.owner[j]]
       m = mine[("c", j)].copy()
       line = mine[("l", j)].copy() if ("l", j) in mine else np.zeros((W[j],) + m.shape, m.dtype)
+      y = mine[("y", j)][None].copy() if ("y", j) in mine else np.zeros((0,) + m.shape, m.dtype)
       for δ in plan.deltas:
         s = plan.owner[j] + δ
         if s >= len(plan.stages):
@@ -1209,12 +1300,15 @@ class ShardedGraph(_Route):
         for (_, jj, wait), x in plan.stages[s].down[δ].unpack(downs[δ][s]).items():
           if jj != j:
             continue
-          if wait == 0:
+          if wait == _CARRIED:
+            y = y + x
+          elif wait == 0:
             m = m + x
           else:
             line[wait - 1] += x
       messages.append(m)
       delayed.append(line)
+      carried.append(y)
     dev = jax.local_devices()[0] if device is None else device
     put = functools.partial(jax.device_put, device=dev)
     return PipelineState(
@@ -1222,6 +1316,7 @@ class ShardedGraph(_Route):
       tuple(put(m) for m in messages),
       put(np.int32(state.tick)),
       tuple(put(d) for d in delayed) if any(W) else (),
+      tuple(put(c) for c in carried) if plan.carry else (),
     )
 
   # -- running ---------------------------------------------------------------------------------

@@ -44,12 +44,17 @@ class PipelineState(NamedTuple):
       ``delayed[j-1]`` of shape (W_j, ...) (``W_j = schedule.message_lines(graph, stash)[j]``):
       ``delayed[j-1][i]`` is the sum of the messages that reach unit j ``i + 1`` ticks after
       ``messages[j-1]``.
+    carried: ``()`` when no unit carries its input down, else ``carried[j-1]`` of shape
+      (C_j, ...) (``C_j = schedule.carried_rows(graph, stash)[j]``, 1 for a carrying unit):
+      ``carried[j-1][0]`` is the output of unit j that arrives with ``messages[j-1]``, at
+      which unit j recovers its input (docs/design.md §5).
   """
 
   buffers: tuple
   messages: tuple
   tick: jax.Array
   delayed: tuple = ()
+  carried: tuple = ()
 
 
 def is_concrete(x) -> bool:
@@ -374,19 +379,20 @@ def zero_state(graph, params, video, stash=0) -> PipelineState:
     graph, params, jax.ShapeDtypeStruct((video.shape[0],) + tuple(video.shape[2:]), video.dtype)
   )
   L = graph.num_units
-  lines = schedule.message_lines(graph, stash)
-  delayed = (
-    ()
-    if not any(lines)
-    else tuple(
-      jnp.zeros((lines[j],) + tuple(structs[j].shape), structs[j].dtype) for j in range(1, L)
+
+  def rows(n):  # zeros (n_j, ...) per unit j = 1..L-1, or () when every n_j is 0
+    if not any(n):
+      return ()
+    return tuple(
+      jnp.zeros((n[j],) + tuple(structs[j].shape), structs[j].dtype) for j in range(1, L)
     )
-  )
+
   return PipelineState(
     zero_buffers(graph, structs, stash),
     tuple(jnp.zeros(s.shape, s.dtype) for s in structs[1:L]),
     jnp.zeros((), jnp.int32),
-    delayed,
+    rows(schedule.message_lines(graph, stash)),
+    rows(schedule.carried_rows(graph, stash)),
   )
 
 
@@ -446,9 +452,14 @@ def check_state(graph, state, stash=None) -> None:
   if stash is None:
     return
   depths = [b.shape[0] for b in state.buffers]
-  lines = schedule.message_lines(graph, stash)
-  got_lines = [d.shape[0] for d in state.delayed] if state.delayed else [0] * len(state.messages)
-  if depths != schedule.buffer_depths(graph, stash) or got_lines != lines[1 : graph.num_units]:
+  L = graph.num_units
+  got = lambda rows: [d.shape[0] for d in rows] if rows else [0] * (L - 1)
+  lines, carried = schedule.message_lines(graph, stash), schedule.carried_rows(graph, stash)
+  if (
+    depths != schedule.buffer_depths(graph, stash)
+    or got(state.delayed) != lines[1:L]
+    or got(state.carried) != list(carried[1:L])
+  ):
     raise ValueError(
       f"state was made for another stash than stash={stash!r} (buffer depths "
       f"{depths}, expected {schedule.buffer_depths(graph, stash)}); make it with "
@@ -461,39 +472,98 @@ def check_state(graph, state, stash=None) -> None:
 # ---------------------------------------------------------------------------------------------
 
 
-def stashed_step(graph: UnitGraph, k: int, params_k, buffers, cotangent, lag: int):
+def compress(x: jax.Array, dtype: str = "float32") -> jax.Array:
+  """``x`` after a round trip through a stash stored in ``dtype`` (``schedule.STASH_DTYPES``).
+
+  ``float32``: ``x``; ``bfloat16``: ``x`` rounded to bfloat16; ``int8`` with one scale per
+  tensor: ``a = max|x| / 127``, ``q = round(x / a) ∈ [-127, 127]``, the result ``a·q`` (zeros
+  when ``x`` is). The result has ``x``'s dtype and shape.
+  """
+  if dtype == "float32":
+    return x
+  if dtype == "bfloat16":
+    return x.astype(jnp.bfloat16).astype(x.dtype)
+  if dtype != "int8":
+    raise ValueError(f"dtype must be one of {schedule.STASH_DTYPES}, got {dtype!r}")
+  scale = jnp.max(jnp.abs(x)) / 127
+  q = jnp.clip(jnp.round(x / jnp.where(scale > 0, scale, 1)), -127, 127).astype(jnp.int8)
+  return q.astype(x.dtype) * scale
+
+
+def stashed_inputs(graph: UnitGraph, k: int, buffers, lag: int, dtype: str = "float32") -> list:
+  """``src(j, d, τ - lag)`` for the edges of unit k (:func:`unit_inputs`), each as the stash
+  stores it (:func:`compress` to ``dtype``) where it is a row the stash adds, i.e. beyond the
+  ``1 + max d`` rows of source j that Sideways keeps (``d + lag >= graph.history(j)``)."""
+  inputs = unit_inputs(graph, k, buffers, lag=lag)
+  return [
+    compress(x, dtype) if d + lag >= graph.history(j) else x
+    for (j, d), x in zip(graph.edges[k], inputs)
+  ]
+
+
+def stashed_step(
+  graph: UnitGraph, k: int, params_k, buffers, cotangent, lag: int, dtype: str = "float32"
+):
   """Unit k's work at tick τ: its forward at the inputs of τ, its VJP at the inputs of τ - lag.
 
   ``out_k^τ = f_k(θ_k; src(·, ·, τ))`` and ``(g_k, messages) = c_k^τ · ∂f_k/∂(θ_k, inputs)``
-  at ``src(·, ·, τ - lag)`` (docs/design.md §5; ``lag = s_k``). ``buffers`` are indexed by
+  at ``src(·, ·, τ - lag)`` as the stash stores them in ``dtype`` (:func:`stashed_inputs`;
+  docs/design.md §5; ``lag = s_k``). ``buffers`` are indexed by
   source (a dict or a sequence), newest first, with this tick's frame already pushed:
   ``buffers[0][d] = x_{τ-d}``, ``buffers[j][d] = out_j^{τ-1-d}``. One :func:`unit_step`
   when ``lag = 0``; a forward and a :func:`unit_step` otherwise.
 
-  Returns ``(out_k, g_k, messages)`` with ``messages[e]`` for every edge e of unit k.
+  Returns ``(out_k, g_k, messages, inputs)`` with ``messages[e]`` for every edge e of unit k
+  and ``inputs`` the inputs of the VJP (what a message carries down to a carrying unit).
   """
   cur = unit_inputs(graph, k, buffers)
   if lag == 0:
-    return unit_step(graph, k, params_k, cur, cotangent)
+    return (*unit_step(graph, k, params_k, cur, cotangent), cur)
   out = graph.apply_unit(k, params_k, cur)
-  _, grads, messages = unit_step(
-    graph, k, params_k, unit_inputs(graph, k, buffers, lag=lag), cotangent
-  )
-  return out, grads, messages
+  stashed = stashed_inputs(graph, k, buffers, lag, dtype)
+  _, grads, messages = unit_step(graph, k, params_k, stashed, cotangent)
+  return out, grads, messages, stashed
+
+
+def carried_vjp(graph: UnitGraph, k: int, params_k, carried, cotangent):
+  """The VJP of a unit that carries its input down, at the input recovered from ``carried``.
+
+  ``x = f_k^{-1}(θ_k; y)`` with ``y = carried`` the output of unit k that its reader sent
+  down with the cotangent, and ``(g_k, messages) = c_k^τ · ∂f_k/∂(θ_k, x)`` at ``[x]``
+  (docs/design.md §5, carry-down). Returns ``(g_k, messages, [x])``; ``x`` goes on down.
+  """
+  x = graph.invert_unit(k, params_k, carried)
+  _, grads, messages = unit_step(graph, k, params_k, [x], cotangent)
+  return grads, messages, [x]
+
+
+def carry_step(graph: UnitGraph, k: int, params_k, buffers, cotangent, carried):
+  """Unit k's work at tick τ when it carries its input down: its forward at the inputs of τ
+  and :func:`carried_vjp`. Returns ``(out_k, g_k, messages, [x])`` like :func:`stashed_step`."""
+  out = graph.apply_unit(k, params_k, unit_inputs(graph, k, buffers))
+  return (out, *carried_vjp(graph, k, params_k, carried, cotangent))
+
+
+def carried_posts(graph: UnitGraph, k: int, inputs, carry) -> list:
+  """``[(j, y)]``: what unit k sends down to each carrying source j in ``carry`` beside its
+  message, ``y = inputs[e]`` the input of its VJP on that edge (``out_j`` at the message's
+  tick)."""
+  return [(j, inputs[e]) for e, (j, _) in enumerate(graph.edges[k]) if j in carry]
 
 
 def top_step(graph: UnitGraph, params_L, buffers, loss_fn, y, w):
   """The top unit's work at tick τ: ``out_L^τ``, ``loss_fn(out_L^τ, y^τ)`` and the VJP of
   ``f_L`` at the inputs of τ applied to ``c_L^τ = w_τ ∂loss/∂out_L^τ`` (:func:`loss_cotangent`).
 
-  Returns ``(out_L, g_L, messages, loss)``. The extra forward is the VJP's own, merged by CSE.
+  Returns ``(out_L, g_L, messages, loss, inputs)`` (``inputs``: those of the VJP, the current
+  ones). The extra forward is the VJP's own, merged by CSE.
   """
   L = graph.num_units
   cur = unit_inputs(graph, L, buffers)
   out = graph.apply_unit(L, params_L, cur)
   loss, cot = loss_cotangent(loss_fn, out, y, w)
   out, grads, messages = unit_step(graph, L, params_L, cur, cot)
-  return out, grads, messages, loss
+  return out, grads, messages, loss, cur
 
 
 def shift_line(line):

@@ -251,32 +251,144 @@ def latency(graph, scheme: str | None = None) -> Latency:
 # ---------------------------------------------------------------------------------------------
 
 FULL = "full"
+CARRY = "carry"
+#: How a stashing unit pairs a message with a past input (docs/design.md §5): "activation"
+#: (the input that produced the activation at which the unit above evaluated the message; a
+#: message to a unit that stashes more than its reader waits in a delay line) or "loss" (the
+#: input s_k ticks before the message's arrival: no message waits).
+PAIRINGS = ("activation", "loss")
+#: How a stash stores its inputs: as they are, in bfloat16, or in int8 with one scale per
+#: stored tensor (``max |x| / 127``).
+STASH_DTYPES = ("float32", "bfloat16", "int8")
+
+
+@dataclasses.dataclass(frozen=True)
+class Stash:
+  """A stash with its options, accepted wherever a ``stash`` is (docs/design.md §5).
+
+  Attributes:
+    depths: what a plain ``stash`` argument gives: an int >= 0, ``"full"``, ``"carry"`` or a
+      per-unit tuple of depths and ``"carry"``.
+    pairing: one of :data:`PAIRINGS`: ``"activation"`` (the default, what a plain stash does)
+      or ``"loss"`` (no message waits).
+    dtype: one of :data:`STASH_DTYPES`: the stashed inputs (the history rows a stash adds) are
+      stored in this dtype, so the VJP sees them after the round trip (``float32``: exact).
+  """
+
+  depths: object = 0
+  pairing: str = "activation"
+  dtype: str = "float32"
+
+
+def _plain(stash):
+  """The depths of a :class:`Stash`, or ``stash`` itself."""
+  return stash.depths if isinstance(stash, Stash) else stash
+
+
+def stash_pairing(stash) -> str:
+  """The pairing of ``stash`` (:data:`PAIRINGS`; "activation" unless a :class:`Stash` says)."""
+  return stash.pairing if isinstance(stash, Stash) else PAIRINGS[0]
+
+
+def stash_dtype(stash) -> str:
+  """The storage dtype of ``stash`` (:data:`STASH_DTYPES`; "float32" unless a :class:`Stash`
+  says)."""
+  return stash.dtype if isinstance(stash, Stash) else STASH_DTYPES[0]
+
+
+def _readers_of(edges, j: int) -> list[tuple[int, int]]:
+  """``(k, d)`` for every edge (j, d) of a unit k that reads source j."""
+  return [(k, d) for k, es in edges.items() for jj, d in es if jj == j]
+
+
+def why_not_carry(graph, k: int) -> str | None:
+  """Why unit k cannot carry its input down (docs/design.md §5), or None when it can.
+
+  Unit k carries when it is reversible (``graph.reversible_units``), reads one input (its
+  main edge ``(k-1, 0)``: several inputs cannot be recovered from one output) and has one
+  reader, at delay 0 (the carried input arrives with that reader's message)."""
+  edges = _edges_of(graph)
+  L = len(edges)
+  if k == L:
+    return f"unit {k} is the top unit, which takes its VJP at its current input"
+  if k not in getattr(graph, "reversible_units", ()):
+    return f"unit {k} is not reversible (its function has no `inverse`)"
+  if tuple(edges[k]) != ((k - 1, 0),):
+    return (
+      f"unit {k} reads {list(edges[k])}: a unit with several (or delayed) inputs cannot "
+      f"be recovered from its one output"
+    )
+  readers = _readers_of(edges, k)
+  if len(readers) != 1 or readers[0][1] != 0:
+    return (
+      f"unit {k} is read by {readers} (unit, delay): its input is carried down by one "
+      f"reader at delay 0"
+    )
+  return None
+
+
+def carry_units(graph, stash=0) -> tuple[int, ...]:
+  """The units that carry their input down instead of stashing it: for ``stash="carry"``
+  every unit that can (:func:`why_not_carry`), for a per-unit stash the units given as
+  ``"carry"``; none otherwise."""
+  L, stash = len(_edges_of(graph)), _plain(stash)
+  if stash == CARRY:
+    return tuple(k for k in range(1, L) if why_not_carry(graph, k) is None)
+  if isinstance(stash, (tuple, list)):
+    return tuple(k for k, sk in enumerate(stash, 1) if isinstance(sk, str) and sk == CARRY)
+  return ()
 
 
 def check_stash(graph, stash) -> None:
-  """Raises a ValueError naming ``stash`` unless it is an int >= 0, ``"full"`` or a per-unit
-  sequence ``(s_1, ..., s_{L-1})`` with ``0 <= s_k <= r_k`` (:func:`exact_lags`)."""
+  """Raises a ValueError naming ``stash`` unless it is an int >= 0, ``"full"``, ``"carry"``
+  or a per-unit sequence ``(s_1, ..., s_{L-1})`` with ``0 <= s_k <= r_k`` (:func:`exact_lags`)
+  or ``s_k = "carry"`` where unit k can carry (:func:`why_not_carry`), or a :class:`Stash` of
+  such depths with a known pairing and dtype."""
+  if isinstance(stash, Stash):
+    if stash.pairing not in PAIRINGS:
+      raise ValueError(f"Stash.pairing must be one of {PAIRINGS}, got {stash.pairing!r}")
+    if stash.dtype not in STASH_DTYPES:
+      raise ValueError(f"Stash.dtype must be one of {STASH_DTYPES}, got {stash.dtype!r}")
+    if isinstance(stash.depths, Stash):
+      raise ValueError("Stash.depths must be plain depths, not another Stash")
+    stash = stash.depths
   if stash == FULL:
     return
-  if isinstance(stash, (tuple, list)):
-    r = exact_lags(graph)
-    L = len(r) - 1
-    if len(stash) != L - 1:
+  if stash == CARRY:
+    if not carry_units(graph, CARRY):
       raise ValueError(
-        f"stash must give one depth per unit 1..L-1 ({L - 1} for L={L}; unit L's depth is "
-        f"always 0), got {len(stash)}: {tuple(stash)!r}"
+        "stash='carry' needs a unit that can carry its input down (reversible, one input "
+        "edge (k-1, 0), one reader at delay 0); this graph has none: "
+        + "; ".join(why_not_carry(graph, k) for k in range(1, len(_edges_of(graph))))
       )
-    for k, sk in enumerate(stash, 1):
-      if not _is_count(sk) or sk > r[k]:
-        raise ValueError(
-          f"stash[{k - 1}] (unit {k}) must be an int in 0..r_{k} = {r[k]} (its exact lag), "
-          f"got {sk!r}"
-        )
+    return
+  if isinstance(stash, (tuple, list)):
+    _check_per_unit(graph, stash)
     return
   if not _is_count(stash):
     raise ValueError(
-      f"stash must be an int >= 0, 'full' or a tuple of L-1 per-unit depths, got {stash!r}"
+      f"stash must be an int >= 0, 'full', 'carry' or a tuple of L-1 per-unit depths, got {stash!r}"
     )
+
+
+def _check_per_unit(graph, stash) -> None:
+  r = exact_lags(graph)
+  L = len(r) - 1
+  if len(stash) != L - 1:
+    raise ValueError(
+      f"stash must give one depth per unit 1..L-1 ({L - 1} for L={L}; unit L's depth is "
+      f"always 0), got {len(stash)}: {tuple(stash)!r}"
+    )
+  for k, sk in enumerate(stash, 1):
+    if isinstance(sk, str) and sk == CARRY:
+      why = why_not_carry(graph, k)
+      if why is not None:
+        raise ValueError(f"stash[{k - 1}] (unit {k}) is 'carry' but {why}; give it a depth")
+    elif not _is_count(sk) or sk > r[k]:
+      raise ValueError(
+        f"stash[{k - 1}] (unit {k}) must be an int in 0..r_{k} = {r[k]} (its exact lag) "
+        f"or 'carry', got {sk!r}"
+      )
 
 
 def _is_count(x) -> bool:
@@ -284,8 +396,12 @@ def _is_count(x) -> bool:
 
 
 def static_stash(stash):
-  """``stash`` in a hashable form (a per-unit list becomes a tuple of ints)."""
-  return tuple(int(x) for x in stash) if isinstance(stash, (tuple, list)) else stash
+  """``stash`` in a hashable form (a per-unit list becomes a tuple of ints and "carry")."""
+  if isinstance(stash, Stash):
+    return dataclasses.replace(stash, depths=static_stash(stash.depths))
+  if isinstance(stash, (tuple, list)):
+    return tuple(x if isinstance(x, str) else int(x) for x in stash)
+  return stash
 
 
 def exact_lags(graph) -> list[int]:
@@ -306,12 +422,18 @@ def exact_lags(graph) -> list[int]:
 def _depths(graph, stash=0) -> list[int]:
   """``[0, s_1, ..., s_L]``: :func:`stash_depths` indexed by unit (index 0 is the frame)."""
   check_stash(graph, stash)
-  r = exact_lags(graph)
-  if stash == FULL:
+  r, stash = exact_lags(graph), _plain(stash)
+  if stash in (FULL, CARRY):
     return list(r)
-  if isinstance(stash, (tuple, list)):
-    return [0, *(int(x) for x in stash), 0]
-  return [min(int(stash), rk) for rk in r]
+  if not isinstance(stash, (tuple, list)):
+    return [min(int(stash), rk) for rk in r]
+  edges = _edges_of(graph)
+  s = [0, *stash, 0]
+  for k in range(len(r) - 2, 0, -1):  # a carrying unit's lag follows its reader's
+    if isinstance(s[k], str):
+      ((reader, d),) = _readers_of(edges, k)
+      s[k] = s[reader] + d + 2
+  return [int(x) for x in s]
 
 
 def stash_depths(graph, stash=0) -> tuple[int, ...]:
@@ -319,7 +441,9 @@ def stash_depths(graph, stash=0) -> tuple[int, ...]:
 
   ``s_k = min(m, r_k)`` for ``stash = m`` (``"full"`` is ∞, so ``s = r`` of
   :func:`exact_lags`); a per-unit ``stash = (s_1, ..., s_{L-1})`` is used as given; always
-  ``s_L = 0``. At tick τ unit k takes its VJP at its inputs of tick ``τ - s_k``.
+  ``s_L = 0``. At tick τ unit k takes its VJP at its inputs of tick ``τ - s_k``. A unit that
+  carries its input down (:func:`carry_units`) recovers that input instead of stashing it:
+  its lag is its reader's plus 2, ``s_k = s_{k'} + d + 2`` (so ``"carry"`` has ``s = r``).
   """
   return tuple(_depths(graph, stash)[1:])
 
@@ -332,12 +456,21 @@ def stash_frames(graph, stash=0) -> int:
 
 def stash_rows(graph, stash=0) -> tuple[int, ...]:
   """``R[j]``, j = 0..L-1: the values of source j (the frame for j = 0, else ``out_j``) that a
-  stash keeps beyond Sideways: ``R_j = (H_j(stash) - H_j(0)) + W_j``, the deeper history
-  buffer (:func:`buffer_depths`) plus the message delay line (:func:`message_lines`). The
-  bytes of the stash are ``Σ_j R_j · bytes(out_j)`` (:func:`sideways_lab.engine.stash_bytes`).
+  stash keeps beyond Sideways: ``R_j = (H_j(stash) - H_j(0)) + W_j + C_j``, the deeper
+  history buffer (:func:`buffer_depths`), the message delay line (:func:`message_lines`) and
+  the carried input (:func:`carried_rows`). The bytes of the stash are ``Σ_j R_j · bytes(out_j)``
+  (:func:`sideways_lab.engine.stash_bytes`).
   """
   H, H0, W = buffer_depths(graph, stash), buffer_depths(graph, 0), message_lines(graph, stash)
-  return tuple(H[j] - H0[j] + W[j] for j in range(len(H)))
+  C = carried_rows(graph, stash)
+  return tuple(H[j] - H0[j] + W[j] + C[j] for j in range(len(H)))
+
+
+def carried_rows(graph, stash=0) -> tuple[int, ...]:
+  """``C[j]``, j = 0..L-1: 1 where unit j carries its input down (:func:`carry_units`): the
+  output ``out_j`` that its reader sends down with its message, held for one tick."""
+  carry = carry_units(graph, stash)
+  return tuple(int(j in carry) for j in range(len(_edges_of(graph))))
 
 
 def message_waits(graph, stash=0) -> dict[tuple[int, int], int]:
@@ -345,12 +478,14 @@ def message_waits(graph, stash=0) -> dict[tuple[int, int], int]:
 
   ``w = max(0, s_j - s_k - d - 2)``: the message unit k sends at tick τ is about
   ``out_j^{τ - s_k - 1 - d}``, which unit j differentiates at tick ``τ - s_k - 1 - d + s_j``;
-  a message normally arrives at ``τ + 1``. With ``stash=0`` every wait is 0 (Sideways).
+  a message normally arrives at ``τ + 1``. With ``stash=0`` every wait is 0 (Sideways), and
+  with the pairing "loss" (:class:`Stash`) too.
   """
   edges = _edges_of(graph)
   s = _depths(graph, stash)
+  keep = stash_pairing(stash) == PAIRINGS[0]
   return {
-    (k, e): max(0, s[j] - s[k] - d - 2)
+    (k, e): max(0, s[j] - s[k] - d - 2) if keep else 0
     for k, es in edges.items()
     for e, (j, d) in enumerate(es)
     if j >= 1
@@ -397,15 +532,17 @@ def buffer_depths(graph, stash=0) -> list[int]:
 
   Unit k reads ``src(j, d, τ - s_k)`` for its stashed VJP, the value at index ``d + s_k`` of
   a newest-first buffer, so ``H_j = max over readers (k, d) of (1 + d + s_k)``; with
-  ``stash=0`` this is ``1 + max d``.
+  ``stash=0`` this is ``1 + max d``. A reader that carries its input down (:func:`carry_units`)
+  keeps no past input: it counts ``1 + d``.
   """
   edges = _edges_of(graph)
   L = len(edges)
   s = _depths(graph, stash)
+  carry = carry_units(graph, stash)
   H = [1] * L
   for k, es in edges.items():
     for j, d in es:
-      H[j] = max(H[j], 1 + d + s[k])
+      H[j] = max(H[j], 1 + d + (0 if k in carry else s[k]))
   return H
 
 

@@ -53,6 +53,42 @@ def mse(o, y):
   return jnp.mean((o - y) ** 2)
 
 
+def conv_first(channels: int = 4):
+  """An ordinary first unit: a 3x3 convolution of the frame to ``channels``, then tanh."""
+
+  def f(inputs):
+    return jnp.tanh(sl.models.Conv(channels, 3, name="conv")(inputs[0]))
+
+  return f
+
+
+def pooled_head(out: int = 2):
+  """A head: the sum of a linear map of every input, pooled over space."""
+
+  def f(inputs):
+    return sum(
+      hk.Linear(out, name=f"head_{e}")(jnp.mean(x, axis=(1, 2))) for e, x in enumerate(inputs)
+    )
+
+  return f
+
+
+def reversible_setup(L=5, T=10, B=2, H=4, seed=0, dtype=jnp.float32, plain=(), edges=None):
+  """A graph (a chain unless ``edges`` are given) of an ordinary conv unit, L - 2 reversible
+  coupling units (4 channels; the units in ``plain`` ordinary shape-keeping convs instead) and
+  a pooled linear head; a random (B, T, H, H, 1) video and (B, T, 2) targets."""
+  mids = [
+    conv_first(4) if k in plain else sl.models.reversible_unit(groups=1, name=f"rev_{k}")
+    for k in range(2, L)
+  ]
+  graph = sl.UnitGraph([conv_first(4), *mids, pooled_head(2)], edges or sl.chain_edges(L))
+  k1, k2, k3 = jax.random.split(jax.random.PRNGKey(seed), 3)
+  video = jax.random.normal(k1, (B, T, H, H, 1), dtype)
+  targets = jax.random.normal(k2, (B, T, 2), dtype)
+  params = jax.tree_util.tree_map(lambda a: a.astype(dtype), graph.init(k3, video[:, 0]))
+  return graph, params, video, targets
+
+
 def setup(kind="chain", L=4, T=None, B=2, H=2, seed=0, dtype=jnp.float32):
   """A graph, its params, a random (B, T, H, H, 1) video and (B, T, 2) targets."""
   if T is None:
@@ -126,10 +162,12 @@ def ref_stash_depths(graph, stash=0) -> dict:
   r = {L: 0}
   for j in range(L - 1, 0, -1):
     r[j] = max(r[k] + d + 2 for k in range(j + 1, L + 1) for jj, d in graph.edges[k] if jj == j)
+  if isinstance(stash, tuple):  # per unit: (s_1, ..., s_{L-1}), s_L = 0
+    return {k: stash[k - 1] if k < L else 0 for k in r}
   return {k: r[k] if stash == "full" else min(stash, r[k]) for k in r}
 
 
-def ref_sideways(graph, params, video, targets, loss_fn, mask=None, stash=0):
+def ref_sideways(graph, params, video, targets, loss_fn, mask=None, stash=0, pairing="activation"):
   """Sideways with a stash by the letter of docs/design.md §5: a Python loop over the ticks.
 
   Every unit runs its forward at every tick (no idle units); at tick τ unit k takes its VJP
@@ -137,6 +175,7 @@ def ref_sideways(graph, params, video, targets, loss_fn, mask=None, stash=0):
   the message on edge (j, d) arrives ``1 + max(0, s_j - s_k - d - 2)`` ticks after it is sent;
   at least ``max(L - 1, max_j s_j)`` drain ticks feed the last frame, more while a non-zero
   message is still on its way (a message that waits can need more). ``stash=0`` is Sideways.
+  ``pairing="loss"``: no message waits.
   """
   B, T = video.shape[:2]
   L = graph.num_units
@@ -184,7 +223,8 @@ def ref_sideways(graph, params, video, targets, loss_fn, mask=None, stash=0):
       g_t.append(g)
       for (j, d), m in zip(graph.edges[k], d_inputs):
         if j >= 1:
-          arrive = t + 1 + max(0, s[j] - s[k] - d - 2)
+          wait = max(0, s[j] - s[k] - d - 2) if pairing == "activation" else 0
+          arrive = t + 1 + wait
           cot[(j, arrive)] = cot.get((j, arrive), 0.0) + m
     per_tick.append(g_t)
   return tuple(grads), per_tick

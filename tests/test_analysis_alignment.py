@@ -418,3 +418,45 @@ def test_sweep_argument_errors():
     an.sweep_stride((1, 2), video=np.zeros((20, 8, 8, 1)), speed=1.0, cache=False)
   with pytest.raises(ValueError, match="video"):
     an.sweep_stride((1, 2), video=np.zeros((8, 8, 1)), cache=False)
+
+
+# ---------------------------------------------------------------------------------------------
+# A stash's distance to the exact gradient
+# ---------------------------------------------------------------------------------------------
+
+
+def test_stash_alignment_float32_is_exact_and_compressed_is_close():
+  cfg = training.default_config("digits", "sideways", quick=True, data=dict(speed=4.0))
+  tr = training.Trainer(cfg)
+  params, _ = tr.init()
+  video, targets, _ = tr.batch(0)
+  run = lambda stash: an.stash_alignment(
+    tr.graph, params, video, targets, tr.task.loss_fn, stash, tr.task.mask
+  )
+  S = sl.schedule.Stash
+  exact = run(S("full", dtype="float32"))
+  np.testing.assert_array_equal(exact.per_unit.rel_error, 0.0)
+  np.testing.assert_allclose(exact.per_unit.cosine, 1.0, atol=1e-6)
+  for dtype in ("bfloat16", "int8"):
+    al = run(S("full", dtype=dtype))
+    rel, cos = np.asarray(al.per_unit.rel_error), np.asarray(al.per_unit.cosine)
+    assert rel[-1] == 0.0  # the top unit stashes nothing
+    assert (rel[:-1] > 0).all() and (rel < 0.05).all() and (cos > 0.998).all(), (dtype, rel)
+  sideways = run(0)
+  assert (np.asarray(sideways.per_unit.rel_error)[:-1] > 0.05).all()
+
+
+def test_sweep_stash_rows():
+  df = sweeps.sweep_stash(
+    ("0", "4-0"), pairings=("activation", "loss"), seeds=1, quick=True, cache=False
+  )
+  L = training.QUICK["model"]["num_units"]
+  assert len(df) == 2 * 2 * (L + 1)
+  assert set(df.columns) >= {"value", "pairing", "dtype", "seed", "unit", "cosine", "rel_error"}
+  zero = df[(df.value == "0") & (df.unit == "all")]
+  assert (zero.stash_bytes == 0).all()
+  # "4-0" stashes unit 1 only: by default its messages wait 2 ticks in a delay line, paired
+  # by the loss they do not, and the gradients differ
+  one = df[(df.value == "4-0") & (df.unit == 1)].set_index("pairing")
+  assert one.stash_bytes["activation"] > one.stash_bytes["loss"] > 0
+  assert one.rel_error["activation"] != one.rel_error["loss"]

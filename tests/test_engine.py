@@ -17,6 +17,7 @@ from core_helpers import (
   ref_outputs,
   ref_sideways,
   ref_valid,
+  reversible_setup,
   setup,
 )
 from jax.flatten_util import ravel_pytree
@@ -424,3 +425,187 @@ def test_stash_depths_frames_and_bytes():
     == rows[0] * frame_bytes + sum(rows[1:]) * out_bytes
   )
   assert sum(rows) >= sch.stash_frames(graph, "full")
+
+
+# -- carry-down: reversible units recover their inputs (docs/design.md §5) -----------------------
+
+CARRY_CHAINS = {"L3": dict(L=3), "L5": dict(L=5), "mixed": dict(L=5, plain=(3,))}
+
+
+@pytest.mark.parametrize("name", sorted(CARRY_CHAINS))
+def test_carry_down_equals_pipelined_exact_float64(name):
+  """``stash="carry"`` is the exact gradient: on reversible chains and on a chain that mixes
+  reversible units with a stashing one (unit 3), with a mask; Sideways differs."""
+  with jax.enable_x64(True):
+    graph, params, video, targets = reversible_setup(dtype=jnp.float64, **CARRY_CHAINS[name])
+    mask = np.arange(video.shape[1]) != 7
+    run = lambda method, stash=0: sl.gradients(
+      graph, params, video, targets, mse, method=method, mask=mask, stash=stash
+    )
+    exact, info = run("pipelined_exact")
+    carry, cinfo = run("sideways", "carry")
+    plain = CARRY_CHAINS[name].get("plain", ())
+    assert sl.schedule.carry_units(graph, "carry") == tuple(
+      k for k in range(2, graph.num_units) if k not in plain
+    )
+    assert max_abs(exact) > 1e-3
+    assert max_abs_diff(carry, exact) < 1e-10 * max_abs(exact)
+    assert float(cinfo["loss"]) == float(info["loss"])
+    assert max_abs_diff(run("sideways"), exact) > 1e-3 * max_abs(exact)
+
+
+def test_carry_down_in_float32_is_exact_to_rounding():
+  graph, params, video, targets = reversible_setup(L=5)
+  run = lambda method, stash=0: sl.gradients(
+    graph, params, video, targets, mse, method=method, stash=stash
+  )[0]
+  exact = run("pipelined_exact")
+  err = max_abs_diff(run("sideways", "carry"), exact) / max_abs(exact)
+  assert err < 1e-5
+  assert max_abs_diff(run("sideways"), exact) / max_abs(exact) > 1e-2
+
+
+def test_carry_is_a_stash_whose_depth_follows_the_reader_float64():
+  """A unit given as ``"carry"`` takes its VJP where a stash of depth ``s_{k+1} + 2`` would:
+  under a partial stash (unit 4 keeps nothing) carry-down equals the int stash of those
+  depths, with its delay lines."""
+  with jax.enable_x64(True):
+    graph, params, video, targets = reversible_setup(L=5, dtype=jnp.float64)
+    mixed = (8, "carry", "carry", 0)
+    depths = sl.schedule.stash_depths(graph, mixed)
+    assert depths == (8, 4, 2, 0, 0)
+    run = lambda stash: sl.gradients(graph, params, video, targets, mse, stash=stash)[0]
+    ref = run(depths[:-1])
+    assert max_abs_diff(run(mixed), ref) < 1e-10 * max_abs(ref)
+    assert max_abs_diff(ref, run("full")) > 1e-3 * max_abs(ref)
+
+
+def test_carry_down_on_a_graph_with_skips_falls_back_to_the_stash_float64():
+  """A reversible unit read by two units (unit 2, also read by the head) stashes its inputs
+  under ``stash="carry"``; units 3 and 4 carry; the gradient is exact."""
+  with jax.enable_x64(True):
+    edges = {**sl.chain_edges(5), 5: [(4, 0), (2, 0)]}
+    graph, params, video, targets = reversible_setup(L=5, dtype=jnp.float64, edges=edges)
+    assert sl.schedule.carry_units(graph, "carry") == (3, 4)
+    assert "is read by" in sl.schedule.why_not_carry(graph, 2)
+    run = lambda method, stash=0: sl.gradients(
+      graph, params, video, targets, mse, method=method, stash=stash
+    )[0]
+    exact = run("pipelined_exact")
+    assert max_abs_diff(run("sideways", "carry"), exact) < 1e-10 * max_abs(exact)
+
+
+def test_carry_down_is_checked():
+  graph, params, video, targets = reversible_setup(L=4)
+  call = lambda stash: sl.gradients(graph, params, video, targets, mse, stash=stash)
+  with pytest.raises(ValueError, match=r"stash\[0\] \(unit 1\) is 'carry' but unit 1 is not rev"):
+    call(("carry", "carry", 0))
+  with pytest.raises(ValueError, match="stash='carry' needs a unit"):
+    g, p, v, y = setup("chain")
+    sl.gradients(g, p, v, y, mse, stash="carry")
+  skip = sl.UnitGraph(graph.units, {**sl.chain_edges(4), 3: [(2, 0), (1, 0)]})
+  with pytest.raises(ValueError, match="unit 3 reads .* several"):
+    sl.schedule.check_stash(skip, (0, 0, "carry"))
+  with pytest.raises(ValueError, match="only meaningful for method='sideways'"):
+    sl.gradients(graph, params, video, targets, mse, method="pipelined_exact", stash="carry")
+
+
+def test_carry_down_memory_is_flat_in_T_and_counted():
+  graph, params, video, targets = reversible_setup(L=5)
+
+  def temp(T, stash):
+    v = jax.ShapeDtypeStruct((2, T) + video.shape[2:], video.dtype)
+    y = jax.ShapeDtypeStruct((2, T, 2), targets.dtype)
+    f = jax.jit(
+      lambda v, y: sl.gradients(graph, params, v, y, mse, stash=stash, check_finite=False)[0]
+    )
+    return f.lower(v, y).compile().memory_analysis().temp_size_in_bytes
+
+  assert temp(64, "carry") <= 1.2 * temp(8, "carry")
+  # the stash keeps 2(L-1) = 8 frames for unit 1 and one carried output per reversible unit
+  frame = video[:, 0]
+  frame_bytes, out_bytes = 2 * 4 * 4 * 1 * 4, 2 * 4 * 4 * 4 * 4
+  assert sl.schedule.stash_rows(graph, "carry") == (8, 0, 1, 1, 1)
+  assert sl.engine.stash_bytes(graph, params, frame, "carry") == 8 * frame_bytes + 3 * out_bytes
+  assert sl.engine.stash_bytes(graph, params, frame, "full") == 8 * frame_bytes + 12 * out_bytes
+  state = sl.init_state(graph, params, video, stash="carry")
+  assert [c.shape[0] for c in state.carried] == [0, 1, 1, 1]
+  assert [b.shape[0] for b in state.buffers] == [9, 1, 1, 1, 1]
+
+
+def test_carry_down_streams_in_chunks_like_a_whole_clip():
+  graph, params, video, targets = reversible_setup(L=4, T=9)
+  state = sl.init_state(graph, params, video, stash="carry")
+  w = 1.0 / int(sl.schedule.loss_ticks(graph, 9).sum())
+  total = None
+  for a, b in [(0, 4), (4, 9)]:
+    g, _, state = sl.stream_gradients(
+      graph, params, video[:, a:b], targets[:, a:b], mse, state, stash="carry", loss_weight=w
+    )
+    total = g if total is None else jax.tree_util.tree_map(jnp.add, total, g)
+  whole, _, _ = sl.stream_gradients(
+    graph,
+    params,
+    video,
+    targets,
+    mse,
+    sl.init_state(graph, params, video, stash="carry"),
+    stash="carry",
+    loss_weight=w,
+  )
+  assert max_abs_diff(total, whole) < 1e-6 * max_abs(whole)
+
+
+# -- a compressed stash and the pairing of a partial stash (docs/design.md §5) ---------------------
+
+
+def test_compress_round_trips_by_the_closed_form():
+  x = jnp.asarray([[0.5, -1.27, 0.0], [1.0, 0.26, -0.013]], jnp.float32)
+  c = sl.pipeline.compress
+  assert c(x, "float32") is x
+  np.testing.assert_array_equal(c(x, "bfloat16"), x.astype(jnp.bfloat16).astype(jnp.float32))
+  scale = 1.27 / 127  # max |x| / 127, one scale for the tensor
+  np.testing.assert_allclose(c(x, "int8"), np.round(np.asarray(x) / scale) * scale, rtol=1e-6)
+  assert float(jnp.max(jnp.abs(c(x, "int8") - x))) <= scale / 2 + 1e-7
+  np.testing.assert_array_equal(c(jnp.zeros(3), "int8"), 0.0)
+  with pytest.raises(ValueError, match="dtype"):
+    c(x, "int4")
+
+
+@pytest.mark.parametrize("kind", ["chain", "temporal"])
+def test_a_compressed_stash_is_close_to_the_exact_gradient_but_not_equal(kind):
+  graph, params, video, targets = setup(kind)
+  S = sl.schedule.Stash
+  run = lambda stash: sl.gradients(graph, params, video, targets, mse, stash=stash)[0]
+  exact = run("full")
+  assert max_abs_diff(run(S("full", dtype="float32")), exact) == 0.0
+  for dtype, tol in [("bfloat16", 2e-2), ("int8", 5e-2)]:
+    err = max_abs_diff(run(S("full", dtype=dtype)), exact) / max_abs(exact)
+    assert 0 < err < tol, (dtype, err)
+  # a stash of depth 0 stores nothing: its dtype changes nothing
+  assert max_abs_diff(run(S(0, dtype="int8")), run(0)) == 0.0
+
+
+def test_a_compressed_stash_counts_its_bytes():
+  graph, params, video, _ = setup("chain")  # r = (6, 4, 2); frames (2, 2, 2, 1), outs (2, 3)
+  S, frame = sl.schedule.Stash, video[:, 0]
+  nbytes = lambda stash: sl.engine.stash_bytes(graph, params, frame, stash)
+  full = nbytes("full")
+  assert full == 6 * 8 * 4 + 6 * 6 * 4
+  assert nbytes(S("full", dtype="bfloat16")) == full // 2
+  assert nbytes(S("full", dtype="int8")) == 6 * (8 + 4) + 6 * (6 + 4)  # values and a scale
+  # the delay line of (6, 0, 0) holds messages: in the activations' dtype
+  assert nbytes(S((6, 0, 0), dtype="int8")) == 6 * (8 + 4) + 4 * 6 * 4
+
+
+@pytest.mark.parametrize("stash", [(6, 0, 0), (0, 4, 0), (6, 4, 0), (6, 0, 2)])
+def test_the_loss_pairing_matches_the_direct_reference(stash):
+  """``pairing="loss"``: no message waits, by the letter of docs/design.md §5; it differs from
+  the default pairing wherever a message would wait."""
+  graph, params, video, targets = setup("chain", T=9)
+  S = sl.schedule.Stash
+  grads, _ = sl.gradients(graph, params, video, targets, mse, stash=S(stash, pairing="loss"))
+  ref, _ = ref_sideways(graph, params, video, targets, mse, stash=stash, pairing="loss")
+  assert_trees_close(grads, ref, rtol=1e-4, atol=1e-6)
+  other, _ = sl.gradients(graph, params, video, targets, mse, stash=stash)
+  assert max_abs_diff(grads, other) > 1e-4 * max_abs(other)

@@ -214,3 +214,54 @@ def test_a_method_name_is_not_a_scheme_name():
     models.check_scheme("pipelined_exact")
   with pytest.raises(ValueError, match="scheme must be one of"):
     models.check_scheme("exact")
+
+
+# -- reversible units ---------------------------------------------------------------------------
+
+
+def test_coupling_inverse_of_forward_is_the_identity_float64():
+  """``f^{-1}(f(x)) = x`` and ``f(f^{-1}(y)) = y`` to float64 round-off, shapes kept."""
+  with jax.enable_x64(True):
+    unit = models.reversible_unit(groups=2)
+    f, inv = hk.transform(unit), hk.transform(unit.inverse)
+    x = jnp.asarray(np.random.default_rng(3).normal(size=(2, 6, 6, 8)), jnp.float64)
+    p = f.init(jax.random.PRNGKey(0), [x])
+    p = jax.tree_util.tree_map(lambda a: a.astype(jnp.float64), p)
+    y = f.apply(p, None, [x])
+    assert y.shape == x.shape and y.dtype == jnp.float64
+    assert float(jnp.max(jnp.abs(y - x))) > 1e-2  # not the identity itself
+    assert float(jnp.max(jnp.abs(inv.apply(p, None, y) - x))) < 1e-10
+    assert float(jnp.max(jnp.abs(f.apply(p, None, [inv.apply(p, None, x)]) - x))) < 1e-10
+    # F and G are used: the coupling has both residual convolutions' parameters
+    assert {m.split("/")[-1] for m in p} == {"f_conv", "f_norm", "g_conv", "g_norm"}
+
+
+def test_coupling_refuses_odd_channels_and_several_inputs():
+  unit = models.reversible_unit(groups=2)
+  x = jnp.zeros((1, 4, 4, 6))  # half = 3 channels, not divisible by 2 groups
+  with pytest.raises(ValueError, match="channels"):
+    hk.transform(unit).init(jax.random.PRNGKey(0), [x])
+  with pytest.raises(ValueError, match="one input"):
+    hk.transform(unit).init(jax.random.PRNGKey(0), [jnp.zeros((1, 4, 4, 4))] * 2)
+
+
+def test_reversible_chain_has_ordinary_ends_and_reversible_middle():
+  cfg = models.ModelConfig("digits", num_units=4, width=8, num_classes=10, groups=2)
+  g = models.reversible_chain(cfg)
+  plain = models.build_graph(cfg, "sideways")
+  assert g.is_chain and g.reversible_units == (2, 3) and plain.reversible_units == ()
+  p, q = g.init(jax.random.PRNGKey(0), _frame(16)), plain.init(jax.random.PRNGKey(0), _frame(16))
+  for k in (0, 3):  # the shape-changing first unit and the head are the chain's own
+    jax.tree_util.tree_map(np.testing.assert_array_equal, p[k], q[k])
+  frame = _frame(16)
+  h1 = g.apply_unit(1, p[0], [frame])
+  assert h1.shape == (2, 8, 8, 8)
+  h2 = g.apply_unit(2, p[1], [h1])
+  assert h2.shape == h1.shape
+  np.testing.assert_allclose(g.invert_unit(2, p[1], h2), h1, atol=1e-5)
+  with pytest.raises(ValueError, match="unit 1 has no inverse"):
+    g.invert_unit(1, p[0], h1)
+  with pytest.raises(ValueError, match="downsample"):
+    models.reversible_classifier_units(4, 8, downsample=(2,))
+  with pytest.raises(ValueError, match="classification"):
+    models.reversible_chain(models.ModelConfig("next-frame"))

@@ -18,7 +18,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from core_helpers import assert_trees_close, mse, setup
+from core_helpers import assert_trees_close, mse, reversible_setup, setup
 
 import sideways_lab as sl
 from sideways_lab import analysis as an
@@ -191,6 +191,7 @@ def test_every_method_and_stash_on_one_device_equals_the_engine(route, kind):
     ("sideways", 1),
     ("sideways", r),
     ("sideways", tuple(x // 2 for x in r)),
+    ("sideways", sl.schedule.Stash(tuple(x // 2 for x in r), pairing="loss", dtype="int8")),
   ]:
     ref, rinfo = sl.gradients(graph, params, video, targets, mse, method=method, stash=stash)
     grads, info = par.gradients(
@@ -198,6 +199,22 @@ def test_every_method_and_stash_on_one_device_equals_the_engine(route, kind):
     )
     assert_trees_close(grads, ref, rtol=1e-5, atol=1e-7)
     np.testing.assert_allclose(info["loss"], rinfo["loss"], rtol=1e-6)
+
+
+@pytest.mark.parametrize("route", ["devices", "sharded"])
+def test_carry_down_on_one_device_equals_the_engine(route):
+  """Reversible units recover their inputs from the outputs carried down with the messages;
+  unit 3 stashes (it is not reversible)."""
+  graph, params, video, targets = reversible_setup(L=5, plain=(3,))
+  mask = np.arange(video.shape[1]) != 7
+  ref, rinfo = sl.gradients(graph, params, video, targets, mse, mask=mask, stash="carry")
+  exact, _ = sl.gradients(graph, params, video, targets, mse, "pipelined_exact", mask=mask)
+  grads, info = par.gradients(
+    graph, params, video, targets, mse, mask=mask, stash="carry", devices=1, route=route
+  )
+  assert_trees_close(grads, ref, rtol=1e-5, atol=1e-7)
+  assert_trees_close(grads, exact, rtol=1e-4, atol=1e-6)
+  np.testing.assert_allclose(info["loss"], rinfo["loss"], rtol=1e-6)
 
 
 def test_routes_check_method_and_stash():
@@ -229,7 +246,7 @@ WORKER = textwrap.dedent(r"""
   import jax, jax.numpy as jnp, numpy as np
   import sideways_lab as sl
   from sideways_lab import parallel as par
-  from core_helpers import setup, mse
+  from core_helpers import setup, mse, reversible_setup
   from test_parallel import conv_setup
 
   report = {"num_devices": len(jax.devices())}
@@ -276,8 +293,10 @@ WORKER = textwrap.dedent(r"""
           loss_errs.append(abs(float(i["loss"] - ir["loss"])))
           back = eng.gather_state(state)
           state_errs.append(max_abs_diff(
-              tuple(back.buffers) + tuple(back.messages) + tuple(back.delayed),
-              tuple(ref_state.buffers) + tuple(ref_state.messages) + tuple(ref_state.delayed)))
+              tuple(back.buffers) + tuple(back.messages) + tuple(back.delayed)
+              + tuple(back.carried),
+              tuple(ref_state.buffers) + tuple(ref_state.messages) + tuple(ref_state.delayed)
+              + tuple(ref_state.carried)))
           assert int(back.tick) == int(ref_state.tick) == b
       # a stream can continue on the single-device engine from the gathered state
       g1, _, _ = sl.stream_gradients(graph, params, video, targets, mse, eng.gather_state(state),
@@ -321,6 +340,13 @@ WORKER = textwrap.dedent(r"""
   graph, params, video, targets = setup("dense", T=8)
   check_stream("sharded/dense/stream/exact", par.ShardedGraph(graph, 2, method="pipelined_exact"),
                graph, params, video, targets, [0, 3, 8], first_state=False)
+  # carry-down: units 2 and 4 reversible, unit 3 stashes; outputs carried across devices
+  graph, params, video, targets = reversible_setup(L=5, T=8, plain=(3,))
+  for name, eng in [("rev/carry", par.DevicePipeline(graph, 4, (0, 1, 1, 2, 3), stash="carry")),
+                    ("sharded/rev/carry", par.ShardedGraph(graph, 4, stash="carry"))]:
+      check(name, eng, graph, params, video, targets)
+      check_stream(name + "/stream", eng, graph, params, video, targets, [0, 4, 8],
+                   first_state=False)
   try:
       par.ShardedGraph(setup("chain", L=3)[0], 4)
   except ValueError as e:
@@ -385,6 +411,18 @@ def test_every_method_and_stash_on_four_devices(report, route, name):
   r = report[f"{route}{name}"]
   assert r["devices"] == 4 and r["grad_norm"] > 1e-4
   assert r["rel_err"] < 1e-5 and r["loss_err"] < 1e-6
+
+
+@pytest.mark.parametrize("route", ["", "sharded/"])
+def test_carry_down_on_four_devices(report, route):
+  """Outputs carried down across devices: a clip, and a stream in two chunks whose state
+  (carried outputs included) gathers back to the single-device engine's."""
+  r = report[f"{route}rev/carry"]
+  assert r["devices"] == 4 and r["grad_norm"] > 1e-4
+  assert r["rel_err"] < 1e-5 and r["loss_err"] < 1e-6
+  r = report[f"{route}rev/carry/stream"]
+  assert r["rel_err"] < 1e-5 and r["loss_err"] < 1e-6
+  assert r["state_err"] < 1e-5 and r["handoff_err"] < 1e-5
 
 
 def test_streaming_the_exact_twin_across_devices(report):

@@ -203,3 +203,61 @@ def test_per_unit_stash_in_the_schedule():
   for bad in [(1, 0), (7, 0, 0), (0, 0, -1), (0, 0.5, 0)]:
     with pytest.raises(ValueError, match="stash"):
       schedule.stash_depths(dense, bad)
+
+
+def test_a_stash_with_options_in_the_schedule():
+  """``Stash(depths, pairing, dtype)``: the depths give the schedule; pairing "loss" removes
+  every wait, its delay lines and the longer drain; a bad option is named."""
+  edges = sl.chain_edges(4)  # r = (6, 4, 2, 0)
+  S = schedule.Stash
+  assert schedule.stash_depths(edges, S((6, 0, 0))) == (6, 0, 0, 0)
+  assert schedule.message_waits(edges, (6, 0, 0))[(2, 0)] == 4
+  assert schedule.message_waits(edges, S((6, 0, 0), pairing="activation")) == (
+    schedule.message_waits(edges, (6, 0, 0))
+  )
+  loss = S((6, 0, 0), pairing="loss")
+  assert set(schedule.message_waits(edges, loss).values()) == {0}
+  assert schedule.message_lines(edges, loss) == [0] * 5
+  assert schedule.stash_rows(edges, (6, 0, 0)) == (6, 4, 0, 0)  # 4 rows of delay line
+  assert schedule.stash_rows(edges, loss) == (6, 0, 0, 0)
+  assert schedule.drain_ticks(edges, (6, 0, 0)) == 7 and schedule.drain_ticks(edges, loss) == 6
+  # where no message waits, the pairings agree
+  assert schedule.message_waits(edges, S("full", "loss")) == schedule.message_waits(edges, "full")
+  assert schedule.static_stash(S([6, 0, 0])) == S((6, 0, 0))
+  hash(schedule.static_stash(S([6, 0, 0], dtype="int8")))  # a static argument of jax.jit
+  with pytest.raises(ValueError, match="pairing"):
+    schedule.check_stash(edges, S(0, pairing="frame"))
+  with pytest.raises(ValueError, match="dtype"):
+    schedule.check_stash(edges, S(0, dtype="float16"))
+  with pytest.raises(ValueError, match=r"stash\[0\]"):
+    schedule.check_stash(edges, S((7, 0, 0)))
+
+
+def test_carry_in_the_schedule_by_hand():
+  """A carrying unit's depth is its reader's plus 2; it keeps no history, one carried output
+  instead, and no message to it waits."""
+  units = [lambda x: x[0]] * 4
+
+  def rev(inputs):
+    return inputs[0]
+
+  rev.inverse = lambda y: y
+  graph = sl.UnitGraph([units[0], rev, rev, units[0]])  # units 2 and 3 reversible
+  assert graph.reversible_units == (2, 3)
+  assert schedule.carry_units(graph, "carry") == (2, 3)
+  assert schedule.stash_depths(graph, "carry") == (6, 4, 2, 0)
+  assert schedule.buffer_depths(graph, "carry") == [7, 1, 1, 1]
+  assert schedule.carried_rows(graph, "carry") == (0, 0, 1, 1)
+  assert schedule.stash_rows(graph, "carry") == (6, 0, 1, 1)
+  assert schedule.stash_rows(graph, "full") == (6, 4, 2, 0)
+  # under a partial stash a carrying unit follows its reader: (0, "carry", 0) has s_2 = 2
+  assert schedule.stash_depths(graph, (0, "carry", 0)) == (0, 2, 0, 0)
+  assert set(schedule.message_waits(graph, (6, "carry", "carry")).values()) == {0}
+  assert (
+    schedule.why_not_carry(graph, 1) == "unit 1 is not reversible (its function has no `inverse`)"
+  )
+  assert "top unit" in schedule.why_not_carry(graph, 4)
+  with pytest.raises(ValueError, match=r"stash\[0\] \(unit 1\) is 'carry'"):
+    schedule.check_stash(graph, ("carry", 0, 0))
+  with pytest.raises(ValueError, match="stash must be an int"):
+    schedule.check_stash(graph, "carry-down")

@@ -1,11 +1,13 @@
 """Analysis: gradient alignment, sweeps, the latency model, measured costs and memory.
 
 * :mod:`~sideways_lab.analysis.alignment` — :func:`alignment` (cosine, angle, norm ratio,
-  relative error, sign agreement per unit and overall) and :func:`per_tick_alignment` (each
-  ``g_k^t`` of Sideways against the exact gradient of the loss tick it came from).
+  relative error, sign agreement per unit and overall), :func:`stash_alignment` (a stash's
+  gradient against the exact one) and :func:`per_tick_alignment` (each ``g_k^t`` of Sideways
+  against the exact gradient of the loss tick it came from).
 * :mod:`~sideways_lab.analysis.sweeps` — alignment at initialisation vs speed, frame stride,
-  depth and clip length, as tidy pandas DataFrames (:func:`per_unit_mean` pivots them);
-  alignment along training is :func:`sideways_lab.experiments.alignment_along_training`.
+  depth, clip length and stash allocation (:func:`sweep_stash`), as tidy pandas DataFrames
+  (:func:`per_unit_mean` pivots them); alignment along training is
+  :func:`sideways_lab.experiments.alignment_along_training`.
 * :mod:`~sideways_lab.analysis.cache` — the on-disk JSON cache of those DataFrames.
 * :mod:`~sideways_lab.analysis.latency` — the latency model with per-unit costs on D devices
   (:func:`latency_model`, :func:`latency_table`) and :func:`timeline` (what each device does at
@@ -25,6 +27,7 @@ from sideways_lab.analysis.alignment import (
   alignment,
   per_tick_alignment,
   source_matrix,
+  stash_alignment,
   vector_metrics,
 )
 from sideways_lab.analysis.cache import cache_dir, cache_key, cached
@@ -52,6 +55,7 @@ from sideways_lab.analysis.sweeps import (
   sweep_clip_length,
   sweep_depth,
   sweep_speed,
+  sweep_stash,
   sweep_stride,
 )
 from sideways_lab.analysis.timing import UnitCosts, project_speedup, unit_costs
@@ -64,6 +68,7 @@ __all__ = [
   "alignment",
   "per_tick_alignment",
   "source_matrix",
+  "stash_alignment",
   "vector_metrics",
   "LATENCY_SCHEMES",
   "LatencyModel",
@@ -85,6 +90,7 @@ __all__ = [
   "sweep_clip_length",
   "sweep_depth",
   "sweep_speed",
+  "sweep_stash",
   "sweep_stride",
   "cache_dir",
   "cache_key",

@@ -1,7 +1,8 @@
 """Alignment of a gradient estimate with a reference gradient, per unit and overall.
 
 For two gradient pytrees ``g`` (the estimate, e.g. Sideways' Ĝ) and ``r`` (the reference,
-e.g. the exact gradient of ``pipelined_exact``) flattened into vectors — per unit ``k`` (the
+e.g. the exact gradient of ``pipelined_exact``; :func:`stash_alignment` compares a stash's
+gradient with it) flattened into vectors — per unit ``k`` (the
 k-th element of a tuple of L per-unit parameter dicts) and overall (all units concatenated)::
 
     cosine          = <g, r> / (|g| |r|)            (NaN when either is zero:
@@ -139,6 +140,20 @@ def alignment(estimate, reference) -> Alignment:
   per_unit = Metrics(*[jnp.stack([getattr(p, m) for p in per], axis=-1) for m in METRICS])
   overall = vector_metrics(flatten(estimate), flatten(reference))
   return Alignment(per_unit, overall)
+
+
+def stash_alignment(graph, params, video, targets, loss_fn, stash, mask=None) -> Alignment:
+  """How far ``sideways`` with ``stash`` is from the exact gradient, per unit and overall.
+
+  :func:`alignment` of ``Ĝ(stash) = engine.gradients(..., "sideways", mask, stash)`` with
+  ``G = engine.gradients(..., "pipelined_exact", mask)``: cosine, relative error
+  ``|Ĝ - G| / |G|``, norm ratio, ... per unit (docs/design.md §5). ``stash`` is any stash
+  ``engine.gradients`` takes, a :class:`sideways_lab.schedule.Stash` with a pairing or a
+  storage dtype included. Shapes as in ``engine.gradients``.
+  """
+  estimate, _ = engine.gradients(graph, params, video, targets, loss_fn, "sideways", mask, stash)
+  exact, _ = engine.gradients(graph, params, video, targets, loss_fn, "pipelined_exact", mask)
+  return alignment(estimate, exact)
 
 
 # ---------------------------------------------------------------------------------------------

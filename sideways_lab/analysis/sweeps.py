@@ -32,10 +32,10 @@ import jax.numpy as jnp
 import numpy as np
 import pandas as pd
 
-from sideways_lab import data, engine, training
-from sideways_lab.analysis.alignment import METRICS, alignment
+from sideways_lab import data, engine, schedule, training
+from sideways_lab.analysis.alignment import METRICS, alignment, stash_alignment
 from sideways_lab.analysis.cache import cached
-from sideways_lab.experiments import is_quick
+from sideways_lab.experiments import is_quick, parse_stash, stash_label
 from sideways_lab.graph import UnitGraph
 from sideways_lab.models import EXACT_TWIN, ModelConfig, build_graph
 from sideways_lab.tasks import TaskConfig, make_task, mse, shift_targets
@@ -522,6 +522,66 @@ def sweep_depth(
     return df
 
   return cached("sweep_depth", args, compute, cache)
+
+
+#: The per-unit stash allocations of the four-unit digits chain that :func:`sweep_stash` measures
+#: by default: each hidden unit keeps its exact lag (6, 4, 2) or nothing, and the full stash.
+STASH_ALLOCATIONS = ("0", "6-0-0", "0-4-0", "0-0-2", "6-4-0", "6-0-2", "0-4-2", "full")
+
+
+def sweep_stash(
+  values: Sequence = STASH_ALLOCATIONS,
+  *,
+  task: str = "digits",
+  speed: float = 4.0,
+  pairings: Sequence[str] = schedule.PAIRINGS,
+  dtypes: Sequence[str] = ("float32",),
+  seeds: int = 3,
+  quick=None,
+  cache=True,
+) -> pd.DataFrame:
+  """The distance of each stash's gradient to the exact gradient, at initialisation.
+
+  On the chain of ``task``'s configuration (``training.default_config(task, "sideways")``: the
+  network, batch and clips the stash sweeps train with) at ``speed`` pixels per frame, for
+  every stash allocation in ``values`` (``experiments.parse_stash``: "0", "6-0-0", "full", ...),
+  pairing in ``pairings`` and storage dtype in ``dtypes`` (``schedule.Stash``):
+  :func:`~sideways_lab.analysis.alignment.stash_alignment` on the first training batch of seeds
+  0..seeds-1 (parameters of the seed's run). Rows: ``value``, ``pairing``, ``dtype``, ``seed``,
+  ``unit`` (1..L and "all"), the :data:`METRICS` and ``stash_bytes``
+  (``engine.stash_bytes`` for one batch's frame).
+  """
+  values = [stash_label(parse_stash(v)) for v in values]
+  args = dict(
+    values=values, task=task, speed=float(speed), pairings=list(pairings), dtypes=list(dtypes)
+  )
+  args.update(seeds=int(seeds), quick=is_quick(quick))
+
+  def compute():
+    rows = []
+    for seed in range(int(seeds)):
+      cfg = training.default_config(
+        task, "sideways", quick=quick, seed=seed, data=dict(speed=float(speed))
+      )
+      tr = training.Trainer(cfg)
+      params, _ = tr.init()
+      video, targets, _ = tr.batch(0)
+      for value in values:
+        for pairing in pairings:
+          for dtype in dtypes:
+            stash = schedule.Stash(parse_stash(value), pairing, dtype)
+            al = stash_alignment(
+              tr.graph, params, video, targets, tr.task.loss_fn, stash, tr.task.mask
+            )
+            size = engine.stash_bytes(tr.graph, params, video[:, 0], stash)
+            rows += al.to_rows(
+              value=value, pairing=pairing, dtype=dtype, seed=seed, stash_bytes=size
+            )
+    df = pd.DataFrame(rows)
+    df.attrs = dict(sweep="sweep_stash", reference="pipelined_exact", **args)
+    return df
+
+  return cached("sweep_stash", args, compute, cache)
 
 
 # ---------------------------------------------------------------------------------------------
