@@ -87,15 +87,7 @@ DIGIT_SCHEMES = ("backprop", "sideways", "sideways_exact")
 MOTION_SCHEMES = ("sideways", "skip_sideways", "skip_exact")
 #: The schemes of next-frame prediction (claim C4): every scheme beside its exact twin, with the
 #: two baselines.
-NEXT_FRAME_SCHEMES = (
-  "backprop",
-  "sideways",
-  "sideways_exact",
-  "skip_sideways",
-  "skip_exact",
-  "copy_newest",
-  "mean_frame",
-)
+NEXT_FRAME_SCHEMES = tuple(SCHEMES) + experiments.BASELINES
 #: Seeds of the next-frame sweeps that decide claim C4 (anchor "newest").
 NEXT_FRAME_SEEDS = 5
 #: A stash sweep's values on the four-unit digits chain: no stash (Sideways), depth 1 at every
@@ -105,6 +97,16 @@ NEXT_FRAME_SEEDS = 5
 STASH_VALUES = ("0", "1", "6-0-0", "0-4-0", "0-0-2", "6-4-0", "6-0-2", "0-4-2", "full")
 #: The head's other readout (global max pooling), for the robustness of claims C1–C3.
 MAX_POOLING = dict(model=dict(readout="max"))
+
+#: Next-frame at 1 px/frame with the anchor that decides C4 (one frame ahead unless overridden).
+_NEWEST = dict(
+  task="next-frame",
+  knob="speed",
+  values=(1.0,),
+  anchor="newest",
+  schemes=NEXT_FRAME_SCHEMES,
+  seeds=NEXT_FRAME_SEEDS,
+)
 
 #: The sweeps behind the figures and the claims report (full mode; seeds per setting).
 SWEEPS: dict[str, dict] = {
@@ -141,23 +143,8 @@ SWEEPS: dict[str, dict] = {
   # next-frame where motion matters (benchmarks/README.md "Next-frame settings"): 1 px/frame,
   # one and two frames ahead; the anchor "newest" decides C4 (5 seeds), "input" (the
   # pipeline's latency counts) is shown beside it at one frame ahead
-  "next-frame-newest": dict(
-    task="next-frame",
-    knob="speed",
-    values=(1.0,),
-    anchor="newest",
-    schemes=NEXT_FRAME_SCHEMES,
-    seeds=NEXT_FRAME_SEEDS,
-  ),
-  "next-frame-newest-h2": dict(
-    task="next-frame",
-    knob="speed",
-    values=(1.0,),
-    anchor="newest",
-    schemes=NEXT_FRAME_SCHEMES,
-    seeds=NEXT_FRAME_SEEDS,
-    overrides=dict(data=dict(horizon=2)),
-  ),
+  "next-frame-newest": _NEWEST,
+  "next-frame-newest-h2": dict(_NEWEST, overrides=dict(data=dict(horizon=2))),
   "next-frame-input": dict(
     task="next-frame", knob="speed", values=(1.0,), anchor="input", schemes=NEXT_FRAME_SCHEMES
   ),
