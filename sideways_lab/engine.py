@@ -268,6 +268,20 @@ def _windows(graph: UnitGraph, stash, last_loss_tick: int | None):
   return fwd, vjp
 
 
+def _route(graph, k: int, messages, waits: dict, nxt: list, line: list) -> None:
+  """Sends unit k's messages (one per edge whose source is a unit j ≥ 1): a message that waits
+  ``w = waits[(k, e)]`` ticks is added to slot w − 1 of source j's delay line ``line[j - 1]``,
+  one that waits none to the cotangent of the next tick, ``nxt[j - 1]`` (both lists updated in
+  place)."""
+  sources = [(e, j) for e, (j, _) in enumerate(graph.edges[k]) if j >= 1]
+  for (e, j), msg in zip(sources, messages):
+    w = waits[(k, e)]
+    if w == 0:
+      nxt[j - 1] = nxt[j - 1] + msg
+    else:
+      line[j - 1] = line[j - 1].at[w - 1].add(msg)
+
+
 def _pipeline_scan(
   graph,
   params,
@@ -350,13 +364,7 @@ def _pipeline_scan(
       loss_t = loss if k == L else loss_t
       outs.append(out)
       grads_t.append(g)
-      sources = [(e, j) for e, (j, _) in enumerate(graph.edges[k]) if j >= 1]
-      for (e, j), msg in zip(sources, m):
-        w = waits[(k, e)]
-        if w == 0:
-          nxt[j - 1] = nxt[j - 1] + msg
-        else:
-          line[j - 1] = line[j - 1].at[w - 1].add(msg)
+      _route(graph, k, m, waits, nxt, line)
       for j, y in pipeline.carried_posts(graph, k, ins, carry):
         nxt_y[j - 1] = y[None]
     new_delayed = tuple(line[j - 1] if lines[j] else delayed[j - 1] for j in range(1, L) if delayed)

@@ -613,12 +613,7 @@ def sweep(
   curves: list[pd.DataFrame] = []
   other: list[str] = []
   progress = training.show_progress(progress, quick)
-  bar = tqdm(
-    total=len(jobs),
-    disable=not progress,
-    desc=f"sweep {task}/{knob}",
-    unit="run",
-  )
+  bar = tqdm(total=len(jobs), disable=not progress, desc=f"sweep {task}/{knob}", unit="run")
   try:
     for kind, value, cfg in jobs:
       run_dir = runs / f"{kind}-{cfg.scheme}-seed{cfg.seed}-{run_key(cfg)}"
@@ -649,7 +644,7 @@ def sweep(
     bar.close()
     if tmp is not None:
       tmp.cleanup()
-  return _order(add_skill(pd.DataFrame(rows)))
+  return table  # the table written after the last run
 
 
 def _check_sweep(task, knob, values, schemes, seeds, steps, anchor) -> tuple:

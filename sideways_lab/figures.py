@@ -1246,19 +1246,26 @@ def generate(
   if from_results is not None:
     manifest["from_results"] = str(from_results)
   old = _read_manifest(out / "manifest.json") if only is not None else None
-  if old is not None and old.get("mode") == manifest["mode"]:
-    # regenerating some figures keeps the others' entries (their files are still there);
-    # drawn from results, the run that trained them keeps its record as well
-    figures = {**{n: f for n, f in old.get("figures", {}).items() if n not in figures}, **figures}
-    if from_results is not None:
-      manifest = dict(old)
-    else:
-      manifest["command"] += " --only " + " ".join(names)
-    manifest["figures"] = figures
+  manifest = _merge_manifest(manifest, old, names, from_results)
   if reuse_other_code:
     manifest["command"] += " --reuse-other-code"
   ckpt.atomic_write_text(out / "manifest.json", json.dumps(manifest, indent=1) + "\n")
   return manifest
+
+
+def _merge_manifest(manifest: dict, old: dict | None, names, from_results) -> dict:
+  """``manifest`` of some figures merged into ``old``, an earlier manifest of the same mode:
+  the other figures keep their entries (their files are still there) and, drawn from results,
+  the run that trained them keeps its record as well."""
+  if old is None or old.get("mode") != manifest["mode"]:
+    return manifest
+  figures = manifest["figures"]
+  figures = {**{n: f for n, f in old.get("figures", {}).items() if n not in figures}, **figures}
+  if from_results is not None:
+    manifest = dict(old)
+  else:
+    manifest["command"] += " --only " + " ".join(names)
+  return {**manifest, "figures": figures}
 
 
 def draw(name: str, *, from_results=None, quick: bool = False, work_dir=None, log=None) -> Figure:

@@ -793,7 +793,6 @@ def train(
       if callback is not None:
         callback(n, loss)
   except KeyboardInterrupt:
-    bar.close()
     save()
     raise
   finally:
