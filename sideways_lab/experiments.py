@@ -552,7 +552,7 @@ def sweep(
   values,
   *,
   schemes=None,
-  seeds: int = 3,
+  seeds: int | Sequence[int] = 3,
   steps: int | None = None,
   anchor: str = "newest",
   quick: bool | None = None,
@@ -571,7 +571,9 @@ def sweep(
     values: the knob's values (a sequence, or a comma-separated string).
     schemes: schemes to train (default: all five; for next-frame also the baselines
       ``copy_newest`` and ``mean_frame``, computed once per value, seed and pipeline timing).
-    seeds: seeds 0..seeds-1 per (scheme, value); the schemes of a seed share clips and init.
+    seeds: seeds 0..seeds-1 per (scheme, value), or a sequence of distinct seeds (ints >= 0:
+      e.g. ``(3, 4)`` adds two seeds to a table of seeds 0..2, with the same runs a five-seed
+      sweep trains); the schemes of a seed share clips and init.
     steps: training steps (default: the task's, :data:`sideways_lab.training.TASK_DEFAULTS`).
     anchor: next-frame only, "newest" (the fair horizon) or "input" (latency counts).
     quick: tiny budgets (default: the SIDEWAYS_LAB_QUICK environment variable).
@@ -653,7 +655,7 @@ def _check_sweep(task, knob, values, schemes, seeds, steps, anchor) -> tuple:
   knob = check_knob(knob)
   values = check_values(knob, values)
   schemes = check_schemes(default_schemes(task) if schemes is None else schemes, task)
-  seeds = training.check_int(seeds, "seeds")
+  seeds = check_seeds(seeds)
   if steps is not None:
     training.check_int(steps, "steps")
   if anchor not in ANCHORS:
@@ -661,6 +663,19 @@ def _check_sweep(task, knob, values, schemes, seeds, steps, anchor) -> tuple:
   if knob == "speed" and task == "motion-classes" and min(values) <= 0:
     raise ValueError("values of speed must be > 0 for motion-classes (no motion, no class)")
   return task, knob, values, schemes, seeds
+
+
+def check_seeds(seeds) -> tuple[int, ...]:
+  """``seeds`` of :func:`sweep` as a tuple of seeds: an int n >= 1 is ``0..n-1``; a sequence
+  must hold distinct ints >= 0. Errors name ``seeds``."""
+  if isinstance(seeds, (int, np.integer)) and not isinstance(seeds, bool):
+    return tuple(range(training.check_int(seeds, "seeds")))
+  if not isinstance(seeds, Sequence) or isinstance(seeds, str) or not seeds:
+    raise ValueError(f"seeds must be an int >= 1 or a non-empty sequence of seeds, got {seeds!r}")
+  out = tuple(training.check_int(s, "seeds", 0) for s in seeds)
+  if len(set(out)) != len(out):
+    raise ValueError(f"seeds must be distinct, got {seeds!r}")
+  return out
 
 
 def _sweep_dirs(out, runs) -> tuple:
@@ -727,7 +742,7 @@ def _jobs(task, knob, values, schemes, seeds, steps, anchor, quick, overrides) -
   timings = _timings(trained or tuple(SCHEMES)).values() if set(schemes) & set(BASELINES) else ()
   jobs = []
   for value in values:
-    for seed in range(seeds):
+    for seed in seeds:
       for kind, group in (("train", trained), ("baseline", timings)):
         for s in group:
           cfg = run_config(

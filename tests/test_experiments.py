@@ -126,6 +126,17 @@ def test_sweep_rows_cache_and_one_more_value(tmp_path, monkeypatch):
   assert sorted(c[1] for c in calls[8:]) == [4.0] * 4
 
 
+def test_sweep_more_seeds_trains_only_the_new_ones(tmp_path, monkeypatch):
+  calls = []
+  monkeypatch.setattr(ex, "train_run", _fake_train_run(calls))
+  args = dict(schemes=["backprop", "sideways"], quick=True, runs=tmp_path / "runs")
+  ex.sweep("digits", "speed", [0.5], seeds=2, out=tmp_path / "a", **args)
+  df = ex.sweep("digits", "speed", [0.5], seeds=(2, 3), out=tmp_path / "b", **args)
+  assert len(calls) == 4 + 4 and set(df.seed) == {2, 3}
+  five = ex.sweep("digits", "speed", [0.5], seeds=4, out=tmp_path / "c", **args)
+  assert len(calls) == 8 and sorted(set(five.seed)) == [0, 1, 2, 3]  # the same runs
+
+
 def test_interrupted_sweep_loses_no_finished_run(tmp_path, monkeypatch):
   calls = []
   monkeypatch.setattr(ex, "train_run", _fake_train_run(calls, fail_at=3))
@@ -253,6 +264,9 @@ def test_results_written_before_the_code_column_read_back(tmp_path):
     (dict(schemes=["sidewise"]), "scheme must be one of"),
     (dict(schemes=["copy_newest"]), "exists only for next-frame"),
     (dict(seeds=0), "seeds must be an int >= 1"),
+    (dict(seeds=[]), "non-empty sequence"),
+    (dict(seeds=[1, 1]), "seeds must be distinct"),
+    (dict(seeds=[-1]), "seeds must be an int >= 0"),
     (dict(steps=0), "steps must be an int >= 1"),
     (dict(anchor="later"), "anchor must be one of"),
   ],
