@@ -162,9 +162,20 @@ def check_knob(knob) -> str:
 
 
 def stash_label(stash) -> str:
-  """The knob value of a stash allocation: "0", "2", "full" or per unit "6-0-2"."""
-  if isinstance(stash, (tuple, list)):
-    return "-".join(str(int(s)) for s in stash)
+  """The knob value of a stash: its depths ("0", "2", "full", "carry", per unit "6-0-2" or
+  "6-carry-0"), then ``/loss`` for the "loss" pairing and ``@bfloat16`` or ``@int8`` for a
+  compressed store (:class:`~sideways_lab.schedule.Stash`): e.g. "6-0-0/loss", "full@int8".
+  :func:`parse_stash` reads it back."""
+  stash = training.check_stash(stash)
+  if isinstance(stash, schedule.Stash):
+    label = stash_label(stash.depths)
+    if stash.pairing != schedule.PAIRINGS[0]:
+      label += f"/{stash.pairing}"
+    if stash.dtype != schedule.STASH_DTYPES[0]:
+      label += f"@{stash.dtype}"
+    return label
+  if isinstance(stash, tuple):
+    return "-".join(str(s) for s in stash)
   return str(stash)
 
 
@@ -181,20 +192,29 @@ def stash_subsets(graph) -> tuple[str, ...]:
   return tuple(labels)
 
 
-def parse_stash(value) -> int | str | tuple:
-  """A stash knob value ("0", 2, "full", "6-0-2" or a tuple) as ``sl.gradients`` takes it."""
-  if isinstance(value, (tuple, list)):
-    return training.check_stash(tuple(value))
-  text = str(value).strip()
-  if text == "full":
-    return text
+def parse_stash(value) -> int | str | tuple | schedule.Stash:
+  """A stash knob value (:func:`stash_label`: "0", 2, "full", "carry", "6-0-2", "6-0-0/loss",
+  "full@int8"; or what ``sl.gradients`` takes) as ``sl.gradients`` takes it."""
+  if not isinstance(value, (str, int, np.integer)):
+    return training.check_stash(value)
+  text, dtype, pairing = str(value).strip(), schedule.STASH_DTYPES[0], schedule.PAIRINGS[0]
+  if "@" in text:
+    text, dtype = text.split("@", 1)
+  if "/" in text:
+    text, pairing = text.split("/", 1)
+  parts = text.split("-")
   try:
-    parts = tuple(int(p) for p in text.split("-"))
+    depths = tuple(p if p in (schedule.FULL, schedule.CARRY) else int(p) for p in parts)
   except ValueError:
     raise ValueError(
-      f'values of stash must be ints >= 0, "full" or per-unit depths like "6-0-2", got {value!r}'
+      f'values of stash must be ints >= 0, "full", "carry" or per-unit depths like "6-0-2", '
+      f'with "/loss" for the loss pairing and "@bfloat16" or "@int8" for a compressed '
+      f"store, got {value!r}"
     ) from None
-  return training.check_stash(parts[0] if len(parts) == 1 else parts)
+  if len(depths) > 1 and schedule.FULL in depths:
+    raise ValueError(f'"full" is a whole stash, not a unit\'s depth, got {value!r}')
+  depths = depths[0] if len(depths) == 1 else depths
+  return training.check_stash(schedule.Stash(depths, pairing, dtype))
 
 
 def check_values(knob: str, values) -> tuple:
@@ -276,14 +296,16 @@ def run_config(
   * ``stride`` s on moving digits (digits, next-frame) shows the clips of speed ``s·v`` at
     stride 1 (to float rounding, tests/test_experiments.py), so it is trained as that speed;
   * ``stash="full"`` of the ``sideways`` method is the ``pipelined_exact`` gradient
-    (docs/design.md §5, a theorem the tests pin), so it is the scheme's exact twin.
+    (docs/design.md §5, a theorem the tests pin), so it is the scheme's exact twin (a full
+    stash in bfloat16 or int8 is not, and is trained as itself; so is ``"carry"``, equal to
+    the twin to float rounding).
   """
   kw = json.loads(json.dumps(overrides or {}))
   data = kw.setdefault("data", {})
   knob = check_knob(knob)
   if knob == "stash":
     stash = parse_stash(value)
-    if stash == "full" and scheme in EXACT_TWIN:
+    if stash == schedule.FULL and scheme in EXACT_TWIN:
       scheme, stash = EXACT_TWIN[scheme], 0
     kw["stash"] = stash
   elif knob == "stride" and task != "motion-classes":

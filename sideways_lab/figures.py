@@ -95,6 +95,16 @@ NEXT_FRAME_SEEDS = 5
 #: or nothing (:func:`sideways_lab.experiments.stash_subsets`), and the full stash (the exact
 #: twin).
 STASH_VALUES = ("0", "1", "6-0-0", "0-4-0", "0-0-2", "6-4-0", "6-0-2", "0-4-2", "full")
+#: The allocations of :data:`STASH_VALUES` whose messages wait in delay lines under the default
+#: pairing, paired instead with the input of the frame the loss came from (``/loss``,
+#: docs/design.md §5; elsewhere the two pairings are one gradient).
+LOSS_PAIRED = ("6-0-0/loss", "0-4-0/loss", "6-4-0/loss", "6-0-2/loss")
+#: The full stash stored in bfloat16 and in int8 with a per-tensor scale.
+COMPRESSED = ("full@bfloat16", "full@int8")
+#: The reversible chain's values: its Sideways, carry-down and its exact twin.
+REVERSIBLE_VALUES = ("0", "carry", "full")
+#: Seeds of the sweeps that decide claims C1, C2, C3 and C5 (docs/design.md §9).
+CLAIM_SEEDS = 5
 #: The head's other readout (global max pooling), for the robustness of claims C1–C3.
 MAX_POOLING = dict(model=dict(readout="max"))
 
@@ -111,7 +121,11 @@ _NEWEST = dict(
 #: The sweeps behind the figures and the claims report (full mode; seeds per setting).
 SWEEPS: dict[str, dict] = {
   "digits-speed": dict(
-    task="digits", knob="speed", values=(0.125, 0.5, 1.0, 2.0, 4.0), schemes=DIGIT_SCHEMES
+    task="digits",
+    knob="speed",
+    values=(0.125, 0.5, 1.0, 2.0, 4.0),
+    schemes=DIGIT_SCHEMES,
+    seeds=CLAIM_SEEDS,
   ),
   # stride s at speed v shows the clips of speed s·v (tests/test_experiments.py), so strides
   # 1 to 32 at 0.125 px/frame are the speed sweep's runs, not trained again
@@ -120,10 +134,15 @@ SWEEPS: dict[str, dict] = {
     knob="stride",
     values=(1, 4, 8, 16, 32),
     schemes=DIGIT_SCHEMES,
+    seeds=CLAIM_SEEDS,
     overrides=dict(data=dict(speed=0.125)),
   ),
   "motion-classes": dict(
-    task="motion-classes", knob="speed", values=(2.0,), schemes=MOTION_SCHEMES
+    task="motion-classes",
+    knob="speed",
+    values=(2.0,),
+    schemes=MOTION_SCHEMES,
+    seeds=CLAIM_SEEDS,
   ),
   # the same claims under the other readout: the smoothest and the roughest digits, and motion
   "digits-speed-max": dict(
@@ -152,9 +171,20 @@ SWEEPS: dict[str, dict] = {
   "stash-digits": dict(
     task="digits",
     knob="stash",
-    values=STASH_VALUES,
+    values=STASH_VALUES + LOSS_PAIRED + COMPRESSED,
     schemes=("sideways",),
+    seeds=CLAIM_SEEDS,
     overrides=dict(data=dict(speed=4.0)),
+  ),
+  # the same digits on the chain whose hidden units are reversible: carry-down beside that
+  # chain's own Sideways and exact twin
+  "stash-digits-rev": dict(
+    task="digits",
+    knob="stash",
+    values=REVERSIBLE_VALUES,
+    schemes=("sideways",),
+    seeds=CLAIM_SEEDS,
+    overrides=dict(data=dict(speed=4.0), model=dict(reversible=True)),
   ),
 }
 #: The next-frame sweeps (every anchor and setting) that the next-frame figure draws.
@@ -167,7 +197,7 @@ QUICK_VALUES = {
   "digits-speed": (0.5, 2.0),
   "digits-stride": (1, 4),
   "digits-speed-max": (0.5, 2.0),
-  "stash-digits": ("0", "1", "full"),
+  "stash-digits": ("0", "1", "6-0/loss", "full@int8", "full"),
 }
 QUICK_SEEDS = 2
 #: The runs whose checkpoints the alignment figure measures: (sweep, knob value).

@@ -100,6 +100,10 @@ class ModelConfig:
     downsample: 1-based units whose convolution has stride 2 (classification), or that
       halve the resolution in the encoder (prediction: unit 1 by default; the last unit
       upsamples by the same total factor).
+    reversible: units 2..L-1 of the chain schemes are reversible couplings
+      (:func:`reversible_chain`: a unit that can carry its input down, ``stash="carry"``);
+      classification only, ``downsample`` may name unit 1 only, and the skip schemes refuse it
+      (a unit with several inputs cannot be inverted from its one output).
   """
 
   task: str = "motion-classes"
@@ -113,6 +117,7 @@ class ModelConfig:
   groups: int = 4
   downsample: tuple = (1,)
   readout: str = "mean"
+  reversible: bool = False
 
   def __post_init__(self):
     check_task(self.task)
@@ -140,11 +145,37 @@ class ModelConfig:
     if self.task == "next-frame" and len(ds) == 0:
       raise ValueError("downsample must name at least one encoder unit for next-frame")
     object.__setattr__(self, "downsample", ds)
+    self._check_reversible()
+
+  def _check_reversible(self) -> None:
+    if not isinstance(self.reversible, bool):
+      raise ValueError(f"reversible must be True or False, got {self.reversible!r}")
+    if not self.reversible:
+      return
+    if self.task not in CLASSIFICATION_TASKS:
+      raise ValueError(
+        f"reversible units exist for the classification tasks {CLASSIFICATION_TASKS}, "
+        f"got task={self.task!r}"
+      )
+    if any(k != 1 for k in self.downsample):
+      raise ValueError(
+        f"reversible: downsample may name unit 1 only (units 2..L-1 keep their input's "
+        f"shape), got {self.downsample!r}"
+      )
+    if self.width % 2 or (self.width // 2) % self.groups:
+      raise ValueError(
+        f"reversible: width={self.width} must be even with groups={self.groups} dividing "
+        f"width/2 (each coupling half is normalised in groups)"
+      )
 
   def to_dict(self) -> dict:
-    """The config as JSON-ready plain values (tuples as lists)."""
+    """The config as JSON-ready plain values (tuples as lists). ``reversible`` is written only
+    when True, so the configurations (and run keys) of ordinary networks are those they had
+    before the field existed."""
     d = dataclasses.asdict(self)
     d["downsample"] = list(self.downsample)
+    if not self.reversible:
+      del d["reversible"]
     return d
 
   @classmethod
@@ -360,8 +391,16 @@ def units_for(config: ModelConfig) -> list[Callable]:
 
 
 def build_graph(config: ModelConfig, scheme: str) -> UnitGraph:
-  """The unit graph of ``scheme`` for ``config`` (its edges are :func:`edges_of`)."""
+  """The unit graph of ``scheme`` for ``config`` (its edges are :func:`edges_of`; with
+  ``config.reversible`` the chain of :func:`reversible_chain`)."""
   scheme = check_scheme(scheme)
+  if getattr(config, "reversible", False):
+    if graph_of(scheme) != "chain":
+      raise ValueError(
+        f"model.reversible needs a chain scheme (backprop, sideways, sideways_exact), got "
+        f"{scheme!r}: a unit that reads several inputs cannot be inverted from its one output"
+      )
+    return reversible_chain(config, name=scheme)
   return UnitGraph(units_for(config), edges_of(config, scheme), name=scheme)
 
 

@@ -73,6 +73,7 @@ __all__ = [
   "show_progress",
   "learning_rate",
   "check_stash",
+  "stash_to_json",
   "init_alignment",
   "OPTIMIZERS",
   "history",
@@ -88,16 +89,47 @@ __all__ = [
 # ---------------------------------------------------------------------------------------------
 
 
-def check_stash(stash) -> int | str | tuple:
-  """``stash`` as the engine takes it: an int >= 0, "full", or a tuple of ints >= 0 (a list,
-  as JSON stores it, becomes a tuple). Errors name ``stash``."""
-  if isinstance(stash, str) and stash == "full":
+def check_stash(stash) -> int | str | tuple | schedule.Stash:
+  """``stash`` as the engine takes it: an int >= 0, "full", "carry", a tuple of per-unit ints
+  >= 0 and "carry" (a list, as JSON stores it, becomes a tuple), or a
+  :class:`~sideways_lab.schedule.Stash` of those with its pairing and storage dtype (a dict
+  ``{"depths", "pairing", "dtype"}``, as JSON stores it, becomes one). A Stash with the default
+  pairing and dtype is its plain depths, so equal stashes have one form (and one run key).
+  Errors name ``stash``; whether the graph allows the depths is checked by
+  :class:`TrainConfig` (``schedule.check_stash``)."""
+  if isinstance(stash, dict):
+    unknown = set(stash) - {"depths", "pairing", "dtype"}
+    if unknown:
+      raise ValueError(f"stash as a dict takes depths, pairing and dtype, got {sorted(unknown)}")
+    stash = schedule.Stash(**stash)
+  if isinstance(stash, schedule.Stash):
+    if stash.pairing not in schedule.PAIRINGS:
+      raise ValueError(f"stash pairing must be one of {schedule.PAIRINGS}, got {stash.pairing!r}")
+    if stash.dtype not in schedule.STASH_DTYPES:
+      raise ValueError(f"stash dtype must be one of {schedule.STASH_DTYPES}, got {stash.dtype!r}")
+    if isinstance(stash.depths, (schedule.Stash, dict)):
+      raise ValueError("stash depths must be plain depths, not another Stash")
+    depths = check_stash(stash.depths)
+    if (stash.pairing, stash.dtype) == (schedule.PAIRINGS[0], schedule.STASH_DTYPES[0]):
+      return depths
+    return dataclasses.replace(stash, depths=depths)
+  if isinstance(stash, str) and stash in (schedule.FULL, schedule.CARRY):
     return stash
   if isinstance(stash, (list, tuple)):
-    return tuple(check_int(s, "stash", 0) for s in stash)
+    return tuple(s if s == schedule.CARRY else check_int(s, "stash", 0) for s in stash)
   if isinstance(stash, (int, np.integer)) and not isinstance(stash, bool) and stash >= 0:
     return int(stash)
-  raise ValueError(f'stash must be an int >= 0, "full" or a tuple of per-unit ints, got {stash!r}')
+  raise ValueError(
+    f'stash must be an int >= 0, "full", "carry", a tuple of per-unit ints and "carry", or a '
+    f"schedule.Stash, got {stash!r}"
+  )
+
+
+def stash_to_json(stash):
+  """A checked ``stash`` (:func:`check_stash`) as JSON-ready plain values."""
+  if isinstance(stash, schedule.Stash):
+    return {"depths": stash_to_json(stash.depths), "pairing": stash.pairing, "dtype": stash.dtype}
+  return list(stash) if isinstance(stash, tuple) else stash
 
 
 def check_int(v, name: str, minimum: int = 1) -> int:
@@ -125,7 +157,9 @@ class TrainConfig:
       before the schedule (0: none). Adam's first steps are large; a warmup keeps them from
       pushing a fresh network onto the plateau where its logits ignore the input.
     stash: the ``stash`` of ``sl.gradients`` for the ``sideways`` method (an int >= 0,
-      "full", or a tuple of per-unit depths; docs/design.md §5); other methods need 0.
+      "full", "carry", a tuple of per-unit depths and "carry", or a
+      :class:`~sideways_lab.schedule.Stash` with its pairing and storage dtype; docs/design.md
+      §5, :func:`check_stash`); other methods need 0.
     clip_norm: global gradient-norm clipping (0 disables).
     update_every: 0 for one update per clip; K >= 1 for online updates every K ticks.
     seed: seeds parameters, training clips and held-out clips.
@@ -188,6 +222,8 @@ class TrainConfig:
         f"stash={self.stash!r} applies to the sideways method only; scheme {self.scheme!r} "
         f"uses {method_of(self.scheme)!r} (its exact twin is stash='full')"
       )
+    if self.stash != 0:
+      schedule.check_stash(build_graph(self.model, self.scheme), self.stash)
     if self.schedule not in SCHEDULES:
       raise ValueError(f"schedule must be one of {SCHEDULES}, got {self.schedule!r}")
     if self.optimizer not in OPTIMIZERS:
@@ -224,7 +260,7 @@ class TrainConfig:
   def to_dict(self) -> dict:
     """The config as JSON-ready plain values (the nested configs as dicts)."""
     d = dataclasses.asdict(self)
-    d["stash"] = list(self.stash) if isinstance(self.stash, tuple) else self.stash
+    d["stash"] = stash_to_json(self.stash)
     d["model"] = self.model.to_dict()
     d["data"] = self.data.to_dict()
     return d
