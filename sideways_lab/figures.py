@@ -197,7 +197,7 @@ QUICK_VALUES = {
   "digits-speed": (0.5, 2.0),
   "digits-stride": (1, 4),
   "digits-speed-max": (0.5, 2.0),
-  "stash-digits": ("0", "1", "6-0/loss", "full@int8", "full"),
+  "stash-digits": ("0", "1", "4-0/loss", "full@int8", "full"),
 }
 QUICK_SEEDS = 2
 #: The runs whose checkpoints the alignment figure measures: (sweep, knob value).
