@@ -41,13 +41,14 @@ import jax
 import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
 
 import sideways_lab
 from sideways_lab import checkpoint as ckpt
 from sideways_lab import claims, experiments, plotting, provenance, schedule, training
 from sideways_lab.analysis import latency, schedules, timing
 from sideways_lab.graph import chain_edges, skip_edges
-from sideways_lab.models import EXACT_TWIN, SCHEMES
+from sideways_lab.models import SCHEMES
 
 
 @dataclasses.dataclass
@@ -101,8 +102,9 @@ STASH_VALUES = ("0", "1", "6-0-0", "0-4-0", "0-0-2", "6-4-0", "6-0-2", "0-4-2", 
 LOSS_PAIRED = ("6-0-0/loss", "0-4-0/loss", "6-4-0/loss", "6-0-2/loss")
 #: The full stash stored in bfloat16 and in int8 with a per-tensor scale.
 COMPRESSED = ("full@bfloat16", "full@int8")
-#: The reversible chain's values: its Sideways, carry-down and its exact twin.
-REVERSIBLE_VALUES = ("0", "carry", "full")
+#: The reversible chain's values: its Sideways, carry-down (also with unit 1's frames stored in
+#: int8), the full stash compressed, and its exact twin.
+REVERSIBLE_VALUES = ("0", "carry", "carry@int8", "full@bfloat16", "full@int8", "full")
 #: Seeds of the sweeps that decide claims C1, C2, C3 and C5 (docs/design.md §9).
 CLAIM_SEEDS = 5
 #: The head's other readout (global max pooling), for the robustness of claims C1–C3.
@@ -187,6 +189,8 @@ SWEEPS: dict[str, dict] = {
     overrides=dict(data=dict(speed=4.0), model=dict(reversible=True)),
   ),
 }
+#: The stash frontier's sweeps: today's digits chain and the chain with reversible units.
+STASH_SWEEPS = ("stash-digits", "stash-digits-rev")
 #: The next-frame sweeps (every anchor and setting) that the next-frame figure draws.
 NEXT_FRAME_SWEEPS = tuple(n for n in SWEEPS if n.startswith("next-frame-"))
 #: The next-frame sweeps of anchor "newest" (one per horizon), which decide claim C4.
@@ -198,6 +202,7 @@ QUICK_VALUES = {
   "digits-stride": (1, 4),
   "digits-speed-max": (0.5, 2.0),
   "stash-digits": ("0", "1", "4-0/loss", "full@int8", "full"),
+  "stash-digits-rev": ("0", "carry", "full"),
 }
 QUICK_SEEDS = 2
 #: The runs whose checkpoints the alignment figure measures: (sweep, knob value).
@@ -836,7 +841,7 @@ def fig_learning_curves(ctx: Context):
 
 
 #: The sweeps behind each claim's effect against the budget (C1–C5).
-CLAIM_SWEEPS = ("digits-speed", "motion-classes", *NEXT_FRAME_SWEEPS, "stash-digits")
+CLAIM_SWEEPS = ("digits-speed", "motion-classes", *NEXT_FRAME_SWEEPS, *STASH_SWEEPS)
 
 
 def _claim_inputs(ctx: Context) -> tuple[dict, dict, dict]:
@@ -922,58 +927,105 @@ def fig_claim_budgets(ctx: Context):
   return fig
 
 
+#: How the stash frontier draws each kind of stash (:func:`stash_kind`): marker and label.
+STASH_KINDS = {
+  "none": ("o", "Sideways (no stash)"),
+  "stash": ("s", "stash (per unit or uniform)"),
+  "loss": ("v", "stash, loss pairing"),
+  "compressed": ("D", "full stash, compressed"),
+  "carry": ("*", "carry-down"),
+  "exact": ("o", "exact twin (full stash)"),
+}
+
+
+def stash_kind(value: str) -> str:
+  """The kind of a stash knob value (:data:`STASH_KINDS`): "none" ("0"), "exact" ("full"),
+  "carry" (any carry-down), "compressed" (``@bfloat16``/``@int8``), "loss" (``/loss``) or
+  "stash"."""
+  value = str(value)
+  if value == "0":
+    return "none"
+  if value == "full":
+    return "exact"
+  if "carry" in value:
+    return "carry"
+  if "@" in value:
+    return "compressed"
+  return "loss" if "/loss" in value else "stash"
+
+
 @_figure(
   "stash_frontier",
-  sweeps=("stash-digits",),
-  sentence="The stash knob: test accuracy (mean ± std over seeds) against the memory of each "
-  "stash allocation, from the approximate scheme (no stash) to its exact twin (the full "
-  "stash), with uniform depths 1 and 2 and every per-unit choice of full lag or nothing; the "
-  "line joins the best allocation at each memory; tests claim C5.",
+  sweeps=STASH_SWEEPS,
+  sentence="Every way to close Sideways' gap at 4 px/frame: test accuracy (mean and 95 % "
+  "t-interval over seeds) against the bytes each keeps beyond Sideways for one batch, on "
+  "today's digits chain (left: per-unit and uniform stashes, the loss pairing, the full stash "
+  "in bfloat16 and int8) and on the chain whose hidden units are reversible (right: "
+  "carry-down beside that chain's own Sideways and exact twin); the band is the exact twin's "
+  "interval and the dotted line 0.02 below its mean; the line joins the best point at each "
+  "memory; tests claim C5.",
 )
 def fig_stash_frontier(ctx: Context):
-  names = ("stash-digits",)
-  fig, axes = plotting.new_figure(1, len(names), figsize=(5.6 * len(names), 4.0))
-  for ax, name in zip(axes[0], names):
-    df = ctx.sweep(name)
-    front = claims.stash_frontier(df)
-    scheme = next(s for s in front.scheme if s in EXACT_TWIN)
-    kib = front.stash_bytes / 2**10
-    labelled: dict[float, int] = {}  # labels already at this memory, stacked downwards
-    for r, x in zip(front.itertuples(), kib):
-      exact = r.value == "full"
-      kw = plotting.scheme_kwargs(r.scheme, marker=True)
-      ax.errorbar(
-        x,
-        r.accuracy,
-        yerr=r.accuracy_std,
-        fmt=kw.get("marker", "o"),
-        color=kw["color"],
-        mfc="white" if exact else kw["color"],
-        capsize=3,
-        ms=6,
-      )
-      n = labelled[x] = labelled.get(x, -1) + 1
-      ax.annotate(
-        r.value, (x, r.accuracy), textcoords="offset points", xytext=(4, 4 - 9 * n), fontsize=7
-      )
-    best = front[front.frontier]
-    ax.plot(
-      best.stash_bytes / 2**10, best.accuracy, color=plotting.scheme_color(scheme), lw=1.2, ls="-"
+  fig, axes = plotting.new_figure(1, len(STASH_SWEEPS), figsize=(12.4, 4.4), sharey=True)
+  for ax, name in zip(axes[0], STASH_SWEEPS):
+    _frontier_panel(ax, ctx.sweep(name), name, ctx.quick)
+  handles = [
+    Line2D(
+      [],
+      [],
+      ls="",
+      marker=m,
+      color=plotting.scheme_color("sideways"),
+      label=label,
+      mfc="white" if kind == "exact" else plotting.scheme_color("sideways"),
     )
-    task, speed = (
-      df.task.iloc[0],
-      float(sweep_spec(name, ctx.quick).get("overrides", {}).get("data", {}).get("speed", 0)),
-    )
-    ax.set_title(
-      f"{task} at {speed:g} px/frame: {plotting.scheme_label(scheme)} → its exact twin "
-      f"({df.seed.nunique()} seeds)",
-      fontsize=10,
-    )
-    ax.set_xlabel("stash memory per batch (KiB)")
-    ax.set_ylabel("test clip accuracy")
-    if "chance" in df and df.chance.notna().any():
-      ax.axhline(float(df.chance.dropna().iloc[0]), color="#777777", ls=":", lw=1.1)
+    for kind, (m, label) in STASH_KINDS.items()
+  ]
+  axes[0][-1].legend(handles=handles, loc="lower right", fontsize=7.5)
   return fig
+
+
+def _frontier_panel(ax, df, name: str, quick: bool) -> None:
+  """One chain's stash frontier (:func:`fig_stash_frontier`)."""
+  front = claims.stash_frontier(df)
+  color = plotting.scheme_color("sideways")
+  kib = front.stash_bytes / 2**10
+  full = front[front.value == "full"].iloc[0]
+  exact = df[df.value.astype(str) == "full"].accuracy
+  iv = claims.t_interval(exact) if len(exact) > 1 else None
+  if iv is not None:
+    ax.axhspan(iv.low, iv.high, color=color, alpha=0.10, lw=0)
+  ax.axhline(full.accuracy - claims.STASH_CLOSE, color=color, ls=":", lw=1.0)
+  labelled: dict[float, int] = {}  # labels already at this memory, stacked downwards
+  for r, x in zip(front.itertuples(), kib):
+    kind = stash_kind(r.value)
+    acc = df[(df.value.astype(str) == r.value) & (df.scheme == r.scheme)].accuracy
+    half = (claims.t_interval(acc).high - r.accuracy) if len(acc) > 1 else 0.0
+    ax.errorbar(
+      x,
+      r.accuracy,
+      yerr=half,
+      fmt=STASH_KINDS[kind][0],
+      color=color,
+      mfc="white" if kind == "exact" else color,
+      capsize=3,
+      ms=8 if kind == "carry" else 6,
+    )
+    n = labelled[x] = labelled.get(x, -1) + 1
+    ax.annotate(
+      r.value, (x, r.accuracy), textcoords="offset points", xytext=(5, 4 - 9 * n), fontsize=7
+    )
+  best = front[front.frontier]
+  ax.plot(best.stash_bytes / 2**10, best.accuracy, color=color, lw=1.0, alpha=0.7)
+  speed = float(sweep_spec(name, quick).get("overrides", {}).get("data", {}).get("speed", 0))
+  chain = "reversible chain" if name.endswith("-rev") else "chain"
+  ax.set_title(
+    f"{df.task.iloc[0]} at {speed:g} px/frame, {chain} ({df.seed.nunique()} seeds)", fontsize=10
+  )
+  ax.set_xlabel("bytes beyond Sideways per batch (KiB)")
+  ax.set_ylabel("test clip accuracy")
+  if "chance" in df and df.chance.notna().any():
+    ax.axhline(float(df.chance.dropna().iloc[0]), color="#777777", ls=":", lw=1.1)
 
 
 def measured_costs(quick: bool):

@@ -222,8 +222,9 @@ class TrainConfig:
         f"stash={self.stash!r} applies to the sideways method only; scheme {self.scheme!r} "
         f"uses {method_of(self.scheme)!r} (its exact twin is stash='full')"
       )
-    if self.stash != 0:
-      schedule.check_stash(build_graph(self.model, self.scheme), self.stash)
+    if self.stash != 0 or self.model.reversible:  # a graph the scheme and stash can run on
+      graph = build_graph(self.model, self.scheme)
+      schedule.check_stash(graph, self.stash)
     if self.schedule not in SCHEDULES:
       raise ValueError(f"schedule must be one of {SCHEDULES}, got {self.schedule!r}")
     if self.optimizer not in OPTIMIZERS:

@@ -11,7 +11,7 @@ import pytest
 
 import sideways_lab as sl
 from sideways_lab import experiments as ex
-from sideways_lab import graph, provenance, tasks
+from sideways_lab import graph, provenance, schedule, tasks
 
 # ---------------------------------------------------------------------------------------------
 # Data and tasks
@@ -405,8 +405,40 @@ def test_stash_values_and_subsets():
     ex.check_values("stash", "x")
   subsets = ex.stash_subsets(graph.chain_edges(4))  # exact lags 6, 4, 2
   assert subsets == ("6-0-0", "0-4-0", "0-0-2", "6-4-0", "6-0-2", "0-4-2")
-  cfg = ex.run_config("digits", "sideways", "stash", "6-0-2", 0, quick=True)
+  cfg = ex.run_config("digits", "sideways", "stash", "6-0-2", 0)
   assert cfg.stash == (6, 0, 2) and cfg.scheme == "sideways"
+  with pytest.raises(ValueError, match="one depth per unit"):  # the quick network has L = 3
+    ex.run_config("digits", "sideways", "stash", "6-0-2", 0, quick=True)
+
+
+@pytest.mark.parametrize(
+  "label, stash",
+  [
+    ("carry", "carry"),
+    ("6-carry-0", (6, "carry", 0)),
+    ("6-0-0/loss", schedule.Stash((6, 0, 0), "loss")),
+    ("full@int8", schedule.Stash("full", dtype="int8")),
+    ("carry/loss@bfloat16", schedule.Stash("carry", "loss", "bfloat16")),
+  ],
+)
+def test_stash_labels_with_options_read_back(label, stash):
+  assert ex.parse_stash(label) == stash and ex.stash_label(stash) == label
+  assert ex.stash_label(ex.parse_stash("6-0-0/activation@float32")) == "6-0-0"  # defaults
+
+
+def test_stash_options_are_runs_of_their_own():
+  rev = dict(data=dict(speed=4.0), model=dict(reversible=True))
+  int8 = ex.run_config("digits", "sideways", "stash", "full@int8", 0, quick=True)
+  assert int8.scheme == "sideways" and int8.stash == schedule.Stash("full", dtype="int8")
+  carry = ex.run_config("digits", "sideways", "stash", "carry", 0, quick=True, overrides=rev)
+  full = ex.run_config("digits", "sideways", "stash", "full", 0, quick=True, overrides=rev)
+  assert (carry.scheme, full.scheme) == ("sideways", "sideways_exact")
+  assert carry.model.reversible and full.model.reversible
+  assert len({ex.run_key(c) for c in (int8, carry, full)}) == 3
+  with pytest.raises(ValueError, match="whole stash"):
+    ex.parse_stash("6-full")
+  with pytest.raises(ValueError, match="not reversible"):
+    ex.run_config("digits", "sideways", "stash", "carry", 0, quick=True)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from sideways_lab import checkpoint as ckpt
-from sideways_lab import training
+from sideways_lab import schedule, training
 from sideways_lab.models import SCHEMES
 
 
@@ -198,3 +198,51 @@ def test_stash_is_validated_and_only_for_sideways():
     training.default_config("digits", "sideways", quick=True, stash=-1)
   with pytest.raises(ValueError, match="sideways method only"):
     training.default_config("digits", "backprop", quick=True, stash=1)
+
+
+def test_stash_options_and_carry_in_configs():
+  Stash = schedule.Stash
+  plain = training.default_config("digits", "sideways", quick=True, stash=[2, 0])
+  same = training.default_config("digits", "sideways", quick=True, stash=Stash((2, 0)))
+  assert same == plain and same.to_dict() == plain.to_dict()  # default options: plain depths
+  loss = training.default_config("digits", "sideways", quick=True, stash=Stash([4, 0], "loss"))
+  assert loss.stash == Stash((4, 0), "loss")
+  assert loss.to_dict()["stash"] == {"depths": [4, 0], "pairing": "loss", "dtype": "float32"}
+  assert training.TrainConfig.from_dict(json.loads(json.dumps(loss.to_dict()))) == loss
+  assert hash(loss) == hash(training.TrainConfig.from_dict(loss.to_dict()))  # jit cache key
+  rev = dict(model=dict(reversible=True))
+  carry = training.default_config("digits", "sideways", quick=True, stash="carry", **rev)
+  assert carry.model.reversible and carry.to_dict()["model"]["reversible"] is True
+  assert training.Trainer(carry).graph.reversible_units == (2,)
+  assert "reversible" not in plain.to_dict()["model"]  # old run keys stay valid
+  for bad, match in (
+    (dict(stash="carry"), "not reversible"),
+    (dict(stash=Stash("full", dtype="fp8")), "dtype must be one of"),
+    (dict(stash=Stash(2, pairing="input")), "pairing must be one of"),
+    (dict(stash={"depths": 2, "bits": 8}), "depths, pairing and dtype"),
+    (dict(stash=[6, 0]), "r_1 = 4"),
+  ):
+    with pytest.raises(ValueError, match=match):
+      training.default_config("digits", "sideways", quick=True, **bad)
+  with pytest.raises(ValueError, match="needs a chain scheme"):
+    training.default_config("digits", "skip_sideways", quick=True, **rev)
+
+
+def test_carry_down_trains_like_the_exact_twin():
+  """On the reversible chain, carry-down is the exact twin's gradient (§5): a few SGD steps of
+  each from one seed end at the same parameters to float32 rounding (Adam would turn the
+  rounding noise of a gradient that is zero in exact arithmetic, e.g. a bias before a norm,
+  into a full step)."""
+  rev = dict(model=dict(reversible=True), steps=3, optimizer="sgd", learning_rate=0.1)
+  carry = training.Trainer(
+    training.default_config("digits", "sideways", quick=True, stash="carry", **rev)
+  )
+  exact = training.Trainer(training.default_config("digits", "sideways_exact", quick=True, **rev))
+  out = []
+  for tr in (carry, exact):
+    params, opt = tr.init()
+    for step in range(3):
+      params, opt, _ = tr.train_step(params, opt, step)
+    out.append(params)
+  for a, b in zip(jax.tree_util.tree_leaves(out[0]), jax.tree_util.tree_leaves(out[1])):
+    np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
