@@ -1152,7 +1152,7 @@ def claim_c5(stash: dict, curves: dict | None = None) -> Claim:
 
   ``stash`` maps a stash sweep's key ("digits", "digits-rev": :func:`stash_network`) to its
   results, each with its own exact twin (value "full"). A way of keeping less (any value with
-  fewer ``stash_bytes`` than the full stash: an allocation under either pairing, a compressed
+  fewer ``stash_bytes`` than the full stash: a per-unit or uniform allocation, a compressed
   store, carry-down) recovers the exact twin at a budget when the 95 % interval of its paired
   accuracy gap lies above −:data:`STASH_CLOSE` (non-inferiority) and fails when it lies
   below; the claim holds on a network at a budget where one of them recovers, fails where
@@ -1189,7 +1189,7 @@ def claim_c5(stash: dict, curves: dict | None = None) -> Claim:
     "with the exact twin of its network, at every held-out evaluation of the last half of the "
     f"runs, {seeds} seeds, on "
     + "; ".join(f"{stash_network(k)} ({v})" for k, v in values.items())
-    + " (per unit: s_1-s_2-…; /loss: the loss pairing; @: the stored dtype); the way shown is "
+    + " (per unit: s_1-s_2-…; @: the stored dtype); the way shown is "
     "the cheapest that recovers the exact twin at the full budget, else the closest cheaper one",
     "; ".join(f"{stash_network(k)}: {t.numbers}" for k, t in tasks.items()),
     r,

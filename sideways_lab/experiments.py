@@ -163,17 +163,12 @@ def check_knob(knob) -> str:
 
 def stash_label(stash) -> str:
   """The knob value of a stash: its depths ("0", "2", "full", "carry", per unit "6-0-2" or
-  "6-carry-0"), then ``/loss`` for the "loss" pairing and ``@bfloat16`` or ``@int8`` for a
-  compressed store (:class:`~sideways_lab.schedule.Stash`): e.g. "6-0-0/loss", "full@int8".
+  "6-carry-0"), then ``@bfloat16`` or ``@int8`` for a compressed store
+  (:class:`~sideways_lab.schedule.Stash`): e.g. "full@int8".
   :func:`parse_stash` reads it back."""
   stash = training.check_stash(stash)
   if isinstance(stash, schedule.Stash):
-    label = stash_label(stash.depths)
-    if stash.pairing != schedule.PAIRINGS[0]:
-      label += f"/{stash.pairing}"
-    if stash.dtype != schedule.STASH_DTYPES[0]:
-      label += f"@{stash.dtype}"
-    return label
+    return f"{stash_label(stash.depths)}@{stash.dtype}"
   if isinstance(stash, tuple):
     return "-".join(str(s) for s in stash)
   return str(stash)
@@ -193,28 +188,25 @@ def stash_subsets(graph) -> tuple[str, ...]:
 
 
 def parse_stash(value) -> int | str | tuple | schedule.Stash:
-  """A stash knob value (:func:`stash_label`: "0", 2, "full", "carry", "6-0-2", "6-0-0/loss",
-  "full@int8"; or what ``sl.gradients`` takes) as ``sl.gradients`` takes it."""
+  """A stash knob value (:func:`stash_label`: "0", 2, "full", "carry", "6-0-2", "full@int8";
+  or what ``sl.gradients`` takes) as ``sl.gradients`` takes it."""
   if not isinstance(value, (str, int, np.integer)):
     return training.check_stash(value)
-  text, dtype, pairing = str(value).strip(), schedule.STASH_DTYPES[0], schedule.PAIRINGS[0]
+  text, dtype = str(value).strip(), schedule.STASH_DTYPES[0]
   if "@" in text:
     text, dtype = text.split("@", 1)
-  if "/" in text:
-    text, pairing = text.split("/", 1)
   parts = text.split("-")
   try:
     depths = tuple(p if p in (schedule.FULL, schedule.CARRY) else int(p) for p in parts)
   except ValueError:
     raise ValueError(
       f'values of stash must be ints >= 0, "full", "carry" or per-unit depths like "6-0-2", '
-      f'with "/loss" for the loss pairing and "@bfloat16" or "@int8" for a compressed '
-      f"store, got {value!r}"
+      f'with "@bfloat16" or "@int8" for a compressed store, got {value!r}'
     ) from None
   if len(depths) > 1 and schedule.FULL in depths:
     raise ValueError(f'"full" is a whole stash, not a unit\'s depth, got {value!r}')
   depths = depths[0] if len(depths) == 1 else depths
-  return training.check_stash(schedule.Stash(depths, pairing, dtype))
+  return training.check_stash(schedule.Stash(depths, dtype))
 
 
 def check_values(knob: str, values) -> tuple:

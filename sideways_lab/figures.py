@@ -96,10 +96,6 @@ NEXT_FRAME_SEEDS = 5
 #: or nothing (:func:`sideways_lab.experiments.stash_subsets`), and the full stash (the exact
 #: twin).
 STASH_VALUES = ("0", "1", "6-0-0", "0-4-0", "0-0-2", "6-4-0", "6-0-2", "0-4-2", "full")
-#: The allocations of :data:`STASH_VALUES` whose messages wait in delay lines under the default
-#: pairing, paired instead with the input of the frame the loss came from (``/loss``,
-#: docs/design.md §5; elsewhere the two pairings are one gradient).
-LOSS_PAIRED = ("6-0-0/loss", "0-4-0/loss", "6-4-0/loss", "6-0-2/loss")
 #: The full stash stored in bfloat16 and in int8 with a per-tensor scale.
 COMPRESSED = ("full@bfloat16", "full@int8")
 #: The reversible chain's values: its Sideways, carry-down (also with unit 1's frames stored in
@@ -173,7 +169,7 @@ SWEEPS: dict[str, dict] = {
   "stash-digits": dict(
     task="digits",
     knob="stash",
-    values=STASH_VALUES + LOSS_PAIRED + COMPRESSED,
+    values=STASH_VALUES + COMPRESSED,
     schemes=("sideways",),
     seeds=CLAIM_SEEDS,
     overrides=dict(data=dict(speed=4.0)),
@@ -201,7 +197,7 @@ QUICK_VALUES = {
   "digits-speed": (0.5, 2.0),
   "digits-stride": (1, 4),
   "digits-speed-max": (0.5, 2.0),
-  "stash-digits": ("0", "1", "4-0/loss", "full@int8", "full"),
+  "stash-digits": ("0", "1", "4-0", "full@int8", "full"),
   "stash-digits-rev": ("0", "carry", "full"),
 }
 QUICK_SEEDS = 2
@@ -931,7 +927,6 @@ def fig_claim_budgets(ctx: Context):
 STASH_KINDS = {
   "none": ("o", "Sideways (no stash)"),
   "stash": ("s", "stash (per unit or uniform)"),
-  "loss": ("v", "stash, loss pairing"),
   "compressed": ("D", "full stash, compressed"),
   "carry": ("*", "carry-down"),
   "exact": ("o", "exact twin (full stash)"),
@@ -940,8 +935,7 @@ STASH_KINDS = {
 
 def stash_kind(value: str) -> str:
   """The kind of a stash knob value (:data:`STASH_KINDS`): "none" ("0"), "exact" ("full"),
-  "carry" (any carry-down), "compressed" (``@bfloat16``/``@int8``), "loss" (``/loss``) or
-  "stash"."""
+  "carry" (any carry-down), "compressed" (``@bfloat16``/``@int8``) or "stash"."""
   value = str(value)
   if value == "0":
     return "none"
@@ -949,9 +943,7 @@ def stash_kind(value: str) -> str:
     return "exact"
   if "carry" in value:
     return "carry"
-  if "@" in value:
-    return "compressed"
-  return "loss" if "/loss" in value else "stash"
+  return "compressed" if "@" in value else "stash"
 
 
 @_figure(
@@ -959,8 +951,8 @@ def stash_kind(value: str) -> str:
   sweeps=STASH_SWEEPS,
   sentence="Every way to close Sideways' gap at 4 px/frame: test accuracy (mean and 95 % "
   "t-interval over seeds) against the bytes each keeps beyond Sideways for one batch, on "
-  "today's digits chain (left: per-unit and uniform stashes, the loss pairing, the full stash "
-  "in bfloat16 and int8) and on the chain whose hidden units are reversible (right: "
+  "today's digits chain (left: per-unit and uniform stashes, the full stash in bfloat16 and "
+  "int8) and on the chain whose hidden units are reversible (right: "
   "carry-down beside that chain's own Sideways and exact twin); the band is the exact twin's "
   "interval and the dotted line 0.02 below its mean; the line joins the best point at each "
   "memory; tests claim C5.",

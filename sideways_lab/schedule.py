@@ -252,11 +252,6 @@ def latency(graph, scheme: str | None = None) -> Latency:
 
 FULL = "full"
 CARRY = "carry"
-#: How a stashing unit pairs a message with a past input (docs/design.md §5): "activation"
-#: (the input that produced the activation at which the unit above evaluated the message; a
-#: message to a unit that stashes more than its reader waits in a delay line) or "loss" (the
-#: input s_k ticks before the message's arrival: no message waits).
-PAIRINGS = ("activation", "loss")
 #: How a stash stores its inputs: as they are, in bfloat16, or in int8 with one scale per
 #: stored tensor (``max |x| / 127``).
 STASH_DTYPES = ("float32", "bfloat16", "int8")
@@ -269,25 +264,17 @@ class Stash:
   Attributes:
     depths: what a plain ``stash`` argument gives: an int >= 0, ``"full"``, ``"carry"`` or a
       per-unit tuple of depths and ``"carry"``.
-    pairing: one of :data:`PAIRINGS`: ``"activation"`` (the default, what a plain stash does)
-      or ``"loss"`` (no message waits).
     dtype: one of :data:`STASH_DTYPES`: the stashed inputs (the history rows a stash adds) are
       stored in this dtype, so the VJP sees them after the round trip (``float32``: exact).
   """
 
   depths: object = 0
-  pairing: str = "activation"
   dtype: str = "float32"
 
 
 def _plain(stash):
   """The depths of a :class:`Stash`, or ``stash`` itself."""
   return stash.depths if isinstance(stash, Stash) else stash
-
-
-def stash_pairing(stash) -> str:
-  """The pairing of ``stash`` (:data:`PAIRINGS`; "activation" unless a :class:`Stash` says)."""
-  return stash.pairing if isinstance(stash, Stash) else PAIRINGS[0]
 
 
 def stash_dtype(stash) -> str:
@@ -343,10 +330,8 @@ def check_stash(graph, stash) -> None:
   """Raises a ValueError naming ``stash`` unless it is an int >= 0, ``"full"``, ``"carry"``
   or a per-unit sequence ``(s_1, ..., s_{L-1})`` with ``0 <= s_k <= r_k`` (:func:`exact_lags`)
   or ``s_k = "carry"`` where unit k can carry (:func:`why_not_carry`), or a :class:`Stash` of
-  such depths with a known pairing and dtype."""
+  such depths with a known storage dtype."""
   if isinstance(stash, Stash):
-    if stash.pairing not in PAIRINGS:
-      raise ValueError(f"Stash.pairing must be one of {PAIRINGS}, got {stash.pairing!r}")
     if stash.dtype not in STASH_DTYPES:
       raise ValueError(f"Stash.dtype must be one of {STASH_DTYPES}, got {stash.dtype!r}")
     if isinstance(stash.depths, Stash):
@@ -478,14 +463,12 @@ def message_waits(graph, stash=0) -> dict[tuple[int, int], int]:
 
   ``w = max(0, s_j - s_k - d - 2)``: the message unit k sends at tick τ is about
   ``out_j^{τ - s_k - 1 - d}``, which unit j differentiates at tick ``τ - s_k - 1 - d + s_j``;
-  a message normally arrives at ``τ + 1``. With ``stash=0`` every wait is 0 (Sideways), and
-  with the pairing "loss" (:class:`Stash`) too.
+  a message normally arrives at ``τ + 1``. With ``stash=0`` every wait is 0 (Sideways).
   """
   edges = _edges_of(graph)
   s = _depths(graph, stash)
-  keep = stash_pairing(stash) == PAIRINGS[0]
   return {
-    (k, e): max(0, s[j] - s[k] - d - 2) if keep else 0
+    (k, e): max(0, s[j] - s[k] - d - 2)
     for k, es in edges.items()
     for e, (j, d) in enumerate(es)
     if j >= 1

@@ -92,25 +92,23 @@ __all__ = [
 def check_stash(stash) -> int | str | tuple | schedule.Stash:
   """``stash`` as the engine takes it: an int >= 0, "full", "carry", a tuple of per-unit ints
   >= 0 and "carry" (a list, as JSON stores it, becomes a tuple), or a
-  :class:`~sideways_lab.schedule.Stash` of those with its pairing and storage dtype (a dict
-  ``{"depths", "pairing", "dtype"}``, as JSON stores it, becomes one). A Stash with the default
-  pairing and dtype is its plain depths, so equal stashes have one form (and one run key).
+  :class:`~sideways_lab.schedule.Stash` of those with its storage dtype (a dict
+  ``{"depths", "dtype"}``, as JSON stores it, becomes one). A Stash in float32 is its plain
+  depths, so equal stashes have one form (and one run key).
   Errors name ``stash``; whether the graph allows the depths is checked by
   :class:`TrainConfig` (``schedule.check_stash``)."""
   if isinstance(stash, dict):
-    unknown = set(stash) - {"depths", "pairing", "dtype"}
+    unknown = set(stash) - {"depths", "dtype"}
     if unknown:
-      raise ValueError(f"stash as a dict takes depths, pairing and dtype, got {sorted(unknown)}")
+      raise ValueError(f"stash as a dict takes depths and dtype, got {sorted(unknown)}")
     stash = schedule.Stash(**stash)
   if isinstance(stash, schedule.Stash):
-    if stash.pairing not in schedule.PAIRINGS:
-      raise ValueError(f"stash pairing must be one of {schedule.PAIRINGS}, got {stash.pairing!r}")
     if stash.dtype not in schedule.STASH_DTYPES:
       raise ValueError(f"stash dtype must be one of {schedule.STASH_DTYPES}, got {stash.dtype!r}")
     if isinstance(stash.depths, (schedule.Stash, dict)):
       raise ValueError("stash depths must be plain depths, not another Stash")
     depths = check_stash(stash.depths)
-    if (stash.pairing, stash.dtype) == (schedule.PAIRINGS[0], schedule.STASH_DTYPES[0]):
+    if stash.dtype == schedule.STASH_DTYPES[0]:
       return depths
     return dataclasses.replace(stash, depths=depths)
   if isinstance(stash, str) and stash in (schedule.FULL, schedule.CARRY):
@@ -128,7 +126,7 @@ def check_stash(stash) -> int | str | tuple | schedule.Stash:
 def stash_to_json(stash):
   """A checked ``stash`` (:func:`check_stash`) as JSON-ready plain values."""
   if isinstance(stash, schedule.Stash):
-    return {"depths": stash_to_json(stash.depths), "pairing": stash.pairing, "dtype": stash.dtype}
+    return {"depths": stash_to_json(stash.depths), "dtype": stash.dtype}
   return list(stash) if isinstance(stash, tuple) else stash
 
 
@@ -158,7 +156,7 @@ class TrainConfig:
       pushing a fresh network onto the plateau where its logits ignore the input.
     stash: the ``stash`` of ``sl.gradients`` for the ``sideways`` method (an int >= 0,
       "full", "carry", a tuple of per-unit depths and "carry", or a
-      :class:`~sideways_lab.schedule.Stash` with its pairing and storage dtype; docs/design.md
+      :class:`~sideways_lab.schedule.Stash` with its storage dtype; docs/design.md
       §5, :func:`check_stash`); other methods need 0.
     clip_norm: global gradient-norm clipping (0 disables).
     update_every: 0 for one update per clip; K >= 1 for online updates every K ticks.

@@ -167,7 +167,7 @@ def ref_stash_depths(graph, stash=0) -> dict:
   return {k: r[k] if stash == "full" else min(stash, r[k]) for k in r}
 
 
-def ref_sideways(graph, params, video, targets, loss_fn, mask=None, stash=0, pairing="activation"):
+def ref_sideways(graph, params, video, targets, loss_fn, mask=None, stash=0):
   """Sideways with a stash by the letter of docs/design.md §5: a Python loop over the ticks.
 
   Every unit runs its forward at every tick (no idle units); at tick τ unit k takes its VJP
@@ -175,7 +175,6 @@ def ref_sideways(graph, params, video, targets, loss_fn, mask=None, stash=0, pai
   the message on edge (j, d) arrives ``1 + max(0, s_j - s_k - d - 2)`` ticks after it is sent;
   at least ``max(L - 1, max_j s_j)`` drain ticks feed the last frame, more while a non-zero
   message is still on its way (a message that waits can need more). ``stash=0`` is Sideways.
-  ``pairing="loss"``: no message waits.
   """
   B, T = video.shape[:2]
   L = graph.num_units
@@ -223,7 +222,7 @@ def ref_sideways(graph, params, video, targets, loss_fn, mask=None, stash=0, pai
       g_t.append(g)
       for (j, d), m in zip(graph.edges[k], d_inputs):
         if j >= 1:
-          wait = max(0, s[j] - s[k] - d - 2) if pairing == "activation" else 0
+          wait = max(0, s[j] - s[k] - d - 2)
           arrive = t + 1 + wait
           cot[(j, arrive)] = cot.get((j, arrive), 0.0) + m
     per_tick.append(g_t)

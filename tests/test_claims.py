@@ -127,14 +127,14 @@ def test_stash_frontier_and_c5():
 
 def test_c5_reads_each_network_against_its_own_twin():
   chain = _stash(
-    {"0": (0, -0.2), "6-0-0/loss": (96, -0.08), "full@int8": (216, -0.05), "full": (864, 0)}
+    {"0": (0, -0.2), "0-0-2": (256, -0.08), "full@int8": (216, -0.05), "full": (864, 0)}
   )
   rev = _stash({"0": (0, -0.2), "carry": (352, 0.002), "full@int8": (216, -0.06), "full": (864, 0)})
   c5 = cl.claim_c5({"digits": chain, "digits-rev": rev})
   assert c5.verdict == cl.PARTLY
   assert "the reversible digits chain the accuracy gap of carry (352 KiB, 41% of" in c5.summary
   assert "not on the digits chain (not reproduced)" in c5.why
-  assert "the digits chain: exact twin" in c5.numbers and "6-0-0/loss (96 KiB)" in c5.numbers
+  assert "the digits chain: exact twin" in c5.numbers and "0-0-2 (256 KiB)" in c5.numbers
   both = cl.claim_c5({"digits-rev": rev, "digits": rev})
   assert both.verdict == cl.REPRODUCED
 

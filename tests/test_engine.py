@@ -556,7 +556,7 @@ def test_carry_down_streams_in_chunks_like_a_whole_clip():
   assert max_abs_diff(total, whole) < 1e-6 * max_abs(whole)
 
 
-# -- a compressed stash and the pairing of a partial stash (docs/design.md §5) ---------------------
+# -- a compressed stash (docs/design.md §5) ----------------------------------------------------
 
 
 def test_compress_round_trips_by_the_closed_form():
@@ -596,16 +596,3 @@ def test_a_compressed_stash_counts_its_bytes():
   assert nbytes(S("full", dtype="int8")) == 6 * (8 + 4) + 6 * (6 + 4)  # values and a scale
   # the delay line of (6, 0, 0) holds messages: in the activations' dtype
   assert nbytes(S((6, 0, 0), dtype="int8")) == 6 * (8 + 4) + 4 * 6 * 4
-
-
-@pytest.mark.parametrize("stash", [(6, 0, 0), (0, 4, 0), (6, 4, 0), (6, 0, 2)])
-def test_the_loss_pairing_matches_the_direct_reference(stash):
-  """``pairing="loss"``: no message waits, by the letter of docs/design.md §5; it differs from
-  the default pairing wherever a message would wait."""
-  graph, params, video, targets = setup("chain", T=9)
-  S = sl.schedule.Stash
-  grads, _ = sl.gradients(graph, params, video, targets, mse, stash=S(stash, pairing="loss"))
-  ref, _ = ref_sideways(graph, params, video, targets, mse, stash=stash, pairing="loss")
-  assert_trees_close(grads, ref, rtol=1e-4, atol=1e-6)
-  other, _ = sl.gradients(graph, params, video, targets, mse, stash=stash)
-  assert max_abs_diff(grads, other) > 1e-4 * max_abs(other)

@@ -416,14 +416,14 @@ def test_stash_values_and_subsets():
   [
     ("carry", "carry"),
     ("6-carry-0", (6, "carry", 0)),
-    ("6-0-0/loss", schedule.Stash((6, 0, 0), "loss")),
+    ("6-0-0@int8", schedule.Stash((6, 0, 0), "int8")),
     ("full@int8", schedule.Stash("full", dtype="int8")),
-    ("carry/loss@bfloat16", schedule.Stash("carry", "loss", "bfloat16")),
+    ("carry@bfloat16", schedule.Stash("carry", "bfloat16")),
   ],
 )
 def test_stash_labels_with_options_read_back(label, stash):
   assert ex.parse_stash(label) == stash and ex.stash_label(stash) == label
-  assert ex.stash_label(ex.parse_stash("6-0-0/activation@float32")) == "6-0-0"  # defaults
+  assert ex.stash_label(ex.parse_stash("6-0-0@float32")) == "6-0-0"  # the default dtype
 
 
 def test_stash_options_are_runs_of_their_own():

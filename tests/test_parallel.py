@@ -191,7 +191,7 @@ def test_every_method_and_stash_on_one_device_equals_the_engine(route, kind):
     ("sideways", 1),
     ("sideways", r),
     ("sideways", tuple(x // 2 for x in r)),
-    ("sideways", sl.schedule.Stash(tuple(x // 2 for x in r), pairing="loss", dtype="int8")),
+    ("sideways", sl.schedule.Stash(tuple(x // 2 for x in r), dtype="int8")),
   ]:
     ref, rinfo = sl.gradients(graph, params, video, targets, mse, method=method, stash=stash)
     grads, info = par.gradients(

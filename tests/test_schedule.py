@@ -206,27 +206,18 @@ def test_per_unit_stash_in_the_schedule():
 
 
 def test_a_stash_with_options_in_the_schedule():
-  """``Stash(depths, pairing, dtype)``: the depths give the schedule; pairing "loss" removes
-  every wait, its delay lines and the longer drain; a bad option is named."""
+  """``Stash(depths, dtype)``: the depths give the schedule (the storage dtype changes no
+  tick); a bad option is named."""
   edges = sl.chain_edges(4)  # r = (6, 4, 2, 0)
   S = schedule.Stash
   assert schedule.stash_depths(edges, S((6, 0, 0))) == (6, 0, 0, 0)
   assert schedule.message_waits(edges, (6, 0, 0))[(2, 0)] == 4
-  assert schedule.message_waits(edges, S((6, 0, 0), pairing="activation")) == (
-    schedule.message_waits(edges, (6, 0, 0))
-  )
-  loss = S((6, 0, 0), pairing="loss")
-  assert set(schedule.message_waits(edges, loss).values()) == {0}
-  assert schedule.message_lines(edges, loss) == [0] * 5
-  assert schedule.stash_rows(edges, (6, 0, 0)) == (6, 4, 0, 0)  # 4 rows of delay line
-  assert schedule.stash_rows(edges, loss) == (6, 0, 0, 0)
-  assert schedule.drain_ticks(edges, (6, 0, 0)) == 7 and schedule.drain_ticks(edges, loss) == 6
-  # where no message waits, the pairings agree
-  assert schedule.message_waits(edges, S("full", "loss")) == schedule.message_waits(edges, "full")
+  int8 = S((6, 0, 0), dtype="int8")
+  assert schedule.message_waits(edges, int8) == schedule.message_waits(edges, (6, 0, 0))
+  assert schedule.stash_rows(edges, int8) == schedule.stash_rows(edges, (6, 0, 0)) == (6, 4, 0, 0)
+  assert schedule.drain_ticks(edges, int8) == schedule.drain_ticks(edges, (6, 0, 0)) == 7
   assert schedule.static_stash(S([6, 0, 0])) == S((6, 0, 0))
   hash(schedule.static_stash(S([6, 0, 0], dtype="int8")))  # a static argument of jax.jit
-  with pytest.raises(ValueError, match="pairing"):
-    schedule.check_stash(edges, S(0, pairing="frame"))
   with pytest.raises(ValueError, match="dtype"):
     schedule.check_stash(edges, S(0, dtype="float16"))
   with pytest.raises(ValueError, match=r"stash\[0\]"):

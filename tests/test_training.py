@@ -205,11 +205,11 @@ def test_stash_options_and_carry_in_configs():
   plain = training.default_config("digits", "sideways", quick=True, stash=[2, 0])
   same = training.default_config("digits", "sideways", quick=True, stash=Stash((2, 0)))
   assert same == plain and same.to_dict() == plain.to_dict()  # default options: plain depths
-  loss = training.default_config("digits", "sideways", quick=True, stash=Stash([4, 0], "loss"))
-  assert loss.stash == Stash((4, 0), "loss")
-  assert loss.to_dict()["stash"] == {"depths": [4, 0], "pairing": "loss", "dtype": "float32"}
-  assert training.TrainConfig.from_dict(json.loads(json.dumps(loss.to_dict()))) == loss
-  assert hash(loss) == hash(training.TrainConfig.from_dict(loss.to_dict()))  # jit cache key
+  int8 = training.default_config("digits", "sideways", quick=True, stash=Stash([4, 0], "int8"))
+  assert int8.stash == Stash((4, 0), "int8")
+  assert int8.to_dict()["stash"] == {"depths": [4, 0], "dtype": "int8"}
+  assert training.TrainConfig.from_dict(json.loads(json.dumps(int8.to_dict()))) == int8
+  assert hash(int8) == hash(training.TrainConfig.from_dict(int8.to_dict()))  # jit cache key
   rev = dict(model=dict(reversible=True))
   carry = training.default_config("digits", "sideways", quick=True, stash="carry", **rev)
   assert carry.model.reversible and carry.to_dict()["model"]["reversible"] is True
@@ -218,8 +218,7 @@ def test_stash_options_and_carry_in_configs():
   for bad, match in (
     (dict(stash="carry"), "not reversible"),
     (dict(stash=Stash("full", dtype="fp8")), "dtype must be one of"),
-    (dict(stash=Stash(2, pairing="input")), "pairing must be one of"),
-    (dict(stash={"depths": 2, "bits": 8}), "depths, pairing and dtype"),
+    (dict(stash={"depths": 2, "bits": 8}), "depths and dtype"),
     (dict(stash=[6, 0]), "r_1 = 4"),
   ):
     with pytest.raises(ValueError, match=match):

@@ -148,8 +148,8 @@ def stash_alignment(graph, params, video, targets, loss_fn, stash, mask=None) ->
   :func:`alignment` of ``Ĝ(stash) = engine.gradients(..., "sideways", mask, stash)`` with
   ``G = engine.gradients(..., "pipelined_exact", mask)``: cosine, relative error
   ``|Ĝ - G| / |G|``, norm ratio, ... per unit (docs/design.md §5). ``stash`` is any stash
-  ``engine.gradients`` takes, a :class:`sideways_lab.schedule.Stash` with a pairing or a
-  storage dtype included. Shapes as in ``engine.gradients``.
+  ``engine.gradients`` takes, a :class:`sideways_lab.schedule.Stash` with a storage dtype
+  included. Shapes as in ``engine.gradients``.
   """
   estimate, _ = engine.gradients(graph, params, video, targets, loss_fn, "sideways", mask, stash)
   exact, _ = engine.gradients(graph, params, video, targets, loss_fn, "pipelined_exact", mask)

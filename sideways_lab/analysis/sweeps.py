@@ -534,7 +534,6 @@ def sweep_stash(
   *,
   task: str = "digits",
   speed: float = 4.0,
-  pairings: Sequence[str] = schedule.PAIRINGS,
   dtypes: Sequence[str] = ("float32",),
   seeds: int = 3,
   quick=None,
@@ -544,17 +543,15 @@ def sweep_stash(
 
   On the chain of ``task``'s configuration (``training.default_config(task, "sideways")``: the
   network, batch and clips the stash sweeps train with) at ``speed`` pixels per frame, for
-  every stash allocation in ``values`` (``experiments.parse_stash``: "0", "6-0-0", "full", ...),
-  pairing in ``pairings`` and storage dtype in ``dtypes`` (``schedule.Stash``):
+  every stash allocation in ``values`` (``experiments.parse_stash``: "0", "6-0-0", "full", ...)
+  and storage dtype in ``dtypes`` (``schedule.Stash``):
   :func:`~sideways_lab.analysis.alignment.stash_alignment` on the first training batch of seeds
-  0..seeds-1 (parameters of the seed's run). Rows: ``value``, ``pairing``, ``dtype``, ``seed``,
+  0..seeds-1 (parameters of the seed's run). Rows: ``value``, ``dtype``, ``seed``,
   ``unit`` (1..L and "all"), the :data:`METRICS` and ``stash_bytes``
   (``engine.stash_bytes`` for one batch's frame).
   """
   values = [stash_label(parse_stash(v)) for v in values]
-  args = dict(
-    values=values, task=task, speed=float(speed), pairings=list(pairings), dtypes=list(dtypes)
-  )
+  args = dict(values=values, task=task, speed=float(speed), dtypes=list(dtypes))
   args.update(seeds=int(seeds), quick=is_quick(quick))
 
   def compute():
@@ -567,16 +564,13 @@ def sweep_stash(
       params, _ = tr.init()
       video, targets, _ = tr.batch(0)
       for value in values:
-        for pairing in pairings:
-          for dtype in dtypes:
-            stash = schedule.Stash(parse_stash(value), pairing, dtype)
-            al = stash_alignment(
-              tr.graph, params, video, targets, tr.task.loss_fn, stash, tr.task.mask
-            )
-            size = engine.stash_bytes(tr.graph, params, video[:, 0], stash)
-            rows += al.to_rows(
-              value=value, pairing=pairing, dtype=dtype, seed=seed, stash_bytes=size
-            )
+        for dtype in dtypes:
+          stash = schedule.Stash(parse_stash(value), dtype)
+          al = stash_alignment(
+            tr.graph, params, video, targets, tr.task.loss_fn, stash, tr.task.mask
+          )
+          size = engine.stash_bytes(tr.graph, params, video[:, 0], stash)
+          rows += al.to_rows(value=value, dtype=dtype, seed=seed, stash_bytes=size)
     df = pd.DataFrame(rows)
     df.attrs = dict(sweep="sweep_stash", reference="pipelined_exact", **args)
     return df
