@@ -8,12 +8,12 @@
    ``jax.vjp`` per unit, and a Python loop over ticks calling one jitted tick.
 4. Time per training step of each of the five schemes in the experiments' configuration
    (``experiments.budget``) of a task.
-5. The ways to close Sideways' gap on the digits chain (its configuration, 4 px/frame): a
-   partial stash under both pairings, a compressed stash, carry-down on the reversible chain;
-   time per clip and stash bytes as ratios to the same network's Sideways and full stash.
+
+The ways to close Sideways' gap (stashes, compressed stashes, carry-down) are timed and sized
+by ``benchmarks/bench_stash.py``.
 
 Run: ``python benchmarks/bench_engine.py [--quick] [--rounds N]
-[--tables time,memory,naive,steps,stash] [--tasks digits]``; prints Markdown tables and the
+[--tables time,memory,naive,steps] [--tasks digits]``; prints Markdown tables and the
 load average before and after.
 """
 
@@ -262,72 +262,6 @@ def steps_table(tasks, rounds, quick):
     )
 
 
-def stash_rows(L: int):
-  """(network "chain" or "reversible", label, method, stash) of the stash table for L units."""
-  S = sl.schedule.Stash
-  first = (2 * (L - 1),) + (0,) * (L - 2)  # only unit 1 keeps its exact lag
-  name = "-".join(map(str, first))
-  return [
-    ("chain", "sideways", "sideways", 0),
-    ("chain", "pipelined_exact (full stash)", "pipelined_exact", 0),
-    ("chain", f"stash {name}, pairing activation", "sideways", first),
-    ("chain", f"stash {name}, pairing loss", "sideways", S(first, pairing="loss")),
-    ("chain", "full stash in bfloat16", "sideways", S("full", dtype="bfloat16")),
-    ("chain", "full stash in int8", "sideways", S("full", dtype="int8")),
-    ("reversible", "sideways", "sideways", 0),
-    ("reversible", "pipelined_exact (full stash)", "pipelined_exact", 0),
-    ("reversible", "carry-down", "sideways", "carry"),
-  ]
-
-
-def stash_table(rounds, quick):
-  """Time per clip and stash bytes of :func:`stash_rows` on the digits configuration."""
-  from sideways_lab import models, training
-
-  cfg = training.default_config("digits", "sideways", quick=quick, data=dict(speed=4.0))
-  tr = training.Trainer(cfg)
-  video, targets, _ = tr.batch(0)
-  graphs = {"chain": tr.graph, "reversible": models.reversible_chain(cfg.model)}
-  params = {n: g.init(jax.random.PRNGKey(0), video[:, 0]) for n, g in graphs.items()}
-  mask, loss_fn = tr.task.mask, tr.task.loss_fn
-  fns = {
-    (n, label): jax.jit(
-      lambda p, v, y, g=graphs[n], m=m, st=st: sl.gradients(
-        g, p, v, y, loss_fn, m, mask, st if m == "sideways" else 0, check_finite=False
-      )[0]
-    )
-    for n, label, m, st in stash_rows(tr.graph.num_units)
-  }
-  for (n, _), f in fns.items():
-    jax.block_until_ready(f(params[n], video, targets))  # compile
-  times = {key: [] for key in fns}
-  for _ in range(rounds):
-    for (n, label), f in fns.items():
-      t0 = time.perf_counter()
-      jax.block_until_ready(f(params[n], video, targets))
-      times[(n, label)].append(time.perf_counter() - t0)
-  t = {key: statistics.median(ts) for key, ts in times.items()}
-  frame = video[:, 0]
-  m, d = cfg.model, cfg.data
-  print(
-    f"\nstash table: the digits configuration (L={m.num_units}, width {m.width}, "
-    f"B={cfg.batch_size}, {d.size[0]}x{d.size[1]}x1, T={d.num_frames}, {d.speed} px/frame), "
-    f"median of {rounds} rounds"
-  )
-  print(
-    "\n| network | gradient | ms/clip | time / sideways | stash KiB | bytes / full stash |"
-    "\n|---|---|---:|---:|---:|---:|"
-  )
-  for n, label, m, st in stash_rows(tr.graph.num_units):
-    nbytes = sl.engine.stash_bytes(graphs[n], params[n], frame, "full" if m != "sideways" else st)
-    full = sl.engine.stash_bytes(graphs[n], params[n], frame, "full")
-    print(
-      f"| {n} | {label} | {1e3 * t[(n, label)]:.1f} | "
-      f"**{t[(n, label)] / t[(n, 'sideways')]:.2f}** | {nbytes / 2**10:.0f} | "
-      f"**{nbytes / full:.2f}** |"
-    )
-
-
 def main(argv=None):
   ap = argparse.ArgumentParser()
   ap.add_argument("--quick", action="store_true", help="a small smoke run (seconds)")
@@ -335,7 +269,7 @@ def main(argv=None):
   ap.add_argument(
     "--tables",
     default="time,memory,naive,steps",
-    help="comma-separated subset of time, memory, naive, steps, stash",
+    help="comma-separated subset of time, memory, naive, steps",
   )
   ap.add_argument("--tasks", default="digits", help="tasks of the steps table (comma-separated)")
   args = ap.parse_args(argv)
@@ -363,8 +297,6 @@ def main(argv=None):
     naive_table(graphs, params, video, labels)
   if "steps" in tables:
     steps_table(args.tasks.split(","), args.rounds, args.quick)
-  if "stash" in tables:
-    stash_table(args.rounds, args.quick)
   print(f"\nload average after: {os.getloadavg()}")
 
 

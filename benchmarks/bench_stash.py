@@ -6,11 +6,13 @@ today's chain (``models.build_graph(config, "sideways")``) and the reversible ch
 (``models.reversible_chain(config)``), every way of closing the gap is one jitted
 ``sl.gradients`` call:
 
-* chain: Sideways (``stash=0``), ``stash=1``, every per-unit allocation of
-  ``experiments.stash_subsets`` under both pairings (``schedule.Stash(depths, pairing=...)``),
-  ``stash="full"``, the full stash stored in bfloat16 and in int8
-  (``Stash("full", dtype=...)``) and the exact twin (``method="pipelined_exact"``);
-* reversible chain: Sideways, carry-down (``stash="carry"``), the full stash and the exact twin.
+* chain: the values of the stash frontier's sweep (``figures.SWEEPS["stash-digits"]``):
+  Sideways (``stash=0``), ``stash=1``, every full-or-nothing per-unit allocation, the full
+  stash, the full stash stored in bfloat16 and in int8 (``Stash("full", dtype=...)``), and the
+  exact twin (``method="pipelined_exact"``);
+* reversible chain (``figures.SWEEPS["stash-digits-rev"]``): Sideways, carry-down
+  (``stash="carry"``, also with unit 1's frames in int8), the full stash compressed and in
+  float32, and the exact twin.
 
 Time: the median of ``--repeats`` calls after one warm-up call, all rows timed in turn, round
 after round, so that a change in the machine's load hits them alike; each ratio is to the same
@@ -33,32 +35,21 @@ import time
 import jax
 
 import sideways_lab as sl
-from sideways_lab import experiments, models, schedule, training
+from sideways_lab import experiments, figures, models, schedule, training
 
 FIELDS = ("temp_size_in_bytes", "argument_size_in_bytes", "output_size_in_bytes")
 
 
-def stash_rows(graph, rev_graph) -> list[tuple[str, str, str, object]]:
-  """``(network, label, method, stash)`` of every row: the chain's then the reversible chain's."""
-  S = schedule.Stash
-  rows = [("chain", "sideways (stash 0)", "sideways", 0), ("chain", "stash 1", "sideways", 1)]
-  for label in experiments.stash_subsets(graph):
-    depths = experiments.parse_stash(label)
-    for pairing in schedule.PAIRINGS:
-      rows.append(("chain", f"stash {label}, pairing {pairing}", "sideways", S(depths, pairing)))
-  rows += [
-    ("chain", "stash full", "sideways", "full"),
-    ("chain", "stash full in bfloat16", "sideways", S("full", dtype="bfloat16")),
-    ("chain", "stash full in int8", "sideways", S("full", dtype="int8")),
-    ("chain", "pipelined_exact (exact twin)", "pipelined_exact", 0),
-  ]
+def stash_rows(rev_graph, quick: bool) -> list[tuple[str, str, str, object]]:
+  """``(network, label, method, stash)`` of every row: the values of the stash frontier's sweeps
+  (``figures.SWEEPS["stash-digits"]`` on the chain, ``["stash-digits-rev"]`` on the reversible
+  chain), each "full" as both the sideways method's full stash and the exact twin."""
   assert schedule.why_not_carry(rev_graph, 2) is None, "the reversible chain's unit 2 carries"
-  rows += [
-    ("reversible", "sideways (stash 0)", "sideways", 0),
-    ("reversible", "stash carry", "sideways", "carry"),
-    ("reversible", "stash full", "sideways", "full"),
-    ("reversible", "pipelined_exact (exact twin)", "pipelined_exact", 0),
-  ]
+  rows = []
+  for network, sweep in (("chain", "stash-digits"), ("reversible", "stash-digits-rev")):
+    for value in figures.sweep_spec(sweep, quick)["values"]:
+      rows.append((network, f"stash {value}", "sideways", experiments.parse_stash(value)))
+    rows.append((network, "pipelined_exact (exact twin)", "pipelined_exact", 0))
   return rows
 
 
@@ -94,7 +85,7 @@ def measure(quick: bool, repeats: int):
   }
   params = {n: g.init(jax.random.PRNGKey(0), video[:, 0]) for n, g in graphs.items()}
   mask, loss_fn = tr.task.mask, tr.task.loss_fn
-  rows = stash_rows(graphs["chain"], graphs["reversible"])
+  rows = stash_rows(graphs["reversible"], quick)
   frame = jax.ShapeDtypeStruct(video[:, 0].shape, video.dtype)
   fns, formula, mem = {}, {}, {}
   for n, label, method, stash in rows:
@@ -127,7 +118,7 @@ def table(rows, seconds, formula, mem) -> str:
     "|---|---|---:|---:|---:|---:|---:|---:|",
   ]
   for n, label, _, _ in rows:
-    key, side, full = (n, label), (n, "sideways (stash 0)"), (n, "stash full")
+    key, side, full = (n, label), (n, "stash 0"), (n, "stash full")
     extra = None if mem[key] is None or mem[side] is None else mem[key] - mem[side]
     full_extra = None if mem[full] is None or mem[side] is None else mem[full] - mem[side]
     lines.append(

@@ -988,7 +988,7 @@ def _frontier_panel(ax, df, name: str, quick: bool) -> None:
   if iv is not None:
     ax.axhspan(iv.low, iv.high, color=color, alpha=0.10, lw=0)
   ax.axhline(full.accuracy - claims.STASH_CLOSE, color=color, ls=":", lw=1.0)
-  labelled: dict[float, int] = {}  # labels already at this memory, stacked downwards
+  labelled: list[tuple[float, int]] = []  # (memory, row) of the labels so far
   for r, x in zip(front.itertuples(), kib):
     kind = stash_kind(r.value)
     acc = df[(df.value.astype(str) == r.value) & (df.scheme == r.scheme)].accuracy
@@ -1003,9 +1003,11 @@ def _frontier_panel(ax, df, name: str, quick: bool) -> None:
       capsize=3,
       ms=8 if kind == "carry" else 6,
     )
-    n = labelled[x] = labelled.get(x, -1) + 1
+    near = {n for x0, n in labelled if abs(x - x0) < 0.1 * kib.max()}
+    n = min(set(range(len(near) + 1)) - near)  # the first label row free near this memory
+    labelled.append((x, n))
     ax.annotate(
-      r.value, (x, r.accuracy), textcoords="offset points", xytext=(5, 4 - 9 * n), fontsize=7
+      r.value, (x, r.accuracy), textcoords="offset points", xytext=(5, 4 - 11 * n), fontsize=7
     )
   best = front[front.frontier]
   ax.plot(best.stash_bytes / 2**10, best.accuracy, color=color, lw=1.0, alpha=0.7)
@@ -1016,8 +1018,6 @@ def _frontier_panel(ax, df, name: str, quick: bool) -> None:
   )
   ax.set_xlabel("bytes beyond Sideways per batch (KiB)")
   ax.set_ylabel("test clip accuracy")
-  if "chance" in df and df.chance.notna().any():
-    ax.axhline(float(df.chance.dropna().iloc[0]), color="#777777", ls=":", lw=1.1)
 
 
 def measured_costs(quick: bool):
