@@ -114,7 +114,12 @@ TRAIN_FLAGS: tuple[Flag, ...] = (
   Flag(TrainConfig, "optimizer", choices=OPTIMIZERS),
   Flag(TrainConfig, "schedule", choices=SCHEDULES),
   Flag(TrainConfig, "warmup", _non_negative_int),
-  Flag(TrainConfig, "stash", experiments.parse_stash, note=' ("6-0-2": per unit)'),
+  Flag(
+    TrainConfig,
+    "stash",
+    experiments.parse_stash,
+    note=' ("6-0-2": per unit; "full@int8": stored in int8; "carry": with --reversible yes)',
+  ),
   Flag(TrainConfig, "update_every", _non_negative_int),
   Flag(TrainConfig, "checkpoint_every", _non_negative_int),
   Flag(TrainConfig, "keep", _positive_int),
@@ -126,6 +131,7 @@ TRAIN_FLAGS: tuple[Flag, ...] = (
   Flag(ModelConfig, "skips", choices=SKIP_KINDS),
   Flag(ModelConfig, "skip_kernel", _positive_int),
   Flag(ModelConfig, "readout", choices=READOUTS),
+  Flag(ModelConfig, "reversible", choices=("yes", "no"), value=lambda s: s == "yes"),
   Flag(TaskConfig, "num_frames", _positive_int),
   Flag(TaskConfig, "size", _positive_int, value=lambda s: (s, s), note=" (one int: a square)"),
   Flag(TaskConfig, "speed", float),
@@ -340,6 +346,7 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
     progress=_progress(args),
     log=print,
     reuse_other_code=args.reuse_other_code,
+    overrides=dict(model=dict(reversible=True)) if args.reversible else None,
   )
   _print_table(df, args.out)
   return 0
@@ -396,7 +403,8 @@ def _add_sweep(sub) -> None:
     "--knob",
     required=True,
     help="speed (pixels per frame), stride (keep every s-th frame) or stash (the sideways "
-    'method\'s stash: 0, 1, 2, full or per-unit depths like "6-0-2")',
+    'method\'s stash: 0, 1, 2, full, carry or per-unit depths like "6-0-2", with "@int8" or '
+    '"@bfloat16" for a compressed store)',
   )
   p.add_argument("--values", required=True, help="comma-separated knob values, e.g. 0.5,1,2")
   p.add_argument(
@@ -406,6 +414,12 @@ def _add_sweep(sub) -> None:
     "skip_sideways, skip_exact; next-frame adds copy_newest, mean_frame)",
   )
   p.add_argument("--seeds", type=_positive_int, default=3, help="seeds per setting (default 3)")
+  p.add_argument(
+    "--reversible",
+    action="store_true",
+    help="chain schemes on the network whose hidden units are reversible (ModelConfig."
+    "reversible; needed by the stash value carry)",
+  )
   p.add_argument(
     "--steps", type=_positive_int, default=None, help="training steps per run (default: the task's)"
   )

@@ -3,6 +3,7 @@
 import dataclasses
 import json
 
+import pandas as pd
 import pytest
 
 import sideways_lab as sl
@@ -205,3 +206,23 @@ def test_reuse_other_code_reaches_the_sweeps(flag, tmp_path, monkeypatch, capsys
   assert cli.main(["figures", "--quick", "--out", str(tmp_path)] + flag) == 0
   assert cli.main(["figures", "--quick", "--sweeps", "digits-speed"] + flag) == 0
   assert seen == [bool(flag)] * 3
+
+
+def test_stash_options_and_reversible_units_from_the_command_line(tmp_path, monkeypatch):
+  p = cli.build_parser()
+  args = p.parse_args(
+    ["train", "--task", "digits", "--scheme", "sideways", "--out", "x", "--quick"]
+    + ["--reversible", "yes", "--stash", "carry"]
+  )
+  cfg = sl.training.default_config("digits", "sideways", quick=True, **cli.config_overrides(args))
+  assert cfg.model.reversible and cfg.stash == "carry"
+  args = p.parse_args(["train", "--task", "digits", "--scheme", "sideways", "--out", "x"])
+  args.stash = sl.experiments.parse_stash("full@int8")
+  cfg = sl.training.default_config("digits", "sideways", **cli.config_overrides(args))
+  assert cfg.stash == sl.schedule.Stash("full", dtype="int8") and not cfg.model.reversible
+  seen = []
+  monkeypatch.setattr(sl.experiments, "sweep", lambda *a, **kw: seen.append(kw) or pd.DataFrame())
+  monkeypatch.setattr(cli, "_print_table", lambda df, out: None)
+  sweep = ["sweep", "--task", "digits", "--knob", "stash", "--values", "0,carry", "--out", "x"]
+  assert cli.main(sweep + ["--reversible"]) == 0 and cli.main(sweep) == 0
+  assert seen[0]["overrides"] == {"model": {"reversible": True}} and seen[1]["overrides"] is None
