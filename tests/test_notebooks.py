@@ -12,10 +12,10 @@ NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))
 CELL_TIMEOUT = 600
 
 
-def test_there_are_eight_numbered_notebooks():
+def test_there_are_nine_numbered_notebooks():
   names = [p.name for p in NOTEBOOKS]
-  assert len(names) == 8
-  assert [n[:2] for n in names] == [f"{i:02d}" for i in range(8)]
+  assert len(names) == 9
+  assert [n[:2] for n in names] == [f"{i:02d}" for i in range(9)]
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
