@@ -1426,7 +1426,7 @@ def _seeds_note(claim_list: Sequence[Claim]) -> str:
     f"over {n} seeds is the mean ± t·sd/√{n} with t = t_{{0.975, {n - 1}}} = {t:.2f}, i.e. "
     f'± {t / np.sqrt(n):.2f} standard deviations of the paired difference ("twice the '
     f'standard error" covers only {100 * _coverage(n):.0f} %); an open claim says how many '
-    f"seeds its spread would need. More seeds need only training (`figures.SEEDS`, or the "
+    f"seeds its spread would need. More seeds need only training (`figures.CLAIM_SEEDS`, or the "
     f"`--seeds` option of `sideways-lab sweep`): the claims take any number."
   )
 

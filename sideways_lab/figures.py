@@ -1304,7 +1304,7 @@ def generate(
     "code": provenance.code_identity(),
     "runs_code": experiments.code_versions(list(ctx.results.values())).to_dict("records"),
     "mode": "quick" if quick else "full",
-    "seeds": {"sweeps": f"0..{(QUICK_SEEDS if quick else SEEDS) - 1} per setting"},
+    "seeds": {n: sweep_spec(n, quick)["seeds"] for n in SWEEPS},
     "versions": _versions(),
     "device": _device(),
     "python": sys.version.split()[0],
@@ -1319,22 +1319,31 @@ def generate(
   }
   if from_results is not None:
     manifest["from_results"] = str(from_results)
-  old = _read_manifest(out / "manifest.json") if only is not None else None
-  manifest = _merge_manifest(manifest, old, names, from_results)
+  old = _read_manifest(out / "manifest.json") if only is not None or from_results else None
+  manifest = _merge_manifest(manifest, old, names, from_results, partial=only is not None)
   if reuse_other_code:
     manifest["command"] += " --reuse-other-code"
   ckpt.atomic_write_text(out / "manifest.json", json.dumps(manifest, indent=1) + "\n")
   return manifest
 
 
-def _merge_manifest(manifest: dict, old: dict | None, names, from_results) -> dict:
+def _merge_manifest(manifest: dict, old: dict | None, names, from_results, partial=True) -> dict:
   """``manifest`` of some figures merged into ``old``, an earlier manifest of the same mode:
   the other figures keep their entries (their files are still there) and, drawn from results,
-  the run that trained them keeps its record as well."""
+  the run that trained them keeps its record as well. Every figure drawn from results
+  (``partial`` False) keeps the new record, and only the figures that need the runs'
+  checkpoints, which results cannot draw, keep their old entries."""
   if old is None or old.get("mode") != manifest["mode"]:
     return manifest
   figures = manifest["figures"]
-  figures = {**{n: f for n, f in old.get("figures", {}).items() if n not in figures}, **figures}
+  kept = {
+    n: f
+    for n, f in old.get("figures", {}).items()
+    if n not in figures and (partial or (n in FIGURES and FIGURES[n].needs_runs))
+  }
+  figures = {**kept, **figures}
+  if not partial:
+    return {**manifest, "figures": figures}
   if from_results is not None:
     manifest = dict(old)
   else:

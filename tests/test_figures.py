@@ -166,6 +166,12 @@ def test_figures_and_claims_from_committed_results(tmp_path):
   assert figures._names(None, source, lambda m: None) == [
     n for n in figures.FIGURES if n != "future_frames"
   ]
+  # every figure redrawn from results: a new record, and the skipped figure keeps its entry
+  new = dict(m, figures={n: {"files": [n]} for n in figures.FIGURES if n != "future_frames"})
+  merged = figures._merge_manifest(new, old, list(new["figures"]), source, partial=False)
+  assert merged["figures"]["future_frames"] == old["figures"]["future_frames"]
+  assert merged["figures"]["next_frame"] == {"files": ["next_frame"]}
+  assert merged["command"] == new["command"] and set(merged["figures"]) == set(figures.FIGURES)
   args = ["figures", "--from-results", str(source), "--sweeps", "digits-speed"]
   assert cli.main(args) == cli.EXIT_USAGE
   fig = figures.draw("claim_budgets", from_results=source)
