@@ -100,6 +100,7 @@ __all__ = [
   "stash_label",
   "stash_subsets",
   "parse_stash",
+  "check_seeds",
 ]
 
 KNOBS = ("speed", "stride", "stash")
