@@ -582,13 +582,12 @@ def sweep(
 
   Args:
     task: "digits", "motion-classes" or "next-frame".
-    knob: "speed" (pixels per frame) or "stride" (keep every s-th frame).
+    knob: "speed" (pixels per frame), "stride" (every s-th frame) or "stash" (:func:`parse_stash`).
     values: the knob's values (a sequence, or a comma-separated string).
     schemes: schemes to train (default: all five; for next-frame also the baselines
       ``copy_newest`` and ``mean_frame``, computed once per value, seed and pipeline timing).
-    seeds: seeds 0..seeds-1 per (scheme, value), or a sequence of distinct seeds (ints >= 0:
-      e.g. ``(3, 4)`` adds two seeds to a table of seeds 0..2, with the same runs a five-seed
-      sweep trains); the schemes of a seed share clips and init.
+    seeds: seeds 0..seeds-1 per (scheme, value), or distinct seeds (``(3, 4)``: the runs that
+      five seeds add to three); the schemes of a seed share clips and init.
     steps: training steps (default: the task's, :data:`sideways_lab.training.TASK_DEFAULTS`).
     anchor: next-frame only, "newest" (the fair horizon) or "input" (latency counts).
     quick: tiny budgets (default: the SIDEWAYS_LAB_QUICK environment variable).

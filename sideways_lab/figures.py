@@ -1012,10 +1012,8 @@ def _frontier_panel(ax, df, name: str, quick: bool) -> None:
   best = front[front.frontier]
   ax.plot(best.stash_bytes / 2**10, best.accuracy, color=color, lw=1.0, alpha=0.7)
   speed = float(sweep_spec(name, quick).get("overrides", {}).get("data", {}).get("speed", 0))
-  chain = "reversible chain" if name.endswith("-rev") else "chain"
-  ax.set_title(
-    f"{df.task.iloc[0]} at {speed:g} px/frame, {chain} ({df.seed.nunique()} seeds)", fontsize=10
-  )
+  network = claims.stash_network(name[len("stash-") :])
+  ax.set_title(f"{network} at {speed:g} px/frame ({df.seed.nunique()} seeds)", fontsize=10)
   ax.set_xlabel("bytes beyond Sideways per batch (KiB)")
   ax.set_ylabel("test clip accuracy")
 

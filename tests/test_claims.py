@@ -291,28 +291,9 @@ def _curves(digits: pd.DataFrame, steps=STEPS, slope=0.0) -> pd.DataFrame:
   for r in digits.itertuples():
     for s in steps:
       y = r.accuracy + slope * np.log2(s / steps[-1])
-      rows.append(
-        dict(
-          scheme=r.scheme,
-          value=str(r.value),
-          seed=r.seed,
-          step=s,
-          split="test",
-          metric="accuracy",
-          y=y,
-        )
-      )
-      rows.append(
-        dict(
-          scheme=r.scheme,
-          value=str(r.value),
-          seed=r.seed,
-          step=s,
-          split="train",
-          metric="loss",
-          y=1.0,
-        )
-      )
+      for split, metric, value in (("test", "accuracy", y), ("train", "loss", 1.0)):
+        ids = dict(scheme=r.scheme, value=str(r.value), seed=r.seed, step=s)
+        rows.append(dict(ids, split=split, metric=metric, y=value))
   return pd.DataFrame(rows)
 
 
